@@ -1,0 +1,42 @@
+# The two commands: `make dev` and `make test`. Everything else is a step of theirs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO_FLAGS ?= --locked
+
+.PHONY: help dev test test-rust lint fmt infra-lint package bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+dev: ## run the whole platform on http://127.0.0.1:8000 (emulator, resources, workers)
+	@local/stack.sh dev
+
+test: lint infra-lint test-rust ## the full suite: format, clippy, template lint, unit + emulator tests
+
+test-rust: ## unit, integration and end-to-end tests against a fresh emulator
+	@local/stack.sh with-emulator cargo test $(CARGO_FLAGS) --workspace
+
+lint: ## rustfmt and clippy, warnings are errors
+	cargo fmt --all --check
+	cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	cargo fmt --all
+
+infra-lint: ## cfn-lint and sam validate --lint on infra/template.yaml (offline)
+	@local/stack.sh venv
+	@local/stack.sh sam-venv
+	.venv/bin/cfn-lint infra/template.yaml
+	AWS_ACCESS_KEY_ID=none AWS_SECRET_ACCESS_KEY=none SAM_CLI_TELEMETRY=0 \
+		.venv-sam/bin/sam validate --lint --region us-east-1 --template-file infra/template.yaml
+
+package: ## build the arm64 Lambda zip with cargo-lambda (target/lambda/bootstrap/bootstrap.zip)
+	@local/stack.sh package-venv
+	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip --bin bootstrap
+
+bench: ## performance figures (see bench/)
+	@echo "make bench: not yet wired"; exit 1
+
+clean: ## remove build output and local state
+	cargo clean
+	rm -rf .local

@@ -1,0 +1,276 @@
+//! The tenants' containers on ECS: the task definition of the ISP framework image, and one
+//! RunTask-launched task per tenant, found again by `startedBy` = tenant id.
+
+use aws_sdk_ecs::Client;
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, ContainerOverride, DesiredStatus,
+    KeyValuePair, LaunchType, NetworkConfiguration, NetworkMode, PortMapping, PropagateTags, Tag, Task, TaskOverride,
+};
+use dotmac_config::EcsSettings;
+use dotmac_domain::{TaskSize, Tenant, TenantId};
+use std::time::Duration;
+
+pub const CONTAINER_NAME: &str = "isp-framework";
+pub const CONTAINER_PORT: i32 = 8000;
+/// Fargate's smallest size; plans override it per task.
+const BASE_CPU: &str = "256";
+const BASE_MEMORY: &str = "512";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("ECS {operation} failed: {message}")]
+    Ecs { operation: &'static str, message: String },
+    #[error("the task stopped before running: {0}")]
+    Stopped(String),
+    #[error("the task did not reach RUNNING within {0} s")]
+    Timeout(u64),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a dependency failed: {0}")]
+    Dependency(String),
+}
+
+impl FleetError {
+    fn ecs<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+        operation: &'static str,
+        error: SdkError<E, R>,
+    ) -> Self {
+        let message = match error.as_service_error() {
+            Some(e) => format!("{}: {}", e.code().unwrap_or("ServiceError"), e.message().unwrap_or_default()),
+            None => error.to_string(),
+        };
+        FleetError::Ecs { operation, message }
+    }
+}
+
+/// What ECS says about a tenant's task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchedTask {
+    pub task_arn: String,
+    pub cluster_arn: String,
+    pub task_definition_arn: String,
+    pub last_status: String,
+    pub stopped_reason: Option<String>,
+    pub private_ip: Option<String>,
+}
+
+impl LaunchedTask {
+    fn from_task(task: &Task) -> Self {
+        let private_ip = task
+            .attachments()
+            .iter()
+            .flat_map(|a| a.details())
+            .find(|d| d.name() == Some("privateIPv4Address"))
+            .and_then(|d| d.value().map(str::to_owned));
+        LaunchedTask {
+            task_arn: task.task_arn().unwrap_or_default().to_owned(),
+            cluster_arn: task.cluster_arn().unwrap_or_default().to_owned(),
+            task_definition_arn: task.task_definition_arn().unwrap_or_default().to_owned(),
+            last_status: task.last_status().unwrap_or_default().to_owned(),
+            stopped_reason: task.stopped_reason().map(str::to_owned),
+            private_ip,
+        }
+    }
+}
+
+pub struct Fleet {
+    ecs: Client,
+    settings: EcsSettings,
+}
+
+impl Fleet {
+    pub fn new(ecs: Client, settings: EcsSettings) -> Self {
+        Self { ecs, settings }
+    }
+
+    pub fn settings(&self) -> &EcsSettings {
+        &self.settings
+    }
+
+    /// The task definition for the configured image: the family's latest revision if it runs
+    /// that image, else a new revision.
+    pub async fn ensure_task_definition(&self) -> Result<String, FleetError> {
+        let existing = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(&self.settings.task_family)
+            .send()
+            .await;
+        if let Ok(output) = existing
+            && let Some(definition) = output.task_definition()
+        {
+            let same_image = definition
+                .container_definitions()
+                .iter()
+                .any(|c| c.name() == Some(CONTAINER_NAME) && c.image() == Some(self.settings.image.as_str()));
+            if same_image && let Some(arn) = definition.task_definition_arn() {
+                return Ok(arn.to_owned());
+            }
+        }
+        let container = ContainerDefinition::builder()
+            .name(CONTAINER_NAME)
+            .image(&self.settings.image)
+            .essential(true)
+            // Each container states its own memory: ECS requires it on EC2 and it keeps a
+            // runaway container inside the task's budget on Fargate.
+            .memory(512)
+            .port_mappings(PortMapping::builder().container_port(CONTAINER_PORT).build())
+            .build();
+        let output = self
+            .ecs
+            .register_task_definition()
+            .family(&self.settings.task_family)
+            .network_mode(NetworkMode::Awsvpc)
+            .requires_compatibilities(Compatibility::Fargate)
+            .cpu(BASE_CPU)
+            .memory(BASE_MEMORY)
+            .set_execution_role_arn(self.settings.execution_role_arn.clone())
+            .set_task_role_arn(self.settings.task_role_arn.clone())
+            .container_definitions(container)
+            .tags(Tag::builder().key("managed-by").value("dotmac-platform").build())
+            .send()
+            .await
+            .map_err(|e| FleetError::ecs("RegisterTaskDefinition", e))?;
+        output
+            .task_definition()
+            .and_then(|d| d.task_definition_arn())
+            .map(str::to_owned)
+            .ok_or_else(|| FleetError::Invalid("RegisterTaskDefinition returned no ARN".into()))
+    }
+
+    /// The tenant's live task, if one was launched (by any attempt).
+    pub async fn find_tenant_task(&self, tenant_id: TenantId) -> Result<Option<LaunchedTask>, FleetError> {
+        let arns = self
+            .ecs
+            .list_tasks()
+            .cluster(&self.settings.cluster)
+            .started_by(tenant_id.to_string())
+            .desired_status(DesiredStatus::Running)
+            .send()
+            .await
+            .map_err(|e| FleetError::ecs("ListTasks", e))?
+            .task_arns
+            .unwrap_or_default();
+        let Some(arn) = arns.first() else {
+            return Ok(None);
+        };
+        self.describe(arn).await.map(Some)
+    }
+
+    pub async fn describe(&self, task_arn: &str) -> Result<LaunchedTask, FleetError> {
+        let output = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.settings.cluster)
+            .tasks(task_arn)
+            .send()
+            .await
+            .map_err(|e| FleetError::ecs("DescribeTasks", e))?;
+        output
+            .tasks()
+            .first()
+            .map(LaunchedTask::from_task)
+            .ok_or_else(|| FleetError::Stopped(format!("ECS no longer knows task {task_arn}")))
+    }
+
+    /// Starts the tenant's task. `client_token` makes a repeated call within one attempt
+    /// return the same task instead of a second one.
+    pub async fn launch(&self, tenant: &Tenant, size: TaskSize, client_token: &str) -> Result<LaunchedTask, FleetError> {
+        if !size.is_valid_fargate_size() {
+            return Err(FleetError::Invalid(format!("{size:?} is not a Fargate task size")));
+        }
+        if self.settings.subnets.is_empty() {
+            return Err(FleetError::Invalid("no subnets configured (DOTMAC_ECS_SUBNETS)".into()));
+        }
+        let task_definition = self.ensure_task_definition().await?;
+        let tenant_id = tenant.id.to_string();
+        let env = |name: &str, value: &str| KeyValuePair::builder().name(name).value(value).build();
+        let tag = |key: &str, value: &str| Tag::builder().key(key).value(value).build();
+        let overrides = TaskOverride::builder()
+            .cpu(size.cpu.to_string())
+            .memory(size.memory_mib.to_string())
+            .container_overrides(
+                ContainerOverride::builder()
+                    .name(CONTAINER_NAME)
+                    .memory(i32::try_from(size.memory_mib).unwrap_or(512))
+                    .environment(env("TENANT_ID", &tenant_id))
+                    .environment(env("TENANT_SLUG", tenant.slug.as_str()))
+                    .environment(env("TENANT_PLAN", tenant.plan.as_str()))
+                    .build(),
+            )
+            .build();
+        let network = NetworkConfiguration::builder()
+            .awsvpc_configuration(
+                AwsVpcConfiguration::builder()
+                    .set_subnets(Some(self.settings.subnets.clone()))
+                    .set_security_groups(Some(self.settings.security_groups.clone()))
+                    .assign_public_ip(if self.settings.assign_public_ip {
+                        AssignPublicIp::Enabled
+                    } else {
+                        AssignPublicIp::Disabled
+                    })
+                    .build()
+                    .map_err(|e| FleetError::Invalid(e.to_string()))?,
+            )
+            .build();
+        let mut request = self
+            .ecs
+            .run_task()
+            .cluster(&self.settings.cluster)
+            .task_definition(task_definition)
+            .launch_type(LaunchType::from(self.settings.launch_type.as_str()))
+            .count(1)
+            .started_by(&tenant_id)
+            .network_configuration(network)
+            .overrides(overrides)
+            .tags(tag("tenant_id", &tenant_id))
+            .tags(tag("tenant_slug", tenant.slug.as_str()))
+            .tags(tag("plan", tenant.plan.as_str()))
+            .tags(tag("managed-by", "dotmac-platform"))
+            .propagate_tags(PropagateTags::TaskDefinition)
+            .enable_ecs_managed_tags(true);
+        if !client_token.is_empty() {
+            request = request.client_token(client_token);
+        }
+        let output = request.send().await.map_err(|e| FleetError::ecs("RunTask", e))?;
+        if let Some(failure) = output.failures().first() {
+            return Err(FleetError::Ecs {
+                operation: "RunTask",
+                message: format!(
+                    "{}: {}",
+                    failure.reason().unwrap_or("failure"),
+                    failure.detail().unwrap_or_default()
+                ),
+            });
+        }
+        let task = output
+            .tasks()
+            .first()
+            .ok_or_else(|| FleetError::Invalid("RunTask started no task".into()))?;
+        let launched = LaunchedTask::from_task(task);
+        tracing::info!(tenant_id = %tenant.id, task_arn = %launched.task_arn, "tenant task launched");
+        Ok(launched)
+    }
+
+    /// Polls DescribeTasks until the task runs, stops, or `timeout` passes.
+    pub async fn wait_until_running(&self, task_arn: &str, timeout: Duration) -> Result<LaunchedTask, FleetError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(200);
+        loop {
+            let task = self.describe(task_arn).await?;
+            match task.last_status.as_str() {
+                "RUNNING" => return Ok(task),
+                "STOPPED" | "DEPROVISIONING" | "STOPPING" => {
+                    return Err(FleetError::Stopped(task.stopped_reason.unwrap_or_else(|| task.last_status.clone())));
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(FleetError::Timeout(timeout.as_secs()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The provisioner: consumes provisioning jobs and runs each tenant's dedicated container on
+//! ECS (one long-running task per tenant, launched with RunTask).
+
+mod fleet;
+
+pub use fleet::{Fleet, FleetError, LaunchedTask};
+
+use dotmac_config::EcsSettings;
+use dotmac_domain::{Container, TenantId, TenantStatus};
+use dotmac_queue::{Delivery, JobError, JobHandler, ProvisioningJob};
+use dotmac_store::{Lease, Store, StoreError, TenantRecord};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+pub struct Provisioner {
+    store: Store,
+    fleet: Fleet,
+}
+
+impl Provisioner {
+    pub fn new(store: Store, ecs: aws_sdk_ecs::Client, settings: EcsSettings) -> Self {
+        Self {
+            store,
+            fleet: Fleet::new(ecs, settings),
+        }
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    async fn provision(&self, tenant_id: TenantId, delivery: &Delivery) -> Result<(), JobError> {
+        let Some(mut record) = self.store.get_tenant_record(tenant_id).await.map_err(retry)? else {
+            return Err(JobError::Discard(format!("tenant {tenant_id} does not exist")));
+        };
+        match record.tenant.status {
+            TenantStatus::Provisioning => {}
+            // A duplicate or late delivery of a job that already succeeded.
+            TenantStatus::Active if record.tenant.container.is_some() => return Ok(()),
+            other => return Err(JobError::Discard(format!("tenant {tenant_id} is {other}, not provisioning"))),
+        }
+        let now = OffsetDateTime::now_utc();
+        if record.lease.as_ref().is_some_and(|lease| lease.is_live(now)) {
+            return Err(JobError::Retry("another attempt holds the provisioning lease".into()));
+        }
+        // Claim the work: the version check makes the claim exclusive across workers.
+        let lease_seconds = i64::try_from(self.fleet.settings().task_start_timeout_seconds).unwrap_or(60) + 30;
+        record.lease = Some(Lease {
+            token: uuid::Uuid::new_v4().to_string(),
+            expires_at: now.unix_timestamp() + lease_seconds,
+        });
+        match self.store.save_tenant(&mut record).await {
+            Ok(()) => {}
+            Err(StoreError::VersionConflict { .. }) => {
+                return Err(JobError::Retry("the tenant changed while claiming it".into()));
+            }
+            Err(error) => return Err(retry(error)),
+        }
+
+        match self.launch(&record).await {
+            Ok(container) => self.finish(record, container).await,
+            Err(error) => self.fail(record, error, delivery).await,
+        }
+    }
+
+    async fn launch(&self, record: &TenantRecord) -> Result<Container, FleetError> {
+        let tenant = &record.tenant;
+        let plan = self
+            .store
+            .get_plan(&tenant.plan)
+            .await
+            .map_err(|e| FleetError::Dependency(e.to_string()))?
+            .ok_or_else(|| FleetError::Invalid(format!("plan {} does not exist", tenant.plan)))?;
+        // A task left by an earlier attempt (or a duplicate delivery) is adopted, not doubled.
+        let task = match self.fleet.find_tenant_task(tenant.id).await? {
+            Some(task) => {
+                tracing::info!(tenant_id = %tenant.id, task_arn = %task.task_arn, "adopting the tenant's existing task");
+                task
+            }
+            None => {
+                let client_token = record.lease.as_ref().map(|l| l.token.clone()).unwrap_or_default();
+                self.fleet.launch(tenant, plan.task_size, &client_token).await?
+            }
+        };
+        let timeout = Duration::from_secs(self.fleet.settings().task_start_timeout_seconds);
+        let running = self.fleet.wait_until_running(&task.task_arn, timeout).await?;
+        Ok(Container {
+            cluster_arn: running.cluster_arn,
+            task_arn: running.task_arn,
+            task_definition_arn: running.task_definition_arn,
+            task_size: plan.task_size,
+            last_status: running.last_status,
+            endpoint: running.private_ip.map(|ip| format!("http://{ip}:{}", fleet::CONTAINER_PORT)),
+            started_at: OffsetDateTime::now_utc(),
+        })
+    }
+
+    async fn finish(&self, mut record: TenantRecord, container: Container) -> Result<(), JobError> {
+        let now = OffsetDateTime::now_utc();
+        let tenant_id = record.tenant.id;
+        record.tenant.transition(TenantStatus::Active, now).map_err(|e| JobError::Discard(e.to_string()))?;
+        record.tenant.container = Some(container);
+        record.tenant.failure_reason = None;
+        record.lease = None;
+        self.store.save_tenant(&mut record).await.map_err(retry)?;
+        tracing::info!(%tenant_id, "tenant active");
+        Ok(())
+    }
+
+    /// Keeps the reason on the tenant; on the last attempt marks it `failed` before SQS moves
+    /// the message to the dead-letter queue.
+    async fn fail(&self, mut record: TenantRecord, error: FleetError, delivery: &Delivery) -> Result<(), JobError> {
+        let reason = error.to_string();
+        let now = OffsetDateTime::now_utc();
+        record.lease = None;
+        record.tenant.failure_reason = Some(reason.clone());
+        record.tenant.updated_at = now;
+        let last = delivery.is_last_attempt() || matches!(error, FleetError::Invalid(_));
+        if last {
+            record.tenant.transition(TenantStatus::Failed, now).map_err(|e| JobError::Discard(e.to_string()))?;
+        }
+        if let Err(save) = self.store.save_tenant(&mut record).await {
+            tracing::error!(tenant_id = %record.tenant.id, error = %save, "failure not recorded on the tenant");
+        }
+        tracing::warn!(tenant_id = %record.tenant.id, %reason, attempt = delivery.receive_count, last, "provisioning attempt failed");
+        Err(JobError::Retry(reason))
+    }
+}
+
+fn retry(error: StoreError) -> JobError {
+    JobError::Retry(error.to_string())
+}
+
+impl JobHandler<ProvisioningJob> for Provisioner {
+    async fn handle(&self, job: ProvisioningJob, delivery: &Delivery) -> Result<(), JobError> {
+        match job {
+            ProvisioningJob::ProvisionTenant { tenant_id } => self.provision(tenant_id, delivery).await,
+        }
+    }
+}

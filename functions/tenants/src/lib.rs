@@ -1,0 +1,163 @@
+//! The tenants function: onboard an ISP (write it, queue its provisioning) and read tenants.
+
+use axum::extract::{FromRef, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use dotmac_domain::{Action, Email, NewTenant, PlanId, Resource, Target, Tenant, TenantId, TenantName, TenantSlug, authorize};
+use dotmac_http::{ApiError, Authenticated, ErrorCode, Json, JwtKeys, idempotent, request_fingerprint};
+use dotmac_queue::{ProvisioningJob, SqsQueue};
+use dotmac_store::Store;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+#[derive(Clone)]
+pub struct TenantsState {
+    pub store: Store,
+    pub provisioning: SqsQueue,
+    pub keys: Arc<JwtKeys>,
+}
+
+impl FromRef<TenantsState> for Arc<JwtKeys> {
+    fn from_ref(state: &TenantsState) -> Self {
+        state.keys.clone()
+    }
+}
+
+pub fn router(state: TenantsState) -> Router {
+    Router::new()
+        .route("/v1/tenants", get(list_tenants).post(create_tenant))
+        .route("/v1/tenants/{id}", get(get_tenant))
+        .with_state(state)
+}
+
+/// Only these fields are accepted: status, ids, containers and the like are the platform's
+/// to set (no mass assignment).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenantRequest {
+    name: String,
+    slug: String,
+    plan: String,
+    contact_email: String,
+}
+
+impl CreateTenantRequest {
+    /// Parses every field and reports all that are wrong, the first one as `field`.
+    fn parse(&self) -> Result<NewTenant, ApiError> {
+        let name = TenantName::parse(&self.name);
+        let slug = TenantSlug::parse(&self.slug);
+        let plan = PlanId::parse(&self.plan);
+        let contact_email = Email::parse_field(&self.contact_email, "contact_email");
+        match (name, slug, plan, contact_email) {
+            (Ok(name), Ok(slug), Ok(plan), Ok(contact_email)) => Ok(NewTenant { name, slug, plan, contact_email }),
+            (name, slug, plan, email) => {
+                let errors: Vec<_> = [name.err(), slug.err(), plan.err(), email.err()].into_iter().flatten().collect();
+                let fields: Map<String, Value> =
+                    errors.iter().map(|e| (e.field.to_owned(), Value::String(e.reason.clone()))).collect();
+                let first = errors.first().cloned().map(ApiError::from).unwrap_or_else(|| ApiError::invalid_field("body", "invalid"));
+                let field = first.details["field"].clone();
+                let reason = first.details["reason"].clone();
+                Err(first.with_details(json!({ "field": field, "reason": reason, "fields": fields })))
+            }
+        }
+    }
+}
+
+fn tenant_body(tenant: &Tenant) -> Result<Value, ApiError> {
+    serde_json::to_value(tenant).map_err(ApiError::internal)
+}
+
+async fn create_tenant(
+    State(state): State<TenantsState>,
+    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
+    Json(request): Json<CreateTenantRequest>,
+) -> Result<Response, ApiError> {
+    authorize(&caller, Resource::Tenant, Action::Create, Target::default())?;
+    let new = request.parse()?;
+    let canonical = serde_json::to_vec(&request).map_err(ApiError::internal)?;
+    let fingerprint = request_fingerprint("POST", "/v1/tenants", &canonical);
+    let scope = format!("tenants#{}", caller.user_id);
+    idempotent(&state.store, &scope, &headers, &fingerprint, || onboard(&state, new)).await
+}
+
+async fn onboard(state: &TenantsState, new: NewTenant) -> Result<(StatusCode, Value), ApiError> {
+    if state.store.get_plan(&new.plan).await?.is_none() {
+        return Err(ApiError::invalid_field("plan", format!("no plan {} exists", new.plan)));
+    }
+    let tenant = Tenant::onboard(new, OffsetDateTime::now_utc());
+    state.store.create_tenant(&tenant).await?;
+    let job = ProvisioningJob::ProvisionTenant { tenant_id: tenant.id };
+    if let Err(error) = state.provisioning.enqueue(job).await {
+        // Without its job the tenant would sit in `provisioning` forever: take it back so the
+        // client's retry starts clean.
+        if let Err(undo) = state.store.delete_new_tenant(&tenant).await {
+            tracing::error!(tenant_id = %tenant.id, error = %undo, "tenant left without a provisioning job");
+        }
+        return Err(ApiError::unavailable("sqs", error));
+    }
+    tracing::info!(tenant_id = %tenant.id, slug = %tenant.slug, "tenant onboarded; provisioning queued");
+    Ok((StatusCode::ACCEPTED, tenant_body(&tenant)?))
+}
+
+fn parse_tenant_id(raw: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(raw).map_err(ApiError::from)
+}
+
+async fn get_tenant(
+    State(state): State<TenantsState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let id = parse_tenant_id(&id)?;
+    authorize(&caller, Resource::Tenant, Action::Read, Target { tenant_id: Some(id), owner_id: None })?;
+    let tenant = state
+        .store
+        .get_tenant(id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, format!("no tenant {id}")))?;
+    Ok(axum::Json(tenant_body(&tenant)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+const DEFAULT_PAGE: i32 = 20;
+const MAX_PAGE: i32 = 100;
+
+async fn list_tenants(
+    State(state): State<TenantsState>,
+    Authenticated(caller): Authenticated,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::ValidationFailed, e.body_text()))?;
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(raw) => raw
+            .parse::<i32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::invalid_field("limit", format!("must be a whole number from 1 to {MAX_PAGE}")))?,
+    };
+    if authorize(&caller, Resource::Tenant, Action::Read, Target::default()).is_ok() {
+        let page = state.store.list_tenants(limit, query.cursor.as_deref()).await?;
+        let items = page.items.iter().map(tenant_body).collect::<Result<Vec<_>, _>>()?;
+        return Ok(axum::Json(json!({ "items": items, "next_cursor": page.next_cursor })));
+    }
+    // A tenant-scoped caller sees the one tenant it belongs to.
+    let own = caller.tenant_id.ok_or_else(|| ApiError::from(dotmac_domain::Denied { resource: Resource::Tenant, action: Action::Read }))?;
+    authorize(&caller, Resource::Tenant, Action::Read, Target { tenant_id: Some(own), owner_id: None })?;
+    let items = match (query.cursor, state.store.get_tenant(own).await?) {
+        (None, Some(tenant)) => vec![tenant_body(&tenant)?],
+        _ => Vec::new(),
+    };
+    Ok(axum::Json(json!({ "items": items, "next_cursor": null })))
+}

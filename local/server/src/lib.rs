@@ -1,0 +1,164 @@
+//! The local stack in one process: create the resources the SAM template declares (on
+//! whatever endpoint the SDK variables point at), seed plans and the platform admin, then
+//! serve every function's routes on one port with the queue workers running.
+
+use anyhow::Context;
+use dotmac_config::Config;
+use dotmac_domain::{Email, Role, seed_plans};
+use dotmac_platform::Platform;
+use dotmac_queue::worker::{SqsBackendConfig, run_worker};
+use dotmac_queue::{ProvisioningJob, QueueSettings, ensure_queue_with_dlq};
+use dotmac_store::{Store, StoreError, UserRecord};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+
+/// Settings of the local stack itself (not of the functions), from `DOTMAC_*` variables.
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    /// Every resource name starts with it, so several stacks share one emulator.
+    pub prefix: String,
+    pub admin_email: String,
+    pub admin_password: String,
+    /// Seconds before a failed job is retried (AWS uses the queue's visibility timeout).
+    pub retry_delay_seconds: i32,
+    pub worker_concurrency: usize,
+    /// Where a generated JWT signing key is kept between runs; `None` keeps it in memory.
+    pub state_dir: Option<String>,
+}
+
+impl LocalSettings {
+    pub fn from_env(env: &HashMap<String, String>) -> anyhow::Result<Self> {
+        let get = |name: &str, default: &str| env.get(name).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| default.to_owned());
+        Ok(LocalSettings {
+            prefix: get("DOTMAC_PREFIX", "dotmac-local"),
+            admin_email: get("DOTMAC_ADMIN_EMAIL", "admin@dotmac.local"),
+            admin_password: get("DOTMAC_ADMIN_PASSWORD", "dotmac-admin"),
+            retry_delay_seconds: get("DOTMAC_WORKER_RETRY_DELAY_SECONDS", "5")
+                .parse()
+                .context("DOTMAC_WORKER_RETRY_DELAY_SECONDS must be a number")?,
+            worker_concurrency: get("DOTMAC_WORKER_CONCURRENCY", "4")
+                .parse()
+                .context("DOTMAC_WORKER_CONCURRENCY must be a number")?,
+            state_dir: env.get("DOTMAC_STATE_DIR").filter(|v| !v.is_empty()).cloned(),
+        })
+    }
+}
+
+/// Creates what `infra/template.yaml` would (table, queue + DLQ, cluster) and returns the
+/// functions' configuration pointing at them. Idempotent: a second start reuses them.
+pub async fn prepare(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>, local: &LocalSettings) -> anyhow::Result<Config> {
+    let mut env = env.clone();
+    let prefix = &local.prefix;
+    let table = format!("{prefix}-platform");
+    let store = Store::new(aws_sdk_dynamodb::Client::new(sdk), &table);
+    store.ensure_table().await.context("creating the DynamoDB table")?;
+
+    let max_receive_count: u32 = env
+        .get("DOTMAC_PROVISIONING_MAX_RECEIVE_COUNT")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let (queue, _dlq) = ensure_queue_with_dlq(
+        &aws_sdk_sqs::Client::new(sdk),
+        &format!("{prefix}-provisioning-jobs"),
+        QueueSettings {
+            visibility_timeout_seconds: 120,
+            max_receive_count,
+        },
+    )
+    .await
+    .context("creating the provisioning queue")?;
+
+    let cluster = env.get("DOTMAC_ECS_CLUSTER").cloned().unwrap_or_else(|| format!("{prefix}-tenants"));
+    aws_sdk_ecs::Client::new(sdk)
+        .create_cluster()
+        .cluster_name(&cluster)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!(aws_sdk_ecs::error::DisplayErrorContext(e).to_string()))
+        .context("creating the ECS cluster")?;
+
+    env.insert("DOTMAC_TABLE_NAME".into(), table);
+    env.insert("DOTMAC_PROVISIONING_QUEUE_URL".into(), queue.url().to_owned());
+    env.insert("DOTMAC_ECS_CLUSTER".into(), cluster);
+    if env.get("DOTMAC_JWT_SIGNING_KEY").is_none_or(|k| k.is_empty()) {
+        env.insert("DOTMAC_JWT_SIGNING_KEY".into(), local_signing_key(local.state_dir.as_deref())?);
+    }
+    Config::from_source(&env).context("configuration")
+}
+
+/// A signing key kept in the state folder, so tokens survive a restart of the local stack.
+fn local_signing_key(state_dir: Option<&str>) -> anyhow::Result<String> {
+    let Some(dir) = state_dir else {
+        return Ok(dotmac_http::auth::generate_signing_key()?);
+    };
+    let path = Path::new(dir).join("jwt-signing-key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(existing.trim().to_owned());
+    }
+    let key = dotmac_http::auth::generate_signing_key()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+    std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
+/// Writes the plan catalogue and the platform admin (kept if it already exists).
+pub async fn seed(platform: &Platform, local: &LocalSettings) -> anyhow::Result<()> {
+    for plan in seed_plans() {
+        platform.store.put_plan(&plan).await.context("seeding plans")?;
+    }
+    let email = Email::parse(&local.admin_email).context("DOTMAC_ADMIN_EMAIL")?;
+    let admin = UserRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        email,
+        password_hash: dotmac_auth::hash_password(&local.admin_password)?,
+        tenant_id: None,
+        roles: vec![Role::PlatformAdmin],
+        active: true,
+        created_at: OffsetDateTime::now_utc(),
+        last_login: None,
+    };
+    match platform.store.create_user(&admin).await {
+        Ok(()) | Err(StoreError::AlreadyExists) => Ok(()),
+        Err(error) => Err(error).context("seeding the platform admin"),
+    }
+}
+
+/// Serves the API on `listener` and runs the queue workers until `shutdown` resolves.
+pub async fn serve(
+    platform: Platform,
+    listener: TcpListener,
+    local: LocalSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let worker = tokio::spawn(run_worker::<ProvisioningJob, _>(
+        "provisioning",
+        platform.provisioning.clone(),
+        SqsBackendConfig {
+            batch_size: 10,
+            wait_seconds: 5,
+            retry_delay_seconds: local.retry_delay_seconds,
+            max_receive_count: platform.config.provisioning_max_receive_count,
+        },
+        Arc::new(platform.provisioner()),
+        local.worker_concurrency,
+        stopped(),
+    ));
+    let server = axum::serve(listener, platform.api_router()).with_graceful_shutdown(stopped());
+    let server = tokio::spawn(async move { server.await });
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    server.await.context("server task")?.context("server")?;
+    worker.await.context("worker task")?.context("provisioning worker")?;
+    Ok(())
+}

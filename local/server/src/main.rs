@@ -1,0 +1,55 @@
+//! `make dev`: the whole platform on http://127.0.0.1:$DOTMAC_PORT (default 8000).
+
+use anyhow::Context;
+use dotmac_local::{LocalSettings, prepare, seed, serve};
+use dotmac_platform::Platform;
+use std::collections::HashMap;
+
+async fn ctrl_c_or_term() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("stopping: finishing in-flight requests and jobs");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    dotmac_telemetry::init_local();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let port: u16 = env
+        .get("DOTMAC_PORT")
+        .map(|p| p.parse())
+        .transpose()
+        .context("DOTMAC_PORT must be a port number")?
+        .unwrap_or(8000);
+    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(listener) => listener,
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+            anyhow::bail!(
+                "port {port} is already in use: is `make dev` already running? Stop it (Ctrl-C) or pick another port with DOTMAC_PORT"
+            )
+        }
+        Err(error) => return Err(error).with_context(|| format!("binding 127.0.0.1:{port}")),
+    };
+    let local = LocalSettings::from_env(&env)?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let config = prepare(&sdk, &env, &local).await?;
+    tracing::info!(?config, "configuration");
+    let platform = Platform::with_sdk_config(config, &sdk)?;
+    seed(&platform, &local).await?;
+    println!();
+    println!("  DotMac Platform is up on http://127.0.0.1:{port}");
+    println!("  platform admin: {} / {}", local.admin_email, local.admin_password);
+    println!("  provisioning worker: {} concurrent jobs; Ctrl-C stops everything", local.worker_concurrency);
+    println!();
+    serve(platform, listener, local, ctrl_c_or_term()).await
+}

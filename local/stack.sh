@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The local stack: `make dev` and `make test` both come through here.
+#   local/stack.sh dev                  emulator + resources + the platform on :$DOTMAC_PORT
+#   local/stack.sh with-emulator CMD…   run CMD with a fresh emulator on a free port
+#   local/stack.sh venv                 install the Python tools (.venv)
+#   local/stack.sh sam-venv             install SAM CLI (.venv-sam)
+# DOTMAC_EMULATOR=external skips moto and uses the AWS_* variables as they are (LocalStack,
+# DynamoDB Local via AWS_ENDPOINT_URL_DYNAMODB, or real AWS).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+VENV="$ROOT/.venv"
+SAM_VENV="$ROOT/.venv-sam"
+STATE="$ROOT/.local"
+mkdir -p "$STATE"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Installs a requirements file into a venv once; re-installs when the file changes.
+ensure_venv() {
+  local venv=$1 requirements=$2
+  if [ -x "$venv/bin/python" ] && cmp -s "$requirements" "$venv/.installed-$(basename "$requirements")"; then
+    return
+  fi
+  say "installing $(basename "$requirements") into $(basename "$venv") (first run only)"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/.installed-$(basename "$requirements")"
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+port_in_use() {
+  python3 -c 'import socket, sys; s = socket.socket(); sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) == 0 else 1)' "$1"
+}
+
+EMULATOR_PID=""
+stop_emulator() {
+  if [ -n "$EMULATOR_PID" ] && kill -0 "$EMULATOR_PID" 2>/dev/null; then
+    kill "$EMULATOR_PID" 2>/dev/null || true
+    wait "$EMULATOR_PID" 2>/dev/null || true
+  fi
+  EMULATOR_PID=""
+}
+
+# Starts moto on $1 and exports the variables that point the SDK at it.
+start_emulator() {
+  local port=$1 log="$STATE/emulator-$1.log"
+  ensure_venv "$VENV" local/requirements.txt
+  say "starting the AWS emulator (moto) on 127.0.0.1:$port (log: ${log#$ROOT/})"
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  EMULATOR_PID=$!
+  local exports
+  if ! exports=$("$VENV/bin/python" local/emulator_setup.py "$port"); then
+    tail -n 20 "$log" >&2 || true
+    exit 1
+  fi
+  eval "$exports"
+}
+
+cmd_dev() {
+  local port=${DOTMAC_PORT:-8000} pidfile="$STATE/dev.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "make dev is already running (pid $(cat "$pidfile")) on http://127.0.0.1:$port — use it, or stop it with Ctrl-C in its terminal." >&2
+    exit 1
+  fi
+  if port_in_use "$port"; then
+    echo "port $port is already taken by another program: stop it or run DOTMAC_PORT=<port> make dev." >&2
+    exit 1
+  fi
+  echo $$ >"$pidfile"
+  trap 'stop_emulator; rm -f "$pidfile"' EXIT
+  trap 'exit 130' INT TERM
+  if [ "${DOTMAC_EMULATOR:-moto}" = "moto" ]; then
+    local emulator_port=${DOTMAC_EMULATOR_PORT:-4566}
+    if port_in_use "$emulator_port"; then
+      echo "port $emulator_port (the emulator's) is taken: stop what uses it or set DOTMAC_EMULATOR_PORT." >&2
+      exit 1
+    fi
+    start_emulator "$emulator_port"
+  fi
+  say "building and starting the platform"
+  export DOTMAC_STATE_DIR="${DOTMAC_STATE_DIR:-$STATE}"
+  cargo build --quiet -p dotmac-local
+  "$ROOT/target/debug/dotmac-local"
+}
+
+cmd_with_emulator() {
+  trap 'stop_emulator' EXIT
+  trap 'exit 130' INT TERM
+  start_emulator "$(free_port)"
+  "$@"
+}
+
+case "${1:-}" in
+  dev) cmd_dev ;;
+  with-emulator) shift; cmd_with_emulator "$@" ;;
+  venv) ensure_venv "$VENV" local/requirements.txt ;;
+  sam-venv) ensure_venv "$SAM_VENV" local/requirements-sam.txt ;;
+  package-venv) ensure_venv "$VENV" local/requirements-package.txt ;;
+  *) echo "usage: local/stack.sh dev | with-emulator CMD… | venv | sam-venv | package-venv" >&2; exit 2 ;;
+esac

@@ -1,0 +1,262 @@
+//! The platform's configuration: one typed struct read from the environment once, at cold
+//! start (Lambda) or start-up (local stack), validated, and printable with secrets redacted.
+
+use std::collections::HashMap;
+use std::fmt;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("environment variable {name} is required")]
+    Missing { name: &'static str },
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// How tenant containers are launched on ECS.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EcsSettings {
+    pub cluster: String,
+    pub task_family: String,
+    pub image: String,
+    /// `FARGATE` in AWS; the local stack uses the same unless told otherwise.
+    pub launch_type: String,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: bool,
+    pub execution_role_arn: Option<String>,
+    pub task_role_arn: Option<String>,
+    /// How long the provisioner waits for a new task to reach RUNNING in one attempt.
+    pub task_start_timeout_seconds: u64,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwtSettings {
+    /// Base64 PKCS#8 Ed25519 private key. `None` only where a caller generates one (local).
+    pub signing_key: Option<String>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_seconds: u64,
+    pub refresh_ttl_seconds: u64,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    pub table_name: String,
+    pub provisioning_queue_url: String,
+    /// Must equal the queue's redrive `maxReceiveCount`: the attempt that reaches it marks the
+    /// tenant failed before the message moves to the DLQ.
+    pub provisioning_max_receive_count: u32,
+    pub ecs: EcsSettings,
+    pub jwt: JwtSettings,
+}
+
+/// Reads variables from any source (the process environment, or a map in tests).
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned().filter(|v| !v.trim().is_empty())
+    }
+}
+
+struct Reader<'a, S: Source>(&'a S);
+
+impl<S: Source> Reader<'_, S> {
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.0.get(name).ok_or(ConfigError::Missing { name })
+    }
+
+    fn or(&self, name: &'static str, default: &str) -> String {
+        self.0.get(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn list(&self, name: &'static str) -> Vec<String> {
+        self.0
+            .get(name)
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.0.get(name) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.0.get(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("1" | "true" | "yes" | "enabled") => Ok(true),
+            Some("0" | "false" | "no" | "disabled") => Ok(false),
+            Some(other) => Err(ConfigError::Invalid {
+                name,
+                reason: format!("expected true or false, got {other:?}"),
+            }),
+        }
+    }
+}
+
+pub const DEFAULT_TASK_FAMILY: &str = "dotmac-isp-framework";
+pub const DEFAULT_ISP_FRAMEWORK_IMAGE: &str = "public.ecr.aws/dotmac/isp-framework:latest";
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&ProcessEnv)
+    }
+
+    pub fn from_source<S: Source>(source: &S) -> Result<Self, ConfigError> {
+        let env = Reader(source);
+        let provisioning_max_receive_count = env.number("DOTMAC_PROVISIONING_MAX_RECEIVE_COUNT", 5u32)?;
+        if provisioning_max_receive_count == 0 {
+            return Err(ConfigError::Invalid {
+                name: "DOTMAC_PROVISIONING_MAX_RECEIVE_COUNT",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let launch_type = env.or("DOTMAC_ECS_LAUNCH_TYPE", "FARGATE").to_ascii_uppercase();
+        if !matches!(launch_type.as_str(), "FARGATE" | "EC2" | "EXTERNAL") {
+            return Err(ConfigError::Invalid {
+                name: "DOTMAC_ECS_LAUNCH_TYPE",
+                reason: format!("expected FARGATE, EC2 or EXTERNAL, got {launch_type}"),
+            });
+        }
+        Ok(Config {
+            table_name: env.required("DOTMAC_TABLE_NAME")?,
+            provisioning_queue_url: env.required("DOTMAC_PROVISIONING_QUEUE_URL")?,
+            provisioning_max_receive_count,
+            ecs: EcsSettings {
+                cluster: env.required("DOTMAC_ECS_CLUSTER")?,
+                task_family: env.or("DOTMAC_TASK_FAMILY", DEFAULT_TASK_FAMILY),
+                image: env.or("ISP_FRAMEWORK_IMAGE", DEFAULT_ISP_FRAMEWORK_IMAGE),
+                launch_type,
+                subnets: env.list("DOTMAC_ECS_SUBNETS"),
+                security_groups: env.list("DOTMAC_ECS_SECURITY_GROUPS"),
+                assign_public_ip: env.flag("DOTMAC_ECS_ASSIGN_PUBLIC_IP", false)?,
+                execution_role_arn: source.get("DOTMAC_TASK_EXECUTION_ROLE_ARN"),
+                task_role_arn: source.get("DOTMAC_TASK_ROLE_ARN"),
+                task_start_timeout_seconds: env.number("DOTMAC_TASK_START_TIMEOUT_SECONDS", 40u64)?,
+            },
+            jwt: JwtSettings {
+                signing_key: source.get("DOTMAC_JWT_SIGNING_KEY"),
+                issuer: env.or("DOTMAC_JWT_ISSUER", "https://api.dotmac.local"),
+                audience: env.or("DOTMAC_JWT_AUDIENCE", "dotmac-platform"),
+                access_ttl_seconds: env.number("DOTMAC_ACCESS_TOKEN_TTL_SECONDS", 900u64)?,
+                refresh_ttl_seconds: env.number("DOTMAC_REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600u64)?,
+            },
+        })
+    }
+}
+
+/// Printed at start-up: every setting, secrets redacted.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("table_name", &self.table_name)
+            .field("provisioning_queue_url", &self.provisioning_queue_url)
+            .field("provisioning_max_receive_count", &self.provisioning_max_receive_count)
+            .field("ecs", &self.ecs)
+            .field("jwt", &self.jwt)
+            .finish()
+    }
+}
+
+impl fmt::Debug for EcsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EcsSettings")
+            .field("cluster", &self.cluster)
+            .field("task_family", &self.task_family)
+            .field("image", &self.image)
+            .field("launch_type", &self.launch_type)
+            .field("subnets", &self.subnets)
+            .field("security_groups", &self.security_groups)
+            .field("assign_public_ip", &self.assign_public_ip)
+            .field("execution_role_arn", &self.execution_role_arn)
+            .field("task_role_arn", &self.task_role_arn)
+            .field("task_start_timeout_seconds", &self.task_start_timeout_seconds)
+            .finish()
+    }
+}
+
+impl fmt::Debug for JwtSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSettings")
+            .field("signing_key", &self.signing_key.as_ref().map(|_| "<redacted>"))
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("access_ttl_seconds", &self.access_ttl_seconds)
+            .field("refresh_ttl_seconds", &self.refresh_ttl_seconds)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> HashMap<String, String> {
+        [
+            ("DOTMAC_TABLE_NAME", "t"),
+            ("DOTMAC_PROVISIONING_QUEUE_URL", "http://q"),
+            ("DOTMAC_ECS_CLUSTER", "c"),
+            ("DOTMAC_JWT_SIGNING_KEY", "c2VjcmV0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn reads_defaults_and_lists() {
+        let mut env = base();
+        env.insert("DOTMAC_ECS_SUBNETS".into(), "subnet-a, subnet-b,".into());
+        let config = Config::from_source(&env).expect("valid config");
+        assert_eq!(config.ecs.subnets, vec!["subnet-a", "subnet-b"]);
+        assert_eq!(config.ecs.launch_type, "FARGATE");
+        assert_eq!(config.provisioning_max_receive_count, 5);
+    }
+
+    #[test]
+    fn names_the_missing_variable() {
+        let mut env = base();
+        env.remove("DOTMAC_ECS_CLUSTER");
+        assert_eq!(
+            Config::from_source(&env),
+            Err(ConfigError::Missing { name: "DOTMAC_ECS_CLUSTER" })
+        );
+    }
+
+    #[test]
+    fn rejects_bad_numbers_and_launch_types() {
+        let mut env = base();
+        env.insert("DOTMAC_PROVISIONING_MAX_RECEIVE_COUNT".into(), "many".into());
+        assert!(matches!(Config::from_source(&env), Err(ConfigError::Invalid { .. })));
+        let mut env = base();
+        env.insert("DOTMAC_ECS_LAUNCH_TYPE".into(), "LAMBDA".into());
+        assert!(matches!(Config::from_source(&env), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn debug_output_redacts_the_signing_key() {
+        let config = Config::from_source(&base()).expect("valid config");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("c2VjcmV0"));
+        assert!(printed.contains("<redacted>"));
+    }
+}

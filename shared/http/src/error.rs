@@ -1,0 +1,174 @@
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Every error code the API answers with; the status goes with the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    ValidationFailed,
+    MalformedRequest,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    Unauthenticated,
+    InvalidCredentials,
+    InvalidToken,
+    Forbidden,
+    NotFound,
+    TenantNotFound,
+    MethodNotAllowed,
+    SlugTaken,
+    RequestInProgress,
+    IdempotencyKeyReused,
+    DependencyUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            ValidationFailed | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            MalformedRequest => StatusCode::BAD_REQUEST,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Unauthenticated | InvalidCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
+            NotFound | TenantNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            SlugTaken | RequestInProgress => StatusCode::CONFLICT,
+            DependencyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            ValidationFailed => "VALIDATION_FAILED",
+            MalformedRequest => "MALFORMED_REQUEST",
+            UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Unauthenticated => "UNAUTHENTICATED",
+            InvalidCredentials => "INVALID_CREDENTIALS",
+            InvalidToken => "INVALID_TOKEN",
+            Forbidden => "FORBIDDEN",
+            NotFound => "NOT_FOUND",
+            TenantNotFound => "TENANT_NOT_FOUND",
+            MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            SlugTaken => "SLUG_TAKEN",
+            RequestInProgress => "REQUEST_IN_PROGRESS",
+            IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
+            Internal => "INTERNAL",
+        }
+    }
+}
+
+/// An error answer: `{"error":{"code","message","details"}}`. Internal causes are logged,
+/// never sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Value,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: json!({}),
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// A 422 that names the offending field.
+    pub fn invalid_field(field: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self::new(ErrorCode::ValidationFailed, format!("{field}: {reason}"))
+            .with_details(json!({ "field": field, "reason": reason }))
+    }
+
+    /// A 500 whose cause goes to the log only.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "something went wrong on our side; it has been logged")
+    }
+
+    pub fn unavailable(dependency: &str, cause: impl std::fmt::Display) -> Self {
+        tracing::error!(dependency, error = %cause, "dependency unavailable");
+        Self::new(ErrorCode::DependencyUnavailable, format!("{dependency} is unavailable"))
+            .with_details(json!({ "dependency": dependency }))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    pub fn body(&self) -> Value {
+        json!({ "error": { "code": self.code.as_str(), "message": self.message, "details": self.details } })
+    }
+}
+
+impl From<dotmac_domain::InvalidValue> for ApiError {
+    fn from(invalid: dotmac_domain::InvalidValue) -> Self {
+        ApiError::invalid_field(invalid.field, invalid.reason)
+    }
+}
+
+impl From<dotmac_domain::Denied> for ApiError {
+    fn from(denied: dotmac_domain::Denied) -> Self {
+        ApiError::new(ErrorCode::Forbidden, "you are not allowed to do this")
+            .with_details(json!({ "resource": denied.resource, "action": denied.action }))
+    }
+}
+
+impl From<dotmac_store::StoreError> for ApiError {
+    fn from(error: dotmac_store::StoreError) -> Self {
+        use dotmac_store::StoreError::*;
+        match error {
+            SlugTaken(slug) => ApiError::new(ErrorCode::SlugTaken, format!("the slug {slug} is already taken"))
+                .with_details(json!({ "field": "slug", "slug": slug })),
+            BadCursor => ApiError::invalid_field("cursor", "is not a cursor this API issued"),
+            Dynamo { .. } => ApiError::unavailable("dynamodb", error),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_shape() {
+        let body = ApiError::invalid_field("slug", "is reserved").body();
+        assert_eq!(body["error"]["code"], "VALIDATION_FAILED");
+        assert_eq!(body["error"]["details"]["field"], "slug");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("slug")));
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let body = ApiError::internal("password=hunter2 leaked").body();
+        assert!(!body.to_string().contains("hunter2"));
+    }
+}

@@ -1,0 +1,14 @@
+//! HTTP plumbing shared by every function: the error envelope, a JSON extractor whose
+//! rejections use it, bearer-token authentication, idempotency keys and router defaults.
+
+pub mod auth;
+pub mod error;
+pub mod idempotency;
+pub mod json;
+pub mod router;
+
+pub use auth::{Authenticated, JwtKeys, TokenError, TokenKind, TokenPair};
+pub use error::{ApiError, ErrorCode};
+pub use idempotency::{idempotent, request_fingerprint};
+pub use json::Json;
+pub use router::with_defaults;

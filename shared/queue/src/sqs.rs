@@ -1,0 +1,212 @@
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use serde::Serialize;
+use std::collections::HashMap;
+
+use crate::job::{Envelope, Job};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("SQS call {operation} failed: {message}")]
+    Sqs { operation: &'static str, message: String },
+    #[error("job could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl QueueError {
+    fn sqs<E: std::error::Error>(operation: &'static str, error: E) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        QueueError::Sqs { operation, message }
+    }
+}
+
+/// A message taken off the queue, still invisible to other consumers until acknowledged or
+/// its visibility timeout runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub receive_count: u32,
+}
+
+/// One SQS queue. Cheap to clone: the SDK client is shared.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Sends a job and returns the SQS message id.
+    pub async fn enqueue<J: Job>(&self, job: J) -> Result<String, QueueError> {
+        self.send(&Envelope::new(job)).await
+    }
+
+    pub async fn send<T: Serialize>(&self, body: &T) -> Result<String, QueueError> {
+        let body = serde_json::to_string(body)?;
+        let output = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| QueueError::sqs("SendMessage", e))?;
+        Ok(output.message_id().unwrap_or_default().to_owned())
+    }
+
+    /// Long-polls for up to `max` messages (1..=10).
+    pub async fn receive(&self, max: i32, wait_seconds: i32) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10))
+            .wait_time_seconds(wait_seconds.clamp(0, 20))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| QueueError::sqs("ReceiveMessage", e))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|message| {
+                let receive_count = message
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|count| count.parse().ok())
+                    .unwrap_or(1);
+                Some(ReceivedMessage {
+                    message_id: message.message_id?,
+                    receipt_handle: message.receipt_handle?,
+                    body: message.body.unwrap_or_default(),
+                    receive_count,
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes a handled message.
+    pub async fn ack(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .send()
+            .await
+            .map_err(|e| QueueError::sqs("DeleteMessage", e))?;
+        Ok(())
+    }
+
+    /// Makes a failed message visible again after `delay_seconds` instead of the queue's full
+    /// visibility timeout, so retries back off without waiting minutes.
+    pub async fn retry_after(&self, receipt_handle: &str, delay_seconds: i32) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(delay_seconds.clamp(0, 43_200))
+            .send()
+            .await
+            .map_err(|e| QueueError::sqs("ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
+    /// Messages waiting (visible) on the queue; used by readiness and tests.
+    pub async fn approximate_depth(&self) -> Result<u64, QueueError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| QueueError::sqs("GetQueueAttributes", e))?;
+        Ok(output
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+/// The settings a work queue is created with; `infra/template.yaml` declares the same ones.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    pub visibility_timeout_seconds: u32,
+    pub max_receive_count: u32,
+}
+
+/// Creates (or finds) a queue and its dead-letter queue `<name>-dlq` with a redrive policy.
+/// Idempotent: CreateQueue with the same attributes returns the existing queue. Used by the
+/// local bootstrap and the tests; in AWS, CloudFormation owns the queues.
+pub async fn ensure_queue_with_dlq(
+    client: &Client,
+    name: &str,
+    settings: QueueSettings,
+) -> Result<(SqsQueue, SqsQueue), QueueError> {
+    let dlq_url = client
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .send()
+        .await
+        .map_err(|e| QueueError::sqs("CreateQueue", e))?
+        .queue_url
+        .unwrap_or_default();
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| QueueError::sqs("GetQueueAttributes", e))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .unwrap_or_default();
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": settings.max_receive_count,
+    })
+    .to_string();
+    let attributes = HashMap::from([
+        (
+            QueueAttributeName::VisibilityTimeout,
+            settings.visibility_timeout_seconds.to_string(),
+        ),
+        (QueueAttributeName::RedrivePolicy, redrive),
+    ]);
+    let url = client
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attributes))
+        .send()
+        .await
+        .map_err(|e| QueueError::sqs("CreateQueue", e))?
+        .queue_url
+        .unwrap_or_default();
+    Ok((SqsQueue::new(client.clone(), url), SqsQueue::new(client.clone(), dlq_url)))
+}

@@ -1,0 +1,39 @@
+//! Key layout of the single table, in one place.
+
+use dotmac_domain::TenantId;
+
+pub const PK: &str = "PK";
+pub const SK: &str = "SK";
+pub const GSI1: &str = "GSI1";
+pub const GSI1PK: &str = "GSI1PK";
+pub const GSI1SK: &str = "GSI1SK";
+/// DynamoDB's TTL attribute (epoch seconds).
+pub const EXPIRES_AT: &str = "expires_at";
+
+pub fn tenant_pk(id: TenantId) -> String {
+    format!("TENANT#{id}")
+}
+pub const TENANT_PROFILE_SK: &str = "PROFILE";
+/// All tenants sit in one GSI partition, sorted by their time-ordered id: a control plane's
+/// tenant count stays far below one partition's limits.
+pub const TENANTS_GSI1PK: &str = "TENANTS";
+
+pub fn slug_pk(slug: &str) -> String {
+    format!("SLUG#{slug}")
+}
+pub const SLUG_SK: &str = "SLUG";
+
+pub fn plan_pk(id: &str) -> String {
+    format!("PLAN#{id}")
+}
+pub const PLAN_SK: &str = "PLAN";
+
+pub fn user_email_pk(email: &str) -> String {
+    format!("USER#{email}")
+}
+pub const USER_SK: &str = "PROFILE";
+
+pub fn idempotency_pk(scope: &str, key: &str) -> String {
+    format!("IDEMPOTENCY#{scope}#{key}")
+}
+pub const IDEMPOTENCY_SK: &str = "RESPONSE";

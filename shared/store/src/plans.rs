@@ -1,0 +1,55 @@
+use aws_sdk_dynamodb::types::AttributeValue;
+use dotmac_domain::{Plan, PlanId};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+use crate::keys::{PK, PLAN_SK, SK, plan_pk};
+use crate::{Store, StoreError};
+
+#[derive(Serialize, Deserialize)]
+struct PlanItem {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    entity: String,
+    #[serde(flatten)]
+    plan: Plan,
+}
+
+impl Store {
+    /// Writes (or overwrites) a plan; the bootstrap seeds the catalogue with it.
+    pub async fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(PlanItem {
+            pk: plan_pk(plan.id.as_str()),
+            sk: PLAN_SK.to_owned(),
+            entity: "plan".to_owned(),
+            plan: plan.clone(),
+        })?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("PutItem", e))?;
+        Ok(())
+    }
+
+    pub async fn get_plan(&self, id: &PlanId) -> Result<Option<Plan>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(plan_pk(id.as_str())))
+            .key(SK, AttributeValue::S(PLAN_SK.to_owned()))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        output
+            .item
+            .map(|item| serde_dynamo::from_item::<_, PlanItem>(item).map(|p| p.plan))
+            .transpose()
+            .map_err(StoreError::from)
+    }
+}

@@ -1,0 +1,279 @@
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dotmac_domain::{Tenant, TenantId};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use time::OffsetDateTime;
+
+use crate::keys::{
+    GSI1, GSI1PK, GSI1SK, PK, SK, SLUG_SK, TENANT_PROFILE_SK, TENANTS_GSI1PK, slug_pk, tenant_pk,
+};
+use crate::{Store, StoreError};
+
+/// A claim on a tenant's provisioning work, so two deliveries of the same job never launch
+/// two containers. It expires, so a crashed worker never blocks the tenant for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub token: String,
+    pub expires_at: i64,
+}
+
+impl Lease {
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.expires_at > now.unix_timestamp()
+    }
+}
+
+/// A tenant as stored: the domain tenant plus the bookkeeping that is not part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRecord {
+    pub tenant: Tenant,
+    pub lease: Option<Lease>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TenantItem {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    #[serde(rename = "GSI1PK")]
+    gsi1pk: String,
+    #[serde(rename = "GSI1SK")]
+    gsi1sk: String,
+    entity: String,
+    tenant_id: String,
+    #[serde(flatten)]
+    tenant: Tenant,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease: Option<Lease>,
+}
+
+impl TenantItem {
+    fn from_record(record: &TenantRecord) -> Self {
+        let id = record.tenant.id;
+        TenantItem {
+            pk: tenant_pk(id),
+            sk: TENANT_PROFILE_SK.to_owned(),
+            gsi1pk: TENANTS_GSI1PK.to_owned(),
+            gsi1sk: id.to_string(),
+            entity: "tenant".to_owned(),
+            tenant_id: id.to_string(),
+            tenant: record.tenant.clone(),
+            lease: record.lease.clone(),
+        }
+    }
+}
+
+/// One page of a list, and the opaque cursor of the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn encode_cursor(key: &HashMap<String, AttributeValue>) -> Option<String> {
+    let tenant_id = key.get(GSI1SK)?.as_s().ok()?;
+    Some(URL_SAFE_NO_PAD.encode(tenant_id))
+}
+
+fn decode_cursor(cursor: &str) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::BadCursor)?;
+    let raw = String::from_utf8(bytes).map_err(|_| StoreError::BadCursor)?;
+    let id = TenantId::parse(&raw).map_err(|_| StoreError::BadCursor)?;
+    Ok(HashMap::from([
+        (PK.to_owned(), s(tenant_pk(id))),
+        (SK.to_owned(), s(TENANT_PROFILE_SK)),
+        (GSI1PK.to_owned(), s(TENANTS_GSI1PK)),
+        (GSI1SK.to_owned(), s(id.to_string())),
+    ]))
+}
+
+impl Store {
+    /// Writes a new tenant and claims its slug in one transaction: either both exist after,
+    /// or neither.
+    pub async fn create_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        let record = TenantRecord {
+            tenant: tenant.clone(),
+            lease: None,
+        };
+        let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(TenantItem::from_record(&record))?;
+        let slug = tenant.slug.as_str();
+        let slug_claim = HashMap::from([
+            (PK.to_owned(), s(slug_pk(slug))),
+            (SK.to_owned(), s(SLUG_SK)),
+            ("entity".to_owned(), s("slug_claim")),
+            ("tenant_id".to_owned(), s(tenant.id.to_string())),
+        ]);
+        let put = |item, table: &str| {
+            Put::builder()
+                .table_name(table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(PK)")
+                .build()
+                .map(|put| TransactWriteItem::builder().put(put).build())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put(item, &self.table)?)
+            .transact_items(put(slug_claim, &self.table)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                let reasons: Vec<Option<String>> = error
+                    .as_service_error()
+                    .and_then(|e| match e {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                            Some(c.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let failed = |i: usize| reasons.get(i).and_then(|r| r.as_deref()) == Some("ConditionalCheckFailed");
+                if failed(1) {
+                    Err(StoreError::SlugTaken(slug.to_owned()))
+                } else if failed(0) {
+                    Err(StoreError::AlreadyExists)
+                } else {
+                    Err(StoreError::dynamo("TransactWriteItems", error))
+                }
+            }
+        }
+    }
+
+    pub async fn get_tenant_record(&self, id: TenantId) -> Result<Option<TenantRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(tenant_pk(id)))
+            .key(SK, s(TENANT_PROFILE_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let item: TenantItem = serde_dynamo::from_item(item)?;
+        Ok(Some(TenantRecord {
+            tenant: item.tenant,
+            lease: item.lease,
+        }))
+    }
+
+    pub async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>, StoreError> {
+        Ok(self.get_tenant_record(id).await?.map(|r| r.tenant))
+    }
+
+    /// Replaces the stored record if nobody changed it since it was read (its `version` still
+    /// matches), then bumps the version in `record`.
+    pub async fn save_tenant(&self, record: &mut TenantRecord) -> Result<(), StoreError> {
+        let expected = record.tenant.version;
+        let mut next = record.clone();
+        next.tenant.version = expected + 1;
+        let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(TenantItem::from_record(&next))?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_exists(PK) AND version = :expected")
+            .expression_attribute_values(":expected", AttributeValue::N(expected.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                *record = next;
+                Ok(())
+            }
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::VersionConflict { expected })
+            }
+            Err(error) => Err(StoreError::dynamo("PutItem", error)),
+        }
+    }
+
+    /// Tenants in creation order, `limit` at a time.
+    pub async fn list_tenants(&self, limit: i32, cursor: Option<&str>) -> Result<Page<Tenant>, StoreError> {
+        let start = cursor.map(decode_cursor).transpose()?;
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .key_condition_expression("GSI1PK = :pk")
+            .expression_attribute_values(":pk", s(TENANTS_GSI1PK))
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("Query", e))?;
+        let items = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| serde_dynamo::from_item::<_, TenantItem>(item).map(|i| i.tenant))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = output.last_evaluated_key.as_ref().and_then(encode_cursor);
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Which tenant holds a slug, if any.
+    pub async fn tenant_id_for_slug(&self, slug: &str) -> Result<Option<TenantId>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(slug_pk(slug)))
+            .key(SK, s(SLUG_SK))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        Ok(output
+            .item
+            .and_then(|item| item.get("tenant_id").and_then(|v| v.as_s().ok()).cloned())
+            .and_then(|raw| TenantId::parse(&raw).ok()))
+    }
+}
+
+impl Store {
+    /// Removes a tenant that was just created and never provisioned, with its slug claim;
+    /// conditional, so it can never remove a tenant that moved on.
+    pub async fn delete_new_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::Delete;
+        let delete = |pk: String, sk: &str, condition: &str| {
+            let mut builder = Delete::builder()
+                .table_name(&self.table)
+                .key(PK, s(pk))
+                .key(SK, s(sk))
+                .condition_expression(condition);
+            if condition.contains(":version") {
+                builder = builder.expression_attribute_values(":version", AttributeValue::N(tenant.version.to_string()));
+            } else {
+                builder = builder.expression_attribute_values(":tenant", s(tenant.id.to_string()));
+            }
+            builder
+                .build()
+                .map(|d| TransactWriteItem::builder().delete(d).build())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        self.client
+            .transact_write_items()
+            .transact_items(delete(tenant_pk(tenant.id), TENANT_PROFILE_SK, "version = :version")?)
+            .transact_items(delete(slug_pk(tenant.slug.as_str()), SLUG_SK, "tenant_id = :tenant")?)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("TransactWriteItems", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! One test binary (one link) for everything that talks to the emulator.
+
+mod lambda_events;
+mod onboarding;
+mod provisioner;
+mod store;

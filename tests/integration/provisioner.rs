@@ -1,0 +1,150 @@
+//! The provisioner's handler against the emulator's DynamoDB and ECS.
+
+use aws_sdk_ecs::types::DesiredStatus;
+use dotmac_domain::{Email, NewTenant, PlanId, Tenant, TenantName, TenantSlug, TenantStatus};
+use dotmac_queue::{Delivery, JobError, JobHandler, ProvisioningJob};
+use dotmac_tests::TestStack;
+use time::OffsetDateTime;
+
+async fn onboarded(stack: &TestStack, plan: &str) -> Tenant {
+    let slug = format!("isp-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let tenant = Tenant::onboard(
+        NewTenant {
+            name: TenantName::parse("Test ISP").expect("name"),
+            slug: TenantSlug::parse(&slug).expect("slug"),
+            plan: PlanId::parse(plan).expect("plan"),
+            contact_email: Email::parse("ops@test-isp.example").expect("email"),
+        },
+        OffsetDateTime::now_utc(),
+    );
+    stack.platform.store.create_tenant(&tenant).await.expect("create");
+    tenant
+}
+
+fn delivery(receive_count: u32, max: u32) -> Delivery {
+    Delivery {
+        message_id: uuid::Uuid::new_v4().to_string(),
+        job_id: None,
+        receive_count,
+        max_receive_count: max,
+    }
+}
+
+async fn tenant_task_arns(stack: &TestStack, tenant: &Tenant) -> Vec<String> {
+    aws_sdk_ecs::Client::new(&stack.sdk)
+        .list_tasks()
+        .cluster(&stack.config().ecs.cluster)
+        .started_by(tenant.id.to_string())
+        .desired_status(DesiredStatus::Running)
+        .send()
+        .await
+        .expect("ListTasks")
+        .task_arns
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn provisions_a_tagged_task_of_the_plans_size_and_activates_the_tenant() {
+    let stack = TestStack::new(&[]).await;
+    let tenant = onboarded(&stack, "scaled").await;
+    let provisioner = stack.platform.provisioner();
+    provisioner
+        .handle(ProvisioningJob::ProvisionTenant { tenant_id: tenant.id }, &delivery(1, 5))
+        .await
+        .expect("provisioned");
+
+    let stored = stack.platform.store.get_tenant(tenant.id).await.expect("get").expect("exists");
+    assert_eq!(stored.status, TenantStatus::Active);
+    let container = stored.container.expect("container recorded");
+    assert_eq!((container.task_size.cpu, container.task_size.memory_mib), (512, 1024));
+    assert_eq!(container.last_status, "RUNNING");
+    assert!(container.cluster_arn.ends_with(&format!("cluster/{}", stack.config().ecs.cluster)));
+
+    let arns = tenant_task_arns(&stack, &tenant).await;
+    assert_eq!(arns, vec![container.task_arn.clone()]);
+    let described = aws_sdk_ecs::Client::new(&stack.sdk)
+        .describe_tasks()
+        .cluster(&stack.config().ecs.cluster)
+        .tasks(&container.task_arn)
+        .include(aws_sdk_ecs::types::TaskField::Tags)
+        .send()
+        .await
+        .expect("DescribeTasks");
+    let task = described.tasks().first().expect("task");
+    assert!(task.tags().iter().any(|t| t.key() == Some("tenant_id") && t.value() == Some(&*tenant.id.to_string())));
+    let env_has_tenant = task
+        .overrides()
+        .into_iter()
+        .flat_map(|o| o.container_overrides())
+        .flat_map(|c| c.environment())
+        .any(|kv| kv.name() == Some("TENANT_ID") && kv.value() == Some(&*tenant.id.to_string()));
+    assert!(env_has_tenant, "the container is told its tenant id");
+}
+
+#[tokio::test]
+async fn duplicate_and_concurrent_deliveries_launch_one_task() {
+    let stack = TestStack::new(&[]).await;
+    let tenant = onboarded(&stack, "usage").await;
+    let provisioner = stack.platform.provisioner();
+    let job = || ProvisioningJob::ProvisionTenant { tenant_id: tenant.id };
+    let (first, second) = (delivery(1, 5), delivery(1, 5));
+    let (a, b) = tokio::join!(provisioner.handle(job(), &first), provisioner.handle(job(), &second));
+    // One wins; the other either sees the lease (retry) or the finished tenant (ok).
+    assert!(a.is_ok() || b.is_ok(), "{a:?} {b:?}");
+    for outcome in [a, b] {
+        assert!(matches!(outcome, Ok(()) | Err(JobError::Retry(_))), "{outcome:?}");
+    }
+    // A late redelivery after success is a no-op.
+    provisioner.handle(job(), &delivery(2, 5)).await.expect("duplicate is fine");
+    assert_eq!(tenant_task_arns(&stack, &tenant).await.len(), 1, "exactly one container per tenant");
+    let stored = stack.platform.store.get_tenant(tenant.id).await.expect("get").expect("exists");
+    assert_eq!(stored.status, TenantStatus::Active);
+}
+
+#[tokio::test]
+async fn a_retry_adopts_the_task_an_earlier_attempt_started() {
+    let stack = TestStack::new(&[]).await;
+    let tenant = onboarded(&stack, "usage").await;
+    let provisioner = stack.platform.provisioner();
+    let plan = dotmac_domain::seed_plans().remove(0);
+    let earlier = provisioner.fleet().launch(&tenant, plan.task_size, "").await.expect("earlier attempt's task");
+    provisioner
+        .handle(ProvisioningJob::ProvisionTenant { tenant_id: tenant.id }, &delivery(2, 5))
+        .await
+        .expect("provisioned");
+    let stored = stack.platform.store.get_tenant(tenant.id).await.expect("get").expect("exists");
+    assert_eq!(stored.container.map(|c| c.task_arn), Some(earlier.task_arn));
+    assert_eq!(tenant_task_arns(&stack, &tenant).await.len(), 1);
+}
+
+#[tokio::test]
+async fn failures_keep_the_reason_and_the_last_attempt_marks_the_tenant_failed() {
+    let stack = TestStack::new(&[("DOTMAC_ECS_SUBNETS", "subnet-does-not-exist")]).await;
+    let tenant = onboarded(&stack, "usage").await;
+    let provisioner = stack.platform.provisioner();
+    let job = || ProvisioningJob::ProvisionTenant { tenant_id: tenant.id };
+
+    let first = provisioner.handle(job(), &delivery(1, 2)).await;
+    assert!(matches!(first, Err(JobError::Retry(_))), "{first:?}");
+    let stored = stack.platform.store.get_tenant(tenant.id).await.expect("get").expect("exists");
+    assert_eq!(stored.status, TenantStatus::Provisioning, "not failed before the last attempt");
+    assert!(stored.failure_reason.as_deref().is_some_and(|r| r.contains("RunTask")), "{stored:?}");
+
+    let last = provisioner.handle(job(), &delivery(2, 2)).await;
+    assert!(matches!(last, Err(JobError::Retry(_))), "left for the DLQ: {last:?}");
+    let stored = stack.platform.store.get_tenant(tenant.id).await.expect("get").expect("exists");
+    assert_eq!(stored.status, TenantStatus::Failed);
+    assert!(stored.failure_reason.is_some());
+    assert!(tenant_task_arns(&stack, &tenant).await.is_empty());
+}
+
+#[tokio::test]
+async fn jobs_for_missing_or_deleted_tenants_are_discarded() {
+    let stack = TestStack::new(&[]).await;
+    let provisioner = stack.platform.provisioner();
+    let missing = dotmac_domain::TenantId::generate();
+    let outcome = provisioner
+        .handle(ProvisioningJob::ProvisionTenant { tenant_id: missing }, &delivery(1, 5))
+        .await;
+    assert!(matches!(outcome, Err(JobError::Discard(_))), "{outcome:?}");
+}

@@ -1,0 +1,105 @@
+//! The DynamoDB adapter against the emulator.
+
+use dotmac_domain::{Email, NewTenant, PlanId, Tenant, TenantName, TenantSlug, TenantStatus};
+use dotmac_store::{Begin, IdempotencyKey, SavedResponse, StoreError, TenantRecord};
+use dotmac_tests::TestStack;
+use time::OffsetDateTime;
+
+fn tenant(slug: &str) -> Tenant {
+    Tenant::onboard(
+        NewTenant {
+            name: TenantName::parse("Acme Fiber").expect("name"),
+            slug: TenantSlug::parse(slug).expect("slug"),
+            plan: PlanId::parse("usage").expect("plan"),
+            contact_email: Email::parse("ops@acme.example").expect("email"),
+        },
+        OffsetDateTime::now_utc(),
+    )
+}
+
+#[tokio::test]
+async fn a_slug_is_claimed_once_and_a_refused_create_leaves_nothing() {
+    let stack = TestStack::new(&[]).await;
+    let store = &stack.platform.store;
+    let first = tenant("acme-fiber");
+    store.create_tenant(&first).await.expect("first create");
+    let second = tenant("acme-fiber");
+    let refused = store.create_tenant(&second).await;
+    assert!(matches!(refused, Err(StoreError::SlugTaken(ref s)) if s == "acme-fiber"), "{refused:?}");
+    assert_eq!(store.get_tenant(second.id).await.expect("get"), None, "the losing tenant must not exist");
+    assert_eq!(store.get_tenant(first.id).await.expect("get"), Some(first.clone()));
+    assert_eq!(store.tenant_id_for_slug("acme-fiber").await.expect("slug"), Some(first.id));
+}
+
+#[tokio::test]
+async fn saves_are_optimistically_locked() {
+    let stack = TestStack::new(&[]).await;
+    let store = &stack.platform.store;
+    let t = tenant("locked-isp");
+    store.create_tenant(&t).await.expect("create");
+    let mut mine = store.get_tenant_record(t.id).await.expect("get").expect("exists");
+    let mut theirs: TenantRecord = mine.clone();
+    mine.tenant.transition(TenantStatus::Active, OffsetDateTime::now_utc()).expect("transition");
+    store.save_tenant(&mut mine).await.expect("first writer wins");
+    assert_eq!(mine.tenant.version, 2);
+    theirs.tenant.customer_count = 99;
+    let lost = store.save_tenant(&mut theirs).await;
+    assert!(matches!(lost, Err(StoreError::VersionConflict { expected: 1 })), "{lost:?}");
+    let stored = store.get_tenant(t.id).await.expect("get").expect("exists");
+    assert_eq!(stored.status, TenantStatus::Active);
+    assert_eq!(stored.customer_count, 0);
+}
+
+#[tokio::test]
+async fn lists_every_tenant_once_across_pages() {
+    let stack = TestStack::new(&[]).await;
+    let store = &stack.platform.store;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let t = tenant(&format!("page-isp-{i}"));
+        store.create_tenant(&t).await.expect("create");
+        created.push(t.id);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let page = store.list_tenants(2, cursor.as_deref()).await.expect("page");
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().map(|t| t.id));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, created, "creation order, no gaps, no repeats");
+    assert!(matches!(store.list_tenants(2, Some("not-a-cursor")).await, Err(StoreError::BadCursor)));
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_and_refuse_reuse() {
+    let stack = TestStack::new(&[]).await;
+    let store = &stack.platform.store;
+    let key = IdempotencyKey::parse("retry-me-1").expect("key");
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(store.begin_idempotent("caller", &key, "fp-a", now).await.expect("begin"), Begin::Started);
+    assert_eq!(store.begin_idempotent("caller", &key, "fp-a", now).await.expect("begin"), Begin::InProgress);
+    let saved = SavedResponse { status: 202, body: "{\"id\":\"x\"}".into() };
+    store.complete_idempotent("caller", &key, &saved).await.expect("complete");
+    assert_eq!(store.begin_idempotent("caller", &key, "fp-a", now).await.expect("begin"), Begin::Replay(saved));
+    assert_eq!(store.begin_idempotent("caller", &key, "fp-b", now).await.expect("begin"), Begin::Mismatch);
+    // Keys are per caller: another caller's identical key is a fresh start.
+    assert_eq!(store.begin_idempotent("other", &key, "fp-b", now).await.expect("begin"), Begin::Started);
+    // An abandoned key can be used again.
+    store.abandon_idempotent("other", &key).await.expect("abandon");
+    assert_eq!(store.begin_idempotent("other", &key, "fp-c", now).await.expect("begin"), Begin::Started);
+}
+
+#[tokio::test]
+async fn plans_are_seeded() {
+    let stack = TestStack::new(&[]).await;
+    for id in ["usage", "scaled", "enterprise"] {
+        let plan = stack.platform.store.get_plan(&PlanId::parse(id).expect("id")).await.expect("get");
+        assert!(plan.is_some_and(|p| p.task_size.is_valid_fargate_size()), "{id}");
+    }
+    assert_eq!(stack.platform.store.get_plan(&PlanId::parse("gold").expect("id")).await.expect("get"), None);
+}

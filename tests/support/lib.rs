@@ -1,0 +1,189 @@
+//! Test harness: every test gets its own resources (a random name prefix) on the one
+//! emulator that `make test` starts, so tests run in parallel without seeing each other.
+
+use dotmac_config::Config;
+use dotmac_local::{LocalSettings, prepare, seed};
+use dotmac_platform::Platform;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+pub const ADMIN_EMAIL: &str = "admin@dotmac.test";
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+/// The SDK configuration for the emulator `make test` started.
+pub async fn sdk() -> aws_config::SdkConfig {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok_and(|v| !v.is_empty()),
+        "AWS_ENDPOINT_URL is not set: run these tests with `make test` (or `local/stack.sh with-emulator cargo test`)"
+    );
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+fn unique_prefix() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A prepared stack (resources created, plans and admin seeded) with no server.
+pub struct TestStack {
+    pub platform: Platform,
+    pub local: LocalSettings,
+    pub sdk: aws_config::SdkConfig,
+}
+
+impl TestStack {
+    pub async fn new(overrides: &[(&str, &str)]) -> TestStack {
+        let sdk = sdk().await;
+        let mut env: HashMap<String, String> = std::env::vars().collect();
+        env.insert("DOTMAC_PREFIX".into(), unique_prefix());
+        env.insert("DOTMAC_ADMIN_EMAIL".into(), ADMIN_EMAIL.into());
+        env.insert("DOTMAC_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into());
+        env.insert("DOTMAC_WORKER_RETRY_DELAY_SECONDS".into(), "1".into());
+        env.insert("DOTMAC_TASK_START_TIMEOUT_SECONDS".into(), "10".into());
+        env.remove("DOTMAC_STATE_DIR");
+        env.remove("DOTMAC_JWT_SIGNING_KEY");
+        for (name, value) in overrides {
+            env.insert((*name).to_owned(), (*value).to_owned());
+        }
+        let local = LocalSettings::from_env(&env).expect("local settings");
+        let config = prepare(&sdk, &env, &local).await.expect("resources on the emulator");
+        let platform = Platform::with_sdk_config(config, &sdk).expect("platform");
+        seed(&platform, &local).await.expect("seed");
+        TestStack { platform, local, sdk }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.platform.config
+    }
+
+    /// The dead-letter queue beside the provisioning queue.
+    pub async fn provisioning_dlq(&self) -> dotmac_queue::SqsQueue {
+        let client = aws_sdk_sqs::Client::new(&self.sdk);
+        let name = format!("{}-provisioning-jobs-dlq", self.local.prefix);
+        let url = client
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .expect("DLQ exists")
+            .queue_url
+            .expect("DLQ url");
+        dotmac_queue::SqsQueue::new(client, url)
+    }
+}
+
+/// The whole platform served on a random port, workers included: what `make dev` runs.
+pub struct TestApp {
+    pub address: String,
+    pub stack: TestStack,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
+        let stack = TestStack::new(overrides).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(dotmac_local::serve(
+            stack.platform.clone(),
+            listener,
+            stack.local.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestApp {
+            address,
+            stack,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/auth/login"))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("login request")
+    }
+
+    pub async fn token_for(&self, email: &str, password: &str) -> String {
+        let response = self.login(email, password).await;
+        assert_eq!(response.status(), 200, "login of {email}");
+        let body: Value = response.json().await.expect("json");
+        body["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.token_for(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    pub async fn create_tenant(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/tenants"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("create tenant request")
+    }
+
+    pub async fn get_json(&self, token: &str, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).bearer_auth(token).send().await.expect("GET");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls a tenant until `done` holds, or panics with the last state after `within`.
+    pub async fn wait_for_tenant(&self, token: &str, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (status, tenant) = self.get_json(token, &format!("/v1/tenants/{id}")).await;
+            assert_eq!(status, 200, "GET tenant: {tenant}");
+            if done(&tenant) {
+                return tenant;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "tenant never reached the expected state: {tenant}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the server and workers the way Ctrl-C does, and waits for them.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A tenant body that passes validation, with a unique slug.
+pub fn new_tenant_body(plan: &str) -> Value {
+    let slug = format!("isp-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    json!({ "name": format!("ISP {slug}"), "slug": slug, "plan": plan, "contact_email": format!("ops@{slug}.example") })
+}

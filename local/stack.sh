@@ -63,17 +63,21 @@ start_emulator() {
 
 cmd_dev() {
   local port=${DOTMAC_PORT:-8000} pidfile="$STATE/dev.pid"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    echo "make dev is already running (pid $(cat "$pidfile")) on http://127.0.0.1:$port — use it, or stop it with Ctrl-C in its terminal." >&2
+  if [ -f "$pidfile" ] && kill -0 "$(cut -d' ' -f1 "$pidfile")" 2>/dev/null; then
+    read -r running_pid running_port <"$pidfile"
+    echo "make dev is already running (pid $running_pid) on http://127.0.0.1:$running_port — use it, or stop it with Ctrl-C in its terminal." >&2
     exit 1
   fi
   if port_in_use "$port"; then
     echo "port $port is already taken by another program: stop it or run DOTMAC_PORT=<port> make dev." >&2
     exit 1
   fi
-  echo $$ >"$pidfile"
-  trap 'stop_emulator; rm -f "$pidfile"' EXIT
-  trap 'exit 130' INT TERM
+  echo "$$ $port" >"$pidfile"
+  APP_PID=""
+  # Background jobs of a script ignore Ctrl-C, so the trap hands the platform a SIGTERM (its
+  # graceful stop) and then stops the emulator.
+  trap 'stop_app; stop_emulator; rm -f "$pidfile"' EXIT
+  trap 'exit 0' INT TERM
   if [ "${DOTMAC_EMULATOR:-moto}" = "moto" ]; then
     local emulator_port=${DOTMAC_EMULATOR_PORT:-4566}
     if port_in_use "$emulator_port"; then
@@ -85,7 +89,16 @@ cmd_dev() {
   say "building and starting the platform"
   export DOTMAC_STATE_DIR="${DOTMAC_STATE_DIR:-$STATE}"
   cargo build --quiet -p dotmac-local
-  "$ROOT/target/debug/dotmac-local"
+  "$ROOT/target/debug/dotmac-local" &
+  APP_PID=$!
+  wait "$APP_PID"
+}
+
+stop_app() {
+  if [ -n "${APP_PID:-}" ] && kill -0 "$APP_PID" 2>/dev/null; then
+    kill -TERM "$APP_PID" 2>/dev/null || true
+    wait "$APP_PID" 2>/dev/null || true
+  fi
 }
 
 cmd_with_emulator() {

@@ -22,28 +22,34 @@ fn event(raw: &str) -> lambda_http::Request {
 
 #[tokio::test]
 async fn api_gateway_events_reach_the_functions() {
-    let stack = TestStack::new(&[("DOTMAC_ADMIN_EMAIL", "admin@dotmac.local"), ("DOTMAC_ADMIN_PASSWORD", "dotmac-admin")]).await;
+    let stack = TestStack::new(&[
+        ("DOTMAC_ADMIN_EMAIL", "admin@dotmac.local"),
+        ("DOTMAC_ADMIN_PASSWORD", "dotmac-admin"),
+    ])
+    .await;
     let platform = &stack.platform;
 
-    let (status, body) = call(platform.health_router(), event(include_str!("../../events/apigw-health.json"))).await;
+    let (status, body) =
+        call(platform.health_router(), event(include_str!("../../events/apigw-health.json"))).await;
     assert_eq!((status, body), (200, serde_json::json!({ "status": "ok" })));
 
-    let (status, tokens) = call(platform.auth_router(), event(include_str!("../../events/apigw-login.json"))).await;
+    let (status, tokens) =
+        call(platform.auth_router(), event(include_str!("../../events/apigw-login.json"))).await;
     assert_eq!(status, 200, "{tokens}");
     let token = tokens["access_token"].as_str().expect("token");
 
     let mut create = event(include_str!("../../events/apigw-create-tenant.json"));
-    create.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
-    );
+    create
+        .headers_mut()
+        .insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).expect("header"));
     let (status, tenant) = call(platform.tenants_router(), create).await;
     assert_eq!(status, 202, "{tenant}");
     assert_eq!(tenant["slug"], "acme-fiber");
     assert_eq!(tenant["status"], "provisioning");
 
     // Without the token the same event is refused with the envelope.
-    let (status, body) = call(platform.tenants_router(), event(include_str!("../../events/apigw-create-tenant.json"))).await;
+    let (status, body) =
+        call(platform.tenants_router(), event(include_str!("../../events/apigw-create-tenant.json"))).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "INVALID_TOKEN");
 }
@@ -51,7 +57,8 @@ async fn api_gateway_events_reach_the_functions() {
 #[tokio::test]
 async fn sqs_events_report_only_the_failed_records() {
     let stack = TestStack::new(&[]).await;
-    let mut event: SqsEvent = serde_json::from_str(include_str!("../../events/sqs-provision-tenant.json")).expect("SQS event");
+    let mut event: SqsEvent =
+        serde_json::from_str(include_str!("../../events/sqs-provision-tenant.json")).expect("SQS event");
     // A second record whose body is not a job: it must be reported, never dropped.
     let mut broken = event.records[0].clone();
     broken.message_id = Some("broken-record".into());

@@ -17,7 +17,8 @@ fn assert_envelope(body: &Value, code: &str) {
 async fn an_admin_onboards_an_isp_and_its_container_comes_up() {
     let app = TestApp::spawn().await;
 
-    let health: Value = app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
+    let health: Value =
+        app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
     assert_eq!(health, json!({ "status": "ok" }));
     let ready = app.http.get(app.url("/ready")).send().await.expect("ready");
     assert_eq!(ready.status(), 200);
@@ -31,9 +32,7 @@ async fn an_admin_onboards_an_isp_and_its_container_comes_up() {
     assert_eq!(created["slug"], body["slug"]);
     let id = created["id"].as_str().expect("id").to_owned();
 
-    let active = app
-        .wait_for_tenant(&token, &id, Duration::from_secs(60), |t| t["status"] == "active")
-        .await;
+    let active = app.wait_for_tenant(&token, &id, Duration::from_secs(60), |t| t["status"] == "active").await;
     let container = &active["container"];
     assert!(container["cluster_arn"].as_str().is_some_and(|a| a.contains(":cluster/")), "{active}");
     assert!(container["task_arn"].as_str().is_some_and(|a| a.contains(":task/")), "{active}");
@@ -47,7 +46,10 @@ async fn an_admin_onboards_an_isp_and_its_container_comes_up() {
     // The list shows it.
     let (status, page) = app.get_json(&token, "/v1/tenants?limit=10").await;
     assert_eq!(status, 200);
-    assert!(page["items"].as_array().is_some_and(|items| items.iter().any(|t| t["id"] == id.as_str())), "{page}");
+    assert!(
+        page["items"].as_array().is_some_and(|items| items.iter().any(|t| t["id"] == id.as_str())),
+        "{page}"
+    );
     app.shutdown().await;
 }
 
@@ -80,7 +82,8 @@ async fn a_retried_post_with_an_idempotency_key_returns_the_same_tenant() {
     assert_envelope(&reused.json().await.expect("json"), "IDEMPOTENCY_KEY_REUSED");
 
     let (_, page) = app.get_json(&token, "/v1/tenants?limit=100").await;
-    let with_slug = page["items"].as_array().map(|items| items.iter().filter(|t| t["slug"] == body["slug"]).count());
+    let with_slug =
+        page["items"].as_array().map(|items| items.iter().filter(|t| t["slug"] == body["slug"]).count());
     assert_eq!(with_slug, Some(1), "one tenant, not two");
     app.shutdown().await;
 }
@@ -97,18 +100,31 @@ async fn bad_input_and_missing_credentials_get_the_envelope() {
     assert_eq!(unknown.status(), 401, "unknown accounts answer exactly like wrong passwords");
     assert_envelope(&unknown.json().await.expect("json"), "INVALID_CREDENTIALS");
 
-    let anonymous = app.http.post(app.url("/v1/tenants")).json(&new_tenant_body("usage")).send().await.expect("post");
+    let anonymous =
+        app.http.post(app.url("/v1/tenants")).json(&new_tenant_body("usage")).send().await.expect("post");
     assert_eq!(anonymous.status(), 401);
     assert_envelope(&anonymous.json().await.expect("json"), "UNAUTHENTICATED");
 
     let cases = [
-        ("slug", json!({ "name": "A", "slug": "Not A Slug", "plan": "usage", "contact_email": "a@b.example" })),
-        ("name", json!({ "name": "  ", "slug": "fine-slug", "plan": "usage", "contact_email": "a@b.example" })),
-        ("contact_email", json!({ "name": "A", "slug": "fine-slug", "plan": "usage", "contact_email": "nope" })),
+        (
+            "slug",
+            json!({ "name": "A", "slug": "Not A Slug", "plan": "usage", "contact_email": "a@b.example" }),
+        ),
+        (
+            "name",
+            json!({ "name": "  ", "slug": "fine-slug", "plan": "usage", "contact_email": "a@b.example" }),
+        ),
+        (
+            "contact_email",
+            json!({ "name": "A", "slug": "fine-slug", "plan": "usage", "contact_email": "nope" }),
+        ),
         ("plan", json!({ "name": "A", "slug": "fine-slug", "plan": "gold", "contact_email": "a@b.example" })),
         ("slug", json!({ "name": "A", "plan": "usage", "contact_email": "a@b.example" })),
         // Mass assignment: the platform sets status, never the client.
-        ("status", json!({ "name": "A", "slug": "fine-slug", "plan": "usage", "contact_email": "a@b.example", "status": "active" })),
+        (
+            "status",
+            json!({ "name": "A", "slug": "fine-slug", "plan": "usage", "contact_email": "a@b.example", "status": "active" }),
+        ),
     ];
     for (field, body) in cases {
         let response = app.create_tenant(&token, &body).await;
@@ -150,7 +166,8 @@ async fn a_tenant_token_never_reaches_another_tenant() {
     let admin = app.admin_token().await;
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let created: Value = app.create_tenant(&admin, &new_tenant_body("usage")).await.json().await.expect("json");
+        let created: Value =
+            app.create_tenant(&admin, &new_tenant_body("usage")).await.json().await.expect("json");
         ids.push(TenantId::parse(created["id"].as_str().expect("id")).expect("uuid"));
     }
     let (mine, theirs) = (ids[0], ids[1]);
@@ -175,7 +192,10 @@ async fn a_tenant_token_never_reaches_another_tenant() {
     assert_envelope(&error, "FORBIDDEN");
     let (status, page) = app.get_json(&token, "/v1/tenants").await;
     assert_eq!(status, 200);
-    let listed: Vec<_> = page["items"].as_array().map(|items| items.iter().map(|t| t["id"].clone()).collect()).unwrap_or_default();
+    let listed: Vec<_> = page["items"]
+        .as_array()
+        .map(|items| items.iter().map(|t| t["id"].clone()).collect())
+        .unwrap_or_default();
     assert_eq!(listed, vec![json!(mine.to_string())]);
     let create = app.create_tenant(&token, &new_tenant_body("usage")).await;
     assert_eq!(create.status(), 403);
@@ -195,11 +215,10 @@ async fn a_failing_provisioning_job_ends_in_the_dlq_with_the_tenant_failed() {
     ])
     .await;
     let token = app.admin_token().await;
-    let created: Value = app.create_tenant(&token, &new_tenant_body("usage")).await.json().await.expect("json");
+    let created: Value =
+        app.create_tenant(&token, &new_tenant_body("usage")).await.json().await.expect("json");
     let id = created["id"].as_str().expect("id").to_owned();
-    let failed = app
-        .wait_for_tenant(&token, &id, Duration::from_secs(60), |t| t["status"] == "failed")
-        .await;
+    let failed = app.wait_for_tenant(&token, &id, Duration::from_secs(60), |t| t["status"] == "failed").await;
     assert!(failed["failure_reason"].as_str().is_some_and(|r| r.contains("RunTask")), "{failed}");
 
     let dlq = app.stack.provisioning_dlq().await;

@@ -71,7 +71,11 @@ async fn provisions_a_tagged_task_of_the_plans_size_and_activates_the_tenant() {
         .await
         .expect("DescribeTasks");
     let task = described.tasks().first().expect("task");
-    assert!(task.tags().iter().any(|t| t.key() == Some("tenant_id") && t.value() == Some(&*tenant.id.to_string())));
+    assert!(
+        task.tags()
+            .iter()
+            .any(|t| t.key() == Some("tenant_id") && t.value() == Some(&*tenant.id.to_string()))
+    );
     let env_has_tenant = task
         .overrides()
         .into_iter()
@@ -107,7 +111,8 @@ async fn a_retry_adopts_the_task_an_earlier_attempt_started() {
     let tenant = onboarded(&stack, "usage").await;
     let provisioner = stack.platform.provisioner();
     let plan = dotmac_domain::seed_plans().remove(0);
-    let earlier = provisioner.fleet().launch(&tenant, plan.task_size, "").await.expect("earlier attempt's task");
+    let earlier =
+        provisioner.fleet().launch(&tenant, plan.task_size, "").await.expect("earlier attempt's task");
     provisioner
         .handle(ProvisioningJob::ProvisionTenant { tenant_id: tenant.id }, &delivery(2, 5))
         .await
@@ -143,8 +148,7 @@ async fn jobs_for_missing_or_deleted_tenants_are_discarded() {
     let stack = TestStack::new(&[]).await;
     let provisioner = stack.platform.provisioner();
     let missing = dotmac_domain::TenantId::generate();
-    let outcome = provisioner
-        .handle(ProvisioningJob::ProvisionTenant { tenant_id: missing }, &delivery(1, 5))
-        .await;
+    let outcome =
+        provisioner.handle(ProvisioningJob::ProvisionTenant { tenant_id: missing }, &delivery(1, 5)).await;
     assert!(matches!(outcome, Err(JobError::Discard(_))), "{outcome:?}");
 }

@@ -85,7 +85,10 @@ async fn idempotency_keys_replay_and_refuse_reuse() {
     assert_eq!(store.begin_idempotent("caller", &key, "fp-a", now).await.expect("begin"), Begin::InProgress);
     let saved = SavedResponse { status: 202, body: "{\"id\":\"x\"}".into() };
     store.complete_idempotent("caller", &key, &saved).await.expect("complete");
-    assert_eq!(store.begin_idempotent("caller", &key, "fp-a", now).await.expect("begin"), Begin::Replay(saved));
+    assert_eq!(
+        store.begin_idempotent("caller", &key, "fp-a", now).await.expect("begin"),
+        Begin::Replay(saved)
+    );
     assert_eq!(store.begin_idempotent("caller", &key, "fp-b", now).await.expect("begin"), Begin::Mismatch);
     // Keys are per caller: another caller's identical key is a fresh start.
     assert_eq!(store.begin_idempotent("other", &key, "fp-b", now).await.expect("begin"), Begin::Started);

@@ -150,7 +150,13 @@ impl TestApp {
     }
 
     /// Polls a tenant until `done` holds, or panics with the last state after `within`.
-    pub async fn wait_for_tenant(&self, token: &str, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for_tenant(
+        &self,
+        token: &str,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let (status, tenant) = self.get_json(token, &format!("/v1/tenants/{id}")).await;
@@ -158,7 +164,10 @@ impl TestApp {
             if done(&tenant) {
                 return tenant;
             }
-            assert!(tokio::time::Instant::now() < deadline, "tenant never reached the expected state: {tenant}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tenant never reached the expected state: {tenant}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -41,7 +41,10 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(ErrorCode::InvalidCredentials, "the e-mail or password is wrong")
 }
 
-async fn login(State(state): State<AuthState>, Json(request): Json<LoginRequest>) -> Result<impl IntoResponse, ApiError> {
+async fn login(
+    State(state): State<AuthState>,
+    Json(request): Json<LoginRequest>,
+) -> Result<impl IntoResponse, ApiError> {
     if request.password.is_empty() || request.password.len() > 1024 {
         return Err(ApiError::invalid_field("password", "must be 1 to 1024 bytes"));
     }
@@ -56,11 +59,7 @@ async fn login(State(state): State<AuthState>, Json(request): Json<LoginRequest>
         _ => return Err(invalid_credentials()),
     };
     let now = OffsetDateTime::now_utc();
-    let caller = Caller {
-        user_id: user.id.clone(),
-        tenant_id: user.tenant_id,
-        roles: user.roles.clone(),
-    };
+    let caller = Caller { user_id: user.id.clone(), tenant_id: user.tenant_id, roles: user.roles.clone() };
     let pair = state.keys.issue(&caller, now).map_err(ApiError::internal)?;
     if let Err(error) = state.store.record_login(&user.email, now).await {
         tracing::warn!(%error, "last_login not recorded");

@@ -1,8 +1,8 @@
 //! argon2id with the OWASP-recommended defaults of the `argon2` crate (19 MiB, 2 passes).
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use std::sync::OnceLock;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,8 @@ fn decoy_hash() -> &'static str {
 /// Verifies `password` against `stored` (or, with no account, against a decoy). The crate
 /// compares in constant time.
 pub fn verify_password(password: &str, stored: Option<&str>) -> Result<bool, PasswordError> {
-    let parsed = PasswordHash::new(stored.unwrap_or_else(|| decoy_hash())).map_err(|e| PasswordError(e.to_string()))?;
+    let parsed = PasswordHash::new(stored.unwrap_or_else(|| decoy_hash()))
+        .map_err(|e| PasswordError(e.to_string()))?;
     let matches = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
     Ok(matches && stored.is_some())
 }

@@ -1,10 +1,10 @@
 //! Liveness (`/health`) and readiness (`/ready`: DynamoDB, SQS and ECS all answer).
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use dotmac_http::{ApiError, ErrorCode};
 use dotmac_queue::SqsQueue;
 use dotmac_store::Store;
@@ -21,10 +21,7 @@ pub struct HealthState {
 }
 
 pub fn router(state: HealthState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .with_state(state)
+    Router::new().route("/health", get(health)).route("/ready", get(ready)).with_state(state)
 }
 
 async fn health() -> axum::Json<Value> {

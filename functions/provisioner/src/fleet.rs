@@ -4,8 +4,9 @@
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, ContainerOverride, DesiredStatus,
-    KeyValuePair, LaunchType, NetworkConfiguration, NetworkMode, PortMapping, PropagateTags, Tag, Task, TaskOverride,
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, ContainerOverride,
+    DesiredStatus, KeyValuePair, LaunchType, NetworkConfiguration, NetworkMode, PortMapping, PropagateTags,
+    Tag, Task, TaskOverride,
 };
 use dotmac_config::EcsSettings;
 use dotmac_domain::{TaskSize, Tenant, TenantId};
@@ -91,12 +92,8 @@ impl Fleet {
     /// The task definition for the configured image: the family's latest revision if it runs
     /// that image, else a new revision.
     pub async fn ensure_task_definition(&self) -> Result<String, FleetError> {
-        let existing = self
-            .ecs
-            .describe_task_definition()
-            .task_definition(&self.settings.task_family)
-            .send()
-            .await;
+        let existing =
+            self.ecs.describe_task_definition().task_definition(&self.settings.task_family).send().await;
         if let Ok(output) = existing
             && let Some(definition) = output.task_definition()
         {
@@ -176,7 +173,12 @@ impl Fleet {
 
     /// Starts the tenant's task. `client_token` makes a repeated call within one attempt
     /// return the same task instead of a second one.
-    pub async fn launch(&self, tenant: &Tenant, size: TaskSize, client_token: &str) -> Result<LaunchedTask, FleetError> {
+    pub async fn launch(
+        &self,
+        tenant: &Tenant,
+        size: TaskSize,
+        client_token: &str,
+    ) -> Result<LaunchedTask, FleetError> {
         if !size.is_valid_fargate_size() {
             return Err(FleetError::Invalid(format!("{size:?} is not a Fargate task size")));
         }
@@ -244,17 +246,19 @@ impl Fleet {
                 ),
             });
         }
-        let task = output
-            .tasks()
-            .first()
-            .ok_or_else(|| FleetError::Invalid("RunTask started no task".into()))?;
+        let task =
+            output.tasks().first().ok_or_else(|| FleetError::Invalid("RunTask started no task".into()))?;
         let launched = LaunchedTask::from_task(task);
         tracing::info!(tenant_id = %tenant.id, task_arn = %launched.task_arn, "tenant task launched");
         Ok(launched)
     }
 
     /// Polls DescribeTasks until the task runs, stops, or `timeout` passes.
-    pub async fn wait_until_running(&self, task_arn: &str, timeout: Duration) -> Result<LaunchedTask, FleetError> {
+    pub async fn wait_until_running(
+        &self,
+        task_arn: &str,
+        timeout: Duration,
+    ) -> Result<LaunchedTask, FleetError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(200);
         loop {
@@ -262,7 +266,9 @@ impl Fleet {
             match task.last_status.as_str() {
                 "RUNNING" => return Ok(task),
                 "STOPPED" | "DEPROVISIONING" | "STOPPING" => {
-                    return Err(FleetError::Stopped(task.stopped_reason.unwrap_or_else(|| task.last_status.clone())));
+                    return Err(FleetError::Stopped(
+                        task.stopped_reason.unwrap_or_else(|| task.last_status.clone()),
+                    ));
                 }
                 _ => {}
             }

@@ -19,10 +19,7 @@ pub struct Provisioner {
 
 impl Provisioner {
     pub fn new(store: Store, ecs: aws_sdk_ecs::Client, settings: EcsSettings) -> Self {
-        Self {
-            store,
-            fleet: Fleet::new(ecs, settings),
-        }
+        Self { store, fleet: Fleet::new(ecs, settings) }
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -37,14 +34,17 @@ impl Provisioner {
             TenantStatus::Provisioning => {}
             // A duplicate or late delivery of a job that already succeeded.
             TenantStatus::Active if record.tenant.container.is_some() => return Ok(()),
-            other => return Err(JobError::Discard(format!("tenant {tenant_id} is {other}, not provisioning"))),
+            other => {
+                return Err(JobError::Discard(format!("tenant {tenant_id} is {other}, not provisioning")));
+            }
         }
         let now = OffsetDateTime::now_utc();
         if record.lease.as_ref().is_some_and(|lease| lease.is_live(now)) {
             return Err(JobError::Retry("another attempt holds the provisioning lease".into()));
         }
         // Claim the work: the version check makes the claim exclusive across workers.
-        let lease_seconds = i64::try_from(self.fleet.settings().task_start_timeout_seconds).unwrap_or(60) + 30;
+        let lease_seconds =
+            i64::try_from(self.fleet.settings().task_start_timeout_seconds).unwrap_or(60) + 30;
         record.lease = Some(Lease {
             token: uuid::Uuid::new_v4().to_string(),
             expires_at: now.unix_timestamp() + lease_seconds,
@@ -109,7 +109,12 @@ impl Provisioner {
 
     /// Keeps the reason on the tenant; on the last attempt marks it `failed` before SQS moves
     /// the message to the dead-letter queue.
-    async fn fail(&self, mut record: TenantRecord, error: FleetError, delivery: &Delivery) -> Result<(), JobError> {
+    async fn fail(
+        &self,
+        mut record: TenantRecord,
+        error: FleetError,
+        delivery: &Delivery,
+    ) -> Result<(), JobError> {
         let reason = error.to_string();
         let now = OffsetDateTime::now_utc();
         record.lease = None;
@@ -117,7 +122,10 @@ impl Provisioner {
         record.tenant.updated_at = now;
         let last = delivery.is_last_attempt() || matches!(error, FleetError::Invalid(_));
         if last {
-            record.tenant.transition(TenantStatus::Failed, now).map_err(|e| JobError::Discard(e.to_string()))?;
+            record
+                .tenant
+                .transition(TenantStatus::Failed, now)
+                .map_err(|e| JobError::Discard(e.to_string()))?;
         }
         if let Err(save) = self.store.save_tenant(&mut record).await {
             tracing::error!(tenant_id = %record.tenant.id, error = %save, "failure not recorded on the tenant");

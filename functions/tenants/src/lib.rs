@@ -1,11 +1,13 @@
 //! The tenants function: onboard an ISP (write it, queue its provisioning) and read tenants.
 
+use axum::Router;
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
-use dotmac_domain::{Action, Email, NewTenant, PlanId, Resource, Target, Tenant, TenantId, TenantName, TenantSlug, authorize};
+use dotmac_domain::{
+    Action, Email, NewTenant, PlanId, Resource, Target, Tenant, TenantId, TenantName, TenantSlug, authorize,
+};
 use dotmac_http::{ApiError, Authenticated, ErrorCode, Json, JwtKeys, idempotent, request_fingerprint};
 use dotmac_queue::{ProvisioningJob, SqsQueue};
 use dotmac_store::Store;
@@ -53,12 +55,19 @@ impl CreateTenantRequest {
         let plan = PlanId::parse(&self.plan);
         let contact_email = Email::parse_field(&self.contact_email, "contact_email");
         match (name, slug, plan, contact_email) {
-            (Ok(name), Ok(slug), Ok(plan), Ok(contact_email)) => Ok(NewTenant { name, slug, plan, contact_email }),
+            (Ok(name), Ok(slug), Ok(plan), Ok(contact_email)) => {
+                Ok(NewTenant { name, slug, plan, contact_email })
+            }
             (name, slug, plan, email) => {
-                let errors: Vec<_> = [name.err(), slug.err(), plan.err(), email.err()].into_iter().flatten().collect();
+                let errors: Vec<_> =
+                    [name.err(), slug.err(), plan.err(), email.err()].into_iter().flatten().collect();
                 let fields: Map<String, Value> =
                     errors.iter().map(|e| (e.field.to_owned(), Value::String(e.reason.clone()))).collect();
-                let first = errors.first().cloned().map(ApiError::from).unwrap_or_else(|| ApiError::invalid_field("body", "invalid"));
+                let first = errors
+                    .first()
+                    .cloned()
+                    .map(ApiError::from)
+                    .unwrap_or_else(|| ApiError::invalid_field("body", "invalid"));
                 let field = first.details["field"].clone();
                 let reason = first.details["reason"].clone();
                 Err(first.with_details(json!({ "field": field, "reason": reason, "fields": fields })))
@@ -141,11 +150,9 @@ async fn list_tenants(
     let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::ValidationFailed, e.body_text()))?;
     let limit = match query.limit.as_deref() {
         None => DEFAULT_PAGE,
-        Some(raw) => raw
-            .parse::<i32>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::invalid_field("limit", format!("must be a whole number from 1 to {MAX_PAGE}")))?,
+        Some(raw) => raw.parse::<i32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+            ApiError::invalid_field("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
+        })?,
     };
     if authorize(&caller, Resource::Tenant, Action::Read, Target::default()).is_ok() {
         let page = state.store.list_tenants(limit, query.cursor.as_deref()).await?;
@@ -153,7 +160,9 @@ async fn list_tenants(
         return Ok(axum::Json(json!({ "items": items, "next_cursor": page.next_cursor })));
     }
     // A tenant-scoped caller sees the one tenant it belongs to.
-    let own = caller.tenant_id.ok_or_else(|| ApiError::from(dotmac_domain::Denied { resource: Resource::Tenant, action: Action::Read }))?;
+    let own = caller.tenant_id.ok_or_else(|| {
+        ApiError::from(dotmac_domain::Denied { resource: Resource::Tenant, action: Action::Read })
+    })?;
     authorize(&caller, Resource::Tenant, Action::Read, Target { tenant_id: Some(own), owner_id: None })?;
     let items = match (query.cursor, state.store.get_tenant(own).await?) {
         (None, Some(tenant)) => vec![tenant_body(&tenant)?],

@@ -32,7 +32,9 @@ pub struct LocalSettings {
 
 impl LocalSettings {
     pub fn from_env(env: &HashMap<String, String>) -> anyhow::Result<Self> {
-        let get = |name: &str, default: &str| env.get(name).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| default.to_owned());
+        let get = |name: &str, default: &str| {
+            env.get(name).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| default.to_owned())
+        };
         Ok(LocalSettings {
             prefix: get("DOTMAC_PREFIX", "dotmac-local"),
             admin_email: get("DOTMAC_ADMIN_EMAIL", "admin@dotmac.local"),
@@ -50,24 +52,23 @@ impl LocalSettings {
 
 /// Creates what `infra/template.yaml` would (table, queue + DLQ, cluster) and returns the
 /// functions' configuration pointing at them. Idempotent: a second start reuses them.
-pub async fn prepare(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>, local: &LocalSettings) -> anyhow::Result<Config> {
+pub async fn prepare(
+    sdk: &aws_config::SdkConfig,
+    env: &HashMap<String, String>,
+    local: &LocalSettings,
+) -> anyhow::Result<Config> {
     let mut env = env.clone();
     let prefix = &local.prefix;
     let table = format!("{prefix}-platform");
     let store = Store::new(aws_sdk_dynamodb::Client::new(sdk), &table);
     store.ensure_table().await.context("creating the DynamoDB table")?;
 
-    let max_receive_count: u32 = env
-        .get("DOTMAC_PROVISIONING_MAX_RECEIVE_COUNT")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let max_receive_count: u32 =
+        env.get("DOTMAC_PROVISIONING_MAX_RECEIVE_COUNT").and_then(|v| v.parse().ok()).unwrap_or(5);
     let (queue, _dlq) = ensure_queue_with_dlq(
         &aws_sdk_sqs::Client::new(sdk),
         &format!("{prefix}-provisioning-jobs"),
-        QueueSettings {
-            visibility_timeout_seconds: 120,
-            max_receive_count,
-        },
+        QueueSettings { visibility_timeout_seconds: 120, max_receive_count },
     )
     .await
     .context("creating the provisioning queue")?;

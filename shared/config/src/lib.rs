@@ -93,10 +93,9 @@ impl<S: Source> Reader<'_, S> {
     {
         match self.0.get(name) {
             None => Ok(default),
-            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-                name,
-                reason: e.to_string(),
-            }),
+            Some(raw) => {
+                raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { name, reason: e.to_string() })
+            }
         }
     }
 
@@ -105,10 +104,9 @@ impl<S: Source> Reader<'_, S> {
             None => Ok(default),
             Some("1" | "true" | "yes" | "enabled") => Ok(true),
             Some("0" | "false" | "no" | "disabled") => Ok(false),
-            Some(other) => Err(ConfigError::Invalid {
-                name,
-                reason: format!("expected true or false, got {other:?}"),
-            }),
+            Some(other) => {
+                Err(ConfigError::Invalid { name, reason: format!("expected true or false, got {other:?}") })
+            }
         }
     }
 }
@@ -236,10 +234,7 @@ mod tests {
     fn names_the_missing_variable() {
         let mut env = base();
         env.remove("DOTMAC_ECS_CLUSTER");
-        assert_eq!(
-            Config::from_source(&env),
-            Err(ConfigError::Missing { name: "DOTMAC_ECS_CLUSTER" })
-        );
+        assert_eq!(Config::from_source(&env), Err(ConfigError::Missing { name: "DOTMAC_ECS_CLUSTER" }));
     }
 
     #[test]

@@ -103,7 +103,12 @@ pub struct Denied {
     pub action: Action,
 }
 
-pub fn authorize(caller: &Caller, resource: Resource, action: Action, target: Target<'_>) -> Result<(), Denied> {
+pub fn authorize(
+    caller: &Caller,
+    resource: Resource,
+    action: Action,
+    target: Target<'_>,
+) -> Result<(), Denied> {
     let same_tenant = caller.tenant_id.is_some() && caller.tenant_id == target.tenant_id;
     let owns = same_tenant && target.owner_id == Some(caller.user_id.as_str());
     let allowed = caller
@@ -125,11 +130,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn caller(tenant: Option<TenantId>, roles: &[Role]) -> Caller {
-        Caller {
-            user_id: "u1".into(),
-            tenant_id: tenant,
-            roles: roles.to_vec(),
-        }
+        Caller { user_id: "u1".into(), tenant_id: tenant, roles: roles.to_vec() }
     }
 
     fn target(tenant_id: Option<TenantId>, owner_id: Option<&str>) -> Target<'_> {
@@ -149,7 +150,10 @@ mod tests {
         let mine = TenantId::generate();
         let admin = caller(Some(mine), &[Role::TenantAdmin]);
         assert!(authorize(&admin, Resource::Tenant, Action::Read, target(Some(mine), None)).is_ok());
-        assert!(authorize(&admin, Resource::Tenant, Action::Read, target(Some(TenantId::generate()), None)).is_err());
+        assert!(
+            authorize(&admin, Resource::Tenant, Action::Read, target(Some(TenantId::generate()), None))
+                .is_err()
+        );
         assert!(authorize(&admin, Resource::Tenant, Action::Create, target(None, None)).is_err());
     }
 

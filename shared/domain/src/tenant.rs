@@ -175,10 +175,7 @@ impl Tenant {
 
     pub fn transition(&mut self, next: TenantStatus, now: OffsetDateTime) -> Result<(), TransitionError> {
         if !self.status.can_become(next) {
-            return Err(TransitionError {
-                from: self.status,
-                to: next,
-            });
+            return Err(TransitionError { from: self.status, to: next });
         }
         self.status = next;
         self.updated_at = now;
@@ -229,7 +226,10 @@ mod tests {
 
     #[test]
     fn status_serializes_in_snake_case() {
-        assert_eq!(serde_json::to_string(&TenantStatus::Deprovisioning).ok(), Some("\"deprovisioning\"".into()));
+        assert_eq!(
+            serde_json::to_string(&TenantStatus::Deprovisioning).ok(),
+            Some("\"deprovisioning\"".into())
+        );
     }
 
     proptest! {

@@ -11,10 +11,7 @@ pub struct InvalidValue {
 
 impl InvalidValue {
     pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            field,
-            reason: reason.into(),
-        }
+        Self { field, reason: reason.into() }
     }
 }
 
@@ -137,7 +134,8 @@ mod tests {
     fn slugs() {
         assert!(TenantSlug::parse("acme-fiber").is_ok());
         assert!(TenantSlug::parse("isp42").is_ok());
-        for bad in ["ab", "Acme", "-acme", "acme-", "ac--me", "acme fiber", "admin", "ãcme", &"a".repeat(41)] {
+        for bad in ["ab", "Acme", "-acme", "acme-", "ac--me", "acme fiber", "admin", "ãcme", &"a".repeat(41)]
+        {
             assert!(TenantSlug::parse(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -145,7 +143,9 @@ mod tests {
     #[test]
     fn emails_are_lowercased_and_checked() {
         assert_eq!(Email::parse(" Ops@Acme.Example ").map(|e| e.0), Ok("ops@acme.example".into()));
-        for bad in ["", "ops", "ops@", "@acme.example", "ops@acme", "ops@.acme", "o ps@acme.example", "a@b@c.d"] {
+        for bad in
+            ["", "ops", "ops@", "@acme.example", "ops@acme", "ops@.acme", "o ps@acme.example", "a@b@c.d"]
+        {
             assert!(Email::parse(bad).is_err(), "{bad} should be refused");
         }
     }

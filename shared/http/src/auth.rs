@@ -55,11 +55,7 @@ pub struct Claims {
 
 impl Claims {
     pub fn caller(&self) -> Caller {
-        Caller {
-            user_id: self.sub.clone(),
-            tenant_id: self.tid,
-            roles: self.roles.clone(),
-        }
+        Caller { user_id: self.sub.clone(), tenant_id: self.tid, roles: self.roles.clone() }
     }
 }
 
@@ -97,13 +93,17 @@ pub struct JwtKeys {
 
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtKeys").field("kid", &self.kid).field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("JwtKeys")
+            .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
 /// A new Ed25519 key as base64 PKCS#8, the form `DOTMAC_JWT_SIGNING_KEY` takes.
 pub fn generate_signing_key() -> Result<String, TokenError> {
-    let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| TokenError::BadSigningKey)?;
+    let document =
+        Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| TokenError::BadSigningKey)?;
     Ok(STANDARD.encode(document.as_ref()))
 }
 
@@ -129,7 +129,13 @@ impl JwtKeys {
         &self.kid
     }
 
-    fn sign(&self, caller: &Caller, kind: TokenKind, ttl: u64, now: OffsetDateTime) -> Result<String, TokenError> {
+    fn sign(
+        &self,
+        caller: &Caller,
+        kind: TokenKind,
+        ttl: u64,
+        now: OffsetDateTime,
+    ) -> Result<String, TokenError> {
         let iat = now.unix_timestamp();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -198,17 +204,18 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "send an Authorization: Bearer token"))?;
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthenticated, "send an Authorization: Bearer token")
+        })?;
         let token = header
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "the Authorization header must be Bearer <token>"))?;
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::Unauthenticated, "the Authorization header must be Bearer <token>")
+            })?;
         let keys = Arc::<JwtKeys>::from_ref(state);
         match keys.verify(token, TokenKind::Access) {
             Ok(claims) => Ok(Authenticated(claims.caller())),
@@ -240,11 +247,7 @@ mod tests {
     }
 
     fn admin() -> Caller {
-        Caller {
-            user_id: "u1".into(),
-            tenant_id: None,
-            roles: vec![Role::PlatformAdmin],
-        }
+        Caller { user_id: "u1".into(), tenant_id: None, roles: vec![Role::PlatformAdmin] }
     }
 
     #[test]
@@ -281,7 +284,8 @@ mod tests {
     #[test]
     fn refuses_alg_none() {
         let keys = keys();
-        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{}"}}"#, keys.kid()));
+        let header =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{}"}}"#, keys.kid()));
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let payload = URL_SAFE_NO_PAD.encode(format!(
             r#"{{"iss":"https://issuer.test","aud":"dotmac-test","sub":"x","exp":{},"nbf":{now},"iat":{now},"jti":"j","typ":"at+jwt","roles":["platform_admin"]}}"#,

@@ -75,11 +75,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            details: json!({}),
-        }
+        Self { code, message: message.into(), details: json!({}) }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -132,8 +128,10 @@ impl From<dotmac_store::StoreError> for ApiError {
     fn from(error: dotmac_store::StoreError) -> Self {
         use dotmac_store::StoreError::*;
         match error {
-            SlugTaken(slug) => ApiError::new(ErrorCode::SlugTaken, format!("the slug {slug} is already taken"))
-                .with_details(json!({ "field": "slug", "slug": slug })),
+            SlugTaken(slug) => {
+                ApiError::new(ErrorCode::SlugTaken, format!("the slug {slug} is already taken"))
+                    .with_details(json!({ "field": "slug", "slug": slug }))
+            }
             BadCursor => ApiError::invalid_field("cursor", "is not a cursor this API issued"),
             Dynamo { .. } => ApiError::unavailable("dynamodb", error),
             other => ApiError::internal(other),
@@ -146,9 +144,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut response = (status, axum::Json(self.body())).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

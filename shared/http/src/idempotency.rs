@@ -44,9 +44,7 @@ where
             let status = StatusCode::from_u16(saved.status).map_err(ApiError::internal)?;
             let body: serde_json::Value = serde_json::from_str(&saved.body).map_err(ApiError::internal)?;
             let mut response = (status, axum::Json(body)).into_response();
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(response);
         }
         Begin::InProgress => {
@@ -65,10 +63,7 @@ where
     }
     match work().await {
         Ok((status, body)) => {
-            let saved = SavedResponse {
-                status: status.as_u16(),
-                body: body.to_string(),
-            };
+            let saved = SavedResponse { status: status.as_u16(), body: body.to_string() };
             if let Err(error) = store.complete_idempotent(scope, &key, &saved).await {
                 // The work is done; the client still gets its answer. A retry after the lock
                 // expires would redo it, so say so loudly.

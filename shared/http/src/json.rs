@@ -23,15 +23,18 @@ fn rejection_to_error(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(error) => {
             // serde says e.g. "missing field `slug` at line 1 column 9"; keep the field name.
-            let text = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_else(|| error.body_text());
+            let text = std::error::Error::source(&error)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| error.body_text());
             match text.split('`').nth(1) {
                 Some(field) => ApiError::invalid_field(field, text.clone()),
                 None => ApiError::new(ErrorCode::ValidationFailed, text),
             }
         }
-        JsonRejection::JsonSyntaxError(error) => {
-            ApiError::new(ErrorCode::MalformedRequest, format!("the body is not valid JSON: {}", error.body_text()))
-        }
+        JsonRejection::JsonSyntaxError(error) => ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!("the body is not valid JSON: {}", error.body_text()),
+        ),
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::new(ErrorCode::UnsupportedMediaType, "send the body as application/json")
         }

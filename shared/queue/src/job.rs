@@ -17,10 +17,7 @@ pub struct Envelope<J> {
 
 impl<J: Job> Envelope<J> {
     pub fn new(job: J) -> Self {
-        Self {
-            job_id: Uuid::now_v7(),
-            job,
-        }
+        Self { job_id: Uuid::now_v7(), job }
     }
 }
 
@@ -95,7 +92,8 @@ pub async fn process_message<J: Job, H: JobHandler<J>>(
         receive_count,
         max_receive_count,
     };
-    let span = tracing::info_span!("job", queue = J::QUEUE, job_id = %envelope.job_id, message_id, receive_count);
+    let span =
+        tracing::info_span!("job", queue = J::QUEUE, job_id = %envelope.job_id, message_id, receive_count);
     let _entered = span.enter();
     drop(_entered);
     match tracing::Instrument::instrument(handler.handle(envelope.job, &delivery), span).await {

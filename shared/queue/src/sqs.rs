@@ -45,10 +45,7 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(client: Client, url: impl Into<String>) -> Self {
-        Self {
-            client,
-            url: url.into(),
-        }
+        Self { client, url: url.into() }
     }
 
     pub fn url(&self) -> &str {
@@ -193,10 +190,7 @@ pub async fn ensure_queue_with_dlq(
     })
     .to_string();
     let attributes = HashMap::from([
-        (
-            QueueAttributeName::VisibilityTimeout,
-            settings.visibility_timeout_seconds.to_string(),
-        ),
+        (QueueAttributeName::VisibilityTimeout, settings.visibility_timeout_seconds.to_string()),
         (QueueAttributeName::RedrivePolicy, redrive),
     ]);
     let url = client

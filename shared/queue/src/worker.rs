@@ -106,25 +106,16 @@ struct InFlight(Arc<Mutex<HashSet<String>>>);
 
 impl InFlight {
     fn claim(&self, message_id: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(message_id.to_owned())
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(message_id.to_owned())
     }
 
     fn release(&self, message_id: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(message_id);
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(message_id);
     }
 }
 
 async fn receive_batch(queue: SqsQueue, config: SqsBackendConfig) -> Vec<ReceivedMessage> {
-    match queue
-        .receive(config.batch_size, config.wait_seconds.max(1))
-        .await
-    {
+    match queue.receive(config.batch_size, config.wait_seconds.max(1)).await {
         Ok(messages) => messages,
         Err(error) => {
             tracing::error!(queue = queue.url(), %error, "polling SQS failed; backing off");
@@ -139,11 +130,7 @@ impl Backend for SqsBackend {
     // SQS failures are logged and retried inside the poll loop; a worker should outlive them.
     type Error = Infallible;
 
-    fn poll_ready(
-        &mut self,
-        _: &mut Context<'_>,
-        _: &WorkerContext,
-    ) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, _: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
@@ -158,9 +145,8 @@ impl Backend for SqsBackend {
             if let Some(message) = self.buffer.pop_front() {
                 return Poll::Ready(Some(Ok(self.task(message))));
             }
-            let receive = self
-                .receive
-                .get_or_insert_with(|| receive_batch(self.queue.clone(), self.config).boxed());
+            let receive =
+                self.receive.get_or_insert_with(|| receive_batch(self.queue.clone(), self.config).boxed());
             let messages = ready!(receive.poll_unpin(cx));
             self.receive = None;
             for message in messages {
@@ -180,11 +166,7 @@ impl Backend for SqsBackend {
     // A long poll still in flight is dropped rather than awaited, so shutdown does not wait up
     // to `wait_seconds`; messages SQS was about to hand it reappear after their visibility
     // timeout. Buffered messages that never started are made visible again right away.
-    fn poll_close(
-        &mut self,
-        cx: &mut Context<'_>,
-        _: &WorkerContext,
-    ) -> Poll<Result<(), Self::Error>> {
+    fn poll_close(&mut self, cx: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), Self::Error>> {
         self.receive = None;
         let release = self.release.get_or_insert_with(|| {
             let queue = self.queue.clone();
@@ -303,17 +285,12 @@ pub async fn run_worker<J: Job, H: JobHandler<J>>(
                     max_receive_count,
                 )
                 .await;
-                if outcome.acknowledges() {
-                    Ok(())
-                } else {
-                    Err(Redeliver(format!("{outcome:?}")))
-                }
+                if outcome.acknowledges() { Ok(()) } else { Err(Redeliver(format!("{outcome:?}"))) }
             }
         });
     // Boxing here proves `Send` where the types are concrete; left to callers that spawn
     // `run_worker`, rustc fails with "FnOnce is not general enough" on the spawn executor.
-    let run: BoxFuture<'static, Result<(), WorkerError>> = worker
-        .run_until(shutdown.map(Ok::<(), WorkerError>))
-        .boxed();
+    let run: BoxFuture<'static, Result<(), WorkerError>> =
+        worker.run_until(shutdown.map(Ok::<(), WorkerError>)).boxed();
     run.await
 }

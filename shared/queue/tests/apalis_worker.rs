@@ -51,11 +51,7 @@ impl JobHandler<Echo> for Recorder {
         if self.panic_once && delivery.receive_count == 1 {
             panic!("handler panicked on purpose");
         }
-        if self.fail {
-            Err(JobError::Retry("always fails".into()))
-        } else {
-            Ok(())
-        }
+        if self.fail { Err(JobError::Retry("always fails".into())) } else { Ok(()) }
     }
 }
 
@@ -71,18 +67,11 @@ async fn sqs_client() -> aws_sdk_sqs::Client {
 
 async fn queues(settings: QueueSettings) -> (SqsQueue, SqsQueue) {
     let name = format!("apalis-worker-{}", uuid::Uuid::new_v4());
-    ensure_queue_with_dlq(&sqs_client().await, &name, settings)
-        .await
-        .expect("create queue")
+    ensure_queue_with_dlq(&sqs_client().await, &name, settings).await.expect("create queue")
 }
 
 fn config(max_receive_count: u32) -> SqsBackendConfig {
-    SqsBackendConfig {
-        batch_size: 10,
-        wait_seconds: 1,
-        retry_delay_seconds: 1,
-        max_receive_count,
-    }
+    SqsBackendConfig { batch_size: 10, wait_seconds: 1, retry_delay_seconds: 1, max_receive_count }
 }
 
 struct RunningWorker {
@@ -123,10 +112,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {DEADLINE:?} waiting for {what}");
         sleep(Duration::from_millis(100)).await;
     }
 }
@@ -156,10 +142,7 @@ async fn dead_letter(dlq: &SqsQueue) -> ReceivedMessage {
 
 #[tokio::test]
 async fn handles_each_job_once_and_deletes_it() {
-    let settings = QueueSettings {
-        visibility_timeout_seconds: 30,
-        max_receive_count: 3,
-    };
+    let settings = QueueSettings { visibility_timeout_seconds: 30, max_receive_count: 3 };
     let (queue, dlq) = queues(settings).await;
     for n in 1..=3 {
         queue.enqueue(Echo(n)).await.expect("enqueue");
@@ -167,10 +150,7 @@ async fn handles_each_job_once_and_deletes_it() {
     let handler = Arc::new(Recorder::default());
     let worker = RunningWorker::start(queue.clone(), config(3), handler.clone());
 
-    eventually("three handled jobs", || async {
-        (handler.calls().len() >= 3).then_some(())
-    })
-    .await;
+    eventually("three handled jobs", || async { (handler.calls().len() >= 3).then_some(()) }).await;
     worker.shutdown().await;
 
     let mut jobs: Vec<u32> = handler.calls().into_iter().map(|(job, _)| job.0).collect();
@@ -181,43 +161,23 @@ async fn handles_each_job_once_and_deletes_it() {
         assert!(!delivery.is_last_attempt());
     }
     // Deleted, not merely hidden: nothing visible and nothing in flight.
-    assert_eq!(
-        attribute(&queue, QueueAttributeName::ApproximateNumberOfMessages).await,
-        0
-    );
-    assert_eq!(
-        attribute(
-            &queue,
-            QueueAttributeName::ApproximateNumberOfMessagesNotVisible
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        attribute(&dlq, QueueAttributeName::ApproximateNumberOfMessages).await,
-        0
-    );
+    assert_eq!(attribute(&queue, QueueAttributeName::ApproximateNumberOfMessages).await, 0);
+    assert_eq!(attribute(&queue, QueueAttributeName::ApproximateNumberOfMessagesNotVisible).await, 0);
+    assert_eq!(attribute(&dlq, QueueAttributeName::ApproximateNumberOfMessages).await, 0);
 }
 
 #[tokio::test]
 async fn failing_job_is_retried_then_dead_lettered() {
-    let settings = QueueSettings {
-        visibility_timeout_seconds: 1,
-        max_receive_count: 2,
-    };
+    let settings = QueueSettings { visibility_timeout_seconds: 1, max_receive_count: 2 };
     let (queue, dlq) = queues(settings).await;
     queue.enqueue(Echo(7)).await.expect("enqueue");
-    let handler = Arc::new(Recorder {
-        fail: true,
-        ..Recorder::default()
-    });
+    let handler = Arc::new(Recorder { fail: true, ..Recorder::default() });
     let worker = RunningWorker::start(queue.clone(), config(2), handler.clone());
 
     let dead = dead_letter(&dlq).await;
     worker.shutdown().await;
 
-    let envelope: Envelope<Echo> =
-        serde_json::from_str(&dead.body).expect("DLQ body is the job envelope");
+    let envelope: Envelope<Echo> = serde_json::from_str(&dead.body).expect("DLQ body is the job envelope");
     assert_eq!(envelope.job, Echo(7));
     let attempts: Vec<(u32, bool)> = handler
         .calls()
@@ -229,18 +189,12 @@ async fn failing_job_is_retried_then_dead_lettered() {
         })
         .collect();
     assert_eq!(attempts, [(1, false), (2, true)]);
-    assert_eq!(
-        attribute(&queue, QueueAttributeName::ApproximateNumberOfMessages).await,
-        0
-    );
+    assert_eq!(attribute(&queue, QueueAttributeName::ApproximateNumberOfMessages).await, 0);
 }
 
 #[tokio::test]
 async fn undecodable_message_is_kept_for_the_dead_letter_queue() {
-    let settings = QueueSettings {
-        visibility_timeout_seconds: 1,
-        max_receive_count: 2,
-    };
+    let settings = QueueSettings { visibility_timeout_seconds: 1, max_receive_count: 2 };
     let (queue, dlq) = queues(settings).await;
     let body = "{not a job";
     queue
@@ -258,94 +212,42 @@ async fn undecodable_message_is_kept_for_the_dead_letter_queue() {
     worker.shutdown().await;
 
     assert_eq!(dead.body, body);
-    assert!(
-        handler.calls().is_empty(),
-        "the handler never sees an undecodable message"
-    );
+    assert!(handler.calls().is_empty(), "the handler never sees an undecodable message");
 }
 
 #[tokio::test]
 async fn shutdown_lets_the_running_job_finish_and_be_deleted() {
-    let settings = QueueSettings {
-        visibility_timeout_seconds: 30,
-        max_receive_count: 3,
-    };
+    let settings = QueueSettings { visibility_timeout_seconds: 30, max_receive_count: 3 };
     let (queue, _dlq) = queues(settings).await;
     queue.enqueue(Echo(1)).await.expect("enqueue");
-    let handler = Arc::new(Recorder {
-        delay: Duration::from_secs(2),
-        ..Recorder::default()
-    });
+    let handler = Arc::new(Recorder { delay: Duration::from_secs(2), ..Recorder::default() });
     let worker = RunningWorker::start(queue.clone(), config(3), handler.clone());
 
-    eventually("the job to start", || async {
-        (!handler.calls().is_empty()).then_some(())
-    })
-    .await;
+    eventually("the job to start", || async { (!handler.calls().is_empty()).then_some(()) }).await;
     worker.shutdown().await;
 
-    assert_eq!(
-        handler.finished.load(Ordering::SeqCst),
-        1,
-        "shutdown waited for the running job"
-    );
+    assert_eq!(handler.finished.load(Ordering::SeqCst), 1, "shutdown waited for the running job");
     assert_eq!(handler.calls().len(), 1);
-    assert_eq!(
-        attribute(
-            &queue,
-            QueueAttributeName::ApproximateNumberOfMessagesNotVisible
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        attribute(&queue, QueueAttributeName::ApproximateNumberOfMessages).await,
-        0
-    );
+    assert_eq!(attribute(&queue, QueueAttributeName::ApproximateNumberOfMessagesNotVisible).await, 0);
+    assert_eq!(attribute(&queue, QueueAttributeName::ApproximateNumberOfMessages).await, 0);
 }
 
 #[tokio::test]
 async fn panicking_handler_fails_only_its_message() {
-    let settings = QueueSettings {
-        visibility_timeout_seconds: 30,
-        max_receive_count: 3,
-    };
+    let settings = QueueSettings { visibility_timeout_seconds: 30, max_receive_count: 3 };
     let (queue, dlq) = queues(settings).await;
     queue.enqueue(Echo(1)).await.expect("enqueue");
-    let handler = Arc::new(Recorder {
-        panic_once: true,
-        ..Recorder::default()
-    });
+    let handler = Arc::new(Recorder { panic_once: true, ..Recorder::default() });
     let worker = RunningWorker::start(queue.clone(), config(3), handler.clone());
 
     // Redelivered after the 1s retry delay rather than the 30s visibility timeout, and
     // handled by the same worker, which survived the panic.
-    eventually("the second attempt", || async {
-        (handler.calls().len() >= 2).then_some(())
-    })
-    .await;
+    eventually("the second attempt", || async { (handler.calls().len() >= 2).then_some(()) }).await;
     worker.shutdown().await;
 
-    let counts: Vec<u32> = handler
-        .calls()
-        .iter()
-        .map(|(_, d)| d.receive_count)
-        .collect();
+    let counts: Vec<u32> = handler.calls().iter().map(|(_, d)| d.receive_count).collect();
     assert_eq!(counts, [1, 2]);
-    assert_eq!(
-        attribute(
-            &queue,
-            QueueAttributeName::ApproximateNumberOfMessagesNotVisible
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        attribute(&queue, QueueAttributeName::ApproximateNumberOfMessages).await,
-        0
-    );
-    assert_eq!(
-        attribute(&dlq, QueueAttributeName::ApproximateNumberOfMessages).await,
-        0
-    );
+    assert_eq!(attribute(&queue, QueueAttributeName::ApproximateNumberOfMessagesNotVisible).await, 0);
+    assert_eq!(attribute(&queue, QueueAttributeName::ApproximateNumberOfMessages).await, 0);
+    assert_eq!(attribute(&dlq, QueueAttributeName::ApproximateNumberOfMessages).await, 0);
 }

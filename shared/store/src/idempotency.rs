@@ -97,7 +97,8 @@ impl Store {
             .await;
         match claimed {
             Ok(_) => return Ok(Begin::Started),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(error)
+                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
             Err(error) => return Err(StoreError::dynamo("PutItem", error)),
         }
         let existing = self
@@ -123,10 +124,7 @@ impl Store {
             .and_then(|v| v.as_n().ok())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| StoreError::Corrupt("idempotency record without status".into()))?;
-        Ok(Begin::Replay(SavedResponse {
-            status,
-            body: text("body").unwrap_or_default(),
-        }))
+        Ok(Begin::Replay(SavedResponse { status, body: text("body").unwrap_or_default() }))
     }
 
     /// Saves the response the key's retries will get.
@@ -154,7 +152,11 @@ impl Store {
     }
 
     /// Frees the key after a failure that a retry may fix (a 5xx), so the retry does the work.
-    pub async fn abandon_idempotent(&self, scope: &str, idempotency_key: &IdempotencyKey) -> Result<(), StoreError> {
+    pub async fn abandon_idempotent(
+        &self,
+        scope: &str,
+        idempotency_key: &IdempotencyKey,
+    ) -> Result<(), StoreError> {
         self.client
             .delete_item()
             .table_name(&self.table)

@@ -54,9 +54,7 @@ impl Store {
             .send()
             .await;
         if let Err(error) = created {
-            let already = error
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception());
+            let already = error.as_service_error().is_some_and(|e| e.is_resource_in_use_exception());
             if !already {
                 return Err(StoreError::dynamo("CreateTable", error));
             }

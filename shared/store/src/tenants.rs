@@ -98,10 +98,7 @@ impl Store {
     /// Writes a new tenant and claims its slug in one transaction: either both exist after,
     /// or neither.
     pub async fn create_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
-        let record = TenantRecord {
-            tenant: tenant.clone(),
-            lease: None,
-        };
+        let record = TenantRecord { tenant: tenant.clone(), lease: None };
         let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(TenantItem::from_record(&record))?;
         let slug = tenant.slug.as_str();
         let slug_claim = HashMap::from([
@@ -138,7 +135,8 @@ impl Store {
                         _ => None,
                     })
                     .unwrap_or_default();
-                let failed = |i: usize| reasons.get(i).and_then(|r| r.as_deref()) == Some("ConditionalCheckFailed");
+                let failed =
+                    |i: usize| reasons.get(i).and_then(|r| r.as_deref()) == Some("ConditionalCheckFailed");
                 if failed(1) {
                     Err(StoreError::SlugTaken(slug.to_owned()))
                 } else if failed(0) {
@@ -165,10 +163,7 @@ impl Store {
             return Ok(None);
         };
         let item: TenantItem = serde_dynamo::from_item(item)?;
-        Ok(Some(TenantRecord {
-            tenant: item.tenant,
-            lease: item.lease,
-        }))
+        Ok(Some(TenantRecord { tenant: item.tenant, lease: item.lease }))
     }
 
     pub async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>, StoreError> {
@@ -196,7 +191,9 @@ impl Store {
                 *record = next;
                 Ok(())
             }
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Err(error)
+                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
                 Err(StoreError::VersionConflict { expected })
             }
             Err(error) => Err(StoreError::dynamo("PutItem", error)),
@@ -258,7 +255,8 @@ impl Store {
                 .key(SK, s(sk))
                 .condition_expression(condition);
             if condition.contains(":version") {
-                builder = builder.expression_attribute_values(":version", AttributeValue::N(tenant.version.to_string()));
+                builder = builder
+                    .expression_attribute_values(":version", AttributeValue::N(tenant.version.to_string()));
             } else {
                 builder = builder.expression_attribute_values(":tenant", s(tenant.id.to_string()));
             }

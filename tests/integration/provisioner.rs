@@ -152,3 +152,16 @@ async fn jobs_for_missing_or_deleted_tenants_are_discarded() {
         provisioner.handle(ProvisioningJob::ProvisionTenant { tenant_id: missing }, &delivery(1, 5)).await;
     assert!(matches!(outcome, Err(JobError::Discard(_))), "{outcome:?}");
 }
+
+#[tokio::test]
+async fn a_failed_tenants_tasks_are_stopped() {
+    let stack = TestStack::new(&[]).await;
+    let tenant = onboarded(&stack, "usage").await;
+    let fleet = stack.platform.provisioner();
+    let plan = dotmac_domain::seed_plans().remove(0);
+    fleet.fleet().launch(&tenant, plan.task_size, "").await.expect("task");
+    assert_eq!(tenant_task_arns(&stack, &tenant).await.len(), 1);
+    let stopped = fleet.fleet().stop_tenant_tasks(tenant.id, "test").await.expect("stop");
+    assert_eq!(stopped, 1);
+    assert!(tenant_task_arns(&stack, &tenant).await.is_empty());
+}

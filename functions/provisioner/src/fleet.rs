@@ -155,6 +155,27 @@ impl Fleet {
         self.describe(arn).await.map(Some)
     }
 
+    /// Stops every live task of the tenant (a task left running by a failed provisioning
+    /// would otherwise run, and cost, unowned).
+    pub async fn stop_tenant_tasks(&self, tenant_id: TenantId, reason: &str) -> Result<usize, FleetError> {
+        let mut stopped = 0;
+        while let Some(task) = self.find_tenant_task(tenant_id).await? {
+            self.ecs
+                .stop_task()
+                .cluster(&self.settings.cluster)
+                .task(&task.task_arn)
+                .reason(reason.chars().take(255).collect::<String>())
+                .send()
+                .await
+                .map_err(|e| FleetError::ecs("StopTask", e))?;
+            stopped += 1;
+            if stopped >= 10 {
+                break;
+            }
+        }
+        Ok(stopped)
+    }
+
     pub async fn describe(&self, task_arn: &str) -> Result<LaunchedTask, FleetError> {
         let output = self
             .ecs

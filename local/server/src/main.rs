@@ -1,6 +1,7 @@
 //! `make dev`: the whole platform on http://127.0.0.1:$DOTMAC_PORT (default 8000).
 
 use anyhow::Context;
+use dotmac_config::Config;
 use dotmac_local::{LocalSettings, prepare, seed, serve};
 use dotmac_platform::Platform;
 use std::collections::HashMap;
@@ -19,6 +20,25 @@ async fn ctrl_c_or_term() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("stopping: finishing in-flight requests and jobs");
+}
+
+/// `.local/lambda.env`: the stack's configuration for `cargo lambda watch --env-file`, so a
+/// function run the Lambda way talks to the same emulator and resources.
+fn write_lambda_env(dir: &str, env: &HashMap<String, String>, config: &Config) -> anyhow::Result<()> {
+    let mut lines: Vec<String> = env
+        .iter()
+        .filter(|(name, _)| name.starts_with("AWS_") || name.starts_with("DOTMAC_ECS_"))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    lines.extend([
+        format!("DOTMAC_TABLE_NAME={}", config.table_name),
+        format!("DOTMAC_PROVISIONING_QUEUE_URL={}", config.provisioning_queue_url),
+        format!("DOTMAC_ECS_CLUSTER={}", config.ecs.cluster),
+        format!("DOTMAC_JWT_SIGNING_KEY={}", config.jwt.signing_key.as_deref().unwrap_or_default()),
+    ]);
+    lines.sort();
+    let path = std::path::Path::new(dir).join("lambda.env");
+    std::fs::write(&path, lines.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
 #[tokio::main]
@@ -44,6 +64,9 @@ async fn main() -> anyhow::Result<()> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let config = prepare(&sdk, &env, &local).await?;
     tracing::info!(?config, "configuration");
+    if let Some(dir) = &local.state_dir {
+        write_lambda_env(dir, &env, &config)?;
+    }
     let platform = Platform::with_sdk_config(config, &sdk)?;
     seed(&platform, &local).await?;
     println!();

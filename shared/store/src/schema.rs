@@ -1,5 +1,5 @@
-//! The table's shape, for the local bootstrap and the tests. `infra/template.yaml` declares
-//! the same table for AWS; a test compares the two.
+//! The table's shape, for the local bootstrap and the tests; `infra/template.yaml` declares
+//! the same keys and index (`PlatformTable`) for AWS.
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,

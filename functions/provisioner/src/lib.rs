@@ -126,6 +126,9 @@ impl Provisioner {
                 .tenant
                 .transition(TenantStatus::Failed, now)
                 .map_err(|e| JobError::Discard(e.to_string()))?;
+            if let Err(stop) = self.fleet.stop_tenant_tasks(record.tenant.id, "provisioning failed").await {
+                tracing::error!(tenant_id = %record.tenant.id, error = %stop, "task of a failed tenant not stopped");
+            }
         }
         if let Err(save) = self.store.save_tenant(&mut record).await {
             tracing::error!(tenant_id = %record.tenant.id, error = %save, "failure not recorded on the tenant");

@@ -3,4 +3,5 @@
 mod lambda_events;
 mod onboarding;
 mod provisioner;
+mod readiness;
 mod store;

@@ -35,7 +35,8 @@ package: ## build the arm64 Lambda zip with cargo-lambda (target/lambda/bootstra
 	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip --bin bootstrap
 
 bench: ## performance figures (see bench/)
-	@echo "make bench: not yet wired"; exit 1
+	cargo build $(CARGO_FLAGS) --release -p bootstrap -p dotmac-bench
+	@local/stack.sh with-emulator cargo run $(CARGO_FLAGS) --release -p dotmac-bench
 
 clean: ## remove build output and local state
 	cargo clean

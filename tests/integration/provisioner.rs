@@ -165,3 +165,31 @@ async fn a_failed_tenants_tasks_are_stopped() {
     assert_eq!(stopped, 1);
     assert!(tenant_task_arns(&stack, &tenant).await.is_empty());
 }
+
+#[tokio::test]
+async fn the_last_attempt_marks_the_tenant_failed_whatever_stopped_it() {
+    let stack = TestStack::new(&[]).await;
+    let tenant = onboarded(&stack, "usage").await;
+    // Another attempt holds a live lease (say it crashed mid-launch): this attempt cannot
+    // proceed, and as it is the last one the tenant must not stay `provisioning` for ever.
+    let mut record = stack.platform.store.get_tenant_record(tenant.id).await.expect("get").expect("exists");
+    record.lease = Some(dotmac_store::Lease {
+        token: "someone-else".into(),
+        expires_at: OffsetDateTime::now_utc().unix_timestamp() + 600,
+    });
+    stack.platform.store.save_tenant(&mut record).await.expect("lease");
+    let provisioner = stack.platform.provisioner();
+    let job = || ProvisioningJob::ProvisionTenant { tenant_id: tenant.id };
+    let early = provisioner.handle(job(), &delivery(1, 3)).await;
+    assert!(matches!(early, Err(JobError::Retry(_))), "{early:?}");
+    let stored = stack.platform.store.get_tenant(tenant.id).await.expect("get").expect("exists");
+    assert_eq!(stored.status, TenantStatus::Provisioning);
+    let last = provisioner.handle(job(), &delivery(3, 3)).await;
+    assert!(matches!(last, Err(JobError::Retry(_))), "{last:?}");
+    let stored = stack.platform.store.get_tenant(tenant.id).await.expect("get").expect("exists");
+    assert_eq!(stored.status, TenantStatus::Failed);
+    assert!(stored.failure_reason.is_some_and(|r| r.contains("lease")));
+    // A redelivery after that changes nothing and is not retried again.
+    let after = provisioner.handle(job(), &delivery(4, 3)).await;
+    assert!(matches!(after, Err(JobError::Discard(_))), "{after:?}");
+}

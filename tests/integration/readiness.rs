@@ -33,4 +33,33 @@ async fn not_ready_names_the_failing_dependencies() {
     assert_eq!(body["error"]["code"], "DEPENDENCY_UNAVAILABLE");
     assert_eq!(body["error"]["details"]["failing"], serde_json::json!(["dynamodb", "ecs"]));
     assert_eq!(body["error"]["details"]["checks"]["sqs"], "ok");
+    assert_eq!(body["error"]["details"]["checks"]["ecs"], "unavailable", "reasons stay in the log");
+}
+
+/// If the job cannot be queued the tenant is taken back, so nothing sits in `provisioning`
+/// without a job and the client's retry can use the slug.
+#[tokio::test]
+async fn a_tenant_whose_job_cannot_be_queued_is_taken_back() {
+    let stack = TestStack::new(&[]).await;
+    let mut config = stack.config().clone();
+    config.provisioning_queue_url = format!("{}-missing", config.provisioning_queue_url);
+    let broken = Platform::with_sdk_config(config, &stack.sdk).expect("platform");
+    let admin = dotmac_domain::Caller {
+        user_id: "admin".into(),
+        tenant_id: None,
+        roles: vec![dotmac_domain::Role::PlatformAdmin],
+    };
+    let token = broken.keys.issue(&admin, time::OffsetDateTime::now_utc()).expect("token").access_token;
+    let body = dotmac_tests::new_tenant_body("usage");
+    let request = http::Request::post("/v1/tenants")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .expect("request");
+    let response = broken.tenants_router().oneshot(request).await.expect("answer");
+    assert_eq!(response.status().as_u16(), 503);
+    let slug = body["slug"].as_str().expect("slug");
+    assert_eq!(stack.platform.store.tenant_id_for_slug(slug).await.expect("lookup"), None);
+    let page = stack.platform.store.list_tenants(10, None).await.expect("list");
+    assert!(page.items.is_empty(), "{page:?}");
 }

@@ -27,6 +27,9 @@ impl FromRef<AuthState> for Arc<JwtKeys> {
 }
 
 pub fn router(state: AuthState) -> Router {
+    // Built now, at cold start, so the first sign-in with an unknown e-mail costs no more
+    // than any other.
+    let _ = passwords::decoy_hash();
     Router::new().route("/v1/auth/login", post(login)).with_state(state)
 }
 
@@ -52,8 +55,13 @@ async fn login(
     let user = state.store.get_user_by_email(&email).await?;
     // Unknown e-mail and wrong password cost the same hash and give the same answer, so the
     // endpoint does not reveal which accounts exist.
-    let stored_hash = user.as_ref().map(|u| u.password_hash.as_str());
-    let password_ok = verify_password(&request.password, stored_hash).map_err(ApiError::internal)?;
+    // argon2 is CPU-bound by design: off the async threads, so it does not stall other requests.
+    let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
+    let password = request.password;
+    let password_ok = tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     let user = match user {
         Some(user) if password_ok && user.active => user,
         _ => return Err(invalid_credentials()),

@@ -19,7 +19,7 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
 
 /// A hash of a random password, verified against when the account does not exist so both
 /// paths take the same time.
-fn decoy_hash() -> &'static str {
+pub(crate) fn decoy_hash() -> &'static str {
     static DECOY: OnceLock<String> = OnceLock::new();
     DECOY.get_or_init(|| hash_password(&uuid::Uuid::new_v4().to_string()).unwrap_or_default())
 }

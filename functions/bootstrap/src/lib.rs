@@ -68,49 +68,45 @@ impl Platform {
         })
     }
 
-    pub fn auth_router(&self) -> Router {
-        with_defaults(dotmac_auth::router(dotmac_auth::AuthState {
-            store: self.store.clone(),
-            keys: self.keys.clone(),
-        }))
+    fn auth_state(&self) -> dotmac_auth::AuthState {
+        dotmac_auth::AuthState { store: self.store.clone(), keys: self.keys.clone() }
     }
 
-    pub fn tenants_router(&self) -> Router {
-        with_defaults(dotmac_tenants::router(dotmac_tenants::TenantsState {
+    fn tenants_state(&self) -> dotmac_tenants::TenantsState {
+        dotmac_tenants::TenantsState {
             store: self.store.clone(),
             provisioning: self.provisioning.clone(),
             keys: self.keys.clone(),
-        }))
+        }
     }
 
-    pub fn health_router(&self) -> Router {
-        with_defaults(dotmac_health::router(dotmac_health::HealthState {
+    fn health_state(&self) -> dotmac_health::HealthState {
+        dotmac_health::HealthState {
             store: self.store.clone(),
             provisioning: self.provisioning.clone(),
             ecs: self.ecs.clone(),
             cluster: self.config.ecs.cluster.clone(),
-        }))
+        }
     }
 
-    /// Every HTTP route in one router: the local server's, and the route inventory the
-    /// tests enumerate.
+    pub fn auth_router(&self) -> Router {
+        with_defaults(dotmac_auth::router(self.auth_state()))
+    }
+
+    pub fn tenants_router(&self) -> Router {
+        with_defaults(dotmac_tenants::router(self.tenants_state()))
+    }
+
+    pub fn health_router(&self) -> Router {
+        with_defaults(dotmac_health::router(self.health_state()))
+    }
+
+    /// Every HTTP route in one router: what the local server serves.
     pub fn api_router(&self) -> Router {
         with_defaults(
-            dotmac_auth::router(dotmac_auth::AuthState {
-                store: self.store.clone(),
-                keys: self.keys.clone(),
-            })
-            .merge(dotmac_tenants::router(dotmac_tenants::TenantsState {
-                store: self.store.clone(),
-                provisioning: self.provisioning.clone(),
-                keys: self.keys.clone(),
-            }))
-            .merge(dotmac_health::router(dotmac_health::HealthState {
-                store: self.store.clone(),
-                provisioning: self.provisioning.clone(),
-                ecs: self.ecs.clone(),
-                cluster: self.config.ecs.cluster.clone(),
-            })),
+            dotmac_auth::router(self.auth_state())
+                .merge(dotmac_tenants::router(self.tenants_state()))
+                .merge(dotmac_health::router(self.health_state())),
         )
     }
 

@@ -94,16 +94,21 @@ impl Fleet {
     pub async fn ensure_task_definition(&self) -> Result<String, FleetError> {
         let existing =
             self.ecs.describe_task_definition().task_definition(&self.settings.task_family).send().await;
-        if let Ok(output) = existing
-            && let Some(definition) = output.task_definition()
-        {
-            let same_image = definition
-                .container_definitions()
-                .iter()
-                .any(|c| c.name() == Some(CONTAINER_NAME) && c.image() == Some(self.settings.image.as_str()));
-            if same_image && let Some(arn) = definition.task_definition_arn() {
-                return Ok(arn.to_owned());
+        match existing {
+            Ok(output) => {
+                if let Some(definition) = output.task_definition()
+                    && definition.container_definitions().iter().any(|c| {
+                        c.name() == Some(CONTAINER_NAME) && c.image() == Some(self.settings.image.as_str())
+                    })
+                    && let Some(arn) = definition.task_definition_arn()
+                {
+                    return Ok(arn.to_owned());
+                }
             }
+            // ECS answers ClientException for a family it has never seen; anything else
+            // (throttling, access) must not be mistaken for "absent".
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_client_exception()) => {}
+            Err(error) => return Err(FleetError::ecs("DescribeTaskDefinition", error)),
         }
         let container = ContainerDefinition::builder()
             .name(CONTAINER_NAME)

@@ -26,7 +26,7 @@ impl Provisioner {
         &self.fleet
     }
 
-    async fn provision(&self, tenant_id: TenantId, delivery: &Delivery) -> Result<(), JobError> {
+    async fn provision(&self, tenant_id: TenantId) -> Result<(), JobError> {
         let Some(mut record) = self.store.get_tenant_record(tenant_id).await.map_err(retry)? else {
             return Err(JobError::Discard(format!("tenant {tenant_id} does not exist")));
         };
@@ -59,7 +59,7 @@ impl Provisioner {
 
         match self.launch(&record).await {
             Ok(container) => self.finish(record, container).await,
-            Err(error) => self.fail(record, error, delivery).await,
+            Err(error) => self.release(record, error).await,
         }
     }
 
@@ -107,34 +107,50 @@ impl Provisioner {
         Ok(())
     }
 
-    /// Keeps the reason on the tenant; on the last attempt marks it `failed` before SQS moves
-    /// the message to the dead-letter queue.
-    async fn fail(
-        &self,
-        mut record: TenantRecord,
-        error: FleetError,
-        delivery: &Delivery,
-    ) -> Result<(), JobError> {
+    /// Keeps the reason on the tenant and frees the lease, so the next attempt starts at once.
+    async fn release(&self, mut record: TenantRecord, error: FleetError) -> Result<(), JobError> {
         let reason = error.to_string();
-        let now = OffsetDateTime::now_utc();
         record.lease = None;
         record.tenant.failure_reason = Some(reason.clone());
-        record.tenant.updated_at = now;
-        let last = delivery.is_last_attempt() || matches!(error, FleetError::Invalid(_));
-        if last {
-            record
-                .tenant
-                .transition(TenantStatus::Failed, now)
-                .map_err(|e| JobError::Discard(e.to_string()))?;
-            if let Err(stop) = self.fleet.stop_tenant_tasks(record.tenant.id, "provisioning failed").await {
-                tracing::error!(tenant_id = %record.tenant.id, error = %stop, "task of a failed tenant not stopped");
+        record.tenant.updated_at = OffsetDateTime::now_utc();
+        if let Err(save) = self.store.save_tenant(&mut record).await {
+            tracing::warn!(tenant_id = %record.tenant.id, error = %save, "failure reason not recorded; the lease will expire");
+        }
+        Err(JobError::Retry(reason))
+    }
+
+    /// The attempt SQS will not repeat: whatever made it fail, the tenant becomes `failed`
+    /// with the reason kept, and only once that is saved are its tasks stopped (so a tenant
+    /// that another attempt brought up is never touched).
+    async fn give_up(&self, tenant_id: TenantId, reason: &str) {
+        for _ in 0..3 {
+            let record = match self.store.get_tenant_record(tenant_id).await {
+                Ok(Some(record)) if record.tenant.status == TenantStatus::Provisioning => record,
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::error!(%tenant_id, %error, "could not load the tenant to mark it failed");
+                    continue;
+                }
+            };
+            let mut record = record;
+            let now = OffsetDateTime::now_utc();
+            if record.tenant.transition(TenantStatus::Failed, now).is_err() {
+                return;
+            }
+            record.lease = None;
+            record.tenant.failure_reason = Some(reason.to_owned());
+            match self.store.save_tenant(&mut record).await {
+                Ok(()) => {
+                    tracing::warn!(%tenant_id, %reason, "provisioning failed for good; the job goes to the DLQ");
+                    if let Err(stop) = self.fleet.stop_tenant_tasks(tenant_id, "provisioning failed").await {
+                        tracing::error!(%tenant_id, error = %stop, "task of a failed tenant not stopped");
+                    }
+                    return;
+                }
+                Err(StoreError::VersionConflict { .. }) => continue,
+                Err(error) => tracing::error!(%tenant_id, %error, "could not mark the tenant failed"),
             }
         }
-        if let Err(save) = self.store.save_tenant(&mut record).await {
-            tracing::error!(tenant_id = %record.tenant.id, error = %save, "failure not recorded on the tenant");
-        }
-        tracing::warn!(tenant_id = %record.tenant.id, %reason, attempt = delivery.receive_count, last, "provisioning attempt failed");
-        Err(JobError::Retry(reason))
     }
 }
 
@@ -145,7 +161,15 @@ fn retry(error: StoreError) -> JobError {
 impl JobHandler<ProvisioningJob> for Provisioner {
     async fn handle(&self, job: ProvisioningJob, delivery: &Delivery) -> Result<(), JobError> {
         match job {
-            ProvisioningJob::ProvisionTenant { tenant_id } => self.provision(tenant_id, delivery).await,
+            ProvisioningJob::ProvisionTenant { tenant_id } => {
+                let outcome = self.provision(tenant_id).await;
+                if let Err(JobError::Retry(reason)) = &outcome
+                    && delivery.is_last_attempt()
+                {
+                    self.give_up(tenant_id, reason).await;
+                }
+                outcome
+            }
         }
     }
 }

@@ -63,8 +63,8 @@ pub async fn prepare(
     let store = Store::new(aws_sdk_dynamodb::Client::new(sdk), &table);
     store.ensure_table().await.context("creating the DynamoDB table")?;
 
-    let max_receive_count: u32 =
-        env.get("DOTMAC_PROVISIONING_MAX_RECEIVE_COUNT").and_then(|v| v.parse().ok()).unwrap_or(5);
+    // Read the way the functions read it, so the redrive policy and the handler agree.
+    let max_receive_count = Config::max_receive_count_from(&env)?;
     let (queue, _dlq) = ensure_queue_with_dlq(
         &aws_sdk_sqs::Client::new(sdk),
         &format!("{prefix}-provisioning-jobs"),

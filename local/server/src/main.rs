@@ -27,14 +27,16 @@ async fn ctrl_c_or_term() {
 fn write_lambda_env(dir: &str, env: &HashMap<String, String>, config: &Config) -> anyhow::Result<()> {
     let mut lines: Vec<String> = env
         .iter()
-        .filter(|(name, _)| name.starts_with("AWS_") || name.starts_with("DOTMAC_ECS_"))
-        .map(|(name, value)| format!("{name}={value}"))
+        .filter(|(name, _)| {
+            name.starts_with("AWS_") || name.starts_with("DOTMAC_ECS_") && *name != "DOTMAC_ECS_CLUSTER"
+        })
+        .map(|(name, value)| format!("{name}={value:?}"))
         .collect();
     lines.extend([
-        format!("DOTMAC_TABLE_NAME={}", config.table_name),
-        format!("DOTMAC_PROVISIONING_QUEUE_URL={}", config.provisioning_queue_url),
-        format!("DOTMAC_ECS_CLUSTER={}", config.ecs.cluster),
-        format!("DOTMAC_JWT_SIGNING_KEY={}", config.jwt.signing_key.as_deref().unwrap_or_default()),
+        format!("DOTMAC_TABLE_NAME={:?}", config.table_name),
+        format!("DOTMAC_PROVISIONING_QUEUE_URL={:?}", config.provisioning_queue_url),
+        format!("DOTMAC_ECS_CLUSTER={:?}", config.ecs.cluster),
+        format!("DOTMAC_JWT_SIGNING_KEY={:?}", config.jwt.signing_key.as_deref().unwrap_or_default()),
     ]);
     lines.sort();
     let path = std::path::Path::new(dir).join("lambda.env");

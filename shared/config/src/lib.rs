@@ -18,7 +18,7 @@ pub struct EcsSettings {
     pub cluster: String,
     pub task_family: String,
     pub image: String,
-    /// `FARGATE` in AWS; the local stack uses the same unless told otherwise.
+    /// Always `FARGATE` (the only launch type the task definition is built for).
     pub launch_type: String,
     pub subnets: Vec<String>,
     pub security_groups: Vec<String>,
@@ -119,20 +119,28 @@ impl Config {
         Self::from_source(&ProcessEnv)
     }
 
-    pub fn from_source<S: Source>(source: &S) -> Result<Self, ConfigError> {
-        let env = Reader(source);
-        let provisioning_max_receive_count = env.number("DOTMAC_PROVISIONING_MAX_RECEIVE_COUNT", 5u32)?;
-        if provisioning_max_receive_count == 0 {
+    /// The provisioning queue's `maxReceiveCount` (1 or more, default 5).
+    pub fn max_receive_count_from<S: Source>(source: &S) -> Result<u32, ConfigError> {
+        let count = Reader(source).number("DOTMAC_PROVISIONING_MAX_RECEIVE_COUNT", 5u32)?;
+        if count == 0 {
             return Err(ConfigError::Invalid {
                 name: "DOTMAC_PROVISIONING_MAX_RECEIVE_COUNT",
                 reason: "must be at least 1".into(),
             });
         }
+        Ok(count)
+    }
+
+    pub fn from_source<S: Source>(source: &S) -> Result<Self, ConfigError> {
+        let env = Reader(source);
+        let provisioning_max_receive_count = Self::max_receive_count_from(source)?;
+        // The task definition is Fargate/awsvpc and plans use Fargate sizes: other launch
+        // types would need their own definition, so they are refused rather than half-done.
         let launch_type = env.or("DOTMAC_ECS_LAUNCH_TYPE", "FARGATE").to_ascii_uppercase();
-        if !matches!(launch_type.as_str(), "FARGATE" | "EC2" | "EXTERNAL") {
+        if launch_type != "FARGATE" {
             return Err(ConfigError::Invalid {
                 name: "DOTMAC_ECS_LAUNCH_TYPE",
-                reason: format!("expected FARGATE, EC2 or EXTERNAL, got {launch_type}"),
+                reason: format!("only FARGATE is supported, got {launch_type}"),
             });
         }
         Ok(Config {

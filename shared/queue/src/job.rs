@@ -94,8 +94,6 @@ pub async fn process_message<J: Job, H: JobHandler<J>>(
     };
     let span =
         tracing::info_span!("job", queue = J::QUEUE, job_id = %envelope.job_id, message_id, receive_count);
-    let _entered = span.enter();
-    drop(_entered);
     match tracing::Instrument::instrument(handler.handle(envelope.job, &delivery), span).await {
         Ok(()) => Outcome::Done,
         Err(JobError::Discard(reason)) => {

@@ -10,8 +10,9 @@ pub async fn handle_sqs_event<J: Job, H: JobHandler<J>>(
     event: SqsEvent,
     max_receive_count: u32,
 ) -> SqsBatchResponse {
-    let mut failures = Vec::new();
-    for record in event.records {
+    // Records run side by side: one slow job (a container starting) must not push the rest of
+    // the batch past the function's timeout.
+    let outcomes = futures::future::join_all(event.records.into_iter().map(|record| async move {
         let message_id = record.message_id.clone().unwrap_or_default();
         let receive_count = record
             .attributes
@@ -20,13 +21,18 @@ pub async fn handle_sqs_event<J: Job, H: JobHandler<J>>(
             .unwrap_or(1);
         let body = record.body.as_deref().unwrap_or_default();
         let outcome = process_message(handler, &message_id, body, receive_count, max_receive_count).await;
-        if !outcome.acknowledges() {
+        (message_id, outcome)
+    }))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = outcomes
+        .into_iter()
+        .filter(|(_, outcome)| !outcome.acknowledges())
+        .map(|(message_id, _)| {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = message_id;
-            failures.push(failure);
-        }
-    }
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failures;
+            failure
+        })
+        .collect();
     response
 }

@@ -248,27 +248,29 @@ impl Store {
     /// conditional, so it can never remove a tenant that moved on.
     pub async fn delete_new_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
         use aws_sdk_dynamodb::types::Delete;
-        let delete = |pk: String, sk: &str, condition: &str| {
-            let mut builder = Delete::builder()
-                .table_name(&self.table)
-                .key(PK, s(pk))
-                .key(SK, s(sk))
-                .condition_expression(condition);
-            if condition.contains(":version") {
-                builder = builder
-                    .expression_attribute_values(":version", AttributeValue::N(tenant.version.to_string()));
-            } else {
-                builder = builder.expression_attribute_values(":tenant", s(tenant.id.to_string()));
-            }
-            builder
-                .build()
+        let as_item = |delete: Result<Delete, aws_sdk_dynamodb::error::BuildError>| {
+            delete
                 .map(|d| TransactWriteItem::builder().delete(d).build())
                 .map_err(|e| StoreError::Corrupt(e.to_string()))
         };
+        let tenant_item = Delete::builder()
+            .table_name(&self.table)
+            .key(PK, s(tenant_pk(tenant.id)))
+            .key(SK, s(TENANT_PROFILE_SK))
+            .condition_expression("version = :version")
+            .expression_attribute_values(":version", AttributeValue::N(tenant.version.to_string()))
+            .build();
+        let slug_claim = Delete::builder()
+            .table_name(&self.table)
+            .key(PK, s(slug_pk(tenant.slug.as_str())))
+            .key(SK, s(SLUG_SK))
+            .condition_expression("tenant_id = :tenant")
+            .expression_attribute_values(":tenant", s(tenant.id.to_string()))
+            .build();
         self.client
             .transact_write_items()
-            .transact_items(delete(tenant_pk(tenant.id), TENANT_PROFILE_SK, "version = :version")?)
-            .transact_items(delete(slug_pk(tenant.slug.as_str()), SLUG_SK, "tenant_id = :tenant")?)
+            .transact_items(as_item(tenant_item)?)
+            .transact_items(as_item(slug_claim)?)
             .send()
             .await
             .map_err(|e| StoreError::dynamo("TransactWriteItems", e))?;

@@ -154,7 +154,9 @@ pub async fn serve(
         "provisioning",
         platform.provisioning.clone(),
         SqsBackendConfig {
-            batch_size: 10,
+            // Take no more than can start at once, so waiting messages do not burn their
+            // visibility timeout in our buffer.
+            batch_size: i32::try_from(local.worker_concurrency.clamp(1, 10)).unwrap_or(10),
             wait_seconds: 5,
             retry_delay_seconds: local.retry_delay_seconds,
             max_receive_count: platform.config.provisioning_max_receive_count,

@@ -1,5 +1,6 @@
 //! One test binary (one link) for everything that talks to the emulator.
 
+mod interop;
 mod lambda_events;
 mod onboarding;
 mod provisioner;

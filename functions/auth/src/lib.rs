@@ -30,7 +30,15 @@ pub fn router(state: AuthState) -> Router {
     // Built now, at cold start, so the first sign-in with an unknown e-mail costs no more
     // than any other.
     let _ = passwords::decoy_hash();
-    Router::new().route("/v1/auth/login", post(login)).with_state(state)
+    Router::new()
+        .route("/v1/auth/login", post(login))
+        .route("/.well-known/jwks.json", axum::routing::get(jwks))
+        .with_state(state)
+}
+
+/// The keys our tokens verify against; public, and cacheable for a while.
+async fn jwks(State(state): State<AuthState>) -> impl IntoResponse {
+    ([(axum::http::header::CACHE_CONTROL, "public, max-age=300")], axum::Json(state.keys.jwks()))
 }
 
 #[derive(Deserialize)]

@@ -83,6 +83,8 @@ pub enum TokenError {
 /// start and shared.
 pub struct JwtKeys {
     kid: String,
+    /// The raw 32-byte Ed25519 public key, published in the JWKS.
+    public_key: Vec<u8>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     issuer: String,
@@ -116,6 +118,7 @@ impl JwtKeys {
         let kid = URL_SAFE_NO_PAD.encode(&digest::digest(&digest::SHA256, &public).as_ref()[..12]);
         Ok(Self {
             kid,
+            public_key: public.clone(),
             encoding: EncodingKey::from_ed_der(&pkcs8),
             decoding: DecodingKey::from_ed_der(&public),
             issuer: settings.issuer.clone(),
@@ -127,6 +130,29 @@ impl JwtKeys {
 
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// The public half as a JSON Web Key Set (RFC 7517, OKP keys per RFC 8037), so any JWT
+    /// library can verify our tokens.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({
+            "keys": [{
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": URL_SAFE_NO_PAD.encode(&self.public_key),
+                "kid": self.kid,
+                "alg": "EdDSA",
+                "use": "sig",
+            }]
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
     }
 
     fn sign(

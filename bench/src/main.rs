@@ -51,6 +51,21 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The in-process server's warnings and errors (a refused request's cause) go to stderr.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,aws_config=error,aws_smithy_runtime=error")
+    });
+    let _ =
+        tracing_subscriber::fmt().compact().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let sections: Vec<u8> = match args[1..].iter().map(|a| a.parse::<u8>()).collect() {
+        Ok(sections) => sections,
+        Err(_) => {
+            eprintln!(
+                "usage: dotmac-bench [SECTION...]   (1 cold start, 2 handler, 3 pricing, 4 end to end)"
+            );
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -58,7 +73,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    match runtime.block_on(run(&sections)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("bench: {error:#}");
@@ -92,13 +107,16 @@ fn progress(message: impl AsRef<str>) {
     eprintln!("\x1b[1mbench:\x1b[0m {}", message.as_ref());
 }
 
-async fn run() -> anyhow::Result<()> {
+/// `sections` empty runs everything and records it; a selection is printed, not recorded.
+async fn run(sections: &[u8]) -> anyhow::Result<()> {
     let started = Instant::now();
+    let wanted = |section: u8| sections.is_empty() || sections.contains(&section);
     let paths = Paths::discover()?;
     let prior = report::load_previous(&paths.results);
     // Only ever the emulator: without its endpoint nothing here calls AWS.
     let emulator = std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.trim().is_empty());
     let stack = match &emulator {
+        Some(_) if !(wanted(1) || wanted(4)) => None,
         Some(endpoint) => {
             progress(format!("preparing resources on the emulator at {endpoint}"));
             let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -111,19 +129,27 @@ async fn run() -> anyhow::Result<()> {
     };
 
     let mut rows = Vec::new();
-    rows.extend(cold_start_rows(&paths, stack.as_ref()).await);
-    rows.extend(artifact_rows(&paths));
-    rows.extend(handler_rows(&paths));
-    rows.push(Row::missing(
-        "pricing.invoice_per_tenant_us",
-        S3,
-        "price + build the invoice of 10,000 tenants: per tenant",
-        "µs",
-        Better::Lower,
-        "no published anchor",
-        NOT_BUILT,
-    ));
-    rows.extend(end_to_end_rows(stack.as_ref()).await);
+    if wanted(1) {
+        rows.extend(cold_start_rows(&paths, stack.as_ref()).await);
+        rows.extend(artifact_rows(&paths));
+    }
+    if wanted(2) {
+        rows.extend(handler_rows(&paths));
+    }
+    if wanted(3) {
+        rows.push(Row::missing(
+            "pricing.invoice_per_tenant_us",
+            S3,
+            "price + build the invoice of 10,000 tenants: per tenant",
+            "µs",
+            Better::Lower,
+            "no published anchor",
+            NOT_BUILT,
+        ));
+    }
+    if wanted(4) {
+        rows.extend(end_to_end_rows(stack.as_ref()).await);
+    }
 
     report::attach_previous(&mut rows, prior.as_ref());
     let results = Results {
@@ -140,14 +166,16 @@ async fn run() -> anyhow::Result<()> {
             Box::new(p)
         }),
     };
-    report::write_results(&paths.results, &results)
-        .with_context(|| format!("writing {}", paths.results.display()))?;
+    let shown = paths.results.strip_prefix(&paths.root).unwrap_or(&paths.results).display();
+    let recorded = if sections.is_empty() {
+        report::write_results(&paths.results, &results)
+            .with_context(|| format!("writing {}", paths.results.display()))?;
+        format!("results in {shown}")
+    } else {
+        format!("sections {sections:?} only: {shown} left as it was")
+    };
     println!("{}", report::render_table(&results));
-    println!(
-        "bench run took {:.0} s (build excluded); results in {}",
-        started.elapsed().as_secs_f64(),
-        paths.results.strip_prefix(&paths.root).unwrap_or(&paths.results).display()
-    );
+    println!("bench run took {:.0} s (build excluded); {recorded}", started.elapsed().as_secs_f64());
     Ok(())
 }
 

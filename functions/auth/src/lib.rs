@@ -5,10 +5,10 @@ mod passwords;
 pub use passwords::{PasswordError, hash_password, verify_password};
 
 use axum::extract::{FromRef, State};
-use axum::routing::post;
-use axum::{Router, response::IntoResponse};
+use axum::http::Method;
+use axum::response::IntoResponse;
 use dotmac_domain::{Caller, Email};
-use dotmac_http::{ApiError, ErrorCode, Json, JwtKeys};
+use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Json, JwtKeys, Routes};
 use dotmac_store::Store;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -26,13 +26,13 @@ impl FromRef<AuthState> for Arc<JwtKeys> {
     }
 }
 
-pub fn router(state: AuthState) -> Router {
+pub fn router(state: AuthState) -> ApiRoutes {
     // Built now, at cold start, so the first sign-in with an unknown e-mail costs no more
     // than any other.
     let _ = passwords::decoy_hash();
-    Router::new()
-        .route("/v1/auth/login", post(login))
-        .route("/.well-known/jwks.json", axum::routing::get(jwks))
+    Routes::new()
+        .route(Method::POST, "/v1/auth/login", Access::Public, login)
+        .route(Method::GET, "/.well-known/jwks.json", Access::Public, jwks)
         .with_state(state)
 }
 

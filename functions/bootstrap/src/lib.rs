@@ -4,7 +4,7 @@
 
 use axum::Router;
 use dotmac_config::Config;
-use dotmac_http::{JwtKeys, with_defaults};
+use dotmac_http::{ApiRoutes, JwtKeys, with_defaults};
 use dotmac_provisioner::Provisioner;
 use dotmac_queue::SqsQueue;
 use dotmac_store::Store;
@@ -90,24 +90,27 @@ impl Platform {
     }
 
     pub fn auth_router(&self) -> Router {
-        with_defaults(dotmac_auth::router(self.auth_state()))
+        with_defaults(dotmac_auth::router(self.auth_state()).router)
     }
 
     pub fn tenants_router(&self) -> Router {
-        with_defaults(dotmac_tenants::router(self.tenants_state()))
+        with_defaults(dotmac_tenants::router(self.tenants_state()).router)
     }
 
     pub fn health_router(&self) -> Router {
-        with_defaults(dotmac_health::router(self.health_state()))
+        with_defaults(dotmac_health::router(self.health_state()).router)
+    }
+
+    /// Every HTTP route of every function, with its inventory.
+    pub fn api_routes(&self) -> ApiRoutes {
+        dotmac_auth::router(self.auth_state())
+            .merge(dotmac_tenants::router(self.tenants_state()))
+            .merge(dotmac_health::router(self.health_state()))
     }
 
     /// Every HTTP route in one router: what the local server serves.
     pub fn api_router(&self) -> Router {
-        with_defaults(
-            dotmac_auth::router(self.auth_state())
-                .merge(dotmac_tenants::router(self.tenants_state()))
-                .merge(dotmac_health::router(self.health_state())),
-        )
+        with_defaults(self.api_routes().router)
     }
 
     pub fn provisioner(&self) -> Provisioner {

@@ -1,11 +1,9 @@
 //! Liveness (`/health`) and readiness (`/ready`: DynamoDB, SQS and ECS all answer).
 
-use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use dotmac_http::{ApiError, ErrorCode};
+use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Routes};
 use dotmac_queue::SqsQueue;
 use dotmac_store::Store;
 use serde_json::{Map, Value, json};
@@ -20,8 +18,11 @@ pub struct HealthState {
     pub cluster: String,
 }
 
-pub fn router(state: HealthState) -> Router {
-    Router::new().route("/health", get(health)).route("/ready", get(ready)).with_state(state)
+pub fn router(state: HealthState) -> ApiRoutes {
+    Routes::new()
+        .route(Method::GET, "/health", Access::Public, health)
+        .route(Method::GET, "/ready", Access::Public, ready)
+        .with_state(state)
 }
 
 async fn health() -> axum::Json<Value> {

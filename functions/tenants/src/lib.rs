@@ -1,14 +1,16 @@
 //! The tenants function: onboard an ISP (write it, queue its provisioning) and read tenants.
 
-use axum::Router;
 use axum::extract::{FromRef, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
+
 use dotmac_domain::{
     Action, Email, NewTenant, PlanId, Resource, Target, Tenant, TenantId, TenantName, TenantSlug, authorize,
 };
-use dotmac_http::{ApiError, Authenticated, ErrorCode, Json, JwtKeys, idempotent, request_fingerprint};
+use dotmac_http::{
+    Access, ApiError, ApiRoutes, Authenticated, ErrorCode, Json, JwtKeys, Routes, idempotent,
+    request_fingerprint,
+};
 use dotmac_queue::{ProvisioningJob, SqsQueue};
 use dotmac_store::Store;
 use serde::{Deserialize, Serialize};
@@ -29,10 +31,11 @@ impl FromRef<TenantsState> for Arc<JwtKeys> {
     }
 }
 
-pub fn router(state: TenantsState) -> Router {
-    Router::new()
-        .route("/v1/tenants", get(list_tenants).post(create_tenant))
-        .route("/v1/tenants/{id}", get(get_tenant))
+pub fn router(state: TenantsState) -> ApiRoutes {
+    Routes::new()
+        .route(Method::GET, "/v1/tenants", Access::Authenticated, list_tenants)
+        .route(Method::POST, "/v1/tenants", Access::Authenticated, create_tenant)
+        .route(Method::GET, "/v1/tenants/{id}", Access::Authenticated, get_tenant)
         .with_state(state)
 }
 

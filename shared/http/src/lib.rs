@@ -11,4 +11,4 @@ pub use auth::{Authenticated, JwtKeys, TokenError, TokenKind, TokenPair};
 pub use error::{ApiError, ErrorCode};
 pub use idempotency::{idempotent, request_fingerprint};
 pub use json::Json;
-pub use router::with_defaults;
+pub use router::{Access, ApiRoutes, RouteSpec, Routes, with_defaults};

@@ -1,0 +1,85 @@
+//! Tenant isolation on every route: the inventory comes from the router itself, so a route
+//! added later is checked without anyone remembering to.
+
+use dotmac_domain::{Email, Role, TenantId};
+use dotmac_http::Access;
+use dotmac_store::UserRecord;
+use dotmac_tests::{TestApp, new_tenant_body};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+async fn user_token(app: &TestApp, email: &str, tenant: TenantId, role: Role) -> String {
+    let password = "isolation-test-password";
+    let user = UserRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        email: Email::parse(email).expect("email"),
+        password_hash: dotmac_auth::hash_password(password).expect("hash"),
+        tenant_id: Some(tenant),
+        roles: vec![role],
+        active: true,
+        created_at: OffsetDateTime::now_utc(),
+        last_login: None,
+    };
+    app.stack.platform.store.create_user(&user).await.expect("user");
+    app.token_for(email, password).await
+}
+
+async fn call(app: &TestApp, method: &http::Method, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = app.http.request(method.clone(), app.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if *method == http::Method::POST || *method == http::Method::PUT || *method == http::Method::PATCH {
+        request = request.json(&new_tenant_body("usage"));
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let created: Value =
+            app.create_tenant(&admin, &new_tenant_body("usage")).await.json().await.expect("json");
+        ids.push(TenantId::parse(created["id"].as_str().expect("id")).expect("uuid"));
+    }
+    let (tenant_a, tenant_b) = (ids[0], ids[1]);
+    let b_before = app.stack.platform.store.get_tenant(tenant_b).await.expect("get").expect("exists");
+    let a_admin = user_token(&app, "admin@a.example", tenant_a, Role::TenantAdmin).await;
+    let a_customer = user_token(&app, "customer@a.example", tenant_a, Role::CustomerUser).await;
+
+    let inventory = app.stack.platform.api_routes().inventory;
+    let protected: Vec<_> = inventory.iter().filter(|r| r.access == Access::Authenticated).collect();
+    assert!(protected.len() >= 3, "the inventory lists the tenant routes: {inventory:?}");
+
+    for route in &inventory {
+        let path = route.path.replace("{id}", &tenant_b.to_string());
+        let what = format!("{} {}", route.method, route.path);
+        let (status, _) = call(&app, &route.method, &path, None).await;
+        match route.access {
+            Access::Public => assert_ne!(status, 401, "{what} is public"),
+            Access::Authenticated => assert_eq!(status, 401, "{what} without a token"),
+        }
+        if route.access == Access::Public {
+            continue;
+        }
+        // Tenant A's admin against tenant B's objects: refused, or (for a collection) an
+        // answer that does not mention B.
+        let (status, body) = call(&app, &route.method, &path, Some(&a_admin)).await;
+        assert!(!body.contains(&tenant_b.to_string()), "{what} leaked tenant B to tenant A: {body}");
+        if route.path.contains("{id}") || route.method != http::Method::GET {
+            assert!(matches!(status, 403 | 404), "{what} as tenant A's admin answered {status}: {body}");
+        }
+        // A customer user reaches no admin route.
+        let (status, body) = call(&app, &route.method, &path, Some(&a_customer)).await;
+        assert_eq!(status, 403, "{what} as a customer user answered {status}: {body}");
+    }
+    let b_after = app.stack.platform.store.get_tenant(tenant_b).await.expect("get").expect("exists");
+    assert_eq!(b_after.slug, b_before.slug);
+    assert_eq!(b_after.name, b_before.name);
+    app.shutdown().await;
+}

@@ -1,28 +1,10 @@
 //! Tenant isolation on every route: the inventory comes from the router itself, so a route
 //! added later is checked without anyone remembering to.
 
-use dotmac_domain::{Email, Role, TenantId};
+use dotmac_domain::{Role, TenantId};
 use dotmac_http::Access;
-use dotmac_store::UserRecord;
 use dotmac_tests::{TestApp, new_tenant_body};
 use serde_json::Value;
-use time::OffsetDateTime;
-
-async fn user_token(app: &TestApp, email: &str, tenant: TenantId, role: Role) -> String {
-    let password = "isolation-test-password";
-    let user = UserRecord {
-        id: uuid::Uuid::now_v7().to_string(),
-        email: Email::parse(email).expect("email"),
-        password_hash: dotmac_auth::hash_password(password).expect("hash"),
-        tenant_id: Some(tenant),
-        roles: vec![role],
-        active: true,
-        created_at: OffsetDateTime::now_utc(),
-        last_login: None,
-    };
-    app.stack.platform.store.create_user(&user).await.expect("user");
-    app.token_for(email, password).await
-}
 
 async fn call(app: &TestApp, method: &http::Method, path: &str, token: Option<&str>) -> (u16, String) {
     let mut request = app.http.request(method.clone(), app.url(path));
@@ -49,8 +31,8 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
     }
     let (tenant_a, tenant_b) = (ids[0], ids[1]);
     let b_before = app.stack.platform.store.get_tenant(tenant_b).await.expect("get").expect("exists");
-    let a_admin = user_token(&app, "admin@a.example", tenant_a, Role::TenantAdmin).await;
-    let a_customer = user_token(&app, "customer@a.example", tenant_a, Role::CustomerUser).await;
+    let a_admin = app.user_token("admin@a.example", tenant_a, Role::TenantAdmin).await;
+    let a_customer = app.user_token("customer@a.example", tenant_a, Role::CustomerUser).await;
 
     let inventory = app.stack.platform.api_routes().inventory;
     let protected: Vec<_> = inventory.iter().filter(|r| r.access == Access::Authenticated).collect();

@@ -1,11 +1,9 @@
 //! End to end through the HTTP server with the workers running: what `make dev` serves.
 
-use dotmac_domain::{Email, Role, TenantId};
-use dotmac_store::UserRecord;
+use dotmac_domain::{Role, TenantId};
 use dotmac_tests::{ADMIN_EMAIL, TestApp, new_tenant_body};
 use serde_json::{Value, json};
 use std::time::Duration;
-use time::OffsetDateTime;
 
 fn assert_envelope(body: &Value, code: &str) {
     assert_eq!(body["error"]["code"], code, "{body}");
@@ -171,19 +169,7 @@ async fn a_tenant_token_never_reaches_another_tenant() {
         ids.push(TenantId::parse(created["id"].as_str().expect("id")).expect("uuid"));
     }
     let (mine, theirs) = (ids[0], ids[1]);
-    let password = "tenant-admin-password";
-    let user = UserRecord {
-        id: uuid::Uuid::now_v7().to_string(),
-        email: Email::parse("admin@tenant-a.example").expect("email"),
-        password_hash: dotmac_auth_hash(password),
-        tenant_id: Some(mine),
-        roles: vec![Role::TenantAdmin],
-        active: true,
-        created_at: OffsetDateTime::now_utc(),
-        last_login: None,
-    };
-    app.stack.platform.store.create_user(&user).await.expect("user");
-    let token = app.token_for("admin@tenant-a.example", password).await;
+    let token = app.user_token("admin@tenant-a.example", mine, Role::TenantAdmin).await;
 
     let (status, own) = app.get_json(&token, &format!("/v1/tenants/{mine}")).await;
     assert_eq!((status, own["id"].clone()), (200, json!(mine.to_string())));
@@ -200,10 +186,6 @@ async fn a_tenant_token_never_reaches_another_tenant() {
     let create = app.create_tenant(&token, &new_tenant_body("usage")).await;
     assert_eq!(create.status(), 403);
     app.shutdown().await;
-}
-
-fn dotmac_auth_hash(password: &str) -> String {
-    dotmac_auth::hash_password(password).expect("hash")
 }
 
 /// A job that keeps failing ends in the DLQ, with the tenant `failed` and the reason kept.

@@ -129,6 +129,28 @@ impl TestApp {
         body["access_token"].as_str().expect("access_token").to_owned()
     }
 
+    /// Creates a user of `tenant` with `role` and signs it in.
+    pub async fn user_token(
+        &self,
+        email: &str,
+        tenant: dotmac_domain::TenantId,
+        role: dotmac_domain::Role,
+    ) -> String {
+        let password = "user-password-for-tests";
+        let user = dotmac_store::UserRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            email: dotmac_domain::Email::parse(email).expect("email"),
+            password_hash: dotmac_auth::hash_password(password).expect("hash"),
+            tenant_id: Some(tenant),
+            roles: vec![role],
+            active: true,
+            created_at: time::OffsetDateTime::now_utc(),
+            last_login: None,
+        };
+        self.stack.platform.store.create_user(&user).await.expect("user");
+        self.token_for(email, password).await
+    }
+
     pub async fn admin_token(&self) -> String {
         self.token_for(ADMIN_EMAIL, ADMIN_PASSWORD).await
     }

@@ -173,6 +173,10 @@ async fn a_tenant_token_never_reaches_another_tenant() {
 
     let (status, own) = app.get_json(&token, &format!("/v1/tenants/{mine}")).await;
     assert_eq!((status, own["id"].clone()), (200, json!(mine.to_string())));
+    assert!(
+        own.get("failure_reason").is_none() && own.get("version").is_none(),
+        "platform internals hidden: {own}"
+    );
     let (status, error) = app.get_json(&token, &format!("/v1/tenants/{theirs}")).await;
     assert_eq!(status, 403, "{error}");
     assert_envelope(&error, "FORBIDDEN");

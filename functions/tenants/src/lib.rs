@@ -83,6 +83,31 @@ fn tenant_body(tenant: &Tenant) -> Result<Value, ApiError> {
     serde_json::to_value(tenant).map_err(ApiError::internal)
 }
 
+/// What a tenant's own users see: no platform internals (ARNs carry the account id, the
+/// endpoint is a private address, failure reasons quote infrastructure errors).
+fn tenant_view_for_its_users(tenant: &Tenant) -> Result<Value, ApiError> {
+    let mut body = tenant_body(tenant)?;
+    if let Some(object) = body.as_object_mut() {
+        object.remove("failure_reason");
+        object.remove("version");
+    }
+    if let Some(container) = body.get_mut("container").and_then(Value::as_object_mut) {
+        for internal in ["cluster_arn", "task_arn", "task_definition_arn", "endpoint"] {
+            container.remove(internal);
+        }
+    }
+    Ok(body)
+}
+
+/// The platform's staff see everything; anyone else the tenant's own view.
+fn view_for(caller: &dotmac_domain::Caller, tenant: &Tenant) -> Result<Value, ApiError> {
+    if authorize(caller, Resource::Tenant, Action::Read, Target::default()).is_ok() {
+        tenant_body(tenant)
+    } else {
+        tenant_view_for_its_users(tenant)
+    }
+}
+
 async fn create_tenant(
     State(state): State<TenantsState>,
     Authenticated(caller): Authenticated,
@@ -132,7 +157,7 @@ async fn get_tenant(
         .get_tenant(id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, format!("no tenant {id}")))?;
-    Ok(axum::Json(tenant_body(&tenant)?))
+    Ok(axum::Json(view_for(&caller, &tenant)?))
 }
 
 #[derive(Deserialize)]
@@ -168,7 +193,7 @@ async fn list_tenants(
     })?;
     authorize(&caller, Resource::Tenant, Action::Read, Target { tenant_id: Some(own), owner_id: None })?;
     let items = match (query.cursor, state.store.get_tenant(own).await?) {
-        (None, Some(tenant)) => vec![tenant_body(&tenant)?],
+        (None, Some(tenant)) => vec![tenant_view_for_its_users(&tenant)?],
         _ => Vec::new(),
     };
     Ok(axum::Json(json!({ "items": items, "next_cursor": null })))

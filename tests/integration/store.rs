@@ -81,20 +81,28 @@ async fn idempotency_keys_replay_and_refuse_reuse() {
     let store = &stack.platform.store;
     let key = IdempotencyKey::parse("retry-me-1").expect("key");
     let now = OffsetDateTime::now_utc();
-    assert_eq!(store.begin_idempotent("caller", &key, "fp-a", now).await.expect("begin"), Begin::Started);
-    assert_eq!(store.begin_idempotent("caller", &key, "fp-a", now).await.expect("begin"), Begin::InProgress);
+    let begin = |scope: &'static str, fingerprint: &'static str| {
+        store.begin_idempotent(scope, &key, fingerprint, now)
+    };
+    let Begin::Started(claim) = begin("caller", "fp-a").await.expect("begin") else {
+        panic!("a fresh key starts");
+    };
+    assert_eq!(begin("caller", "fp-a").await.expect("begin"), Begin::InProgress);
     let saved = SavedResponse { status: 202, body: "{\"id\":\"x\"}".into() };
-    store.complete_idempotent("caller", &key, &saved).await.expect("complete");
-    assert_eq!(
-        store.begin_idempotent("caller", &key, "fp-a", now).await.expect("begin"),
-        Begin::Replay(saved)
-    );
-    assert_eq!(store.begin_idempotent("caller", &key, "fp-b", now).await.expect("begin"), Begin::Mismatch);
-    // Keys are per caller: another caller's identical key is a fresh start.
-    assert_eq!(store.begin_idempotent("other", &key, "fp-b", now).await.expect("begin"), Begin::Started);
-    // An abandoned key can be used again.
-    store.abandon_idempotent("other", &key).await.expect("abandon");
-    assert_eq!(store.begin_idempotent("other", &key, "fp-c", now).await.expect("begin"), Begin::Started);
+    store.complete_idempotent("caller", &key, &claim, &saved).await.expect("complete");
+    assert_eq!(begin("caller", "fp-a").await.expect("begin"), Begin::Replay(saved.clone()));
+    assert_eq!(begin("caller", "fp-b").await.expect("begin"), Begin::Mismatch);
+    // A stale claim can neither free nor overwrite the saved response.
+    store.abandon_idempotent("caller", &key, &claim).await.expect("abandon is a no-op");
+    assert_eq!(begin("caller", "fp-a").await.expect("begin"), Begin::Replay(saved.clone()));
+
+    // Keys are per caller: another caller's identical key is a fresh start, and once freed
+    // by its holder it can be used again.
+    let Begin::Started(other) = begin("other", "fp-b").await.expect("begin") else {
+        panic!("another caller's key is its own");
+    };
+    store.abandon_idempotent("other", &key, &other).await.expect("abandon");
+    assert!(matches!(begin("other", "fp-c").await.expect("begin"), Begin::Started(_)));
 }
 
 #[tokio::test]

@@ -38,8 +38,8 @@ where
         return work().await.map(|(status, body)| (status, axum::Json(body)).into_response());
     };
     let key = IdempotencyKey::parse(raw.to_str().unwrap_or_default())?;
-    match store.begin_idempotent(scope, &key, fingerprint, OffsetDateTime::now_utc()).await? {
-        Begin::Started => {}
+    let claim = match store.begin_idempotent(scope, &key, fingerprint, OffsetDateTime::now_utc()).await? {
+        Begin::Started(claim) => claim,
         Begin::Replay(saved) => {
             let status = StatusCode::from_u16(saved.status).map_err(ApiError::internal)?;
             let body: serde_json::Value = serde_json::from_str(&saved.body).map_err(ApiError::internal)?;
@@ -60,11 +60,11 @@ where
             )
             .with_details(serde_json::json!({ "field": "Idempotency-Key" })));
         }
-    }
+    };
     match work().await {
         Ok((status, body)) => {
             let saved = SavedResponse { status: status.as_u16(), body: body.to_string() };
-            if let Err(error) = store.complete_idempotent(scope, &key, &saved).await {
+            if let Err(error) = store.complete_idempotent(scope, &key, &claim, &saved).await {
                 // The work is done; the client still gets its answer. A retry after the lock
                 // expires would redo it, so say so loudly.
                 tracing::error!(%error, "idempotent response not saved");
@@ -72,7 +72,7 @@ where
             Ok((status, axum::Json(body)).into_response())
         }
         Err(error) => {
-            if let Err(release) = store.abandon_idempotent(scope, &key).await {
+            if let Err(release) = store.abandon_idempotent(scope, &key, &claim).await {
                 tracing::warn!(error = %release, "idempotency key not released; it frees itself when its lock expires");
             }
             Err(error)

@@ -40,10 +40,16 @@ pub struct SavedResponse {
     pub body: String,
 }
 
+/// Proof that this request holds the key: only the holder may save its response or free it,
+/// so a request whose lock was taken over cannot overwrite or delete the new holder's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim(String);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
-    /// First use of the key: do the work, then `complete_idempotent`.
-    Started,
+    /// First use of the key: do the work, then `complete_idempotent` (or
+    /// `abandon_idempotent`) with this claim.
+    Started(Claim),
     /// The key's first request finished: answer with its response.
     Replay(SavedResponse),
     /// The key's first request is still running.
@@ -79,6 +85,8 @@ impl Store {
         item.insert("state".into(), AttributeValue::S("in_progress".into()));
         item.insert("fingerprint".into(), AttributeValue::S(fingerprint.to_owned()));
         item.insert("locked_until".into(), n(now_s + IN_PROGRESS_LOCK_SECONDS));
+        let claim = Claim(uuid::Uuid::new_v4().to_string());
+        item.insert("owner".into(), AttributeValue::S(claim.0.clone()));
         item.insert(EXPIRES_AT.into(), n(now_s + KEY_LIFETIME_SECONDS));
         // TTL deletion lags (and emulators never run it), so expiry is also checked here.
         let claimed = self
@@ -96,7 +104,7 @@ impl Store {
             .send()
             .await;
         match claimed {
-            Ok(_) => return Ok(Begin::Started),
+            Ok(_) => return Ok(Begin::Started(claim)),
             Err(error)
                 if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
             Err(error) => return Err(StoreError::dynamo("PutItem", error)),
@@ -132,6 +140,7 @@ impl Store {
         &self,
         scope: &str,
         idempotency_key: &IdempotencyKey,
+        claim: &Claim,
         response: &SavedResponse,
     ) -> Result<(), StoreError> {
         self.client
@@ -139,7 +148,9 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(key(scope, idempotency_key)))
             .update_expression("SET #state = :completed, #status = :status, body = :body REMOVE locked_until")
-            .condition_expression("attribute_exists(PK)")
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", AttributeValue::S(claim.0.clone()))
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":completed", AttributeValue::S("completed".into()))
@@ -151,19 +162,34 @@ impl Store {
         Ok(())
     }
 
-    /// Frees the key after a failure that a retry may fix (a 5xx), so the retry does the work.
+    /// Frees the key after a failed request, so a retry does the work. A key that is no
+    /// longer ours (its lock was taken over) is left alone.
     pub async fn abandon_idempotent(
         &self,
         scope: &str,
         idempotency_key: &IdempotencyKey,
+        claim: &Claim,
     ) -> Result<(), StoreError> {
-        self.client
+        let result = self
+            .client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(scope, idempotency_key)))
+            .condition_expression("#owner = :owner AND #state = :in_progress")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":owner", AttributeValue::S(claim.0.clone()))
+            .expression_attribute_values(":in_progress", AttributeValue::S("in_progress".into()))
             .send()
-            .await
-            .map_err(|e| StoreError::dynamo("DeleteItem", e))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(StoreError::dynamo("DeleteItem", error)),
+        }
     }
 }

@@ -37,16 +37,27 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
     let inventory = app.stack.platform.api_routes().inventory;
     let protected: Vec<_> = inventory.iter().filter(|r| r.access == Access::Authenticated).collect();
     assert!(protected.len() >= 3, "the inventory lists the tenant routes: {inventory:?}");
+    assert!(inventory.iter().any(|r| r.access == Access::SelfService), "{inventory:?}");
 
     for route in &inventory {
         let path = route.path.replace("{id}", &tenant_b.to_string());
         let what = format!("{} {}", route.method, route.path);
         let (status, _) = call(&app, &route.method, &path, None).await;
         match route.access {
-            Access::Public => assert_ne!(status, 401, "{what} is public"),
-            Access::Authenticated => assert_eq!(status, 401, "{what} without a token"),
+            Access::Public => {
+                assert_ne!(status, 401, "{what} is public");
+                continue;
+            }
+            Access::Authenticated | Access::SelfService => assert_eq!(status, 401, "{what} without a token"),
         }
-        if route.access == Access::Public {
+        if route.access == Access::SelfService {
+            // Every role may call it, about itself only (fresh sign-ins: sign-out ends one).
+            for email in ["admin@a.example", "customer@a.example"] {
+                let token = app.token_for(email, dotmac_tests::USER_PASSWORD).await;
+                let (status, body) = call(&app, &route.method, &path, Some(&token)).await;
+                assert!((200..300).contains(&status), "{what} for {email} answered {status}: {body}");
+                assert!(!body.contains(&tenant_b.to_string()), "{what} leaked tenant B: {body}");
+            }
             continue;
         }
         // Tenant A's admin against tenant B's objects: refused, or (for a collection) an

@@ -6,4 +6,5 @@ mod lambda_events;
 mod onboarding;
 mod provisioner;
 mod readiness;
+mod sessions;
 mod store;

@@ -49,7 +49,8 @@ async fn a_tenant_whose_job_cannot_be_queued_is_taken_back() {
         tenant_id: None,
         roles: vec![dotmac_domain::Role::PlatformAdmin],
     };
-    let token = broken.keys.issue(&admin, time::OffsetDateTime::now_utc()).expect("token").access_token;
+    let token =
+        broken.keys.issue(&admin, "test", time::OffsetDateTime::now_utc()).expect("token").pair.access_token;
     let body = dotmac_tests::new_tenant_body("usage");
     let request = http::Request::post("/v1/tenants")
         .header("authorization", format!("Bearer {token}"))

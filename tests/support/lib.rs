@@ -11,6 +11,8 @@ use tokio::sync::oneshot;
 
 pub const ADMIN_EMAIL: &str = "admin@dotmac.test";
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+/// The password of every user `TestApp::user_token` creates.
+pub const USER_PASSWORD: &str = "user-password-for-tests";
 
 /// The SDK configuration for the emulator `make test` started.
 pub async fn sdk() -> aws_config::SdkConfig {
@@ -136,7 +138,7 @@ impl TestApp {
         tenant: dotmac_domain::TenantId,
         role: dotmac_domain::Role,
     ) -> String {
-        let password = "user-password-for-tests";
+        let password = USER_PASSWORD;
         let user = dotmac_store::UserRecord {
             id: uuid::Uuid::now_v7().to_string(),
             email: dotmac_domain::Email::parse(email).expect("email"),

@@ -31,6 +31,12 @@ impl FromRef<TenantsState> for Arc<JwtKeys> {
     }
 }
 
+impl FromRef<TenantsState> for Store {
+    fn from_ref(state: &TenantsState) -> Self {
+        state.store.clone()
+    }
+}
+
 pub fn router(state: TenantsState) -> ApiRoutes {
     Routes::new()
         .route(Method::GET, "/v1/tenants", Access::Authenticated, list_tenants)

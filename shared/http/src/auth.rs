@@ -12,6 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use dotmac_config::JwtSettings;
 use dotmac_domain::{Caller, Role, TenantId};
+use dotmac_store::Store;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -49,6 +50,9 @@ pub struct Claims {
     pub typ: TokenKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tid: Option<TenantId>,
+    /// The sign-in session (refresh-token family) the token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
     #[serde(default)]
     pub roles: Vec<Role>,
 }
@@ -65,6 +69,14 @@ pub struct TokenPair {
     pub refresh_token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
+}
+
+/// A freshly issued pair and what the session store needs to know of its refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub pair: TokenPair,
+    pub refresh_jti: String,
+    pub refresh_expires_at: i64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -158,10 +170,11 @@ impl JwtKeys {
     fn sign(
         &self,
         caller: &Caller,
+        family: &str,
         kind: TokenKind,
         ttl: u64,
         now: OffsetDateTime,
-    ) -> Result<String, TokenError> {
+    ) -> Result<(String, Claims), TokenError> {
         let iat = now.unix_timestamp();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -173,20 +186,31 @@ impl JwtKeys {
             jti: uuid::Uuid::new_v4().to_string(),
             typ: kind,
             tid: caller.tenant_id,
+            fam: Some(family.to_owned()),
             roles: caller.roles.clone(),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         header.typ = Some(kind.header_typ().to_owned());
-        jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| TokenError::Signing(e.to_string()))
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        Ok((token, claims))
     }
 
-    pub fn issue(&self, caller: &Caller, now: OffsetDateTime) -> Result<TokenPair, TokenError> {
-        Ok(TokenPair {
-            access_token: self.sign(caller, TokenKind::Access, self.access_ttl_seconds, now)?,
-            refresh_token: self.sign(caller, TokenKind::Refresh, self.refresh_ttl_seconds, now)?,
-            token_type: "Bearer",
-            expires_in: self.access_ttl_seconds,
+    /// An access and a refresh token for `caller`, both in the sign-in session `family`.
+    pub fn issue(&self, caller: &Caller, family: &str, now: OffsetDateTime) -> Result<Issued, TokenError> {
+        let (access_token, _) = self.sign(caller, family, TokenKind::Access, self.access_ttl_seconds, now)?;
+        let (refresh_token, refresh) =
+            self.sign(caller, family, TokenKind::Refresh, self.refresh_ttl_seconds, now)?;
+        Ok(Issued {
+            pair: TokenPair {
+                access_token,
+                refresh_token,
+                token_type: "Bearer",
+                expires_in: self.access_ttl_seconds,
+            },
+            refresh_jti: refresh.jti,
+            refresh_expires_at: refresh.exp,
         })
     }
 
@@ -222,34 +246,63 @@ impl JwtKeys {
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Caller);
 
+/// Like `Authenticated`, with the token's claims (for sign-out and "who am I").
+#[derive(Debug, Clone)]
+pub struct SignedIn(pub Claims);
+
+/// Verifies the bearer token and that it has not been signed out. Fails closed: if the
+/// deny-list cannot be read, the request is refused.
+async fn authenticate(parts: &Parts, keys: &JwtKeys, store: &Store) -> Result<Claims, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "send an Authorization: Bearer token"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthenticated, "the Authorization header must be Bearer <token>")
+        })?;
+    let invalid = || ApiError::new(ErrorCode::InvalidToken, "the access token is invalid or expired");
+    let claims = keys.verify(token, TokenKind::Access).map_err(|error| {
+        tracing::info!(%error, "bearer token refused");
+        invalid()
+    })?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    if store.is_token_denied(&claims.jti, now).await.map_err(ApiError::from)? {
+        tracing::info!(jti = %claims.jti, "signed-out token refused");
+        return Err(invalid());
+    }
+    Ok(claims)
+}
+
 impl<S> FromRequestParts<S> for Authenticated
 where
     Arc<JwtKeys>: FromRef<S>,
+    Store: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::new(ErrorCode::Unauthenticated, "send an Authorization: Bearer token")
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::Unauthenticated, "the Authorization header must be Bearer <token>")
-            })?;
-        let keys = Arc::<JwtKeys>::from_ref(state);
-        match keys.verify(token, TokenKind::Access) {
-            Ok(claims) => Ok(Authenticated(claims.caller())),
-            Err(error) => {
-                tracing::info!(%error, "bearer token refused");
-                Err(ApiError::new(ErrorCode::InvalidToken, "the access token is invalid or expired"))
-            }
-        }
+        let claims = authenticate(parts, &Arc::<JwtKeys>::from_ref(state), &Store::from_ref(state)).await?;
+        Ok(Authenticated(claims.caller()))
+    }
+}
+
+impl<S> FromRequestParts<S> for SignedIn
+where
+    Arc<JwtKeys>: FromRef<S>,
+    Store: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        authenticate(parts, &Arc::<JwtKeys>::from_ref(state), &Store::from_ref(state)).await.map(SignedIn)
     }
 }
 
@@ -279,7 +332,7 @@ mod tests {
     #[test]
     fn access_tokens_round_trip_and_are_not_refresh_tokens() {
         let keys = keys();
-        let pair = keys.issue(&admin(), OffsetDateTime::now_utc()).expect("issued");
+        let pair = keys.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair;
         let claims = keys.verify(&pair.access_token, TokenKind::Access).expect("valid");
         assert_eq!(claims.caller(), admin());
         assert!(keys.verify(&pair.access_token, TokenKind::Refresh).is_err());
@@ -291,14 +344,16 @@ mod tests {
     fn refuses_expired_foreign_and_tampered_tokens() {
         let keys = keys();
         let old = OffsetDateTime::now_utc() - time::Duration::hours(2);
-        let expired = keys.issue(&admin(), old).expect("issued").access_token;
+        let expired = keys.issue(&admin(), "family", old).expect("issued").pair.access_token;
         assert!(keys.verify(&expired, TokenKind::Access).is_err());
 
         let other = JwtKeys::from_settings(&settings(generate_signing_key().expect("key"))).expect("keys");
-        let foreign = other.issue(&admin(), OffsetDateTime::now_utc()).expect("issued").access_token;
+        let foreign =
+            other.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
         assert!(keys.verify(&foreign, TokenKind::Access).is_err());
 
-        let token = keys.issue(&admin(), OffsetDateTime::now_utc()).expect("issued").access_token;
+        let token =
+            keys.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         let mut payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).expect("b64")).expect("json");

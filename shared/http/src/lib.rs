@@ -7,7 +7,7 @@ pub mod idempotency;
 pub mod json;
 pub mod router;
 
-pub use auth::{Authenticated, JwtKeys, TokenError, TokenKind, TokenPair};
+pub use auth::{Authenticated, Claims, Issued, JwtKeys, SignedIn, TokenError, TokenKind, TokenPair};
 pub use error::{ApiError, ErrorCode};
 pub use idempotency::{idempotent, request_fingerprint};
 pub use json::Json;

@@ -30,6 +30,9 @@ pub enum Access {
     Public,
     /// A bearer token; the handler asks the policy about the object.
     Authenticated,
+    /// A bearer token, acting only on the caller's own session or account (sign-out, "who
+    /// am I"): every role may call it, and it never reaches another user.
+    SelfService,
 }
 
 /// One entry of the route inventory.

@@ -28,10 +28,26 @@ pub fn plan_pk(id: &str) -> String {
 }
 pub const PLAN_SK: &str = "PLAN";
 
-pub fn user_email_pk(email: &str) -> String {
-    format!("USER#{email}")
+pub fn user_pk(id: &str) -> String {
+    format!("USER#{id}")
 }
 pub const USER_SK: &str = "PROFILE";
+/// Claims an e-mail address for one user, so sign-in finds the user and no two share it.
+pub fn email_pk(email: &str) -> String {
+    format!("EMAIL#{email}")
+}
+pub const EMAIL_SK: &str = "EMAIL";
+
+/// A refresh-token family (one sign-in and its rotations).
+pub fn session_pk(family: &str) -> String {
+    format!("SESSION#{family}")
+}
+pub const SESSION_SK: &str = "SESSION";
+/// A signed-out access token, refused until it would have expired anyway.
+pub fn denied_token_pk(jti: &str) -> String {
+    format!("DENIED#{jti}")
+}
+pub const DENIED_TOKEN_SK: &str = "TOKEN";
 
 pub fn idempotency_pk(scope: &str, key: &str) -> String {
     format!("IDEMPOTENCY#{scope}#{key}")

@@ -9,11 +9,13 @@ pub mod idempotency;
 pub mod keys;
 pub mod plans;
 pub mod schema;
+pub mod sessions;
 pub mod tenants;
 pub mod users;
 
 pub use error::StoreError;
 pub use idempotency::{Begin, IdempotencyKey, SavedResponse};
+pub use sessions::Rotation;
 pub use tenants::{Lease, Page, TenantRecord};
 pub use users::UserRecord;
 

@@ -1,10 +1,10 @@
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use dotmac_domain::{Email, Role, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
-use crate::keys::{PK, SK, USER_SK, user_email_pk};
+use crate::keys::{EMAIL_SK, PK, SK, USER_SK, email_pk, user_pk};
 use crate::{Store, StoreError};
 
 /// A person who can sign in: platform staff (no tenant) or a tenant's user.
@@ -34,47 +34,61 @@ struct UserItem {
     user: UserRecord,
 }
 
-fn key(email: &Email) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        (PK.to_owned(), AttributeValue::S(user_email_pk(email.as_str()))),
-        (SK.to_owned(), AttributeValue::S(USER_SK.to_owned())),
-    ])
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn user_key(id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([(PK.to_owned(), s(user_pk(id))), (SK.to_owned(), s(USER_SK))])
 }
 
 impl Store {
-    /// Creates a user unless one with that e-mail exists (`AlreadyExists`).
+    /// Creates a user and claims its e-mail in one transaction (`AlreadyExists` when the
+    /// e-mail or the id is taken).
     pub async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(UserItem {
-            pk: user_email_pk(user.email.as_str()),
+            pk: user_pk(&user.id),
             sk: USER_SK.to_owned(),
             entity: "user".to_owned(),
             user: user.clone(),
         })?;
+        let claim = HashMap::from([
+            (PK.to_owned(), s(email_pk(user.email.as_str()))),
+            (SK.to_owned(), s(EMAIL_SK)),
+            ("entity".to_owned(), s("email_claim")),
+            ("user_id".to_owned(), s(&user.id)),
+        ]);
+        let put = |item| {
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(PK)")
+                .build()
+                .map(|put| TransactWriteItem::builder().put(put).build())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
         let result = self
             .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK)")
+            .transact_write_items()
+            .transact_items(put(item)?)
+            .transact_items(put(claim)?)
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(error)
-                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => {
                 Err(StoreError::AlreadyExists)
             }
-            Err(error) => Err(StoreError::dynamo("PutItem", error)),
+            Err(error) => Err(StoreError::dynamo("TransactWriteItems", error)),
         }
     }
 
-    pub async fn get_user_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
+    pub async fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(email)))
+            .set_key(Some(user_key(id)))
             .send()
             .await
             .map_err(|e| StoreError::dynamo("GetItem", e))?;
@@ -85,17 +99,34 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    pub async fn record_login(&self, email: &Email, at: OffsetDateTime) -> Result<(), StoreError> {
+    pub async fn get_user_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
+        let claim = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(email_pk(email.as_str())))
+            .key(SK, s(EMAIL_SK))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        let user_id = claim.item.and_then(|item| item.get("user_id").and_then(|v| v.as_s().ok()).cloned());
+        match user_id {
+            Some(id) => self.get_user(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn record_login(&self, user_id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
         let at = at
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(email)))
+            .set_key(Some(user_key(user_id)))
             .update_expression("SET last_login = :at")
             .condition_expression("attribute_exists(PK)")
-            .expression_attribute_values(":at", AttributeValue::S(at))
+            .expression_attribute_values(":at", s(at))
             .send()
             .await
             .map_err(|e| StoreError::dynamo("UpdateItem", e))?;

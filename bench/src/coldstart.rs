@@ -254,7 +254,7 @@ pub fn targets(events_dir: &Path) -> anyhow::Result<Vec<Target>> {
             handler: "provisioner",
             event: sqs,
             expect: Expect::NoBatchFailures,
-            what: "SQS job for an unknown tenant → 1 GetItem",
+            what: "SQS job, unknown tenant: 1 GetItem",
         },
     ])
 }

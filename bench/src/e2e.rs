@@ -84,7 +84,7 @@ impl Server {
         }
     }
 
-    async fn onboard(&self, token: &str) -> anyhow::Result<(String, OffsetDateTime)> {
+    async fn onboard(&self, token: &str) -> anyhow::Result<Onboarded> {
         onboard(&self.http, &self.base, token).await
     }
 
@@ -137,12 +137,21 @@ impl Drop for Server {
     }
 }
 
-/// POSTs an onboarding; returns the tenant id and when the request was sent.
-async fn onboard(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-) -> anyhow::Result<(String, OffsetDateTime)> {
+/// Attempts a client makes at one onboarding before giving up.
+const POST_ATTEMPTS: u32 = 5;
+
+/// One accepted onboarding.
+pub struct Onboarded {
+    pub id: String,
+    /// When the first attempt was sent: the client's view of the wait starts there.
+    pub sent: OffsetDateTime,
+    /// Attempts answered 503/409/429 or lost, then retried with the same Idempotency-Key.
+    pub retries: u32,
+}
+
+/// POSTs an onboarding the way a careful client does: an `Idempotency-Key`, and a retry
+/// with the same key (backing off) when the answer says "try again".
+async fn onboard(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<Onboarded> {
     let slug = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let body = json!({
         "name": format!("ISP {slug}"),
@@ -150,14 +159,39 @@ async fn onboard(
         "plan": "usage",
         "contact_email": format!("ops@{slug}.example"),
     });
+    let key = uuid::Uuid::new_v4().to_string();
     let sent = OffsetDateTime::now_utc();
-    let response = http.post(format!("{base}/v1/tenants")).bearer_auth(token).json(&body).send().await?;
-    let status = response.status();
-    let created: Value = response.json().await.unwrap_or(Value::Null);
-    match created["id"].as_str() {
-        Some(id) if status.as_u16() == 202 => Ok((id.to_owned(), sent)),
-        _ => bail!("POST /v1/tenants answered {status}: {created}"),
+    let mut last = String::new();
+    for attempt in 0..POST_ATTEMPTS {
+        if attempt > 0 {
+            let jitter = u64::try_from(uuid::Uuid::new_v4().as_u128() % 100).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis((200 << attempt) + jitter)).await;
+        }
+        let sending = http
+            .post(format!("{base}/v1/tenants"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", &key)
+            .json(&body)
+            .send()
+            .await;
+        let response = match sending {
+            Ok(response) => response,
+            Err(error) => {
+                last = format!("transport: {error}");
+                continue;
+            }
+        };
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        match (status, answer["id"].as_str()) {
+            (202, Some(id)) => return Ok(Onboarded { id: id.to_owned(), sent, retries: attempt }),
+            (409 | 429 | 503, _) if answer["error"]["code"] != "SLUG_TAKEN" => {
+                last = format!("{status}: {answer}");
+            }
+            _ => bail!("POST /v1/tenants answered {status}: {answer}"),
+        }
     }
+    bail!("POST /v1/tenants refused {POST_ATTEMPTS} times, last {last}")
 }
 
 /// Seconds from the client sending the onboarding request to the tenant turning active, by
@@ -176,7 +210,7 @@ pub async fn sequential_provisioning(server: &Server, count: usize) -> anyhow::R
     let token = server.admin_token().await?;
     let mut seconds = Vec::new();
     for _ in 0..count {
-        let (id, sent) = server.onboard(&token).await?;
+        let Onboarded { id, sent, .. } = server.onboard(&token).await?;
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let tenant = server.tenant(&token, &id).await?;
@@ -201,6 +235,8 @@ pub struct Onboardings {
     pub accepted: usize,
     pub active: usize,
     pub failed: usize,
+    /// Attempts retried (503 and the like) across all onboardings.
+    pub retries: u32,
     /// First request sent → last tenant active.
     pub wall_seconds: f64,
     pub time_to_active: Option<Summary>,
@@ -227,12 +263,14 @@ pub async fn concurrent_onboardings(
     let mut sent: HashMap<String, OffsetDateTime> = HashMap::new();
     let mut post_ms = Vec::new();
     let mut refused = Vec::new();
+    let mut retries = 0;
     while let Some(joined) = posts.join_next().await {
         let (outcome, ms) = joined?;
         post_ms.push(ms);
         match outcome {
-            Ok((id, at)) => {
-                sent.insert(id, at);
+            Ok(onboarded) => {
+                retries += onboarded.retries;
+                sent.insert(onboarded.id, onboarded.sent);
             }
             Err(error) => refused.push(error.to_string()),
         }
@@ -270,6 +308,7 @@ pub async fn concurrent_onboardings(
         accepted: sent.len(),
         active: to_active.len(),
         failed,
+        retries,
         wall_seconds: (last_active - started).as_seconds_f64(),
         time_to_active: summarize(&to_active),
         post_ms: summarize(&post_ms),
@@ -346,7 +385,7 @@ pub async fn load(
 /// An active tenant for the authenticated GET load: onboards one and waits for it.
 pub async fn active_tenant(server: &Server) -> anyhow::Result<(String, String)> {
     let token = server.admin_token().await?;
-    let (id, _) = server.onboard(&token).await?;
+    let id = server.onboard(&token).await?.id;
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
         if server.tenant(&token, &id).await?["status"] == "active" {

@@ -55,7 +55,8 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
             for email in ["admin@a.example", "customer@a.example"] {
                 let token = app.token_for(email, dotmac_tests::USER_PASSWORD).await;
                 let (status, body) = call(&app, &route.method, &path, Some(&token)).await;
-                assert!((200..300).contains(&status), "{what} for {email} answered {status}: {body}");
+                // Allowed for every role (a 422 for this generic body still means "let in").
+                assert!(!matches!(status, 401 | 403), "{what} for {email} answered {status}: {body}");
                 assert!(!body.contains(&tenant_b.to_string()), "{what} leaked tenant B: {body}");
             }
             continue;

@@ -72,3 +72,55 @@ async fn logout_stops_the_access_token_at_once_and_ends_the_session() {
     let other = app.admin_token().await;
     assert_eq!(app.get_json(&other, "/v1/auth/me").await.0, 200);
 }
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_for_known_and_unknown_emails_alike() {
+    let app = TestApp::spawn().await;
+    for email in [ADMIN_EMAIL, "nobody@dotmac.test"] {
+        for attempt in 1..=5 {
+            let response = app.login(email, "wrong-password-attempt").await;
+            assert_eq!(response.status(), 401, "{email} attempt {attempt}");
+        }
+        let locked = app.login(email, "wrong-password-attempt").await;
+        assert_eq!(locked.status(), 429, "{email}");
+        assert!(locked.headers().get("retry-after").is_some());
+        let body: Value = locked.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    }
+    // Locked means locked: the right password waits too.
+    assert_eq!(app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.status(), 429);
+}
+
+#[tokio::test]
+async fn auth_requests_are_capped_per_source() {
+    let app = TestApp::spawn().await;
+    let mut statuses = Vec::new();
+    for _ in 0..62 {
+        statuses.push(refresh(&app, "not-a-token").await.0);
+    }
+    assert!(statuses[..60].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses[61], 429, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_password_change_checks_the_old_one_and_the_policy() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let change = |current: &str, new: &str| {
+        app.http
+            .post(app.url("/v1/auth/password"))
+            .bearer_auth(&token)
+            .json(&json!({ "current_password": current, "new_password": new }))
+            .send()
+    };
+    let wrong = change("not-the-password", "a perfectly fine passphrase").await.expect("post");
+    assert_eq!(wrong.status(), 422);
+    assert_eq!(wrong.json::<Value>().await.expect("json")["error"]["details"]["field"], "current_password");
+    let weak = change(ADMIN_PASSWORD, "password1234").await.expect("post");
+    assert_eq!(weak.status(), 422);
+    assert_eq!(weak.json::<Value>().await.expect("json")["error"]["details"]["field"], "new_password");
+    let ok = change(ADMIN_PASSWORD, "a perfectly fine passphrase").await.expect("post");
+    assert_eq!(ok.status(), 204);
+    assert_eq!(app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.status(), 401);
+    assert_eq!(app.login(ADMIN_EMAIL, "a perfectly fine passphrase").await.status(), 200);
+}

@@ -7,9 +7,11 @@ pub use passwords::{PasswordError, hash_password, verify_password};
 
 use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use dotmac_domain::{Caller, Email};
-use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Json, JwtKeys, Routes, SignedIn, TokenKind};
+use dotmac_http::{
+    Access, ApiError, ApiRoutes, ErrorCode, Json, JwtKeys, Routes, SignedIn, SourceIp, TokenKind,
+};
 use dotmac_store::{Rotation, Store};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -34,14 +36,12 @@ impl FromRef<AuthState> for Store {
 }
 
 pub fn router(state: AuthState) -> ApiRoutes {
-    // Built now, at cold start, so the first sign-in with an unknown e-mail costs no more
-    // than any other.
-    let _ = passwords::decoy_hash();
     Routes::new()
         .route(Method::POST, "/v1/auth/login", Access::Public, login)
         .route(Method::POST, "/v1/auth/refresh", Access::Public, refresh)
         .route(Method::POST, "/v1/auth/logout", Access::SelfService, logout)
         .route(Method::GET, "/v1/auth/me", Access::SelfService, me)
+        .route(Method::POST, "/v1/auth/password", Access::SelfService, change_password)
         .route(Method::GET, "/.well-known/jwks.json", Access::Public, jwks)
         .with_state(state)
 }
@@ -62,37 +62,139 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(ErrorCode::InvalidCredentials, "the e-mail or password is wrong")
 }
 
+/// Sign-in limits, shared by every instance through DynamoDB. Failures lock an account (or a
+/// source address) out for the rest of a 15-minute window; requests are capped per source.
+const FAILURE_WINDOW_SECONDS: i64 = 15 * 60;
+const MAX_FAILURES_PER_ACCOUNT: u64 = 5;
+const MAX_FAILURES_PER_SOURCE: u64 = 50;
+const RATE_WINDOW_SECONDS: i64 = 60;
+const MAX_AUTH_REQUESTS_PER_SOURCE: u64 = 60;
+
+fn too_many(message: &str, retry_after: i64) -> Response {
+    let mut response = ApiError::new(ErrorCode::RateLimited, message)
+        .with_details(serde_json::json!({ "retry_after_seconds": retry_after }))
+        .into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&retry_after.max(1).to_string()) {
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// Counts the request against its source's rate; `Err` is the 429 to answer with.
+async fn within_rate(store: &Store, source: &SourceIp, now: i64) -> Result<(), Response> {
+    match store.count_hit(&format!("auth-rate#{}", source.0), RATE_WINDOW_SECONDS, now).await {
+        Ok(hits) if hits.count > MAX_AUTH_REQUESTS_PER_SOURCE => {
+            Err(too_many("too many requests from this address; slow down", hits.resets_in))
+        }
+        Ok(_) => Ok(()),
+        Err(error) => Err(ApiError::from(error).into_response()),
+    }
+}
+
+async fn verify(password: String, stored_hash: Option<String>) -> Result<bool, ApiError> {
+    // argon2 is CPU-bound by design: off the async threads, so it does not stall other requests.
+    tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
 async fn login(
     State(state): State<AuthState>,
+    source: SourceIp,
     Json(request): Json<LoginRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, Response> {
+    let now = OffsetDateTime::now_utc();
+    let now_s = now.unix_timestamp();
+    within_rate(&state.store, &source, now_s).await?;
     if request.password.is_empty() || request.password.len() > 1024 {
-        return Err(ApiError::invalid_field("password", "must be 1 to 1024 bytes"));
+        return Err(ApiError::invalid_field("password", "must be 1 to 1024 bytes").into_response());
     }
-    let email = Email::parse(&request.email)?;
-    let user = state.store.get_user_by_email(&email).await?;
+    let email = Email::parse(&request.email).map_err(|e| ApiError::from(e).into_response())?;
+    // Counted by the e-mail as typed, known or not, so a lockout reveals nothing either.
+    let account_key = format!("login-failures#{email}");
+    let source_key = format!("login-failures-from#{}", source.0);
+    let store = &state.store;
+    let (account, from_source) = tokio::try_join!(
+        store.count_in_window(&account_key, FAILURE_WINDOW_SECONDS, now_s),
+        store.count_in_window(&source_key, FAILURE_WINDOW_SECONDS, now_s),
+    )
+    .map_err(|e| ApiError::from(e).into_response())?;
+    if account.count >= MAX_FAILURES_PER_ACCOUNT || from_source.count >= MAX_FAILURES_PER_SOURCE {
+        let wait = account.resets_in.max(from_source.resets_in);
+        return Err(too_many("too many failed sign-ins; try again later", wait));
+    }
+    let user = store.get_user_by_email(&email).await.map_err(|e| ApiError::from(e).into_response())?;
     // Unknown e-mail and wrong password cost the same hash and give the same answer, so the
     // endpoint does not reveal which accounts exist.
-    // argon2 is CPU-bound by design: off the async threads, so it does not stall other requests.
-    let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-    let password = request.password;
-    let password_ok = tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
+    let password_ok = verify(request.password, user.as_ref().map(|u| u.password_hash.clone()))
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let user = match user {
+        Some(user) if password_ok && user.active => user,
+        _ => {
+            let counted = tokio::try_join!(
+                store.count_hit(&account_key, FAILURE_WINDOW_SECONDS, now_s),
+                store.count_hit(&source_key, FAILURE_WINDOW_SECONDS, now_s),
+            );
+            if let Err(error) = counted {
+                tracing::warn!(%error, "failed sign-in not counted");
+            }
+            return Err(invalid_credentials().into_response());
+        }
+    };
+    if account.count > 0
+        && let Err(error) = store.clear_count(&account_key, FAILURE_WINDOW_SECONDS, now_s).await
+    {
+        tracing::warn!(%error, "failure count not cleared");
+    }
+    let caller = Caller { user_id: user.id.clone(), tenant_id: user.tenant_id, roles: user.roles.clone() };
+    let family = uuid::Uuid::new_v4().to_string();
+    let issued =
+        state.keys.issue(&caller, &family, now).map_err(|e| ApiError::internal(e).into_response())?;
+    store
+        .start_session(&family, &user.id, &issued.refresh_jti, issued.refresh_expires_at)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    if let Err(error) = store.record_login(&user.id, now).await {
+        tracing::warn!(%error, "last_login not recorded");
+    }
+    Ok(axum::Json(issued.pair).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the signed-in user's password after checking the current one; the new one must
+/// pass the password policy.
+async fn change_password(
+    State(state): State<AuthState>,
+    SignedIn(claims): SignedIn,
+    Json(request): Json<ChangePasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    let user = state
+        .store
+        .get_user(&claims.sub)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "the signed-in user no longer exists"))?;
+    if request.current_password.len() > 1024
+        || !verify(request.current_password, Some(user.password_hash.clone())).await?
+    {
+        return Err(ApiError::invalid_field("current_password", "is not this account's password"));
+    }
+    dotmac_domain::password_policy::check(&request.new_password, &user.email)?;
+    let new_password = request.new_password;
+    let hash = tokio::task::spawn_blocking(move || hash_password(&new_password))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    let user = match user {
-        Some(user) if password_ok && user.active => user,
-        _ => return Err(invalid_credentials()),
-    };
-    let now = OffsetDateTime::now_utc();
-    let caller = Caller { user_id: user.id.clone(), tenant_id: user.tenant_id, roles: user.roles.clone() };
-    let family = uuid::Uuid::new_v4().to_string();
-    let issued = state.keys.issue(&caller, &family, now).map_err(ApiError::internal)?;
-    state.store.start_session(&family, &user.id, &issued.refresh_jti, issued.refresh_expires_at).await?;
-    if let Err(error) = state.store.record_login(&user.id, now).await {
-        tracing::warn!(%error, "last_login not recorded");
-    }
-    Ok(axum::Json(issued.pair))
+    state.store.set_password_hash(&user.id, &hash).await?;
+    tracing::info!(user_id = %user.id, "password changed");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
@@ -109,8 +211,14 @@ fn refresh_refused(why: &str) -> ApiError {
 /// again (a replay, or a thief racing the owner) revokes the whole session.
 async fn refresh(
     State(state): State<AuthState>,
+    source: SourceIp,
     Json(request): Json<RefreshRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, Response> {
+    within_rate(&state.store, &source, OffsetDateTime::now_utc().unix_timestamp()).await?;
+    rotate(&state, request).await.map(IntoResponse::into_response).map_err(IntoResponse::into_response)
+}
+
+async fn rotate(state: &AuthState, request: RefreshRequest) -> Result<impl IntoResponse + use<>, ApiError> {
     let claims = state.keys.verify(&request.refresh_token, TokenKind::Refresh).map_err(|error| {
         tracing::info!(%error, "refresh token refused");
         refresh_refused("invalid or expired")

@@ -165,7 +165,12 @@ pub async fn serve(
         local.worker_concurrency,
         stopped(),
     ));
-    let server = axum::serve(listener, platform.api_router()).with_graceful_shutdown(stopped());
+    let server = axum::serve(
+        listener,
+        // The peer address feeds the per-source sign-in limits (API Gateway supplies it in AWS).
+        platform.api_router().into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped());
     let server = tokio::spawn(async move { server.await });
     shutdown.await;
     let _ = stop_tx.send(true);

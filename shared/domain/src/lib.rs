@@ -2,6 +2,7 @@
 //! (`TenantSlug::parse`, `Email::parse`, ...) so everything past it can trust them.
 
 pub mod access;
+pub mod password_policy;
 pub mod plan;
 pub mod tenant;
 pub mod values;

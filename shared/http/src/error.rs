@@ -20,6 +20,7 @@ pub enum ErrorCode {
     SlugTaken,
     RequestInProgress,
     IdempotencyKeyReused,
+    RateLimited,
     DependencyUnavailable,
     Internal,
 }
@@ -37,6 +38,7 @@ impl ErrorCode {
             NotFound | TenantNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             SlugTaken | RequestInProgress => StatusCode::CONFLICT,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
             DependencyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -60,6 +62,7 @@ impl ErrorCode {
             SlugTaken => "SLUG_TAKEN",
             RequestInProgress => "REQUEST_IN_PROGRESS",
             IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            RateLimited => "RATE_LIMITED",
             DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
             Internal => "INTERNAL",
         }

@@ -6,9 +6,11 @@ pub mod error;
 pub mod idempotency;
 pub mod json;
 pub mod router;
+pub mod source;
 
 pub use auth::{Authenticated, Claims, Issued, JwtKeys, SignedIn, TokenError, TokenKind, TokenPair};
 pub use error::{ApiError, ErrorCode};
 pub use idempotency::{idempotent, request_fingerprint};
 pub use json::Json;
 pub use router::{Access, ApiRoutes, RouteSpec, Routes, with_defaults};
+pub use source::SourceIp;

@@ -11,12 +11,14 @@ pub mod plans;
 pub mod schema;
 pub mod sessions;
 pub mod tenants;
+pub mod throttle;
 pub mod users;
 
 pub use error::StoreError;
 pub use idempotency::{Begin, IdempotencyKey, SavedResponse};
 pub use sessions::Rotation;
 pub use tenants::{Lease, Page, TenantRecord};
+pub use throttle::WindowCount;
 pub use users::UserRecord;
 
 use aws_sdk_dynamodb::Client;

@@ -374,4 +374,58 @@ mod tests {
         ));
         assert!(keys.verify(&format!("{header}.{payload}."), TokenKind::Access).is_err());
     }
+
+    fn admin_claims(iss: &str, aud: &str) -> Claims {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        Claims {
+            iss: iss.into(),
+            aud: aud.into(),
+            sub: "u1".into(),
+            exp: now + 600,
+            nbf: now,
+            iat: now,
+            jti: "j".into(),
+            typ: TokenKind::Access,
+            tid: None,
+            fam: None,
+            roles: vec![Role::PlatformAdmin],
+        }
+    }
+
+    fn sign_with(claims: &Claims, alg: Algorithm, kid: &str, key: &EncodingKey) -> String {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        header.typ = Some("at+jwt".into());
+        jsonwebtoken::encode(&header, claims, key).expect("signed")
+    }
+
+    #[test]
+    fn refuses_hs256_signed_with_our_public_key() {
+        let keys = keys();
+        let claims = admin_claims("https://issuer.test", "dotmac-test");
+        let forged =
+            sign_with(&claims, Algorithm::HS256, keys.kid(), &EncodingKey::from_secret(&keys.public_key));
+        assert!(keys.verify(&forged, TokenKind::Access).is_err());
+    }
+
+    #[test]
+    fn refuses_wrong_issuer_audience_and_unknown_kid() {
+        let keys = keys();
+        let key = &keys.encoding;
+        let good = admin_claims("https://issuer.test", "dotmac-test");
+        assert!(keys.verify(&sign_with(&good, Algorithm::EdDSA, keys.kid(), key), TokenKind::Access).is_ok());
+        let wrong_iss = admin_claims("https://evil.test", "dotmac-test");
+        assert!(
+            keys.verify(&sign_with(&wrong_iss, Algorithm::EdDSA, keys.kid(), key), TokenKind::Access)
+                .is_err()
+        );
+        let wrong_aud = admin_claims("https://issuer.test", "someone-else");
+        assert!(
+            keys.verify(&sign_with(&wrong_aud, Algorithm::EdDSA, keys.kid(), key), TokenKind::Access)
+                .is_err()
+        );
+        assert!(
+            keys.verify(&sign_with(&good, Algorithm::EdDSA, "unknown-kid", key), TokenKind::Access).is_err()
+        );
+    }
 }

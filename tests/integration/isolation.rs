@@ -1,10 +1,9 @@
 //! Tenant isolation on every route: the inventory comes from the router itself, so a route
 //! added later is checked without anyone remembering to.
 
-use dotmac_domain::{Role, TenantId};
+use dotmac_domain::Role;
 use dotmac_http::Access;
 use dotmac_tests::{TestApp, new_tenant_body};
-use serde_json::Value;
 
 async fn call(app: &TestApp, method: &http::Method, path: &str, token: Option<&str>) -> (u16, String) {
     let mut request = app.http.request(method.clone(), app.url(path));
@@ -23,13 +22,7 @@ async fn call(app: &TestApp, method: &http::Method, path: &str, token: Option<&s
 async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
     let app = TestApp::spawn().await;
     let admin = app.admin_token().await;
-    let mut ids = Vec::new();
-    for _ in 0..2 {
-        let created: Value =
-            app.create_tenant(&admin, &new_tenant_body("usage")).await.json().await.expect("json");
-        ids.push(TenantId::parse(created["id"].as_str().expect("id")).expect("uuid"));
-    }
-    let (tenant_a, tenant_b) = (ids[0], ids[1]);
+    let (tenant_a, tenant_b) = (app.onboarded_tenant(&admin).await, app.onboarded_tenant(&admin).await);
     let b_before = app.stack.platform.store.get_tenant(tenant_b).await.expect("get").expect("exists");
     let a_admin = app.user_token("admin@a.example", tenant_a, Role::TenantAdmin).await;
     let a_customer = app.user_token("customer@a.example", tenant_a, Role::CustomerUser).await;

@@ -162,13 +162,7 @@ async fn bad_input_and_missing_credentials_get_the_envelope() {
 async fn a_tenant_token_never_reaches_another_tenant() {
     let app = TestApp::spawn().await;
     let admin = app.admin_token().await;
-    let mut ids = Vec::new();
-    for _ in 0..2 {
-        let created: Value =
-            app.create_tenant(&admin, &new_tenant_body("usage")).await.json().await.expect("json");
-        ids.push(TenantId::parse(created["id"].as_str().expect("id")).expect("uuid"));
-    }
-    let (mine, theirs) = (ids[0], ids[1]);
+    let (mine, theirs) = (app.onboarded_tenant(&admin).await, app.onboarded_tenant(&admin).await);
     let token = app.user_token("admin@tenant-a.example", mine, Role::TenantAdmin).await;
 
     let (status, own) = app.get_json(&token, &format!("/v1/tenants/{mine}")).await;

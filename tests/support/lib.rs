@@ -167,6 +167,13 @@ impl TestApp {
             .expect("create tenant request")
     }
 
+    /// Onboards a tenant (as `token`) and returns its id.
+    pub async fn onboarded_tenant(&self, token: &str) -> dotmac_domain::TenantId {
+        let created: Value =
+            self.create_tenant(token, &new_tenant_body("usage")).await.json().await.expect("json");
+        dotmac_domain::TenantId::parse(created["id"].as_str().expect("id")).expect("uuid")
+    }
+
     pub async fn get_json(&self, token: &str, path: &str) -> (u16, Value) {
         let response = self.http.get(self.url(path)).bearer_auth(token).send().await.expect("GET");
         let status = response.status().as_u16();

@@ -288,7 +288,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let claims = authenticate(parts, &Arc::<JwtKeys>::from_ref(state), &Store::from_ref(state)).await?;
+        let SignedIn(claims) = SignedIn::from_request_parts(parts, state).await?;
         Ok(Authenticated(claims.caller()))
     }
 }

@@ -43,6 +43,12 @@ impl StoreError {
     }
 }
 
+/// True when a conditional write was refused because its condition did not hold (as opposed
+/// to any other failure), whichever operation it was.
+pub(crate) fn condition_failed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
+}
+
 impl From<serde_dynamo::Error> for StoreError {
     fn from(error: serde_dynamo::Error) -> Self {
         StoreError::Corrupt(error.to_string())

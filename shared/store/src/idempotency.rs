@@ -105,8 +105,7 @@ impl Store {
             .await;
         match claimed {
             Ok(_) => return Ok(Begin::Started(claim)),
-            Err(error)
-                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(error) if crate::error::condition_failed(&error) => {}
             Err(error) => return Err(StoreError::dynamo("PutItem", error)),
         }
         let existing = self
@@ -184,11 +183,7 @@ impl Store {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(error)
-                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(error) if crate::error::condition_failed(&error) => Ok(()),
             Err(error) => Err(StoreError::dynamo("DeleteItem", error)),
         }
     }

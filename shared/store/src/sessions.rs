@@ -84,8 +84,7 @@ impl Store {
                     .unwrap_or_default();
                 return Ok(Rotation::Rotated { user_id });
             }
-            Err(error)
-                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(error) if crate::error::condition_failed(&error) => {}
             Err(error) => return Err(StoreError::dynamo("UpdateItem", error)),
         }
         let session = self
@@ -124,11 +123,7 @@ impl Store {
         match result {
             Ok(_) => Ok(()),
             // Nothing to revoke: the family already expired.
-            Err(error)
-                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(error) if crate::error::condition_failed(&error) => Ok(()),
             Err(error) => Err(StoreError::dynamo("UpdateItem", error)),
         }
     }

@@ -191,9 +191,7 @@ impl Store {
                 *record = next;
                 Ok(())
             }
-            Err(error)
-                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(error) if crate::error::condition_failed(&error) => {
                 Err(StoreError::VersionConflict { expected })
             }
             Err(error) => Err(StoreError::dynamo("PutItem", error)),

@@ -628,7 +628,7 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
         ),
         (
             "e2e.get_tenant_p50_ms",
-            "GET /v1/tenants/{id}: p50 (one moto GetItem inside)".into(),
+            "GET /v1/tenants/{id}: p50 (two moto GetItems: sign-out deny-list, tenant)".into(),
             "ms",
             Better::Lower,
             get_anchor.into(),

@@ -161,7 +161,7 @@ async fn get_tenant(
 }
 
 fn bench_router(state: BenchState) -> Router {
-    with_defaults(Router::new().route("/v1/tenants/{id}", get(get_tenant)).with_state(state))
+    with_defaults(Router::new().route("/v1/tenants/{id}", get(get_tenant)).with_state(state), &[])
 }
 
 /// The same work with no HTTP framework: what the Python handler does too.

@@ -64,3 +64,32 @@ async fn a_tenant_whose_job_cannot_be_queued_is_taken_back() {
     let page = stack.platform.store.list_tenants(10, None).await.expect("list");
     assert!(page.items.is_empty(), "{page:?}");
 }
+
+/// Browsers get CORS answers for the configured origins only.
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let stack = TestStack::new(&[("DOTMAC_CORS_ALLOWED_ORIGINS", "https://console.dotmac.example")]).await;
+    let preflight = |origin: &'static str| {
+        http::Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/tenants")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type,idempotency-key")
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let allowed = stack
+        .platform
+        .api_router()
+        .oneshot(preflight("https://console.dotmac.example"))
+        .await
+        .expect("answer");
+    assert_eq!(
+        allowed.headers().get("access-control-allow-origin").map(|v| v.as_bytes()),
+        Some(&b"https://console.dotmac.example"[..])
+    );
+    let refused =
+        stack.platform.api_router().oneshot(preflight("https://evil.example")).await.expect("answer");
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+}

@@ -90,15 +90,15 @@ impl Platform {
     }
 
     pub fn auth_router(&self) -> Router {
-        with_defaults(dotmac_auth::router(self.auth_state()).router)
+        with_defaults(dotmac_auth::router(self.auth_state()).router, &self.config.cors_allowed_origins)
     }
 
     pub fn tenants_router(&self) -> Router {
-        with_defaults(dotmac_tenants::router(self.tenants_state()).router)
+        with_defaults(dotmac_tenants::router(self.tenants_state()).router, &self.config.cors_allowed_origins)
     }
 
     pub fn health_router(&self) -> Router {
-        with_defaults(dotmac_health::router(self.health_state()).router)
+        with_defaults(dotmac_health::router(self.health_state()).router, &self.config.cors_allowed_origins)
     }
 
     /// Every HTTP route of every function, with its inventory.
@@ -110,7 +110,7 @@ impl Platform {
 
     /// Every HTTP route in one router: what the local server serves.
     pub fn api_router(&self) -> Router {
-        with_defaults(self.api_routes().router)
+        with_defaults(self.api_routes().router, &self.config.cors_allowed_origins)
     }
 
     pub fn provisioner(&self) -> Provisioner {

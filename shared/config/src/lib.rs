@@ -48,6 +48,8 @@ pub struct Config {
     pub provisioning_max_receive_count: u32,
     pub ecs: EcsSettings,
     pub jwt: JwtSettings,
+    /// Browser origins allowed to call the API (CORS); empty allows none.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Reads variables from any source (the process environment, or a map in tests).
@@ -159,6 +161,7 @@ impl Config {
                 task_role_arn: source.get("DOTMAC_TASK_ROLE_ARN"),
                 task_start_timeout_seconds: env.number("DOTMAC_TASK_START_TIMEOUT_SECONDS", 40u64)?,
             },
+            cors_allowed_origins: env.list("DOTMAC_CORS_ALLOWED_ORIGINS"),
             jwt: JwtSettings {
                 signing_key: source.get("DOTMAC_JWT_SIGNING_KEY"),
                 issuer: env.or("DOTMAC_JWT_ISSUER", "https://api.dotmac.local"),
@@ -179,6 +182,7 @@ impl fmt::Debug for Config {
             .field("provisioning_max_receive_count", &self.provisioning_max_receive_count)
             .field("ecs", &self.ecs)
             .field("jwt", &self.jwt)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
             .finish()
     }
 }

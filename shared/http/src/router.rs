@@ -1,5 +1,7 @@
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -14,13 +16,29 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take that method")
 }
 
-/// What every function's router gets: envelope answers for unknown routes and methods, and
-/// the body size limit.
-pub fn with_defaults(router: Router) -> Router {
-    router
+/// What every function's router gets: envelope answers for unknown routes and methods, the
+/// body size limit, and CORS for the configured browser origins only.
+pub fn with_defaults(router: Router, cors_allowed_origins: &[String]) -> Router {
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let origins: Vec<HeaderValue> =
+        cors_allowed_origins.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()).collect();
+    if origins.is_empty() {
+        return router;
+    }
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 /// Who may call a route, as declared where the route is added.

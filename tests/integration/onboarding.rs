@@ -213,3 +213,44 @@ async fn a_failing_provisioning_job_ends_in_the_dlq_with_the_tenant_failed() {
     }
     app.shutdown().await;
 }
+
+/// The first request created the tenant but died before its response was saved: the retry
+/// with the same key gets that tenant, not a 409 for its own slug.
+#[tokio::test]
+async fn a_retry_after_a_lost_response_still_gets_its_tenant() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let body = new_tenant_body("usage");
+    let send = || {
+        app.http
+            .post(app.url("/v1/tenants"))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", "lost-1")
+            .json(&body)
+            .send()
+    };
+    let first: Value = send().await.expect("first").json().await.expect("json");
+    // Forget the saved response, as a crash between the write and the save would.
+    let (_, me) = app.get_json(&token, "/v1/auth/me").await;
+    let user_id = me["id"].as_str().expect("id");
+    let store = &app.stack.platform.store;
+    store
+        .client()
+        .delete_item()
+        .table_name(store.table())
+        .key(
+            "PK",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("IDEMPOTENCY#tenants#{user_id}#lost-1")),
+        )
+        .key("SK", aws_sdk_dynamodb::types::AttributeValue::S("RESPONSE".into()))
+        .send()
+        .await
+        .expect("forget the response");
+    let retry = send().await.expect("retry");
+    assert_eq!(retry.status(), 202);
+    let retry: Value = retry.json().await.expect("json");
+    assert_eq!(retry["id"], first["id"]);
+    // Without the key, the same body is a plain conflict.
+    assert_eq!(app.create_tenant(&token, &body).await.status(), 409);
+    app.shutdown().await;
+}

@@ -12,7 +12,7 @@ use dotmac_http::{
     request_fingerprint,
 };
 use dotmac_queue::{ProvisioningJob, SqsQueue};
-use dotmac_store::Store;
+use dotmac_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -125,15 +125,32 @@ async fn create_tenant(
     let canonical = serde_json::to_vec(&request).map_err(ApiError::internal)?;
     let fingerprint = request_fingerprint("POST", "/v1/tenants", &canonical);
     let scope = format!("tenants#{}", caller.user_id);
-    idempotent(&state.store, &scope, &headers, &fingerprint, || onboard(&state, new)).await
+    let request_ref = headers
+        .get(dotmac_http::idempotency::IDEMPOTENCY_KEY_HEADER)
+        .and_then(|key| key.to_str().ok())
+        .map(|key| format!("{scope}#{key}#{fingerprint}"));
+    idempotent(&state.store, &scope, &headers, &fingerprint, || onboard(&state, new, request_ref)).await
 }
 
-async fn onboard(state: &TenantsState, new: NewTenant) -> Result<(StatusCode, Value), ApiError> {
+/// `request_ref` names the keyed request (caller, Idempotency-Key, body) doing the work.
+async fn onboard(
+    state: &TenantsState,
+    new: NewTenant,
+    request_ref: Option<String>,
+) -> Result<(StatusCode, Value), ApiError> {
     if state.store.get_plan(&new.plan).await?.is_none() {
         return Err(ApiError::invalid_field("plan", format!("no plan {} exists", new.plan)));
     }
     let tenant = Tenant::onboard(new, OffsetDateTime::now_utc());
-    state.store.create_tenant(&tenant).await?;
+    match state.store.create_tenant_for(&tenant, request_ref.as_deref()).await {
+        Ok(()) => {}
+        Err(StoreError::SlugTaken(slug)) => {
+            return retried_onboarding(state, &slug, request_ref.as_deref())
+                .await?
+                .ok_or_else(|| StoreError::SlugTaken(slug).into());
+        }
+        Err(error) => return Err(error.into()),
+    }
     let job = ProvisioningJob::ProvisionTenant { tenant_id: tenant.id };
     if let Err(error) = state.provisioning.enqueue(job).await {
         // Without its job the tenant would sit in `provisioning` forever: take it back so the
@@ -145,6 +162,31 @@ async fn onboard(state: &TenantsState, new: NewTenant) -> Result<(StatusCode, Va
     }
     tracing::info!(tenant_id = %tenant.id, slug = %tenant.slug, "tenant onboarded; provisioning queued");
     Ok((StatusCode::ACCEPTED, tenant_body(&tenant)?))
+}
+
+/// The same keyed request ran before and created this slug's tenant, but its response was
+/// never saved (it crashed in between): answer with that tenant, and queue its job again in
+/// case that was what was lost (the provisioner takes duplicates in its stride).
+async fn retried_onboarding(
+    state: &TenantsState,
+    slug: &str,
+    request_ref: Option<&str>,
+) -> Result<Option<(StatusCode, Value)>, ApiError> {
+    let Some(request_ref) = request_ref else { return Ok(None) };
+    let Some((id, Some(created_by))) = state.store.slug_claim(slug).await? else { return Ok(None) };
+    if created_by != request_ref {
+        return Ok(None);
+    }
+    let Some(tenant) = state.store.get_tenant(id).await? else { return Ok(None) };
+    if tenant.status == dotmac_domain::TenantStatus::Provisioning {
+        state
+            .provisioning
+            .enqueue(ProvisioningJob::ProvisionTenant { tenant_id: id })
+            .await
+            .map_err(|e| ApiError::unavailable("sqs", e))?;
+    }
+    tracing::info!(tenant_id = %id, "retried onboarding recognised; answering with its tenant");
+    Ok(Some((StatusCode::ACCEPTED, tenant_body(&tenant)?)))
 }
 
 fn parse_tenant_id(raw: &str) -> Result<TenantId, ApiError> {

@@ -98,6 +98,12 @@ impl Store {
     /// Writes a new tenant and claims its slug in one transaction: either both exist after,
     /// or neither.
     pub async fn create_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        self.create_tenant_for(tenant, None).await
+    }
+
+    /// `create_tenant`, remembering on the slug claim which request (caller and
+    /// Idempotency-Key) made it, so that request's retry can recognise its own tenant.
+    pub async fn create_tenant_for(&self, tenant: &Tenant, request: Option<&str>) -> Result<(), StoreError> {
         let record = TenantRecord { tenant: tenant.clone(), lease: None };
         let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(TenantItem::from_record(&record))?;
         let slug = tenant.slug.as_str();
@@ -107,6 +113,10 @@ impl Store {
             ("entity".to_owned(), s("slug_claim")),
             ("tenant_id".to_owned(), s(tenant.id.to_string())),
         ]);
+        let mut slug_claim = slug_claim;
+        if let Some(request) = request {
+            slug_claim.insert("created_by_request".to_owned(), s(request));
+        }
         let put = |item, table: &str| {
             Put::builder()
                 .table_name(table)
@@ -225,6 +235,11 @@ impl Store {
 
     /// Which tenant holds a slug, if any.
     pub async fn tenant_id_for_slug(&self, slug: &str) -> Result<Option<TenantId>, StoreError> {
+        Ok(self.slug_claim(slug).await?.map(|(id, _)| id))
+    }
+
+    /// The tenant holding a slug and the request that created it (when one was recorded).
+    pub async fn slug_claim(&self, slug: &str) -> Result<Option<(TenantId, Option<String>)>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -234,10 +249,14 @@ impl Store {
             .send()
             .await
             .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        Ok(output
-            .item
-            .and_then(|item| item.get("tenant_id").and_then(|v| v.as_s().ok()).cloned())
-            .and_then(|raw| TenantId::parse(&raw).ok()))
+        Ok(output.item.and_then(|item| {
+            let id = item
+                .get("tenant_id")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|raw| TenantId::parse(raw).ok())?;
+            let request = item.get("created_by_request").and_then(|v| v.as_s().ok()).cloned();
+            Some((id, request))
+        }))
     }
 }
 

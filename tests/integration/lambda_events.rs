@@ -71,3 +71,18 @@ async fn sqs_events_report_only_the_failed_records() {
     // The sample's tenant does not exist: that job is discarded (acknowledged), not retried.
     assert_eq!(failed, vec!["broken-record"]);
 }
+
+/// API Gateway's `$default` route sends unmatched requests to the health function, whose
+/// fallback answers with the envelope.
+#[tokio::test]
+async fn unmatched_requests_get_the_envelope_from_the_default_route() {
+    let stack = TestStack::new(&[]).await;
+    let mut raw: Value = serde_json::from_str(include_str!("../../events/apigw-health.json")).expect("event");
+    raw["routeKey"] = "$default".into();
+    raw["rawPath"] = "/v2/nothing-here".into();
+    raw["requestContext"]["routeKey"] = "$default".into();
+    raw["requestContext"]["http"]["path"] = "/v2/nothing-here".into();
+    let (status, body) = call(stack.platform.health_router(), event(&raw.to_string())).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "NOT_FOUND");
+}

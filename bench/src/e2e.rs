@@ -30,6 +30,7 @@ pub async fn prepare_stack(sdk: &aws_config::SdkConfig) -> anyhow::Result<Stack>
     env.insert("DOTMAC_WORKER_RETRY_DELAY_SECONDS".into(), "1".into());
     env.remove("DOTMAC_STATE_DIR");
     env.remove("DOTMAC_JWT_SIGNING_KEY");
+    env.remove("DOTMAC_JWT_KEY_SET");
     let local = LocalSettings::from_env(&env)?;
     let config = dotmac_local::prepare(sdk, &env, &local).await.context("resources on the emulator")?;
     let platform = Platform::with_sdk_config(config, sdk)?;

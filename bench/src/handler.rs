@@ -47,6 +47,7 @@ pub struct Fixture {
 fn settings(signing_key: &str, issuer: &str, audience: &str) -> JwtSettings {
     JwtSettings {
         signing_key: Some(signing_key.to_owned()),
+        key_set: None,
         issuer: issuer.to_owned(),
         audience: audience.to_owned(),
         access_ttl_seconds: 3600,

@@ -45,6 +45,7 @@ impl TestStack {
         env.insert("DOTMAC_TASK_START_TIMEOUT_SECONDS".into(), "10".into());
         env.remove("DOTMAC_STATE_DIR");
         env.remove("DOTMAC_JWT_SIGNING_KEY");
+        env.remove("DOTMAC_JWT_KEY_SET");
         for (name, value) in overrides {
             env.insert((*name).to_owned(), (*value).to_owned());
         }

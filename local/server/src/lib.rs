@@ -5,6 +5,7 @@
 use anyhow::Context;
 use dotmac_config::Config;
 use dotmac_domain::{Email, Role, seed_plans};
+use dotmac_http::auth::{KeySet, StoredKey, generate_signing_key};
 use dotmac_platform::Platform;
 use dotmac_queue::worker::{SqsBackendConfig, run_worker};
 use dotmac_queue::{ProvisioningJob, QueueSettings, ensure_queue_with_dlq};
@@ -85,25 +86,32 @@ pub async fn prepare(
     env.insert("DOTMAC_TABLE_NAME".into(), table);
     env.insert("DOTMAC_PROVISIONING_QUEUE_URL".into(), queue.url().to_owned());
     env.insert("DOTMAC_ECS_CLUSTER".into(), cluster);
-    if env.get("DOTMAC_JWT_SIGNING_KEY").is_none_or(|k| k.is_empty()) {
-        env.insert("DOTMAC_JWT_SIGNING_KEY".into(), local_signing_key(local.state_dir.as_deref())?);
+    let has_keys = ["DOTMAC_JWT_SIGNING_KEY", "DOTMAC_JWT_KEY_SET"]
+        .iter()
+        .any(|name| env.get(*name).is_some_and(|k| !k.is_empty()));
+    if !has_keys {
+        env.insert("DOTMAC_JWT_KEY_SET".into(), local_key_set(local.state_dir.as_deref())?);
     }
     Config::from_source(&env).context("configuration")
 }
 
-/// A signing key kept in the state folder, so tokens survive a restart of the local stack.
-fn local_signing_key(state_dir: Option<&str>) -> anyhow::Result<String> {
-    let Some(dir) = state_dir else {
-        return Ok(dotmac_http::auth::generate_signing_key()?);
-    };
-    let path = Path::new(dir).join("jwt-signing-key");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        return Ok(existing.trim().to_owned());
+/// A key set of two live keys — the one that signs and the next one, published 30 days
+/// ahead as a rotation would leave it — kept in the state folder so tokens survive a restart.
+fn local_key_set(state_dir: Option<&str>) -> anyhow::Result<String> {
+    let path = state_dir.map(|dir| Path::new(dir).join("jwt-key-set.json"));
+    if let Some(existing) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        return Ok(existing);
     }
-    let key = dotmac_http::auth::generate_signing_key()?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
-    std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
-    Ok(key)
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let key = |not_before| -> anyhow::Result<StoredKey> {
+        Ok(StoredKey { private_key: generate_signing_key()?, not_before, retire_at: None })
+    };
+    let set = serde_json::to_string(&KeySet { keys: vec![key(now)?, key(now + 30 * 24 * 3600)?] })?;
+    if let (Some(path), Some(dir)) = (path, state_dir) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+        std::fs::write(&path, &set).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(set)
 }
 
 /// Writes the plan catalogue, the ISP framework's task definition and the platform admin

@@ -36,7 +36,10 @@ fn write_lambda_env(dir: &str, env: &HashMap<String, String>, config: &Config) -
         format!("DOTMAC_TABLE_NAME={:?}", config.table_name),
         format!("DOTMAC_PROVISIONING_QUEUE_URL={:?}", config.provisioning_queue_url),
         format!("DOTMAC_ECS_CLUSTER={:?}", config.ecs.cluster),
-        format!("DOTMAC_JWT_SIGNING_KEY={:?}", config.jwt.signing_key.as_deref().unwrap_or_default()),
+        match (&config.jwt.key_set, &config.jwt.signing_key) {
+            (Some(set), _) => format!("DOTMAC_JWT_KEY_SET={set:?}"),
+            (None, key) => format!("DOTMAC_JWT_SIGNING_KEY={:?}", key.as_deref().unwrap_or_default()),
+        },
     ]);
     lines.sort();
     let path = std::path::Path::new(dir).join("lambda.env");

@@ -33,6 +33,8 @@ pub struct EcsSettings {
 pub struct JwtSettings {
     /// Base64 PKCS#8 Ed25519 private key. `None` only where a caller generates one (local).
     pub signing_key: Option<String>,
+    /// A rotating key set (JSON, see `dotmac_http::auth::KeySet`); wins over `signing_key`.
+    pub key_set: Option<String>,
     pub issuer: String,
     pub audience: String,
     pub access_ttl_seconds: u64,
@@ -164,6 +166,7 @@ impl Config {
             cors_allowed_origins: env.list("DOTMAC_CORS_ALLOWED_ORIGINS"),
             jwt: JwtSettings {
                 signing_key: source.get("DOTMAC_JWT_SIGNING_KEY"),
+                key_set: source.get("DOTMAC_JWT_KEY_SET"),
                 issuer: env.or("DOTMAC_JWT_ISSUER", "https://api.dotmac.local"),
                 audience: env.or("DOTMAC_JWT_AUDIENCE", "dotmac-platform"),
                 access_ttl_seconds: env.number("DOTMAC_ACCESS_TOKEN_TTL_SECONDS", 900u64)?,
@@ -208,6 +211,7 @@ impl fmt::Debug for JwtSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtSettings")
             .field("signing_key", &self.signing_key.as_ref().map(|_| "<redacted>"))
+            .field("key_set", &self.key_set.as_ref().map(|_| "<redacted>"))
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("access_ttl_seconds", &self.access_ttl_seconds)

@@ -91,14 +91,56 @@ pub enum TokenError {
     Signing(String),
 }
 
-/// The platform's signing key and the rules tokens are checked against. Built once at cold
-/// start and shared.
-pub struct JwtKeys {
+/// One key of the key set, as stored (the value of `DOTMAC_JWT_KEY_SET`, and of the secret
+/// that will hold it): `{"keys":[{"private_key","not_before","retire_at"}]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKey {
+    /// Base64 PKCS#8 Ed25519.
+    pub private_key: String,
+    /// From when it signs (unix seconds). A key published before it signs lets every instance
+    /// verify its tokens before any instance issues them.
+    pub not_before: i64,
+    /// From when tokens it signed are refused; `None` while it is current.
+    #[serde(default)]
+    pub retire_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KeySet {
+    pub keys: Vec<StoredKey>,
+}
+
+impl KeySet {
+    /// Rotation: `new_key` signs from `now`; the key that signed until now keeps verifying
+    /// for `overlap_seconds` (at least the longest token lifetime, so nobody is signed out),
+    /// and keys already past retirement are dropped.
+    pub fn rotate(mut self, new_key: String, now: i64, overlap_seconds: i64) -> KeySet {
+        for key in &mut self.keys {
+            if key.retire_at.is_none() && key.not_before <= now {
+                key.retire_at = Some(now + overlap_seconds);
+            }
+        }
+        self.keys.retain(|key| key.retire_at.is_none_or(|at| at > now));
+        self.keys.push(StoredKey { private_key: new_key, not_before: now, retire_at: None });
+        self
+    }
+}
+
+struct VerifyingKey {
     kid: String,
     /// The raw 32-byte Ed25519 public key, published in the JWKS.
     public_key: Vec<u8>,
-    encoding: EncodingKey,
     decoding: DecodingKey,
+    retire_at: Option<i64>,
+}
+
+/// The platform's keys and the rules tokens are checked against. Built once at cold start
+/// and shared. One key signs; every live key of the set verifies, so a rotation never signs
+/// anyone out.
+pub struct JwtKeys {
+    kid: String,
+    encoding: EncodingKey,
+    verifying: Vec<VerifyingKey>,
     issuer: String,
     audience: String,
     access_ttl_seconds: u64,
@@ -122,17 +164,47 @@ pub fn generate_signing_key() -> Result<String, TokenError> {
 }
 
 impl JwtKeys {
+    /// From the configured key set (`DOTMAC_JWT_KEY_SET`), or the single signing key
+    /// (`DOTMAC_JWT_SIGNING_KEY`) as a set of one.
     pub fn from_settings(settings: &JwtSettings) -> Result<Self, TokenError> {
-        let encoded = settings.signing_key.as_deref().ok_or(TokenError::NoSigningKey)?;
-        let pkcs8 = STANDARD.decode(encoded.trim()).map_err(|_| TokenError::BadSigningKey)?;
-        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| TokenError::BadSigningKey)?;
-        let public = pair.public_key().as_ref().to_vec();
-        let kid = URL_SAFE_NO_PAD.encode(&digest::digest(&digest::SHA256, &public).as_ref()[..12]);
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let set = match (&settings.key_set, &settings.signing_key) {
+            (Some(json), _) => serde_json::from_str(json).map_err(|_| TokenError::BadSigningKey)?,
+            (None, Some(key)) => {
+                KeySet { keys: vec![StoredKey { private_key: key.clone(), not_before: 0, retire_at: None }] }
+            }
+            (None, None) => return Err(TokenError::NoSigningKey),
+        };
+        Self::from_key_set(&set, settings, now)
+    }
+
+    pub fn from_key_set(set: &KeySet, settings: &JwtSettings, now: i64) -> Result<Self, TokenError> {
+        let mut signer: Option<(i64, String, Vec<u8>)> = None;
+        let mut verifying = Vec::new();
+        for key in &set.keys {
+            if key.retire_at.is_some_and(|at| at <= now) {
+                continue;
+            }
+            let pkcs8 = STANDARD.decode(key.private_key.trim()).map_err(|_| TokenError::BadSigningKey)?;
+            let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| TokenError::BadSigningKey)?;
+            let public = pair.public_key().as_ref().to_vec();
+            let kid = URL_SAFE_NO_PAD.encode(&digest::digest(&digest::SHA256, &public).as_ref()[..12]);
+            let signs_now = key.retire_at.is_none() && key.not_before <= now;
+            if signs_now && signer.as_ref().is_none_or(|(since, _, _)| key.not_before > *since) {
+                signer = Some((key.not_before, kid.clone(), pkcs8));
+            }
+            verifying.push(VerifyingKey {
+                kid,
+                decoding: DecodingKey::from_ed_der(&public),
+                public_key: public,
+                retire_at: key.retire_at,
+            });
+        }
+        let (_, kid, pkcs8) = signer.ok_or(TokenError::NoSigningKey)?;
         Ok(Self {
             kid,
-            public_key: public.clone(),
             encoding: EncodingKey::from_ed_der(&pkcs8),
-            decoding: DecodingKey::from_ed_der(&public),
+            verifying,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             access_ttl_seconds: settings.access_ttl_seconds,
@@ -147,16 +219,23 @@ impl JwtKeys {
     /// The public half as a JSON Web Key Set (RFC 7517, OKP keys per RFC 8037), so any JWT
     /// library can verify our tokens.
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({
-            "keys": [{
-                "kty": "OKP",
-                "crv": "Ed25519",
-                "x": URL_SAFE_NO_PAD.encode(&self.public_key),
-                "kid": self.kid,
-                "alg": "EdDSA",
-                "use": "sig",
-            }]
-        })
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let keys: Vec<_> = self
+            .verifying
+            .iter()
+            .filter(|key| key.retire_at.is_none_or(|at| at > now))
+            .map(|key| {
+                serde_json::json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": URL_SAFE_NO_PAD.encode(&key.public_key),
+                    "kid": key.kid,
+                    "alg": "EdDSA",
+                    "use": "sig",
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
     }
 
     pub fn issuer(&self) -> &str {
@@ -221,8 +300,14 @@ impl JwtKeys {
         if header.alg != Algorithm::EdDSA {
             return Err(reject("algorithm not allowed"));
         }
-        if header.kid.as_deref() != Some(self.kid.as_str()) {
-            return Err(reject("unknown signing key"));
+        // The kid only ever selects among our own keys.
+        let key = self
+            .verifying
+            .iter()
+            .find(|key| header.kid.as_deref() == Some(key.kid.as_str()))
+            .ok_or_else(|| reject("unknown signing key"))?;
+        if key.retire_at.is_some_and(|at| at <= OffsetDateTime::now_utc().unix_timestamp()) {
+            return Err(reject("signing key retired"));
         }
         if header.typ.as_deref() != Some(expected.header_typ()) {
             return Err(reject("wrong token type"));
@@ -233,7 +318,7 @@ impl JwtKeys {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = 30;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .map_err(|e| TokenError::Rejected(e.to_string()))?;
         if data.claims.typ != expected {
             return Err(reject("wrong token type"));
@@ -313,6 +398,7 @@ mod tests {
     fn settings(key: String) -> JwtSettings {
         JwtSettings {
             signing_key: Some(key),
+            key_set: None,
             issuer: "https://issuer.test".into(),
             audience: "dotmac-test".into(),
             access_ttl_seconds: 900,
@@ -403,8 +489,8 @@ mod tests {
     fn refuses_hs256_signed_with_our_public_key() {
         let keys = keys();
         let claims = admin_claims("https://issuer.test", "dotmac-test");
-        let forged =
-            sign_with(&claims, Algorithm::HS256, keys.kid(), &EncodingKey::from_secret(&keys.public_key));
+        let public = &keys.verifying[0].public_key;
+        let forged = sign_with(&claims, Algorithm::HS256, keys.kid(), &EncodingKey::from_secret(public));
         assert!(keys.verify(&forged, TokenKind::Access).is_err());
     }
 
@@ -427,5 +513,65 @@ mod tests {
         assert!(
             keys.verify(&sign_with(&good, Algorithm::EdDSA, "unknown-kid", key), TokenKind::Access).is_err()
         );
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid_through_the_overlap_and_not_after() {
+        let settings = settings(String::new());
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let first = KeySet {
+            keys: vec![StoredKey {
+                private_key: generate_signing_key().expect("key"),
+                not_before: now - 10,
+                retire_at: None,
+            }],
+        };
+        let before = JwtKeys::from_key_set(&first, &settings, now).expect("keys");
+        let old_token =
+            before.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+
+        let rotated = first.rotate(generate_signing_key().expect("key"), now, 3600);
+        let after = JwtKeys::from_key_set(&rotated, &settings, now).expect("keys");
+        assert_ne!(after.kid(), before.kid(), "the new key signs");
+        assert_eq!(after.jwks()["keys"].as_array().map(Vec::len), Some(2), "both keys are published");
+        assert!(after.verify(&old_token, TokenKind::Access).is_ok(), "nobody is signed out by a rotation");
+        let new_token =
+            after.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+        assert!(after.verify(&new_token, TokenKind::Access).is_ok());
+
+        // Past the overlap the old key is gone from the set...
+        let later = JwtKeys::from_key_set(&rotated, &settings, now + 3601).expect("keys");
+        assert!(later.verify(&old_token, TokenKind::Access).is_err());
+        // ...and an instance that loaded the set earlier refuses it too once it retires.
+        let mut retiring = rotated.clone();
+        retiring.keys[0].retire_at = Some(now - 1);
+        retiring.keys[1].not_before = now - 200;
+        let stale_instance = JwtKeys::from_key_set(&retiring, &settings, now - 100).expect("keys");
+        assert!(stale_instance.verify(&old_token, TokenKind::Access).is_err());
+    }
+
+    #[test]
+    fn a_published_next_key_verifies_before_it_signs() {
+        let settings = settings(String::new());
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let next_key = generate_signing_key().expect("key");
+        let set = KeySet {
+            keys: vec![
+                StoredKey {
+                    private_key: generate_signing_key().expect("key"),
+                    not_before: now - 10,
+                    retire_at: None,
+                },
+                StoredKey { private_key: next_key.clone(), not_before: now + 600, retire_at: None },
+            ],
+        };
+        let current = JwtKeys::from_key_set(&set, &settings, now).expect("keys");
+        let next_only =
+            KeySet { keys: vec![StoredKey { private_key: next_key, not_before: now - 1, retire_at: None }] };
+        let next = JwtKeys::from_key_set(&next_only, &settings, now).expect("keys");
+        assert_ne!(current.kid(), next.kid(), "the current key still signs");
+        let token =
+            next.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+        assert!(current.verify(&token, TokenKind::Access).is_ok(), "tokens of the next key already verify");
     }
 }

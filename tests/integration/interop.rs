@@ -11,7 +11,11 @@ async fn pyjwt_verifies_our_access_tokens_against_our_jwks() {
     let (status, jwks) = app.get_json(&token, "/.well-known/jwks.json").await;
     assert_eq!(status, 200);
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
-    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2), "the signing key and the next one are both live");
+    assert_eq!(
+        jwks["keys"].as_array().map(Vec::len),
+        Some(2),
+        "the signing key and the next one are both live"
+    );
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let python = root.join(".venv/bin/python");

@@ -9,6 +9,7 @@
 //!
 //! Every loop is bounded in count and time, and all traffic stays on 127.0.0.1.
 
+mod auth_ops;
 mod coldstart;
 mod e2e;
 mod handler;
@@ -135,6 +136,8 @@ async fn run(sections: &[u8]) -> anyhow::Result<()> {
     }
     if wanted(2) {
         rows.extend(handler_rows(&paths));
+        progress("identity primitives on one core (about 10 s)");
+        rows.extend(auth_ops::rows());
     }
     if wanted(3) {
         rows.push(Row::missing(

@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
-use crate::keys::{EXPIRES_AT, IDEMPOTENCY_SK, PK, SK, idempotency_pk};
+use crate::keys::{EXPIRES_AT, IDEMPOTENCY_SK, PK, SK, idempotency_pk, n};
 use crate::{Store, StoreError};
 
 /// How long a saved response is replayed.
@@ -63,10 +63,6 @@ fn key(scope: &str, key: &IdempotencyKey) -> HashMap<String, AttributeValue> {
         (PK.to_owned(), AttributeValue::S(idempotency_pk(scope, key.as_str()))),
         (SK.to_owned(), AttributeValue::S(IDEMPOTENCY_SK.to_owned())),
     ])
-}
-
-fn n(value: i64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 impl Store {

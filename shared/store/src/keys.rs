@@ -1,6 +1,15 @@
-//! Key layout of the single table, in one place.
+//! Key layout of the single table, and the attribute-value shorthands, in one place.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use dotmac_domain::TenantId;
+
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+pub(crate) fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
 
 pub const PK: &str = "PK";
 pub const SK: &str = "SK";

@@ -5,7 +5,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::keys::{DENIED_TOKEN_SK, EXPIRES_AT, PK, SESSION_SK, SK, denied_token_pk, session_pk};
+use crate::keys::{DENIED_TOKEN_SK, EXPIRES_AT, PK, SESSION_SK, SK, denied_token_pk, n, s, session_pk};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,14 +18,6 @@ pub enum Rotation {
     Revoked,
     /// No such family (expired or never existed).
     Unknown,
-}
-
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn n(value: i64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 impl Store {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use time::OffsetDateTime;
 
 use crate::keys::{
-    GSI1, GSI1PK, GSI1SK, PK, SK, SLUG_SK, TENANT_PROFILE_SK, TENANTS_GSI1PK, slug_pk, tenant_pk,
+    GSI1, GSI1PK, GSI1SK, PK, SK, SLUG_SK, TENANT_PROFILE_SK, TENANTS_GSI1PK, s, slug_pk, tenant_pk,
 };
 use crate::{Store, StoreError};
 
@@ -71,10 +71,6 @@ impl TenantItem {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
-}
-
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
 }
 
 fn encode_cursor(key: &HashMap<String, AttributeValue>) -> Option<String> {

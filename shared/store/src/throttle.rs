@@ -4,8 +4,9 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
-use crate::keys::{EXPIRES_AT, PK, SK};
+use crate::keys::{EXPIRES_AT, PK, SK, s};
 use crate::{Store, StoreError};
+use std::collections::HashMap;
 
 /// Where a count stands in its window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +21,12 @@ fn window_key(key: &str, window_seconds: i64, now: i64) -> (String, i64) {
     (format!("THROTTLE#{key}#{window}"), (window + 1) * window_seconds.max(1))
 }
 
+/// The item of `key`'s current window, and when that window ends.
+fn counter_item(key: &str, window_seconds: i64, now: i64) -> (HashMap<String, AttributeValue>, i64) {
+    let (pk, window_end) = window_key(key, window_seconds, now);
+    (HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s("COUNT"))]), window_end)
+}
+
 impl Store {
     /// Adds one to `key`'s count in the current window and returns the new count.
     pub async fn count_hit(
@@ -28,13 +35,12 @@ impl Store {
         window_seconds: i64,
         now: i64,
     ) -> Result<WindowCount, StoreError> {
-        let (pk, window_end) = window_key(key, window_seconds, now);
+        let (item_key, window_end) = counter_item(key, window_seconds, now);
         let output = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key(PK, AttributeValue::S(pk))
-            .key(SK, AttributeValue::S("COUNT".into()))
+            .set_key(Some(item_key))
             .update_expression("ADD hits :one SET expires_at = :expires")
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .expression_attribute_values(":expires", AttributeValue::N(window_end.to_string()))
@@ -56,13 +62,12 @@ impl Store {
         window_seconds: i64,
         now: i64,
     ) -> Result<WindowCount, StoreError> {
-        let (pk, window_end) = window_key(key, window_seconds, now);
+        let (item_key, window_end) = counter_item(key, window_seconds, now);
         let item = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key(PK, AttributeValue::S(pk))
-            .key(SK, AttributeValue::S("COUNT".into()))
+            .set_key(Some(item_key))
             .projection_expression(format!("hits, {EXPIRES_AT}"))
             .send()
             .await
@@ -77,30 +82,14 @@ impl Store {
     /// Forgets `key`'s count in the current window (a successful sign-in clears the
     /// account's failures).
     pub async fn clear_count(&self, key: &str, window_seconds: i64, now: i64) -> Result<(), StoreError> {
-        let (pk, _) = window_key(key, window_seconds, now);
+        let (item_key, _) = counter_item(key, window_seconds, now);
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key(PK, AttributeValue::S(pk))
-            .key(SK, AttributeValue::S("COUNT".into()))
+            .set_key(Some(item_key))
             .send()
             .await
             .map_err(|e| StoreError::dynamo("DeleteItem", e))?;
-        Ok(())
-    }
-
-    pub async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(crate::keys::user_pk(user_id)))
-            .key(SK, AttributeValue::S(crate::keys::USER_SK.into()))
-            .update_expression("SET password_hash = :hash")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_values(":hash", AttributeValue::S(password_hash.to_owned()))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("UpdateItem", e))?;
         Ok(())
     }
 }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
-use crate::keys::{EMAIL_SK, PK, SK, USER_SK, email_pk, user_pk};
+use crate::keys::{EMAIL_SK, PK, SK, USER_SK, email_pk, s, user_pk};
 use crate::{Store, StoreError};
 
 /// A person who can sign in: platform staff (no tenant) or a tenant's user.
@@ -32,10 +32,6 @@ struct UserItem {
     entity: String,
     #[serde(flatten)]
     user: UserRecord,
-}
-
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
 }
 
 fn user_key(id: &str) -> HashMap<String, AttributeValue> {
@@ -127,6 +123,20 @@ impl Store {
             .update_expression("SET last_login = :at")
             .condition_expression("attribute_exists(PK)")
             .expression_attribute_values(":at", s(at))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem", e))?;
+        Ok(())
+    }
+
+    pub async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(user_key(user_id)))
+            .update_expression("SET password_hash = :hash")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":hash", s(password_hash))
             .send()
             .await
             .map_err(|e| StoreError::dynamo("UpdateItem", e))?;

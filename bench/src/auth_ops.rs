@@ -33,6 +33,9 @@ pub fn rows() -> Vec<Row> {
     let settings = JwtSettings {
         signing_key: Some(key),
         key_set: None,
+        key_set_secret: None,
+        key_reload_seconds: 300,
+        rotate_after_seconds: 30 * 24 * 3600,
         issuer: "https://api.dotmac.local".into(),
         audience: "dotmac-platform".into(),
         access_ttl_seconds: 900,
@@ -43,8 +46,7 @@ pub fn rows() -> Vec<Row> {
         Err(error) => return fail(format!("failed: {error}")),
     };
     let tenant = TenantId::generate();
-    let caller =
-        Caller { user_id: "u-bench".into(), tenant_id: Some(tenant), roles: vec![Role::TenantAdmin] };
+    let caller = Caller::new("u-bench", Some(tenant), &[Role::TenantAdmin]);
     let token = match keys.issue(&caller, "bench", OffsetDateTime::now_utc()) {
         Ok(issued) => issued.pair.access_token,
         Err(error) => return fail(format!("failed: {error}")),
@@ -65,7 +67,7 @@ pub fn rows() -> Vec<Row> {
     let token_issues = ops_per_second(10_000, budget, || {
         black_box(keys.issue(black_box(&caller), "bench", OffsetDateTime::now_utc()).ok());
     });
-    let target = Target { tenant_id: Some(tenant), owner_id: None };
+    let target = Target::tenant(tenant);
     let decisions = ops_per_second(2_000_000, budget, || {
         black_box(authorize(black_box(&caller), Resource::Tenant, Action::Read, target).is_ok());
     });

@@ -33,7 +33,7 @@ pub async fn prepare_stack(sdk: &aws_config::SdkConfig) -> anyhow::Result<Stack>
     env.remove("DOTMAC_JWT_KEY_SET");
     let local = LocalSettings::from_env(&env)?;
     let config = dotmac_local::prepare(sdk, &env, &local).await.context("resources on the emulator")?;
-    let platform = Platform::with_sdk_config(config, sdk)?;
+    let platform = Platform::with_sdk_config(config, sdk).await?;
     dotmac_local::seed(&platform, &local).await.context("seeding")?;
     Ok(Stack { platform, local })
 }

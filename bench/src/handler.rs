@@ -48,6 +48,9 @@ fn settings(signing_key: &str, issuer: &str, audience: &str) -> JwtSettings {
     JwtSettings {
         signing_key: Some(signing_key.to_owned()),
         key_set: None,
+        key_set_secret: None,
+        key_reload_seconds: 300,
+        rotate_after_seconds: 30 * 24 * 3600,
         issuer: issuer.to_owned(),
         audience: audience.to_owned(),
         access_ttl_seconds: 3600,
@@ -64,8 +67,7 @@ pub fn make_fixture() -> anyhow::Result<Fixture> {
     let keys = JwtKeys::from_settings(&settings(&signing_key, issuer, audience))?;
     let now = OffsetDateTime::now_utc();
     let tenant_id = TenantId::generate();
-    let caller =
-        Caller { user_id: "u-bench".into(), tenant_id: Some(tenant_id), roles: vec![Role::TenantAdmin] };
+    let caller = Caller::new("u-bench", Some(tenant_id), &[Role::TenantAdmin]);
     let token = keys.issue(&caller, "bench-session", now)?.pair.access_token;
     let tenant = Tenant {
         id: tenant_id,
@@ -74,6 +76,7 @@ pub fn make_fixture() -> anyhow::Result<Fixture> {
         plan: PlanId::parse("usage")?,
         contact_email: Email::parse("ops@bench-isp.example")?,
         partner_id: None,
+        secret_arn: None,
         status: TenantStatus::Active,
         container: Some(Container {
             cluster_arn: "arn:aws:ecs:us-east-1:123456789012:cluster/dotmac-tenants".into(),
@@ -153,7 +156,7 @@ async fn get_tenant(
     UrlPath(id): UrlPath<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let id = TenantId::parse(&id).map_err(ApiError::from)?;
-    authorize(&caller, Resource::Tenant, Action::Read, Target { tenant_id: Some(id), owner_id: None })?;
+    authorize(&caller, Resource::Tenant, Action::Read, Target::tenant(id))?;
     let tenant = state
         .tenants
         .get(&id)
@@ -181,9 +184,7 @@ fn core_handle(state: &BenchState, method: &str, path: &str, authorization: &str
     let Ok(id) = TenantId::parse(id) else {
         return (422, br#"{"error":{"code":"VALIDATION_FAILED"}}"#.to_vec());
     };
-    if authorize(&caller, Resource::Tenant, Action::Read, Target { tenant_id: Some(id), owner_id: None })
-        .is_err()
-    {
+    if authorize(&caller, Resource::Tenant, Action::Read, Target::tenant(id)).is_err() {
         return (403, br#"{"error":{"code":"FORBIDDEN"}}"#.to_vec());
     }
     match state.tenants.get(&id).map(serde_json::to_vec) {

@@ -14,6 +14,7 @@ async fn onboarded(stack: &TestStack, plan: &str) -> Tenant {
             slug: TenantSlug::parse(&slug).expect("slug"),
             plan: PlanId::parse(plan).expect("plan"),
             contact_email: Email::parse("ops@test-isp.example").expect("email"),
+            partner_id: None,
         },
         OffsetDateTime::now_utc(),
     );
@@ -111,8 +112,11 @@ async fn a_retry_adopts_the_task_an_earlier_attempt_started() {
     let tenant = onboarded(&stack, "usage").await;
     let provisioner = stack.platform.provisioner();
     let plan = dotmac_domain::seed_plans().remove(0);
-    let earlier =
-        provisioner.fleet().launch(&tenant, plan.task_size, "").await.expect("earlier attempt's task");
+    let earlier = provisioner
+        .fleet()
+        .launch(&tenant, plan.task_size, "", "arn:test:secret")
+        .await
+        .expect("earlier attempt's task");
     provisioner
         .handle(ProvisioningJob::ProvisionTenant { tenant_id: tenant.id }, &delivery(2, 5))
         .await
@@ -159,7 +163,7 @@ async fn a_failed_tenants_tasks_are_stopped() {
     let tenant = onboarded(&stack, "usage").await;
     let fleet = stack.platform.provisioner();
     let plan = dotmac_domain::seed_plans().remove(0);
-    fleet.fleet().launch(&tenant, plan.task_size, "").await.expect("task");
+    fleet.fleet().launch(&tenant, plan.task_size, "", "arn:test:secret").await.expect("task");
     assert_eq!(tenant_task_arns(&stack, &tenant).await.len(), 1);
     let stopped = fleet.fleet().stop_tenant_tasks(tenant.id, "test").await.expect("stop");
     assert_eq!(stopped, 1);

@@ -27,7 +27,7 @@ async fn not_ready_names_the_failing_dependencies() {
     let mut config = stack.config().clone();
     config.ecs.cluster = "no-such-cluster".into();
     config.table_name = format!("{}-missing", config.table_name);
-    let broken = Platform::with_sdk_config(config, &stack.sdk).expect("platform");
+    let broken = Platform::with_sdk_config(config, &stack.sdk).await.expect("platform");
     let (status, body) = ready(&broken).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "DEPENDENCY_UNAVAILABLE");
@@ -43,12 +43,8 @@ async fn a_tenant_whose_job_cannot_be_queued_is_taken_back() {
     let stack = TestStack::new(&[]).await;
     let mut config = stack.config().clone();
     config.provisioning_queue_url = format!("{}-missing", config.provisioning_queue_url);
-    let broken = Platform::with_sdk_config(config, &stack.sdk).expect("platform");
-    let admin = dotmac_domain::Caller {
-        user_id: "admin".into(),
-        tenant_id: None,
-        roles: vec![dotmac_domain::Role::PlatformAdmin],
-    };
+    let broken = Platform::with_sdk_config(config, &stack.sdk).await.expect("platform");
+    let admin = dotmac_domain::Caller::new("admin", None, &[dotmac_domain::Role::PlatformAdmin]);
     let token =
         broken.keys.issue(&admin, "test", time::OffsetDateTime::now_utc()).expect("token").pair.access_token;
     let body = dotmac_tests::new_tenant_body("usage");

@@ -12,6 +12,7 @@ fn tenant(slug: &str) -> Tenant {
             slug: TenantSlug::parse(slug).expect("slug"),
             plan: PlanId::parse("usage").expect("plan"),
             contact_email: Email::parse("ops@acme.example").expect("email"),
+            partner_id: None,
         },
         OffsetDateTime::now_utc(),
     )

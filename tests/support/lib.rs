@@ -51,7 +51,7 @@ impl TestStack {
         }
         let local = LocalSettings::from_env(&env).expect("local settings");
         let config = prepare(&sdk, &env, &local).await.expect("resources on the emulator");
-        let platform = Platform::with_sdk_config(config, &sdk).expect("platform");
+        let platform = Platform::with_sdk_config(config, &sdk).await.expect("platform");
         seed(&platform, &local).await.expect("seed");
         TestStack { platform, local, sdk }
     }
@@ -145,13 +145,57 @@ impl TestApp {
             email: dotmac_domain::Email::parse(email).expect("email"),
             password_hash: dotmac_auth::hash_password(password).expect("hash"),
             tenant_id: Some(tenant),
-            roles: vec![role],
+            partner_id: None,
+            roles: vec![role.into()],
             active: true,
             created_at: time::OffsetDateTime::now_utc(),
             last_login: None,
         };
         self.stack.platform.store.create_user(&user).await.expect("user");
         self.token_for(email, password).await
+    }
+
+    /// Creates a user directly in the store (any kind of account) and returns its id.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        tenant: Option<dotmac_domain::TenantId>,
+        partner: Option<&str>,
+        roles: &[&str],
+    ) -> String {
+        let user = dotmac_store::UserRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            email: dotmac_domain::Email::parse(email).expect("email"),
+            password_hash: dotmac_auth::hash_password(USER_PASSWORD).expect("hash"),
+            tenant_id: tenant,
+            partner_id: partner.map(|p| dotmac_domain::PartnerId::parse(p).expect("partner id")),
+            roles: roles.iter().map(|r| dotmac_domain::RoleName::parse(r).expect("role")).collect(),
+            active: true,
+            created_at: time::OffsetDateTime::now_utc(),
+            last_login: None,
+        };
+        self.stack.platform.store.create_user(&user).await.expect("user");
+        user.id
+    }
+
+    /// Sends `method path` with an optional token and JSON body; the status and JSON answer.
+    pub async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn admin_token(&self) -> String {

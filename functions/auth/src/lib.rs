@@ -8,11 +8,11 @@ pub use passwords::{PasswordError, hash_password, verify_password};
 use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dotmac_domain::{Caller, Email};
+use dotmac_domain::Email;
 use dotmac_http::{
     Access, ApiError, ApiRoutes, ErrorCode, Json, JwtKeys, Routes, SignedIn, SourceIp, TokenKind,
 };
-use dotmac_store::{Rotation, Store};
+use dotmac_store::{Rotation, Store, UserHome, UserRecord};
 use serde::Deserialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -148,7 +148,7 @@ async fn login(
     {
         tracing::warn!(%error, "failure count not cleared");
     }
-    let caller = Caller { user_id: user.id.clone(), tenant_id: user.tenant_id, roles: user.roles.clone() };
+    let caller = user.caller();
     let family = uuid::Uuid::new_v4().to_string();
     let issued =
         state.keys.issue(&caller, &family, now).map_err(|e| ApiError::internal(e).into_response())?;
@@ -156,7 +156,7 @@ async fn login(
         .start_session(&family, &user.id, &issued.refresh_jti, issued.refresh_expires_at)
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
-    if let Err(error) = store.record_login(&user.id, now).await {
+    if let Err(error) = store.record_login(&user, now).await {
         tracing::warn!(%error, "last_login not recorded");
     }
     Ok(axum::Json(issued.pair).into_response())
@@ -175,12 +175,38 @@ async fn change_password(
     State(state): State<AuthState>,
     SignedIn(claims): SignedIn,
     Json(request): Json<ChangePasswordRequest>,
-) -> Result<StatusCode, ApiError> {
-    let user = state
+) -> Result<Response, Response> {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    // Per caller: a stolen access token must not become a password-guessing oracle.
+    let guesses = format!("password-checks#{}", claims.sub);
+    let checked = state.store.count_hit(&guesses, FAILURE_WINDOW_SECONDS, now).await;
+    match checked {
+        Ok(hits) if hits.count > MAX_FAILURES_PER_ACCOUNT => {
+            return Err(too_many("too many password changes; try again later", hits.resets_in));
+        }
+        Ok(_) => {}
+        Err(error) => return Err(ApiError::from(error).into_response()),
+    }
+    apply_password_change(&state, &claims, request)
+        .await
+        .map(IntoResponse::into_response)
+        .map_err(IntoResponse::into_response)
+}
+
+async fn signed_in_user(state: &AuthState, claims: &dotmac_http::Claims) -> Result<UserRecord, ApiError> {
+    state
         .store
-        .get_user(&claims.sub)
+        .get_user(&UserHome::of(claims.tid, claims.pid.as_ref()), &claims.sub)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "the signed-in user no longer exists"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "the signed-in account has no user record"))
+}
+
+async fn apply_password_change(
+    state: &AuthState,
+    claims: &dotmac_http::Claims,
+    request: ChangePasswordRequest,
+) -> Result<StatusCode, ApiError> {
+    let user = signed_in_user(state, claims).await?;
     if request.current_password.len() > 1024
         || !verify(request.current_password, Some(user.password_hash.clone())).await?
     {
@@ -192,7 +218,7 @@ async fn change_password(
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    state.store.set_password_hash(&user.id, &hash).await?;
+    state.store.set_password_hash(&user, &hash).await?;
     tracing::info!(user_id = %user.id, "password changed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -228,11 +254,11 @@ async fn rotate(state: &AuthState, request: RefreshRequest) -> Result<impl IntoR
     // The user is read fresh: roles may have changed and the account may be disabled.
     let user = state
         .store
-        .get_user(&claims.sub)
+        .get_user(&UserHome::of(claims.tid, claims.pid.as_ref()), &claims.sub)
         .await?
         .filter(|u| u.active)
         .ok_or_else(|| refresh_refused("for an account that is no longer active"))?;
-    let caller = Caller { user_id: user.id.clone(), tenant_id: user.tenant_id, roles: user.roles.clone() };
+    let caller = user.caller();
     let issued = state.keys.issue(&caller, &family, now).map_err(ApiError::internal)?;
     match state
         .store
@@ -267,15 +293,12 @@ async fn me(
     State(state): State<AuthState>,
     SignedIn(claims): SignedIn,
 ) -> Result<impl IntoResponse, ApiError> {
-    let user = state
-        .store
-        .get_user(&claims.sub)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "the signed-in user no longer exists"))?;
+    let user = signed_in_user(&state, &claims).await?;
     Ok(axum::Json(serde_json::json!({
         "id": user.id,
         "email": user.email,
         "tenant_id": user.tenant_id,
+        "partner_id": user.partner_id,
         "roles": user.roles,
         "active": user.active,
         "created_at": user.created_at.format(&time::format_description::well_known::Rfc3339).ok(),

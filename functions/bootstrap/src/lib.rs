@@ -2,25 +2,40 @@
 //! each function's router or job handler. The Lambda `bootstrap` binary and the local server
 //! both start here.
 
+use anyhow::Context;
 use axum::Router;
+use dotmac_authorizer::Authorizer;
 use dotmac_config::Config;
 use dotmac_http::{ApiRoutes, JwtKeys, with_defaults};
-use dotmac_provisioner::Provisioner;
+use dotmac_provisioner::{ContainerCredentials, Provisioner};
 use dotmac_queue::SqsQueue;
+use dotmac_secrets::{KeySetSecret, RotationOutcome, RotationPolicy, TenantSecrets};
 use dotmac_store::Store;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The Lambda handlers this binary can be (`_HANDLER`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handler {
     Auth,
     Tenants,
+    Users,
     Health,
     Provisioner,
+    Authorizer,
+    RotateSigningKeys,
 }
 
 impl Handler {
-    pub const ALL: [Handler; 4] = [Handler::Auth, Handler::Tenants, Handler::Health, Handler::Provisioner];
+    pub const ALL: [Handler; 7] = [
+        Handler::Auth,
+        Handler::Tenants,
+        Handler::Users,
+        Handler::Health,
+        Handler::Provisioner,
+        Handler::Authorizer,
+        Handler::RotateSigningKeys,
+    ];
 
     pub fn parse(raw: &str) -> Option<Handler> {
         // The Handler property may carry a file-style prefix (`bootstrap.tenants`).
@@ -32,8 +47,11 @@ impl Handler {
         match self {
             Handler::Auth => "auth",
             Handler::Tenants => "tenants",
+            Handler::Users => "users",
             Handler::Health => "health",
             Handler::Provisioner => "provisioner",
+            Handler::Authorizer => "authorizer",
+            Handler::RotateSigningKeys => "rotate-signing-keys",
         }
     }
 }
@@ -45,6 +63,7 @@ pub struct Platform {
     pub store: Store,
     pub provisioning: SqsQueue,
     pub ecs: aws_sdk_ecs::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
     pub keys: Arc<JwtKeys>,
 }
 
@@ -54,18 +73,48 @@ impl Platform {
     /// so the same code runs against AWS, moto, LocalStack or DynamoDB Local.
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::with_sdk_config(config, &sdk)
+        Self::with_sdk_config(config, &sdk).await
     }
 
-    pub fn with_sdk_config(config: Config, sdk: &aws_config::SdkConfig) -> anyhow::Result<Self> {
-        let keys = JwtKeys::from_settings(&config.jwt)?;
+    /// Builds the clients and loads the signing keys: from their Secrets Manager secret when
+    /// one is configured (as deployed), else from the inline settings.
+    pub async fn with_sdk_config(config: Config, sdk: &aws_config::SdkConfig) -> anyhow::Result<Self> {
+        let secrets = aws_sdk_secretsmanager::Client::new(sdk);
+        let keys = match &config.jwt.key_set_secret {
+            Some(secret_id) => {
+                let (set, _) = KeySetSecret::new(secrets.clone(), secret_id)
+                    .load()
+                    .await
+                    .with_context(|| format!("loading the JWT key set from {secret_id}"))?;
+                JwtKeys::from_key_set(&set, &config.jwt, time::OffsetDateTime::now_utc().unix_timestamp())?
+            }
+            None => JwtKeys::from_settings(&config.jwt)?,
+        };
         Ok(Platform {
             store: Store::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name),
             provisioning: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.provisioning_queue_url),
             ecs: aws_sdk_ecs::Client::new(sdk),
+            secrets,
             keys: Arc::new(keys),
             config,
         })
+    }
+
+    /// The key set's secret, when the keys come from one.
+    pub fn key_set_secret(&self) -> Option<KeySetSecret> {
+        self.config.jwt.key_set_secret.as_ref().map(|id| KeySetSecret::new(self.secrets.clone(), id))
+    }
+
+    /// Keeps the keys in step with their secret (rotations, retirements) from now on.
+    pub fn start_key_reload(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let secret = self.key_set_secret()?;
+        let every = Duration::from_secs(self.config.jwt.key_reload_seconds);
+        Some(dotmac_secrets::spawn_reload(self.keys.clone(), secret, every))
+    }
+
+    /// One run of the rotation schedule (see `rotate_signing_keys`).
+    pub async fn rotate_signing_keys(&self) -> anyhow::Result<RotationOutcome> {
+        rotate_signing_keys(&self.config, self.secrets.clone()).await
     }
 
     fn auth_state(&self) -> dotmac_auth::AuthState {
@@ -80,6 +129,10 @@ impl Platform {
         }
     }
 
+    fn users_state(&self) -> dotmac_users::UsersState {
+        dotmac_users::UsersState { store: self.store.clone(), keys: self.keys.clone() }
+    }
+
     fn health_state(&self) -> dotmac_health::HealthState {
         dotmac_health::HealthState {
             store: self.store.clone(),
@@ -89,31 +142,92 @@ impl Platform {
         }
     }
 
+    fn routes(&self, handler: Handler) -> Option<ApiRoutes> {
+        match handler {
+            Handler::Auth => Some(dotmac_auth::router(self.auth_state())),
+            Handler::Tenants => Some(dotmac_tenants::router(self.tenants_state())),
+            Handler::Users => Some(dotmac_users::router(self.users_state())),
+            Handler::Health => Some(dotmac_health::router(self.health_state())),
+            Handler::Provisioner | Handler::Authorizer | Handler::RotateSigningKeys => None,
+        }
+    }
+
+    fn http(&self, routes: ApiRoutes) -> Router {
+        with_defaults(routes.router, &self.config.cors_allowed_origins)
+    }
+
     pub fn auth_router(&self) -> Router {
-        with_defaults(dotmac_auth::router(self.auth_state()).router, &self.config.cors_allowed_origins)
+        self.http(dotmac_auth::router(self.auth_state()))
     }
 
     pub fn tenants_router(&self) -> Router {
-        with_defaults(dotmac_tenants::router(self.tenants_state()).router, &self.config.cors_allowed_origins)
+        self.http(dotmac_tenants::router(self.tenants_state()))
+    }
+
+    pub fn users_router(&self) -> Router {
+        self.http(dotmac_users::router(self.users_state()))
     }
 
     pub fn health_router(&self) -> Router {
-        with_defaults(dotmac_health::router(self.health_state()).router, &self.config.cors_allowed_origins)
+        self.http(dotmac_health::router(self.health_state()))
     }
 
     /// Every HTTP route of every function, with its inventory.
     pub fn api_routes(&self) -> ApiRoutes {
-        dotmac_auth::router(self.auth_state())
-            .merge(dotmac_tenants::router(self.tenants_state()))
-            .merge(dotmac_health::router(self.health_state()))
+        Handler::ALL
+            .into_iter()
+            .filter_map(|handler| self.routes(handler))
+            .reduce(ApiRoutes::merge)
+            .unwrap_or_else(|| dotmac_http::Routes::<()>::new().with_state(()))
     }
 
     /// Every HTTP route in one router: what the local server serves.
     pub fn api_router(&self) -> Router {
-        with_defaults(self.api_routes().router, &self.config.cors_allowed_origins)
+        self.http(self.api_routes())
     }
 
     pub fn provisioner(&self) -> Provisioner {
-        Provisioner::new(self.store.clone(), self.ecs.clone(), self.config.ecs.clone())
+        Provisioner::new(
+            self.store.clone(),
+            self.ecs.clone(),
+            self.config.ecs.clone(),
+            ContainerCredentials {
+                secrets: TenantSecrets::new(self.secrets.clone(), &self.config.tenant_secret_prefix),
+                keys: self.keys.clone(),
+                ttl_seconds: self.config.machine_token_ttl_seconds,
+            },
+        )
     }
+
+    pub fn tenant_secrets(&self) -> TenantSecrets {
+        TenantSecrets::new(self.secrets.clone(), &self.config.tenant_secret_prefix)
+    }
+
+    pub fn authorizer(&self) -> Authorizer {
+        Authorizer { store: self.store.clone(), keys: self.keys.clone() }
+    }
+}
+
+/// How the schedule rotates keys: the new key signs once every instance has reloaded twice,
+/// and old keys verify for as long as the longest token they signed lives.
+pub fn rotation_policy(config: &Config) -> RotationPolicy {
+    let jwt = &config.jwt;
+    let seconds = |n: u64| i64::try_from(n).unwrap_or(i64::MAX / 4);
+    RotationPolicy {
+        publish_lead_seconds: 2 * seconds(jwt.key_reload_seconds),
+        overlap_seconds: seconds(jwt.access_ttl_seconds.max(jwt.refresh_ttl_seconds)) + 60,
+        rotate_after_seconds: seconds(jwt.rotate_after_seconds),
+    }
+}
+
+/// One run of the rotation schedule: adds a key when one is due (or when the set does not
+/// exist yet: the first run after a deploy creates it), else does nothing, so it is safe to
+/// run as often as wanted. Needs no keys of its own.
+pub async fn rotate_signing_keys(
+    config: &Config,
+    secrets: aws_sdk_secretsmanager::Client,
+) -> anyhow::Result<RotationOutcome> {
+    let secret_id = config.jwt.key_set_secret.as_ref().context("DOTMAC_JWT_KEY_SET_SECRET is not set")?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    Ok(KeySetSecret::new(secrets, secret_id).rotate(now, rotation_policy(config)).await?)
 }

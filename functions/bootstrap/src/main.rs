@@ -1,9 +1,10 @@
 //! The Lambda entry point of every function: `_HANDLER` (the function's `Handler` property)
 //! says which one this instance is.
 
+use aws_lambda_events::event::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use dotmac_config::Config;
-use dotmac_platform::{Handler, Platform};
+use dotmac_platform::{Handler, Platform, rotate_signing_keys};
 use dotmac_queue::lambda::handle_sqs_event;
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
@@ -17,13 +18,31 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         format!("unknown _HANDLER {raw:?}; expected one of {known:?}")
     })?;
     let config = Config::from_env()?;
+    if handler == Handler::RotateSigningKeys {
+        // Runs before any key exists (its first run creates the set), so it loads none.
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+        // EventBridge Scheduler's payload carries nothing we need: every run decides from
+        // the key set itself whether a rotation is due.
+        return lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
+            let (config, secrets) = (config.clone(), secrets.clone());
+            async move {
+                let outcome = rotate_signing_keys(&config, secrets).await.map_err(|e| format!("{e:#}"))?;
+                Ok::<_, lambda_runtime::Error>(serde_json::to_value(outcome)?)
+            }
+        }))
+        .await;
+    }
     let platform = Platform::connect(config).await?;
+    // Runs while the instance handles requests, so rotations reach warm instances too.
+    let _reload = platform.start_key_reload();
     tracing::info!(handler = handler.name(), "cold start");
     // Boxed: the runtime's futures are deep enough to overflow the compiler's layout limit
     // when nested in one match.
     match handler {
         Handler::Auth => Box::pin(lambda_http::run(platform.auth_router())).await,
         Handler::Tenants => Box::pin(lambda_http::run(platform.tenants_router())).await,
+        Handler::Users => Box::pin(lambda_http::run(platform.users_router())).await,
         Handler::Health => Box::pin(lambda_http::run(platform.health_router())).await,
         Handler::Provisioner => {
             let max_receive_count = platform.config.provisioning_max_receive_count;
@@ -38,5 +57,17 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             })))
             .await
         }
+        Handler::Authorizer => {
+            let authorizer = Arc::new(platform.authorizer());
+            Box::pin(lambda_runtime::run(service_fn(
+                move |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| {
+                    let authorizer = authorizer.clone();
+                    async move { Ok::<_, lambda_runtime::Error>(authorizer.decide(&event.payload).await) }
+                },
+            )))
+            .await
+        }
+        // Served above, before any keys are loaded.
+        Handler::RotateSigningKeys => Ok(()),
     }
 }

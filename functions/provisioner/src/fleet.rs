@@ -204,6 +204,7 @@ impl Fleet {
         tenant: &Tenant,
         size: TaskSize,
         client_token: &str,
+        secret_arn: &str,
     ) -> Result<LaunchedTask, FleetError> {
         if !size.is_valid_fargate_size() {
             return Err(FleetError::Invalid(format!("{size:?} is not a Fargate task size")));
@@ -225,6 +226,8 @@ impl Fleet {
                     .environment(env("TENANT_ID", &tenant_id))
                     .environment(env("TENANT_SLUG", tenant.slug.as_str()))
                     .environment(env("TENANT_PLAN", tenant.plan.as_str()))
+                    // Where the container finds its machine token (read with its task role).
+                    .environment(env("DOTMAC_TENANT_SECRET_ARN", secret_arn))
                     .build(),
             )
             .build();

@@ -7,19 +7,36 @@ pub use fleet::{Fleet, FleetError, LaunchedTask};
 
 use dotmac_config::EcsSettings;
 use dotmac_domain::{Container, TenantId, TenantStatus};
+use dotmac_http::JwtKeys;
 use dotmac_queue::{Delivery, JobError, JobHandler, ProvisioningJob};
+use dotmac_secrets::TenantSecrets;
 use dotmac_store::{Lease, Store, StoreError, TenantRecord};
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
+
+/// What the provisioner needs to give each container its machine token.
+#[derive(Clone)]
+pub struct ContainerCredentials {
+    pub secrets: TenantSecrets,
+    pub keys: Arc<JwtKeys>,
+    pub ttl_seconds: u64,
+}
 
 pub struct Provisioner {
     store: Store,
     fleet: Fleet,
+    credentials: ContainerCredentials,
 }
 
 impl Provisioner {
-    pub fn new(store: Store, ecs: aws_sdk_ecs::Client, settings: EcsSettings) -> Self {
-        Self { store, fleet: Fleet::new(ecs, settings) }
+    pub fn new(
+        store: Store,
+        ecs: aws_sdk_ecs::Client,
+        settings: EcsSettings,
+        credentials: ContainerCredentials,
+    ) -> Self {
+        Self { store, fleet: Fleet::new(ecs, settings), credentials }
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -58,13 +75,25 @@ impl Provisioner {
         }
 
         match self.launch(&record).await {
-            Ok(container) => self.finish(record, container).await,
+            Ok((container, secret_arn)) => self.finish(record, container, secret_arn).await,
             Err(error) => self.release(record, error).await,
         }
     }
 
-    async fn launch(&self, record: &TenantRecord) -> Result<Container, FleetError> {
+    /// The tenant's secret with a machine token the container can use for a while yet
+    /// (kept across retries; renewed when a quarter of its life is left).
+    async fn ensure_credentials(&self, tenant_id: TenantId) -> Result<String, FleetError> {
+        let ContainerCredentials { secrets, keys, ttl_seconds } = &self.credentials;
+        let renew_within = i64::try_from(*ttl_seconds / 4).unwrap_or(i64::MAX);
+        secrets
+            .ensure_machine_token(tenant_id, keys, *ttl_seconds, renew_within, OffsetDateTime::now_utc())
+            .await
+            .map_err(|e| FleetError::Dependency(e.to_string()))
+    }
+
+    async fn launch(&self, record: &TenantRecord) -> Result<(Container, String), FleetError> {
         let tenant = &record.tenant;
+        let secret_arn = self.ensure_credentials(tenant.id).await?;
         let plan = self
             .store
             .get_plan(&tenant.plan)
@@ -79,12 +108,12 @@ impl Provisioner {
             }
             None => {
                 let client_token = record.lease.as_ref().map(|l| l.token.clone()).unwrap_or_default();
-                self.fleet.launch(tenant, plan.task_size, &client_token).await?
+                self.fleet.launch(tenant, plan.task_size, &client_token, &secret_arn).await?
             }
         };
         let timeout = Duration::from_secs(self.fleet.settings().task_start_timeout_seconds);
         let running = self.fleet.wait_until_running(&task.task_arn, timeout).await?;
-        Ok(Container {
+        let container = Container {
             cluster_arn: running.cluster_arn,
             task_arn: running.task_arn,
             task_definition_arn: running.task_definition_arn,
@@ -92,14 +121,21 @@ impl Provisioner {
             last_status: running.last_status,
             endpoint: running.private_ip.map(|ip| format!("http://{ip}:{}", fleet::CONTAINER_PORT)),
             started_at: OffsetDateTime::now_utc(),
-        })
+        };
+        Ok((container, secret_arn))
     }
 
-    async fn finish(&self, mut record: TenantRecord, container: Container) -> Result<(), JobError> {
+    async fn finish(
+        &self,
+        mut record: TenantRecord,
+        container: Container,
+        secret_arn: String,
+    ) -> Result<(), JobError> {
         let now = OffsetDateTime::now_utc();
         let tenant_id = record.tenant.id;
         record.tenant.transition(TenantStatus::Active, now).map_err(|e| JobError::Discard(e.to_string()))?;
         record.tenant.container = Some(container);
+        record.tenant.secret_arn = Some(secret_arn);
         record.tenant.failure_reason = None;
         record.lease = None;
         self.store.save_tenant(&mut record).await.map_err(retry)?;

@@ -9,6 +9,7 @@ use dotmac_http::auth::{KeySet, StoredKey, generate_signing_key};
 use dotmac_platform::Platform;
 use dotmac_queue::worker::{SqsBackendConfig, run_worker};
 use dotmac_queue::{ProvisioningJob, QueueSettings, ensure_queue_with_dlq};
+use dotmac_secrets::KeySetSecret;
 use dotmac_store::{Store, StoreError, UserRecord};
 use std::collections::HashMap;
 use std::future::Future;
@@ -86,11 +87,19 @@ pub async fn prepare(
     env.insert("DOTMAC_TABLE_NAME".into(), table);
     env.insert("DOTMAC_PROVISIONING_QUEUE_URL".into(), queue.url().to_owned());
     env.insert("DOTMAC_ECS_CLUSTER".into(), cluster);
-    let has_keys = ["DOTMAC_JWT_SIGNING_KEY", "DOTMAC_JWT_KEY_SET"]
+    env.entry("DOTMAC_TENANT_SECRET_PREFIX".into()).or_insert_with(|| format!("{prefix}/tenants"));
+    let has_keys = ["DOTMAC_JWT_SIGNING_KEY", "DOTMAC_JWT_KEY_SET", "DOTMAC_JWT_KEY_SET_SECRET"]
         .iter()
         .any(|name| env.get(*name).is_some_and(|k| !k.is_empty()));
     if !has_keys {
-        env.insert("DOTMAC_JWT_KEY_SET".into(), local_key_set(local.state_dir.as_deref())?);
+        // As deployed: the functions read their keys from Secrets Manager.
+        let secret_id = format!("{prefix}-jwt-key-set");
+        let initial: KeySet = serde_json::from_str(&local_key_set(local.state_dir.as_deref())?)?;
+        KeySetSecret::new(aws_sdk_secretsmanager::Client::new(sdk), &secret_id)
+            .ensure(&initial)
+            .await
+            .context("creating the JWT key set secret")?;
+        env.insert("DOTMAC_JWT_KEY_SET_SECRET".into(), secret_id);
     }
     Config::from_source(&env).context("configuration")
 }
@@ -133,7 +142,8 @@ pub async fn seed(platform: &Platform, local: &LocalSettings) -> anyhow::Result<
         email,
         password_hash: dotmac_auth::hash_password(&local.admin_password)?,
         tenant_id: None,
-        roles: vec![Role::PlatformAdmin],
+        partner_id: None,
+        roles: vec![Role::PlatformAdmin.into()],
         active: true,
         created_at: OffsetDateTime::now_utc(),
         last_login: None,
@@ -141,6 +151,25 @@ pub async fn seed(platform: &Platform, local: &LocalSettings) -> anyhow::Result<
     match platform.store.create_user(&admin).await {
         Ok(()) | Err(StoreError::AlreadyExists) => Ok(()),
         Err(error) => Err(error).context("seeding the platform admin"),
+    }
+}
+
+/// The local stand-in for the EventBridge Scheduler rule that rotates the signing keys: the
+/// same handler, run hourly (it only rotates when a rotation is due).
+async fn rotation_schedule(platform: Platform, stopped: impl Future<Output = ()>) {
+    if platform.key_set_secret().is_none() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(3600));
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = ticks.tick() => match platform.rotate_signing_keys().await {
+                Ok(outcome) => tracing::debug!(?outcome, "signing key rotation checked"),
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "signing key rotation failed"),
+            },
+        }
     }
 }
 
@@ -180,8 +209,14 @@ pub async fn serve(
     )
     .with_graceful_shutdown(stopped());
     let server = tokio::spawn(async move { server.await });
+    let reload = platform.start_key_reload();
+    let rotation = tokio::spawn(rotation_schedule(platform.clone(), stopped()));
     shutdown.await;
     let _ = stop_tx.send(true);
+    if let Some(reload) = reload {
+        reload.abort();
+    }
+    rotation.await.context("rotation schedule")?;
     server.await.context("server task")?.context("server")?;
     worker.await.context("worker task")?.context("provisioning worker")?;
     Ok(())

@@ -36,9 +36,11 @@ fn write_lambda_env(dir: &str, env: &HashMap<String, String>, config: &Config) -
         format!("DOTMAC_TABLE_NAME={:?}", config.table_name),
         format!("DOTMAC_PROVISIONING_QUEUE_URL={:?}", config.provisioning_queue_url),
         format!("DOTMAC_ECS_CLUSTER={:?}", config.ecs.cluster),
-        match (&config.jwt.key_set, &config.jwt.signing_key) {
-            (Some(set), _) => format!("DOTMAC_JWT_KEY_SET={set:?}"),
-            (None, key) => format!("DOTMAC_JWT_SIGNING_KEY={:?}", key.as_deref().unwrap_or_default()),
+        format!("DOTMAC_TENANT_SECRET_PREFIX={:?}", config.tenant_secret_prefix),
+        match (&config.jwt.key_set_secret, &config.jwt.key_set, &config.jwt.signing_key) {
+            (Some(secret), _, _) => format!("DOTMAC_JWT_KEY_SET_SECRET={secret:?}"),
+            (None, Some(set), _) => format!("DOTMAC_JWT_KEY_SET={set:?}"),
+            (None, None, key) => format!("DOTMAC_JWT_SIGNING_KEY={:?}", key.as_deref().unwrap_or_default()),
         },
     ]);
     lines.sort();
@@ -72,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(dir) = &local.state_dir {
         write_lambda_env(dir, &env, &config)?;
     }
-    let platform = Platform::with_sdk_config(config, &sdk)?;
+    let platform = Platform::with_sdk_config(config, &sdk).await?;
     seed(&platform, &local).await?;
     println!();
     println!("  DotMac Platform is up on http://127.0.0.1:{port}");

@@ -35,6 +35,13 @@ pub struct JwtSettings {
     pub signing_key: Option<String>,
     /// A rotating key set (JSON, see `dotmac_http::auth::KeySet`); wins over `signing_key`.
     pub key_set: Option<String>,
+    /// The Secrets Manager secret holding the key set: what deployed functions use. Wins
+    /// over both inline forms.
+    pub key_set_secret: Option<String>,
+    /// How often a running instance reloads the key set from its secret.
+    pub key_reload_seconds: u64,
+    /// The age at which the rotation schedule replaces the signing key.
+    pub rotate_after_seconds: u64,
     pub issuer: String,
     pub audience: String,
     pub access_ttl_seconds: u64,
@@ -52,6 +59,11 @@ pub struct Config {
     pub jwt: JwtSettings,
     /// Browser origins allowed to call the API (CORS); empty allows none.
     pub cors_allowed_origins: Vec<String>,
+    /// Tenant secrets are named `<prefix>/<tenant id>`.
+    pub tenant_secret_prefix: String,
+    /// Lifetime of a tenant container's machine token (renewed by re-provisioning when less
+    /// than a quarter of it is left).
+    pub machine_token_ttl_seconds: u64,
 }
 
 /// Reads variables from any source (the process environment, or a map in tests).
@@ -164,9 +176,14 @@ impl Config {
                 task_start_timeout_seconds: env.number("DOTMAC_TASK_START_TIMEOUT_SECONDS", 40u64)?,
             },
             cors_allowed_origins: env.list("DOTMAC_CORS_ALLOWED_ORIGINS"),
+            tenant_secret_prefix: env.or("DOTMAC_TENANT_SECRET_PREFIX", "dotmac/tenants"),
+            machine_token_ttl_seconds: env.number("DOTMAC_MACHINE_TOKEN_TTL_SECONDS", 30 * 24 * 3600u64)?,
             jwt: JwtSettings {
                 signing_key: source.get("DOTMAC_JWT_SIGNING_KEY"),
                 key_set: source.get("DOTMAC_JWT_KEY_SET"),
+                key_set_secret: source.get("DOTMAC_JWT_KEY_SET_SECRET"),
+                key_reload_seconds: env.number("DOTMAC_JWT_KEY_RELOAD_SECONDS", 300u64)?.max(1),
+                rotate_after_seconds: env.number("DOTMAC_JWT_ROTATE_AFTER_SECONDS", 30 * 24 * 3600u64)?,
                 issuer: env.or("DOTMAC_JWT_ISSUER", "https://api.dotmac.local"),
                 audience: env.or("DOTMAC_JWT_AUDIENCE", "dotmac-platform"),
                 access_ttl_seconds: env.number("DOTMAC_ACCESS_TOKEN_TTL_SECONDS", 900u64)?,
@@ -186,6 +203,8 @@ impl fmt::Debug for Config {
             .field("ecs", &self.ecs)
             .field("jwt", &self.jwt)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("tenant_secret_prefix", &self.tenant_secret_prefix)
+            .field("machine_token_ttl_seconds", &self.machine_token_ttl_seconds)
             .finish()
     }
 }
@@ -212,6 +231,9 @@ impl fmt::Debug for JwtSettings {
         f.debug_struct("JwtSettings")
             .field("signing_key", &self.signing_key.as_ref().map(|_| "<redacted>"))
             .field("key_set", &self.key_set.as_ref().map(|_| "<redacted>"))
+            .field("key_set_secret", &self.key_set_secret)
+            .field("key_reload_seconds", &self.key_reload_seconds)
+            .field("rotate_after_seconds", &self.rotate_after_seconds)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("access_ttl_seconds", &self.access_ttl_seconds)

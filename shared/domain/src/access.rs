@@ -1,11 +1,16 @@
-//! Who may do what: the one policy function every handler asks.
+//! Who may do what: the one policy function every handler asks, and the rules for handing
+//! out roles.
 //!
-//! A permission is resource × action × scope. `Global` reaches every tenant, `Tenant` only the
-//! caller's own tenant, `Own` only objects the caller owns inside its tenant.
+//! A permission is resource × action × scope. `Global` reaches every tenant, `Partner` the
+//! tenants a partner brought, `Tenant` only the caller's own tenant, `Own` only objects the
+//! caller owns inside its tenant.
 
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
 
 use crate::tenant::TenantId;
+use crate::values::InvalidValue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -18,6 +23,22 @@ pub enum Resource {
     Invoice,
     Payment,
     Usage,
+    /// A tenant container's health reports.
+    Health,
+}
+
+impl Resource {
+    pub const ALL: [Resource; 9] = [
+        Resource::Tenant,
+        Resource::User,
+        Resource::Role,
+        Resource::Plan,
+        Resource::Service,
+        Resource::Invoice,
+        Resource::Payment,
+        Resource::Usage,
+        Resource::Health,
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -29,71 +50,365 @@ pub enum Action {
     Delete,
 }
 
+impl Action {
+    pub const ALL: [Action; 4] = [Action::Create, Action::Read, Action::Update, Action::Delete];
+}
+
+/// Ordered by reach: a permission can only be handed out by someone whose own reaches as far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Own,
     Tenant,
+    Partner,
     Global,
 }
 
-/// `None` in `resource` or `action` is the seed's `*`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `None` in `resource` or `action` is the seed's `*` (written `"*"` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Permission {
+    #[serde(with = "star")]
     pub resource: Option<Resource>,
+    #[serde(with = "star")]
     pub action: Option<Action>,
     pub scope: Scope,
 }
 
+/// `"*"` for "any", else the value's own name.
+mod star {
+    use super::*;
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        value: &Option<T>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            None => serializer.serialize_str("*"),
+            Some(value) => value.serialize(serializer),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+        deserializer: D,
+    ) -> Result<Option<T>, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        if raw == "*" {
+            return Ok(None);
+        }
+        let value: serde::de::value::StringDeserializer<D::Error> = raw.into_deserializer();
+        T::deserialize(value).map(Some)
+    }
+}
+
 impl Permission {
-    const fn new(resource: Option<Resource>, action: Option<Action>, scope: Scope) -> Self {
+    pub const fn new(resource: Option<Resource>, action: Option<Action>, scope: Scope) -> Self {
         Self { resource, action, scope }
     }
 
     fn covers(&self, resource: Resource, action: Action) -> bool {
         self.resource.is_none_or(|r| r == resource) && self.action.is_none_or(|a| a == action)
     }
+
+    /// True when holding `self` already gives everything `other` gives.
+    pub fn includes(&self, other: &Permission) -> bool {
+        let resource = self.resource.is_none() || self.resource == other.resource;
+        let action = self.action.is_none() || self.action == other.action;
+        resource && action && self.scope >= other.scope
+    }
 }
 
+/// The built-in roles. Custom roles (per tenant, see `CustomRole`) sit beside them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     PlatformAdmin,
+    /// A reseller: onboards tenants and reads the ones it brought.
+    Partner,
     TenantAdmin,
     CustomerUser,
+    /// A tenant's own container: reports usage and health for its tenant, nothing else.
+    TenantMachine,
 }
 
 impl Role {
+    pub const ALL: [Role; 5] =
+        [Role::PlatformAdmin, Role::Partner, Role::TenantAdmin, Role::CustomerUser, Role::TenantMachine];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::PlatformAdmin => "platform_admin",
+            Role::Partner => "partner",
+            Role::TenantAdmin => "tenant_admin",
+            Role::CustomerUser => "customer_user",
+            Role::TenantMachine => "tenant_machine",
+        }
+    }
+
     pub fn permissions(self) -> &'static [Permission] {
+        use Action::{Create, Read};
+        use Resource::{Health, Invoice, Payment, Service, Tenant, Usage};
         const PLATFORM_ADMIN: &[Permission] = &[Permission::new(None, None, Scope::Global)];
+        const PARTNER: &[Permission] = &[
+            Permission::new(Some(Tenant), Some(Create), Scope::Partner),
+            Permission::new(Some(Tenant), Some(Read), Scope::Partner),
+            Permission::new(Some(Usage), Some(Read), Scope::Partner),
+            Permission::new(Some(Invoice), Some(Read), Scope::Partner),
+        ];
         const TENANT_ADMIN: &[Permission] = &[Permission::new(None, None, Scope::Tenant)];
         const CUSTOMER_USER: &[Permission] = &[
-            Permission::new(Some(Resource::Service), Some(Action::Read), Scope::Own),
-            Permission::new(Some(Resource::Invoice), Some(Action::Read), Scope::Own),
-            Permission::new(Some(Resource::Payment), Some(Action::Create), Scope::Own),
+            Permission::new(Some(Service), Some(Read), Scope::Own),
+            Permission::new(Some(Invoice), Some(Read), Scope::Own),
+            Permission::new(Some(Payment), Some(Create), Scope::Own),
+        ];
+        const TENANT_MACHINE: &[Permission] = &[
+            Permission::new(Some(Usage), Some(Create), Scope::Tenant),
+            Permission::new(Some(Health), Some(Create), Scope::Tenant),
         ];
         match self {
             Role::PlatformAdmin => PLATFORM_ADMIN,
+            Role::Partner => PARTNER,
             Role::TenantAdmin => TENANT_ADMIN,
             Role::CustomerUser => CUSTOMER_USER,
+            Role::TenantMachine => TENANT_MACHINE,
+        }
+    }
+
+    /// Which kind of account may hold the role.
+    fn holder(self) -> Holder {
+        match self {
+            Role::PlatformAdmin => Holder::Staff,
+            Role::Partner => Holder::Partner,
+            Role::TenantAdmin | Role::CustomerUser => Holder::TenantUser,
+            Role::TenantMachine => Holder::Machine,
         }
     }
 }
 
-/// The authenticated principal of a request, as resolved from its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Staff,
+    Partner,
+    TenantUser,
+    Machine,
+}
+
+/// A role as users hold it and tokens carry it: a built-in role's name, or the name of one of
+/// the tenant's custom roles (`a-z`, `0-9`, `-`, `_`; 2–40 characters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RoleName(String);
+
+impl RoleName {
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let invalid = |reason: &str| InvalidValue::new("role", reason);
+        if !(2..=40).contains(&raw.len()) {
+            return Err(invalid("must be 2 to 40 characters"));
+        }
+        if !raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+            return Err(invalid("may contain only lowercase letters, digits, '-' and '_'"));
+        }
+        if !raw.as_bytes()[0].is_ascii_lowercase() {
+            return Err(invalid("must start with a letter"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn builtin(&self) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.name() == self.0)
+    }
+}
+
+impl From<Role> for RoleName {
+    fn from(role: Role) -> Self {
+        Self(role.name().to_owned())
+    }
+}
+
+impl TryFrom<String> for RoleName {
+    type Error = InvalidValue;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<RoleName> for String {
+    fn from(name: RoleName) -> Self {
+        name.0
+    }
+}
+
+impl fmt::Display for RoleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A partner (reseller): `a-z`, `0-9` and `-`, 2–64 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PartnerId(String);
+
+impl PartnerId {
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let ok = (2..=64).contains(&raw.len())
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidValue::new("partner_id", "must be 2 to 64 lowercase letters, digits or hyphens"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PartnerId {
+    type Error = InvalidValue;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<PartnerId> for String {
+    fn from(id: PartnerId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for PartnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A tenant's own role: a name that is not a built-in one, and permissions that stay inside
+/// the tenant (`own` or `tenant` scope).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomRole {
+    pub name: RoleName,
+    pub description: String,
+    pub permissions: Vec<Permission>,
+}
+
+impl CustomRole {
+    pub fn new(
+        name: RoleName,
+        description: String,
+        permissions: Vec<Permission>,
+    ) -> Result<Self, InvalidValue> {
+        if name.builtin().is_some() {
+            return Err(InvalidValue::new("name", "is a built-in role"));
+        }
+        if description.chars().count() > 200 {
+            return Err(InvalidValue::new("description", "must be at most 200 characters"));
+        }
+        if permissions.is_empty() || permissions.len() > 50 {
+            return Err(InvalidValue::new("permissions", "must list 1 to 50 permissions"));
+        }
+        if permissions.iter().any(|p| p.scope > Scope::Tenant) {
+            return Err(InvalidValue::new(
+                "permissions",
+                "a tenant's role reaches no further than the tenant",
+            ));
+        }
+        Ok(Self { name, description, permissions })
+    }
+}
+
+/// The authenticated principal of a request, as resolved from its token (and, for custom
+/// roles, from its tenant's role definitions).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Caller {
     pub user_id: String,
     pub tenant_id: Option<TenantId>,
-    pub roles: Vec<Role>,
+    pub partner_id: Option<PartnerId>,
+    pub roles: Vec<RoleName>,
+    /// What the caller's custom roles grant, as defined when the request came in.
+    pub custom_permissions: Vec<Permission>,
+}
+
+impl Caller {
+    pub fn new(user_id: impl Into<String>, tenant_id: Option<TenantId>, roles: &[Role]) -> Self {
+        Caller {
+            user_id: user_id.into(),
+            tenant_id,
+            roles: roles.iter().copied().map(RoleName::from).collect(),
+            ..Caller::default()
+        }
+    }
+
+    pub fn permissions(&self) -> impl Iterator<Item = &Permission> {
+        self.roles
+            .iter()
+            .filter_map(|role| role.builtin())
+            .flat_map(|role| role.permissions().iter())
+            .chain(self.custom_permissions.iter())
+    }
+
+    /// The custom roles among the caller's roles (to resolve from its tenant's definitions).
+    pub fn custom_roles(&self) -> impl Iterator<Item = &RoleName> {
+        self.roles.iter().filter(|role| role.builtin().is_none())
+    }
+
+    pub fn has_global_scope(&self) -> bool {
+        self.permissions().any(|p| p.scope == Scope::Global)
+    }
+
+    /// Where the caller's reads and writes may land in the store.
+    pub fn fence(&self) -> Fence {
+        if self.has_global_scope() {
+            Fence::Global
+        } else if let Some(tenant) = self.tenant_id {
+            Fence::Tenant(tenant)
+        } else if let Some(partner) = &self.partner_id {
+            Fence::Partner(partner.clone())
+        } else {
+            Fence::Nothing
+        }
+    }
+}
+
+/// The part of the store a caller may touch: the store refuses any key outside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fence {
+    Global,
+    Tenant(TenantId),
+    /// The tenants whose `partner_id` is this partner (checked on the item itself).
+    Partner(PartnerId),
+    Nothing,
 }
 
 /// What a request wants to touch: the object's tenant (none for platform-level objects such
-/// as plans or the tenant collection) and, where it has one, its owner.
+/// as plans or the tenant collection), the partner that brought that tenant, and, where it
+/// has one, its owner.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Target<'a> {
     pub tenant_id: Option<TenantId>,
+    pub partner_id: Option<&'a PartnerId>,
     pub owner_id: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    pub fn tenant(tenant_id: TenantId) -> Self {
+        Target { tenant_id: Some(tenant_id), ..Target::default() }
+    }
+
+    pub fn partner(mut self, partner_id: Option<&'a PartnerId>) -> Self {
+        self.partner_id = partner_id;
+        self
+    }
+
+    pub fn owner(mut self, owner_id: &'a str) -> Self {
+        self.owner_id = Some(owner_id);
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,17 +426,91 @@ pub fn authorize(
 ) -> Result<(), Denied> {
     let same_tenant = caller.tenant_id.is_some() && caller.tenant_id == target.tenant_id;
     let owns = same_tenant && target.owner_id == Some(caller.user_id.as_str());
-    let allowed = caller
-        .roles
-        .iter()
-        .flat_map(|role| role.permissions())
-        .filter(|permission| permission.covers(resource, action))
-        .any(|permission| match permission.scope {
-            Scope::Global => true,
-            Scope::Tenant => same_tenant,
-            Scope::Own => owns,
+    let brought = caller.partner_id.is_some() && caller.partner_id.as_ref() == target.partner_id;
+    let allowed =
+        caller.permissions().filter(|permission| permission.covers(resource, action)).any(|permission| {
+            match permission.scope {
+                Scope::Global => true,
+                Scope::Partner => brought,
+                Scope::Tenant => same_tenant,
+                Scope::Own => owns,
+            }
         });
     if allowed { Ok(()) } else { Err(Denied { resource, action }) }
+}
+
+/// The account a role assignment is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Account<'a> {
+    pub user_id: &'a str,
+    pub tenant_id: Option<TenantId>,
+    pub partner_id: Option<&'a PartnerId>,
+}
+
+impl Account<'_> {
+    fn holder(&self) -> Holder {
+        match (self.tenant_id, self.partner_id) {
+            (Some(_), _) => Holder::TenantUser,
+            (None, Some(_)) => Holder::Partner,
+            (None, None) => Holder::Staff,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssignmentError {
+    #[error("nobody changes their own roles")]
+    OwnRoles,
+    #[error("the role {0} cannot be held by this kind of account")]
+    WrongHolder(RoleName),
+    #[error("the role {0} grants more than you hold")]
+    Escalation(RoleName),
+    #[error("the tenant has no role {0}")]
+    UnknownRole(RoleName),
+    #[error("an account needs 1 to 10 roles")]
+    Count,
+}
+
+/// Whether `caller` may give `account` exactly `roles`. `custom` holds the account's tenant's
+/// custom roles. Nobody hands out more than they hold, nor touches their own roles.
+pub fn check_assignment(
+    caller: &Caller,
+    account: Account<'_>,
+    roles: &[RoleName],
+    custom: &[CustomRole],
+) -> Result<(), AssignmentError> {
+    if account.user_id == caller.user_id {
+        return Err(AssignmentError::OwnRoles);
+    }
+    if roles.is_empty() || roles.len() > 10 {
+        return Err(AssignmentError::Count);
+    }
+    let held: Vec<&Permission> = caller.permissions().collect();
+    for role in roles {
+        let (holder, grants): (Holder, &[Permission]) = match role.builtin() {
+            Some(builtin) => (builtin.holder(), builtin.permissions()),
+            None => {
+                let defined = custom
+                    .iter()
+                    .find(|c| &c.name == role)
+                    .ok_or_else(|| AssignmentError::UnknownRole(role.clone()))?;
+                (Holder::TenantUser, defined.permissions.as_slice())
+            }
+        };
+        if holder != account.holder() {
+            return Err(AssignmentError::WrongHolder(role.clone()));
+        }
+        if !grants.iter().all(|wanted| held.iter().any(|mine| mine.includes(wanted))) {
+            return Err(AssignmentError::Escalation(role.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `caller` may define a custom role with these permissions (no escalation).
+pub fn may_define(caller: &Caller, role: &CustomRole) -> bool {
+    let held: Vec<&Permission> = caller.permissions().collect();
+    role.permissions.iter().all(|wanted| held.iter().any(|mine| mine.includes(wanted)))
 }
 
 #[cfg(test)]
@@ -130,11 +519,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn caller(tenant: Option<TenantId>, roles: &[Role]) -> Caller {
-        Caller { user_id: "u1".into(), tenant_id: tenant, roles: roles.to_vec() }
+        Caller::new("u1", tenant, roles)
     }
 
     fn target(tenant_id: Option<TenantId>, owner_id: Option<&str>) -> Target<'_> {
-        Target { tenant_id, owner_id }
+        Target { tenant_id, partner_id: None, owner_id }
     }
 
     #[test]
@@ -143,6 +532,7 @@ mod tests {
         let other = Some(TenantId::generate());
         assert!(authorize(&admin, Resource::Tenant, Action::Create, target(None, None)).is_ok());
         assert!(authorize(&admin, Resource::Invoice, Action::Delete, target(other, None)).is_ok());
+        assert_eq!(admin.fence(), Fence::Global);
     }
 
     #[test]
@@ -155,6 +545,7 @@ mod tests {
                 .is_err()
         );
         assert!(authorize(&admin, Resource::Tenant, Action::Create, target(None, None)).is_err());
+        assert_eq!(admin.fence(), Fence::Tenant(mine));
     }
 
     #[test]
@@ -167,20 +558,171 @@ mod tests {
         assert!(authorize(&user, Resource::Tenant, Action::Read, target(Some(mine), None)).is_err());
     }
 
-    fn any_role() -> impl Strategy<Value = Role> {
-        prop_oneof![Just(Role::TenantAdmin), Just(Role::CustomerUser)]
+    #[test]
+    fn partner_reaches_only_the_tenants_it_brought() {
+        let acme = PartnerId::parse("acme").expect("id");
+        let other = PartnerId::parse("other").expect("id");
+        let partner = Caller { partner_id: Some(acme.clone()), ..caller(None, &[Role::Partner]) };
+        let tenant = TenantId::generate();
+        let brought = Target::tenant(tenant).partner(Some(&acme));
+        assert!(authorize(&partner, Resource::Tenant, Action::Read, brought).is_ok());
+        assert!(
+            authorize(&partner, Resource::Tenant, Action::Create, Target::default().partner(Some(&acme)))
+                .is_ok()
+        );
+        assert!(
+            authorize(&partner, Resource::Tenant, Action::Read, Target::tenant(tenant).partner(Some(&other)))
+                .is_err()
+        );
+        assert!(authorize(&partner, Resource::Tenant, Action::Read, Target::tenant(tenant)).is_err());
+        assert!(authorize(&partner, Resource::Tenant, Action::Update, brought).is_err());
+        assert!(authorize(&partner, Resource::User, Action::Read, brought).is_err());
+        assert_eq!(partner.fence(), Fence::Partner(acme));
+    }
+
+    #[test]
+    fn machines_report_for_their_own_tenant_only() {
+        let mine = TenantId::generate();
+        let machine = caller(Some(mine), &[Role::TenantMachine]);
+        assert!(authorize(&machine, Resource::Health, Action::Create, Target::tenant(mine)).is_ok());
+        assert!(authorize(&machine, Resource::Usage, Action::Create, Target::tenant(mine)).is_ok());
+        assert!(
+            authorize(&machine, Resource::Health, Action::Create, Target::tenant(TenantId::generate()))
+                .is_err()
+        );
+        assert!(authorize(&machine, Resource::Tenant, Action::Read, Target::tenant(mine)).is_err());
+        assert!(authorize(&machine, Resource::User, Action::Read, Target::tenant(mine)).is_err());
+    }
+
+    #[test]
+    fn custom_roles_grant_what_they_define_inside_the_tenant() {
+        let mine = TenantId::generate();
+        let clerk = Caller {
+            roles: vec![RoleName::parse("billing-clerk").expect("name")],
+            custom_permissions: vec![Permission::new(Some(Resource::Invoice), None, Scope::Tenant)],
+            ..caller(Some(mine), &[])
+        };
+        assert!(authorize(&clerk, Resource::Invoice, Action::Update, Target::tenant(mine)).is_ok());
+        assert!(
+            authorize(&clerk, Resource::Invoice, Action::Read, Target::tenant(TenantId::generate())).is_err()
+        );
+        assert!(authorize(&clerk, Resource::User, Action::Read, Target::tenant(mine)).is_err());
+    }
+
+    #[test]
+    fn custom_roles_stay_inside_the_tenant_and_off_builtin_names() {
+        let name = RoleName::parse("support").expect("name");
+        let global = vec![Permission::new(None, Some(Action::Read), Scope::Global)];
+        assert!(CustomRole::new(name.clone(), String::new(), global).is_err());
+        assert!(CustomRole::new(RoleName::from(Role::TenantAdmin), String::new(), vec![]).is_err());
+        assert!(CustomRole::new(name, String::new(), vec![]).is_err());
+        assert!(RoleName::parse("Admin").is_err());
+        assert!(RoleName::parse("9lives").is_err());
+    }
+
+    #[test]
+    fn permissions_read_and_write_star_for_any() {
+        let json = r#"{"resource":"*","action":"read","scope":"tenant"}"#;
+        let permission: Permission = serde_json::from_str(json).expect("parses");
+        assert_eq!(permission, Permission::new(None, Some(Action::Read), Scope::Tenant));
+        assert_eq!(serde_json::to_string(&permission).expect("json"), json);
+        assert!(
+            serde_json::from_str::<Permission>(r#"{"resource":"planet","action":"*","scope":"own"}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn assignments_never_escalate_nor_touch_ones_own_roles() {
+        let mine = TenantId::generate();
+        let admin = caller(Some(mine), &[Role::TenantAdmin]);
+        let user = Account { user_id: "u2", tenant_id: Some(mine), partner_id: None };
+        let staff = Account { user_id: "u2", tenant_id: None, partner_id: None };
+        let tenant_admin = RoleName::from(Role::TenantAdmin);
+        let platform_admin = RoleName::from(Role::PlatformAdmin);
+        assert_eq!(check_assignment(&admin, user, std::slice::from_ref(&tenant_admin), &[]), Ok(()));
+        assert!(matches!(
+            check_assignment(&admin, user, std::slice::from_ref(&platform_admin), &[]),
+            Err(AssignmentError::WrongHolder(_))
+        ));
+        assert!(matches!(
+            check_assignment(&admin, staff, std::slice::from_ref(&platform_admin), &[]),
+            Err(AssignmentError::Escalation(_))
+        ));
+        let me = Account { user_id: "u1", tenant_id: Some(mine), partner_id: None };
+        assert_eq!(
+            check_assignment(&admin, me, std::slice::from_ref(&tenant_admin), &[]),
+            Err(AssignmentError::OwnRoles)
+        );
+        let machine = RoleName::from(Role::TenantMachine);
+        assert!(matches!(
+            check_assignment(&admin, user, &[machine], &[]),
+            Err(AssignmentError::WrongHolder(_))
+        ));
+        let customer = caller(Some(mine), &[Role::CustomerUser]);
+        assert!(matches!(
+            check_assignment(&customer, user, &[tenant_admin], &[]),
+            Err(AssignmentError::Escalation(_))
+        ));
+        let root = caller(None, &[Role::PlatformAdmin]);
+        assert_eq!(check_assignment(&root, staff, &[platform_admin], &[]), Ok(()));
+        let unknown = RoleName::parse("ghost").expect("name");
+        assert_eq!(
+            check_assignment(&admin, user, std::slice::from_ref(&unknown), &[]),
+            Err(AssignmentError::UnknownRole(unknown))
+        );
+    }
+
+    fn any_tenant_role() -> impl Strategy<Value = Role> {
+        prop_oneof![Just(Role::TenantAdmin), Just(Role::CustomerUser), Just(Role::TenantMachine)]
+    }
+
+    fn any_permission() -> impl Strategy<Value = Permission> {
+        (
+            proptest::option::of(proptest::sample::select(Resource::ALL.to_vec())),
+            proptest::option::of(proptest::sample::select(Action::ALL.to_vec())),
+            prop_oneof![Just(Scope::Own), Just(Scope::Tenant)],
+        )
+            .prop_map(|(resource, action, scope)| Permission::new(resource, action, scope))
     }
 
     proptest! {
-        /// No role short of platform admin ever reaches another tenant's objects.
+        /// No tenant-scoped role, built-in or custom, ever reaches another tenant's objects
+        /// or the platform's.
         #[test]
-        fn tenant_scoped_roles_never_cross_tenants(roles in proptest::collection::vec(any_role(), 0..3), r in 0usize..8, a in 0usize..4) {
-            let resources = [Resource::Tenant, Resource::User, Resource::Role, Resource::Plan, Resource::Service, Resource::Invoice, Resource::Payment, Resource::Usage];
-            let actions = [Action::Create, Action::Read, Action::Update, Action::Delete];
-            let c = caller(Some(TenantId::generate()), &roles);
+        fn tenant_scoped_roles_never_cross_tenants(
+            roles in proptest::collection::vec(any_tenant_role(), 0..3),
+            custom in proptest::collection::vec(any_permission(), 0..4),
+            r in proptest::sample::select(Resource::ALL.to_vec()),
+            a in proptest::sample::select(Action::ALL.to_vec()),
+        ) {
+            let c = Caller { custom_permissions: custom, ..caller(Some(TenantId::generate()), &roles) };
             let elsewhere = target(Some(TenantId::generate()), Some("u1"));
-            prop_assert!(authorize(&c, resources[r], actions[a], elsewhere).is_err());
-            prop_assert!(authorize(&c, resources[r], actions[a], target(None, None)).is_err());
+            prop_assert!(authorize(&c, r, a, elsewhere).is_err());
+            prop_assert!(authorize(&c, r, a, target(None, None)).is_err());
+            prop_assert!(matches!(c.fence(), Fence::Tenant(_)));
+        }
+
+        /// Whatever a caller may hand out, it could already do itself.
+        #[test]
+        fn granted_roles_never_exceed_the_granter(
+            mine in proptest::collection::vec(any_permission(), 0..4),
+            wanted in proptest::collection::vec(any_permission(), 1..4),
+            r in proptest::sample::select(Resource::ALL.to_vec()),
+            a in proptest::sample::select(Action::ALL.to_vec()),
+        ) {
+            let tenant = TenantId::generate();
+            let granter = Caller { roles: vec![RoleName::parse("granter").expect("name")], custom_permissions: mine, ..caller(Some(tenant), &[]) };
+            let role = CustomRole::new(RoleName::parse("wanted").expect("name"), String::new(), wanted.clone()).expect("valid");
+            if may_define(&granter, &role) {
+                let holder = Caller { user_id: "u2".into(), custom_permissions: wanted, ..granter.clone() };
+                for scope_target in [Target::tenant(tenant), Target::tenant(tenant).owner("u2")] {
+                    if authorize(&holder, r, a, scope_target).is_ok() {
+                        let as_granter = Target { owner_id: scope_target.owner_id.map(|_| "u1"), ..scope_target };
+                        prop_assert!(authorize(&granter, r, a, as_granter).is_ok());
+                    }
+                }
+            }
         }
     }
 }

@@ -7,7 +7,10 @@ pub mod plan;
 pub mod tenant;
 pub mod values;
 
-pub use access::{Action, Caller, Denied, Permission, Resource, Role, Scope, Target, authorize};
+pub use access::{
+    Account, Action, AssignmentError, Caller, CustomRole, Denied, Fence, PartnerId, Permission, Resource,
+    Role, RoleName, Scope, Target, authorize, check_assignment, may_define,
+};
 pub use plan::{Plan, PlanId, TaskSize, seed_plans};
 pub use tenant::{Container, NewTenant, Tenant, TenantId, TenantStatus, TransitionError};
 pub use values::{Email, InvalidValue, TenantName, TenantSlug};

@@ -3,6 +3,7 @@ use std::fmt;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::access::PartnerId;
 use crate::plan::{PlanId, TaskSize};
 use crate::values::{Email, InvalidValue, TenantName, TenantSlug};
 
@@ -122,8 +123,12 @@ pub struct Tenant {
     pub name: TenantName,
     pub plan: PlanId,
     pub contact_email: Email,
+    /// The partner (reseller) that brought the tenant, if any.
     #[serde(default)]
-    pub partner_id: Option<String>,
+    pub partner_id: Option<PartnerId>,
+    /// The tenant's secret (its container's machine token lives there), once provisioned.
+    #[serde(default)]
+    pub secret_arn: Option<String>,
     pub status: TenantStatus,
     #[serde(default)]
     pub container: Option<Container>,
@@ -149,6 +154,7 @@ pub struct NewTenant {
     pub slug: TenantSlug,
     pub plan: PlanId,
     pub contact_email: Email,
+    pub partner_id: Option<PartnerId>,
 }
 
 impl Tenant {
@@ -161,7 +167,8 @@ impl Tenant {
             name: new.name,
             plan: new.plan,
             contact_email: new.contact_email,
-            partner_id: None,
+            partner_id: new.partner_id,
+            secret_arn: None,
             status: TenantStatus::Provisioning,
             container: None,
             customer_count: 0,
@@ -195,6 +202,7 @@ mod tests {
                 slug: TenantSlug::parse("acme").expect("slug"),
                 plan: PlanId::parse("usage").expect("plan"),
                 contact_email: Email::parse("ops@acme.example").expect("email"),
+                partner_id: None,
             },
             OffsetDateTime::UNIX_EPOCH,
         )

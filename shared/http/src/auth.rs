@@ -2,6 +2,7 @@
 //! `nbf`/`typ` all checked (RFC 8725). Access and refresh tokens carry different `typ`s, so
 //! one never passes for the other.
 
+use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
@@ -11,7 +12,7 @@ use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use dotmac_config::JwtSettings;
-use dotmac_domain::{Caller, Role, TenantId};
+use dotmac_domain::{Caller, PartnerId, RoleName, TenantId};
 use dotmac_store::Store;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -53,13 +54,24 @@ pub struct Claims {
     /// The sign-in session (refresh-token family) the token belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fam: Option<String>,
+    /// The partner a partner's staff member works for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<PartnerId>,
     #[serde(default)]
-    pub roles: Vec<Role>,
+    pub roles: Vec<RoleName>,
 }
 
 impl Claims {
+    /// The caller as the token states it; custom roles' permissions are resolved separately
+    /// (they live with the tenant, so a change to a role applies at once).
     pub fn caller(&self) -> Caller {
-        Caller { user_id: self.sub.clone(), tenant_id: self.tid, roles: self.roles.clone() }
+        Caller {
+            user_id: self.sub.clone(),
+            tenant_id: self.tid,
+            partner_id: self.pid.clone(),
+            roles: self.roles.clone(),
+            custom_permissions: Vec::new(),
+        }
     }
 }
 
@@ -111,18 +123,31 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Rotation: `new_key` signs from `now`; the key that signed until now keeps verifying
-    /// for `overlap_seconds` (at least the longest token lifetime, so nobody is signed out),
-    /// and keys already past retirement are dropped.
-    pub fn rotate(mut self, new_key: String, now: i64, overlap_seconds: i64) -> KeySet {
+    /// Rotation: `new_key` is published now and signs from `now + publish_lead_seconds` (by
+    /// then every instance has reloaded the set and verifies it). The keys that signed until
+    /// then keep verifying for `overlap_seconds` more (at least the longest token lifetime,
+    /// so nobody is signed out), and keys already past retirement are dropped.
+    pub fn rotate(
+        mut self,
+        new_key: String,
+        now: i64,
+        publish_lead_seconds: i64,
+        overlap_seconds: i64,
+    ) -> KeySet {
+        let switch_at = now + publish_lead_seconds;
         for key in &mut self.keys {
-            if key.retire_at.is_none() && key.not_before <= now {
-                key.retire_at = Some(now + overlap_seconds);
+            if key.retire_at.is_none() && key.not_before <= switch_at {
+                key.retire_at = Some(switch_at + overlap_seconds);
             }
         }
         self.keys.retain(|key| key.retire_at.is_none_or(|at| at > now));
-        self.keys.push(StoredKey { private_key: new_key, not_before: now, retire_at: None });
+        self.keys.push(StoredKey { private_key: new_key, not_before: switch_at, retire_at: None });
         self
+    }
+
+    /// When the newest key was (or will be) first used to sign.
+    pub fn newest_not_before(&self) -> Option<i64> {
+        self.keys.iter().map(|key| key.not_before).max()
     }
 }
 
@@ -134,13 +159,18 @@ struct VerifyingKey {
     retire_at: Option<i64>,
 }
 
-/// The platform's keys and the rules tokens are checked against. Built once at cold start
-/// and shared. One key signs; every live key of the set verifies, so a rotation never signs
-/// anyone out.
-pub struct JwtKeys {
+/// The keys of one version of the key set.
+struct KeyMaterial {
     kid: String,
     encoding: EncodingKey,
     verifying: Vec<VerifyingKey>,
+}
+
+/// The platform's keys and the rules tokens are checked against. Built once at cold start
+/// and shared; `reload` swaps in a new version of the key set without stopping anyone. One
+/// key signs; every live key of the set verifies, so a rotation never signs anyone out.
+pub struct JwtKeys {
+    material: ArcSwap<KeyMaterial>,
     issuer: String,
     audience: String,
     access_ttl_seconds: u64,
@@ -150,7 +180,7 @@ pub struct JwtKeys {
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtKeys")
-            .field("kid", &self.kid)
+            .field("kid", &self.material.load().kid)
             .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
@@ -179,6 +209,31 @@ impl JwtKeys {
     }
 
     pub fn from_key_set(set: &KeySet, settings: &JwtSettings, now: i64) -> Result<Self, TokenError> {
+        Ok(Self {
+            material: ArcSwap::from_pointee(KeyMaterial::from_key_set(set, now)?),
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            access_ttl_seconds: settings.access_ttl_seconds,
+            refresh_ttl_seconds: settings.refresh_ttl_seconds,
+        })
+    }
+
+    /// Swaps in a new version of the key set (a rotation, or keys retiring). A set that
+    /// cannot sign is refused and the current keys stay.
+    pub fn reload(&self, set: &KeySet, now: i64) -> Result<(), TokenError> {
+        let material = KeyMaterial::from_key_set(set, now)?;
+        let changed = material.kid != self.material.load().kid
+            || material.verifying.len() != self.material.load().verifying.len();
+        self.material.store(Arc::new(material));
+        if changed {
+            tracing::info!(kid = %self.kid(), "signing keys reloaded");
+        }
+        Ok(())
+    }
+}
+
+impl KeyMaterial {
+    fn from_key_set(set: &KeySet, now: i64) -> Result<Self, TokenError> {
         let mut signer: Option<(i64, String, Vec<u8>)> = None;
         let mut verifying = Vec::new();
         for key in &set.keys {
@@ -201,26 +256,22 @@ impl JwtKeys {
             });
         }
         let (_, kid, pkcs8) = signer.ok_or(TokenError::NoSigningKey)?;
-        Ok(Self {
-            kid,
-            encoding: EncodingKey::from_ed_der(&pkcs8),
-            verifying,
-            issuer: settings.issuer.clone(),
-            audience: settings.audience.clone(),
-            access_ttl_seconds: settings.access_ttl_seconds,
-            refresh_ttl_seconds: settings.refresh_ttl_seconds,
-        })
+        Ok(Self { kid, encoding: EncodingKey::from_ed_der(&pkcs8), verifying })
     }
+}
 
-    pub fn kid(&self) -> &str {
-        &self.kid
+impl JwtKeys {
+    /// The id of the key that signs now.
+    pub fn kid(&self) -> String {
+        self.material.load().kid.clone()
     }
 
     /// The public half as a JSON Web Key Set (RFC 7517, OKP keys per RFC 8037), so any JWT
     /// library can verify our tokens.
     pub fn jwks(&self) -> serde_json::Value {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let keys: Vec<_> = self
+        let material = self.material.load();
+        let keys: Vec<_> = material
             .verifying
             .iter()
             .filter(|key| key.retire_at.is_none_or(|at| at > now))
@@ -249,7 +300,7 @@ impl JwtKeys {
     fn sign(
         &self,
         caller: &Caller,
-        family: &str,
+        family: Option<&str>,
         kind: TokenKind,
         ttl: u64,
         now: OffsetDateTime,
@@ -265,22 +316,25 @@ impl JwtKeys {
             jti: uuid::Uuid::new_v4().to_string(),
             typ: kind,
             tid: caller.tenant_id,
-            fam: Some(family.to_owned()),
+            fam: family.map(str::to_owned),
+            pid: caller.partner_id.clone(),
             roles: caller.roles.clone(),
         };
+        let material = self.material.load();
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
+        header.kid = Some(material.kid.clone());
         header.typ = Some(kind.header_typ().to_owned());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+        let token = jsonwebtoken::encode(&header, &claims, &material.encoding)
             .map_err(|e| TokenError::Signing(e.to_string()))?;
         Ok((token, claims))
     }
 
     /// An access and a refresh token for `caller`, both in the sign-in session `family`.
     pub fn issue(&self, caller: &Caller, family: &str, now: OffsetDateTime) -> Result<Issued, TokenError> {
-        let (access_token, _) = self.sign(caller, family, TokenKind::Access, self.access_ttl_seconds, now)?;
+        let (access_token, _) =
+            self.sign(caller, Some(family), TokenKind::Access, self.access_ttl_seconds, now)?;
         let (refresh_token, refresh) =
-            self.sign(caller, family, TokenKind::Refresh, self.refresh_ttl_seconds, now)?;
+            self.sign(caller, Some(family), TokenKind::Refresh, self.refresh_ttl_seconds, now)?;
         Ok(Issued {
             pair: TokenPair {
                 access_token,
@@ -293,6 +347,23 @@ impl JwtKeys {
         })
     }
 
+    /// The bearer token of a tenant's container: an access token whose only role is
+    /// `tenant_machine` (report usage and health for its own tenant), valid for `ttl_seconds`.
+    /// It is in no sign-in session; it is revoked through the deny-list by its `jti`.
+    pub fn issue_machine(
+        &self,
+        tenant_id: TenantId,
+        ttl_seconds: u64,
+        now: OffsetDateTime,
+    ) -> Result<(String, Claims), TokenError> {
+        let caller = Caller::new(
+            format!("machine:{tenant_id}"),
+            Some(tenant_id),
+            &[dotmac_domain::Role::TenantMachine],
+        );
+        self.sign(&caller, None, TokenKind::Access, ttl_seconds, now)
+    }
+
     /// Checks signature, algorithm, `kid`, `typ`, issuer, audience and validity window.
     pub fn verify(&self, token: &str, expected: TokenKind) -> Result<Claims, TokenError> {
         let reject = |why: &str| TokenError::Rejected(why.to_owned());
@@ -301,7 +372,8 @@ impl JwtKeys {
             return Err(reject("algorithm not allowed"));
         }
         // The kid only ever selects among our own keys.
-        let key = self
+        let material = self.material.load();
+        let key = material
             .verifying
             .iter()
             .find(|key| header.kid.as_deref() == Some(key.kid.as_str()))
@@ -338,13 +410,16 @@ pub struct SignedIn(pub Claims);
 /// Verifies the bearer token and that it has not been signed out. Fails closed: if the
 /// deny-list cannot be read, the request is refused.
 async fn authenticate(parts: &Parts, keys: &JwtKeys, store: &Store) -> Result<Claims, ApiError> {
-    let header = parts
-        .headers
-        .get(AUTHORIZATION)
+    check_bearer(parts.headers.get(AUTHORIZATION).map(|v| v.to_str().unwrap_or_default()), keys, store).await
+}
+
+/// The one check of an `Authorization` header's access token, shared by the functions'
+/// extractors and API Gateway's Lambda authorizer: signature and claims, then the
+/// deny-list (failing closed if it cannot be read).
+pub async fn check_bearer(header: Option<&str>, keys: &JwtKeys, store: &Store) -> Result<Claims, ApiError> {
+    let header = header
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "send an Authorization: Bearer token"))?;
-    let token = header
-        .to_str()
-        .ok()
+    let token = Some(header)
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -364,6 +439,23 @@ async fn authenticate(parts: &Parts, keys: &JwtKeys, store: &Store) -> Result<Cl
     Ok(claims)
 }
 
+/// Adds what the caller's custom roles grant, as its tenant defines them now (a role's
+/// change applies to the next request, not the next sign-in). Read through the caller's own
+/// fence, so a token naming roles can never load another tenant's.
+pub async fn resolve_caller(store: &Store, mut caller: Caller) -> Result<Caller, ApiError> {
+    let Some(tenant) = caller.tenant_id else { return Ok(caller) };
+    if caller.custom_roles().next().is_none() {
+        return Ok(caller);
+    }
+    let defined = store.fenced(dotmac_domain::Fence::Tenant(tenant)).list_roles(tenant).await?;
+    caller.custom_permissions = defined
+        .into_iter()
+        .filter(|record| caller.roles.contains(&record.role.name))
+        .flat_map(|record| record.role.permissions)
+        .collect();
+    Ok(caller)
+}
+
 impl<S> FromRequestParts<S> for Authenticated
 where
     Arc<JwtKeys>: FromRef<S>,
@@ -374,7 +466,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let SignedIn(claims) = SignedIn::from_request_parts(parts, state).await?;
-        Ok(Authenticated(claims.caller()))
+        let caller = resolve_caller(&Store::from_ref(state), claims.caller()).await?;
+        Ok(Authenticated(caller))
     }
 }
 
@@ -394,11 +487,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dotmac_domain::Role;
 
     fn settings(key: String) -> JwtSettings {
         JwtSettings {
             signing_key: Some(key),
             key_set: None,
+            key_set_secret: None,
+            key_reload_seconds: 300,
+            rotate_after_seconds: 30 * 24 * 3600,
             issuer: "https://issuer.test".into(),
             audience: "dotmac-test".into(),
             access_ttl_seconds: 900,
@@ -412,7 +509,7 @@ mod tests {
     }
 
     fn admin() -> Caller {
-        Caller { user_id: "u1".into(), tenant_id: None, roles: vec![Role::PlatformAdmin] }
+        Caller::new("u1", None, &[Role::PlatformAdmin])
     }
 
     #[test]
@@ -474,7 +571,8 @@ mod tests {
             typ: TokenKind::Access,
             tid: None,
             fam: None,
-            roles: vec![Role::PlatformAdmin],
+            pid: None,
+            roles: vec![Role::PlatformAdmin.into()],
         }
     }
 
@@ -489,25 +587,28 @@ mod tests {
     fn refuses_hs256_signed_with_our_public_key() {
         let keys = keys();
         let claims = admin_claims("https://issuer.test", "dotmac-test");
-        let public = &keys.verifying[0].public_key;
-        let forged = sign_with(&claims, Algorithm::HS256, keys.kid(), &EncodingKey::from_secret(public));
+        let public = keys.material.load().verifying[0].public_key.clone();
+        let forged = sign_with(&claims, Algorithm::HS256, &keys.kid(), &EncodingKey::from_secret(&public));
         assert!(keys.verify(&forged, TokenKind::Access).is_err());
     }
 
     #[test]
     fn refuses_wrong_issuer_audience_and_unknown_kid() {
         let keys = keys();
-        let key = &keys.encoding;
+        let material = keys.material.load();
+        let key = &material.encoding;
         let good = admin_claims("https://issuer.test", "dotmac-test");
-        assert!(keys.verify(&sign_with(&good, Algorithm::EdDSA, keys.kid(), key), TokenKind::Access).is_ok());
+        assert!(
+            keys.verify(&sign_with(&good, Algorithm::EdDSA, &keys.kid(), key), TokenKind::Access).is_ok()
+        );
         let wrong_iss = admin_claims("https://evil.test", "dotmac-test");
         assert!(
-            keys.verify(&sign_with(&wrong_iss, Algorithm::EdDSA, keys.kid(), key), TokenKind::Access)
+            keys.verify(&sign_with(&wrong_iss, Algorithm::EdDSA, &keys.kid(), key), TokenKind::Access)
                 .is_err()
         );
         let wrong_aud = admin_claims("https://issuer.test", "someone-else");
         assert!(
-            keys.verify(&sign_with(&wrong_aud, Algorithm::EdDSA, keys.kid(), key), TokenKind::Access)
+            keys.verify(&sign_with(&wrong_aud, Algorithm::EdDSA, &keys.kid(), key), TokenKind::Access)
                 .is_err()
         );
         assert!(
@@ -530,7 +631,7 @@ mod tests {
         let old_token =
             before.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
 
-        let rotated = first.rotate(generate_signing_key().expect("key"), now, 3600);
+        let rotated = first.rotate(generate_signing_key().expect("key"), now, 0, 3600);
         let after = JwtKeys::from_key_set(&rotated, &settings, now).expect("keys");
         assert_ne!(after.kid(), before.kid(), "the new key signs");
         assert_eq!(after.jwks()["keys"].as_array().map(Vec::len), Some(2), "both keys are published");

@@ -18,6 +18,7 @@ pub enum ErrorCode {
     TenantNotFound,
     MethodNotAllowed,
     SlugTaken,
+    AlreadyExists,
     RequestInProgress,
     IdempotencyKeyReused,
     RateLimited,
@@ -37,7 +38,7 @@ impl ErrorCode {
             Forbidden => StatusCode::FORBIDDEN,
             NotFound | TenantNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            SlugTaken | RequestInProgress => StatusCode::CONFLICT,
+            SlugTaken | AlreadyExists | RequestInProgress => StatusCode::CONFLICT,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             DependencyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -60,6 +61,7 @@ impl ErrorCode {
             TenantNotFound => "TENANT_NOT_FOUND",
             MethodNotAllowed => "METHOD_NOT_ALLOWED",
             SlugTaken => "SLUG_TAKEN",
+            AlreadyExists => "ALREADY_EXISTS",
             RequestInProgress => "REQUEST_IN_PROGRESS",
             IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             RateLimited => "RATE_LIMITED",
@@ -138,6 +140,9 @@ impl From<dotmac_store::StoreError> for ApiError {
                     .with_details(json!({ "field": "slug", "slug": slug }))
             }
             BadCursor => ApiError::invalid_field("cursor", "is not a cursor this API issued"),
+            AlreadyExists => ApiError::new(ErrorCode::AlreadyExists, "it already exists"),
+            // Logged where it was stopped; the caller learns no more than a policy refusal.
+            OutOfFence { .. } => ApiError::new(ErrorCode::Forbidden, "not allowed"),
             Dynamo { .. } => ApiError::unavailable("dynamodb", error),
             other => ApiError::internal(other),
         }

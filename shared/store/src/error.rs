@@ -12,6 +12,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the pagination cursor is not one this API issued")]
     BadCursor,
+    /// A caller-scoped read or write aimed outside the caller's tenant: a bug upstream,
+    /// stopped here.
+    #[error("the key {key} is outside the caller's reach")]
+    OutOfFence { key: String },
     #[error("DynamoDB {operation} failed: {message}")]
     Dynamo { operation: &'static str, message: String },
 }

@@ -1,7 +1,7 @@
 //! Key layout of the single table, and the attribute-value shorthands, in one place.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use dotmac_domain::TenantId;
+use dotmac_domain::{PartnerId, TenantId};
 
 pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
@@ -37,10 +37,35 @@ pub fn plan_pk(id: &str) -> String {
 }
 pub const PLAN_SK: &str = "PLAN";
 
-pub fn user_pk(id: &str) -> String {
+/// Users sit in their home's partition: the tenant's, the partner's, or the platform's.
+pub fn user_home_pk(home: &crate::users::UserHome) -> String {
+    use crate::users::UserHome;
+    match home {
+        UserHome::Tenant(tenant) => tenant_pk(*tenant),
+        UserHome::Partner(partner) => partner_pk(partner),
+        UserHome::Platform => PLATFORM_PK.to_owned(),
+    }
+}
+pub fn user_sk(id: &str) -> String {
     format!("USER#{id}")
 }
-pub const USER_SK: &str = "PROFILE";
+/// GSI1 partition finding a user by id alone.
+pub fn user_lookup_pk(id: &str) -> String {
+    format!("USER#{id}")
+}
+pub fn partner_pk(partner: &PartnerId) -> String {
+    format!("PARTNER#{partner}")
+}
+/// The partition of platform-level records that belong to no tenant (platform staff).
+pub const PLATFORM_PK: &str = "PLATFORM";
+
+/// A tenant's custom role.
+pub fn role_sk(name: &str) -> String {
+    format!("ROLE#{name}")
+}
+pub const ROLE_SK_PREFIX: &str = "ROLE#";
+/// A tenant container's latest health report.
+pub const HEARTBEAT_SK: &str = "HEARTBEAT";
 /// Claims an e-mail address for one user, so sign-in finds the user and no two share it.
 pub fn email_pk(email: &str) -> String {
     format!("EMAIL#{email}")

@@ -1,13 +1,17 @@
 //! DynamoDB persistence for the platform's single table.
 //!
-//! Every tenant-owned item's key leads with `TENANT#<id>` so IAM leading-key conditions can
-//! fence a tenant's rows; platform-level items (plans, slug claims, users of platform staff,
-//! idempotency records) have their own prefixes.
+//! Every tenant-owned item's key (its profile, users, roles, health) leads with `TENANT#<id>`,
+//! and handlers reach them through `Store::fenced`, which refuses keys outside the caller's
+//! tenant. Platform-level items (plans, slug claims, platform staff, idempotency records)
+//! have their own prefixes.
 
 mod error;
+pub mod fence;
+pub mod heartbeats;
 pub mod idempotency;
 pub mod keys;
 pub mod plans;
+pub mod roles;
 pub mod schema;
 pub mod sessions;
 pub mod tenants;
@@ -15,11 +19,14 @@ pub mod throttle;
 pub mod users;
 
 pub use error::StoreError;
+pub use fence::Fenced;
+pub use heartbeats::{HealthStatus, Heartbeat};
 pub use idempotency::{Begin, IdempotencyKey, SavedResponse};
+pub use roles::{RoleRecord, RoleWrite};
 pub use sessions::Rotation;
 pub use tenants::{Lease, Page, TenantRecord};
 pub use throttle::WindowCount;
-pub use users::UserRecord;
+pub use users::{UserChanges, UserHome, UserRecord};
 
 use aws_sdk_dynamodb::Client;
 

@@ -1,7 +1,7 @@
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use dotmac_domain::{Tenant, TenantId};
+use dotmac_domain::{PartnerId, Tenant, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use time::OffsetDateTime;
@@ -206,8 +206,28 @@ impl Store {
 
     /// Tenants in creation order, `limit` at a time.
     pub async fn list_tenants(&self, limit: i32, cursor: Option<&str>) -> Result<Page<Tenant>, StoreError> {
+        self.query_tenants(None, limit, cursor).await
+    }
+
+    /// The tenants a partner brought, in creation order. `limit` counts tenants examined, so
+    /// a page may hold fewer (even none) and still have a next cursor.
+    pub async fn list_partner_tenants(
+        &self,
+        partner: &PartnerId,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Tenant>, StoreError> {
+        self.query_tenants(Some(partner), limit, cursor).await
+    }
+
+    async fn query_tenants(
+        &self,
+        partner: Option<&PartnerId>,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Tenant>, StoreError> {
         let start = cursor.map(decode_cursor).transpose()?;
-        let output = self
+        let mut query = self
             .client
             .query()
             .table_name(&self.table)
@@ -215,10 +235,13 @@ impl Store {
             .key_condition_expression("GSI1PK = :pk")
             .expression_attribute_values(":pk", s(TENANTS_GSI1PK))
             .limit(limit)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("Query", e))?;
+            .set_exclusive_start_key(start);
+        if let Some(partner) = partner {
+            query = query
+                .filter_expression("partner_id = :partner")
+                .expression_attribute_values(":partner", s(partner.as_str()));
+        }
+        let output = query.send().await.map_err(|e| StoreError::dynamo("Query", e))?;
         let items = output
             .items
             .unwrap_or_default()

@@ -1,0 +1,91 @@
+//! The users function: user and role management under `/v1/users` and `/v1/roles`.
+//!
+//! Every request is scoped twice: the policy (`authorize`, `check_assignment`) decides what
+//! the caller may do, and the store's fence keeps its reads and writes inside the caller's
+//! tenant whatever the policy said.
+
+mod roles;
+mod users;
+
+use axum::extract::FromRef;
+use axum::http::Method;
+use dotmac_domain::{Caller, PartnerId, TenantId};
+use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, JwtKeys, Routes};
+use dotmac_store::{Store, UserHome};
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct UsersState {
+    pub store: Store,
+    pub keys: Arc<JwtKeys>,
+}
+
+impl FromRef<UsersState> for Arc<JwtKeys> {
+    fn from_ref(state: &UsersState) -> Self {
+        state.keys.clone()
+    }
+}
+
+impl FromRef<UsersState> for Store {
+    fn from_ref(state: &UsersState) -> Self {
+        state.store.clone()
+    }
+}
+
+pub fn router(state: UsersState) -> ApiRoutes {
+    Routes::new()
+        .route(Method::GET, "/v1/users", Access::Authenticated, users::list)
+        .route(Method::POST, "/v1/users", Access::Authenticated, users::create)
+        .route(Method::GET, "/v1/users/{id}", Access::Authenticated, users::get)
+        .route(Method::PATCH, "/v1/users/{id}", Access::Authenticated, users::update)
+        .route(Method::DELETE, "/v1/users/{id}", Access::Authenticated, users::delete)
+        .route(Method::GET, "/v1/roles", Access::Authenticated, roles::list)
+        .route(Method::POST, "/v1/roles", Access::Authenticated, roles::create)
+        .route(Method::GET, "/v1/roles/{name}", Access::Authenticated, roles::get)
+        .route(Method::PUT, "/v1/roles/{name}", Access::Authenticated, roles::replace)
+        .route(Method::DELETE, "/v1/roles/{name}", Access::Authenticated, roles::delete)
+        .with_state(state)
+}
+
+/// Which tenant (or partner) a collection request is about: the caller's own unless
+/// platform staff name another.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeQuery {
+    tenant_id: Option<String>,
+    partner_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl ScopeQuery {
+    /// The home named by the query, or the caller's own.
+    fn home(&self, caller: &Caller) -> Result<UserHome, ApiError> {
+        let tenant = self.tenant_id.as_deref().map(TenantId::parse).transpose().map_err(ApiError::from)?;
+        let partner = self.partner_id.as_deref().map(PartnerId::parse).transpose().map_err(ApiError::from)?;
+        Ok(match (tenant, partner) {
+            (Some(tenant), _) => UserHome::Tenant(tenant),
+            (None, Some(partner)) => UserHome::Partner(partner),
+            (None, None) => UserHome::of(caller.tenant_id, caller.partner_id.as_ref()),
+        })
+    }
+
+    fn limit(&self) -> Result<i32, ApiError> {
+        const MAX_PAGE: i32 = 100;
+        match self.limit.as_deref() {
+            None => Ok(20),
+            Some(raw) => raw.parse::<i32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                ApiError::invalid_field("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
+            }),
+        }
+    }
+}
+
+fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::new(ErrorCode::ValidationFailed, rejection.body_text())
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> Option<String> {
+    at.format(&time::format_description::well_known::Rfc3339).ok()
+}

@@ -1,0 +1,214 @@
+//! `/v1/roles`: the built-in roles and a tenant's custom roles.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use dotmac_domain::{
+    Action, Caller, CustomRole, Permission, Resource, Role, RoleName, Target, TenantId, authorize, may_define,
+};
+use dotmac_http::{ApiError, Authenticated, ErrorCode, Json};
+use dotmac_store::{RoleRecord, RoleWrite, StoreError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::{ScopeQuery, UsersState, query_error, rfc3339};
+
+fn builtin_body(role: Role) -> Value {
+    json!({ "name": role.name(), "builtin": true, "permissions": role.permissions() })
+}
+
+fn custom_body(record: &RoleRecord) -> Value {
+    json!({
+        "name": record.role.name,
+        "builtin": false,
+        "tenant_id": record.tenant_id,
+        "description": record.role.description,
+        "permissions": record.role.permissions,
+        "updated_at": rfc3339(record.updated_at),
+    })
+}
+
+/// The tenant whose roles a request is about: the caller's own unless platform staff name one.
+fn tenant_of(query: &ScopeQuery, caller: &Caller) -> Result<Option<TenantId>, ApiError> {
+    match query.tenant_id.as_deref() {
+        Some(raw) => Ok(Some(TenantId::parse(raw)?)),
+        None => Ok(caller.tenant_id),
+    }
+}
+
+fn target(tenant: Option<TenantId>) -> Target<'static> {
+    Target { tenant_id: tenant, ..Target::default() }
+}
+
+fn role_not_found(name: &str) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no role {name}"))
+}
+
+fn parse_name(raw: &str) -> Result<RoleName, ApiError> {
+    RoleName::parse(raw).map_err(|e| ApiError::invalid_field("name", e.reason))
+}
+
+pub(crate) async fn list(
+    State(state): State<UsersState>,
+    Authenticated(caller): Authenticated,
+    query: Result<Query<ScopeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let tenant = tenant_of(&query, &caller)?;
+    authorize(&caller, Resource::Role, Action::Read, target(tenant))?;
+    let mut items: Vec<Value> = Role::ALL.into_iter().map(builtin_body).collect();
+    if let Some(tenant) = tenant {
+        let custom = state.store.fenced(caller.fence()).list_roles(tenant).await?;
+        items.extend(custom.iter().map(custom_body));
+    }
+    Ok(axum::Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateRoleRequest {
+    name: String,
+    #[serde(default)]
+    description: String,
+    permissions: Vec<Permission>,
+    /// Platform staff name the tenant; others define roles in their own.
+    #[serde(default)]
+    tenant_id: Option<String>,
+}
+
+/// Checks a definition: valid on its own, and granting nothing the caller does not hold.
+fn definition(
+    caller: &Caller,
+    name: RoleName,
+    description: String,
+    permissions: Vec<Permission>,
+) -> Result<CustomRole, ApiError> {
+    let role = CustomRole::new(name, description, permissions)?;
+    if !may_define(caller, &role) {
+        return Err(ApiError::new(ErrorCode::Forbidden, "a role cannot grant more than you hold"));
+    }
+    Ok(role)
+}
+
+pub(crate) async fn create(
+    State(state): State<UsersState>,
+    Authenticated(caller): Authenticated,
+    Json(request): Json<CreateRoleRequest>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let tenant = match request.tenant_id.as_deref() {
+        Some(raw) => Some(TenantId::parse(raw)?),
+        None => caller.tenant_id,
+    };
+    authorize(&caller, Resource::Role, Action::Create, target(tenant))?;
+    let tenant =
+        tenant.ok_or_else(|| ApiError::invalid_field("tenant_id", "name the tenant the role belongs to"))?;
+    let role = definition(&caller, parse_name(&request.name)?, request.description, request.permissions)?;
+    let record = RoleRecord { role, tenant_id: tenant, updated_at: OffsetDateTime::now_utc() };
+    match state.store.fenced(caller.fence()).put_role(&record, RoleWrite::Create).await {
+        Ok(_) => {}
+        Err(StoreError::AlreadyExists) => {
+            // The same definition again is a retry, not a conflict.
+            let existing = state.store.fenced(caller.fence()).get_role(tenant, &record.role.name).await?;
+            return match existing {
+                Some(existing) if existing.role == record.role => {
+                    Ok((StatusCode::OK, axum::Json(custom_body(&existing))))
+                }
+                _ => Err(ApiError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("the role {} already exists", record.role.name),
+                )
+                .with_details(json!({ "field": "name" }))),
+            };
+        }
+        Err(error) => return Err(error.into()),
+    }
+    tracing::info!(role = %record.role.name, %tenant, by = %caller.user_id, "role created");
+    Ok((StatusCode::CREATED, axum::Json(custom_body(&record))))
+}
+
+pub(crate) async fn get(
+    State(state): State<UsersState>,
+    Authenticated(caller): Authenticated,
+    Path(name): Path<String>,
+    query: Result<Query<ScopeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let tenant = tenant_of(&query, &caller)?;
+    authorize(&caller, Resource::Role, Action::Read, target(tenant))?;
+    let name = RoleName::parse(&name).map_err(|_| role_not_found(&name))?;
+    if let Some(builtin) = name.builtin() {
+        return Ok(axum::Json(builtin_body(builtin)));
+    }
+    let tenant = tenant.ok_or_else(|| role_not_found(name.as_str()))?;
+    let record = state
+        .store
+        .fenced(caller.fence())
+        .get_role(tenant, &name)
+        .await?
+        .ok_or_else(|| role_not_found(name.as_str()))?;
+    Ok(axum::Json(custom_body(&record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplaceRoleRequest {
+    #[serde(default)]
+    description: String,
+    permissions: Vec<Permission>,
+}
+
+/// Replaces a custom role's definition; it applies to its holders' next request.
+pub(crate) async fn replace(
+    State(state): State<UsersState>,
+    Authenticated(caller): Authenticated,
+    Path(name): Path<String>,
+    query: Result<Query<ScopeQuery>, axum::extract::rejection::QueryRejection>,
+    Json(request): Json<ReplaceRoleRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let tenant = tenant_of(&query, &caller)?;
+    authorize(&caller, Resource::Role, Action::Update, target(tenant))?;
+    let name = parse_name(&name)?;
+    if name.builtin().is_some() {
+        return Err(ApiError::new(ErrorCode::Forbidden, "built-in roles cannot be changed"));
+    }
+    let tenant = tenant.ok_or_else(|| role_not_found(name.as_str()))?;
+    let role = definition(&caller, name, request.description, request.permissions)?;
+    let record = RoleRecord { role, tenant_id: tenant, updated_at: OffsetDateTime::now_utc() };
+    if !state.store.fenced(caller.fence()).put_role(&record, RoleWrite::Replace).await? {
+        return Err(role_not_found(record.role.name.as_str()));
+    }
+    tracing::info!(role = %record.role.name, %tenant, by = %caller.user_id, "role replaced");
+    Ok(axum::Json(custom_body(&record)))
+}
+
+/// Deletes a custom role; users who held it keep the name but it grants nothing.
+pub(crate) async fn delete(
+    State(state): State<UsersState>,
+    Authenticated(caller): Authenticated,
+    Path(name): Path<String>,
+    query: Result<Query<ScopeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let tenant = tenant_of(&query, &caller)?;
+    authorize(&caller, Resource::Role, Action::Delete, target(tenant))?;
+    let name = RoleName::parse(&name).map_err(|_| role_not_found(&name))?;
+    if name.builtin().is_some() {
+        return Err(ApiError::new(ErrorCode::Forbidden, "built-in roles cannot be deleted"));
+    }
+    let tenant = tenant.ok_or_else(|| role_not_found(name.as_str()))?;
+    let existing = state
+        .store
+        .fenced(caller.fence())
+        .get_role(tenant, &name)
+        .await?
+        .ok_or_else(|| role_not_found(name.as_str()))?;
+    if !may_define(&caller, &existing.role) {
+        return Err(ApiError::new(ErrorCode::Forbidden, "this role grants more than you hold"));
+    }
+    if !state.store.fenced(caller.fence()).delete_role(tenant, &name).await? {
+        return Err(role_not_found(name.as_str()));
+    }
+    tracing::info!(role = %name, %tenant, by = %caller.user_id, "role deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,290 @@
+//! `/v1/users`: list, create, read, update (roles and the active flag only), delete.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use dotmac_domain::{
+    Account, Action, AssignmentError, Caller, CustomRole, Email, Fence, PartnerId, Resource, RoleName,
+    Target, TenantId, authorize, check_assignment,
+};
+use dotmac_http::{ApiError, Authenticated, ErrorCode, Json, idempotent, request_fingerprint};
+use dotmac_store::{UserChanges, UserHome, UserRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::{ScopeQuery, UsersState, query_error, rfc3339};
+
+/// A user as the API shows it: never the password hash.
+pub(crate) fn user_body(user: &UserRecord) -> Value {
+    json!({
+        "id": user.id,
+        "email": user.email,
+        "tenant_id": user.tenant_id,
+        "partner_id": user.partner_id,
+        "roles": user.roles,
+        "active": user.active,
+        "created_at": rfc3339(user.created_at),
+        "last_login": user.last_login.and_then(rfc3339),
+    })
+}
+
+/// The policy's view of a user: the tenant it belongs to and the user as owner.
+fn target(user: &UserRecord) -> Target<'_> {
+    Target { tenant_id: user.tenant_id, partner_id: None, owner_id: Some(&user.id) }
+}
+
+fn home_target(home: &UserHome) -> Target<'_> {
+    match home {
+        UserHome::Tenant(tenant) => Target::tenant(*tenant),
+        UserHome::Partner(_) | UserHome::Platform => Target::default(),
+    }
+}
+
+/// Says nothing of whether the id exists elsewhere.
+fn user_not_found(_id: &str) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such user where you can see")
+}
+
+fn assignment_refused(error: AssignmentError) -> ApiError {
+    match error {
+        AssignmentError::UnknownRole(role) => {
+            ApiError::invalid_field("roles", format!("the tenant has no role {role}"))
+        }
+        AssignmentError::Count => ApiError::invalid_field("roles", "must list 1 to 10 roles"),
+        other => ApiError::new(ErrorCode::Forbidden, other.to_string()),
+    }
+}
+
+/// Whether the caller could have given the account the roles it holds (roles since deleted
+/// from the tenant grant nothing and are ignored).
+fn may_manage(caller: &Caller, account: Account<'_>, held: &[RoleName], custom: &[CustomRole]) -> bool {
+    let known: Vec<RoleName> = held
+        .iter()
+        .filter(|role| role.builtin().is_some() || custom.iter().any(|c| &c.name == *role))
+        .cloned()
+        .collect();
+    known.is_empty() || check_assignment(caller, account, &known, custom).is_ok()
+}
+
+fn beyond_yours() -> ApiError {
+    ApiError::new(ErrorCode::Forbidden, "this user holds roles beyond yours; you cannot change it")
+}
+
+/// The custom roles defined in the account's tenant (what assignments are checked against).
+async fn tenant_roles(
+    state: &UsersState,
+    caller: &Caller,
+    tenant: Option<TenantId>,
+) -> Result<Vec<CustomRole>, ApiError> {
+    let Some(tenant) = tenant else { return Ok(Vec::new()) };
+    let records = state.store.fenced(caller.fence()).list_roles(tenant).await?;
+    Ok(records.into_iter().map(|r| r.role).collect())
+}
+
+/// Finds the user `id` where the caller may look: in its own tenant (or partner), or, for
+/// platform staff, wherever it lives.
+async fn find_user(
+    state: &UsersState,
+    caller: &Caller,
+    id: &str,
+    action: Action,
+) -> Result<UserRecord, ApiError> {
+    // Refused before looking, so a caller without the right learns nothing from a 404.
+    let own_home = UserHome::of(caller.tenant_id, caller.partner_id.as_ref());
+    authorize(caller, Resource::User, action, home_target(&own_home).owner(id))?;
+    if id.is_empty() || id.len() > 64 {
+        return Err(user_not_found(id));
+    }
+    let home = match caller.fence() {
+        Fence::Global => state.store.find_user_home(id).await?.ok_or_else(|| user_not_found(id))?,
+        Fence::Tenant(_) | Fence::Partner(_) => own_home,
+        Fence::Nothing => {
+            return Err(ApiError::from(dotmac_domain::Denied {
+                resource: Resource::User,
+                action: Action::Read,
+            }));
+        }
+    };
+    state.store.fenced(caller.fence()).get_user(&home, id).await?.ok_or_else(|| user_not_found(id))
+}
+
+pub(crate) async fn list(
+    State(state): State<UsersState>,
+    Authenticated(caller): Authenticated,
+    query: Result<Query<ScopeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let home = query.home(&caller)?;
+    authorize(&caller, Resource::User, Action::Read, home_target(&home))?;
+    let page =
+        state.store.fenced(caller.fence()).list_users(&home, query.limit()?, query.cursor.as_deref()).await?;
+    let items: Vec<Value> = page.items.iter().map(user_body).collect();
+    Ok(axum::Json(json!({ "items": items, "next_cursor": page.next_cursor })))
+}
+
+/// Only these fields: ids, hashes, timestamps and the like are the platform's to set.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateUserRequest {
+    email: String,
+    password: String,
+    roles: Vec<String>,
+    /// Platform staff name the tenant (or partner) of the new user; others create users in
+    /// their own tenant and may leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    partner_id: Option<String>,
+}
+
+fn parse_roles(raw: &[String]) -> Result<Vec<RoleName>, ApiError> {
+    let mut roles: Vec<RoleName> = raw
+        .iter()
+        .map(|r| RoleName::parse(r))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError::invalid_field("roles", e.reason))?;
+    roles.sort();
+    roles.dedup();
+    Ok(roles)
+}
+
+pub(crate) async fn create(
+    State(state): State<UsersState>,
+    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
+    Json(request): Json<CreateUserRequest>,
+) -> Result<Response, ApiError> {
+    let email = Email::parse(&request.email)?;
+    let roles = parse_roles(&request.roles)?;
+    let tenant_id = match request.tenant_id.as_deref() {
+        Some(raw) => Some(TenantId::parse(raw)?),
+        None if request.partner_id.is_none() => caller.tenant_id,
+        None => None,
+    };
+    let partner_id = match request.partner_id.as_deref() {
+        Some(raw) => Some(PartnerId::parse(raw)?),
+        None if tenant_id.is_none() => caller.partner_id.clone(),
+        None => None,
+    };
+    let home = UserHome::of(tenant_id, partner_id.as_ref());
+    authorize(&caller, Resource::User, Action::Create, home_target(&home))?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let account = Account { user_id: &id, tenant_id, partner_id: partner_id.as_ref() };
+    let custom = tenant_roles(&state, &caller, tenant_id).await?;
+    check_assignment(&caller, account, &roles, &custom).map_err(assignment_refused)?;
+    dotmac_domain::password_policy::check(&request.password, &email)?;
+    let canonical = serde_json::to_vec(&request).map_err(ApiError::internal)?;
+    let fingerprint = request_fingerprint("POST", "/v1/users", &canonical);
+    let scope = format!("users#{}", caller.user_id);
+    let password = request.password;
+    let store = state.store.clone();
+    idempotent(&state.store, &scope, &headers, &fingerprint, || async move {
+        let password_hash = tokio::task::spawn_blocking(move || dotmac_auth::hash_password(&password))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+        let user = UserRecord {
+            id,
+            email,
+            password_hash,
+            tenant_id,
+            partner_id,
+            roles,
+            active: true,
+            created_at: OffsetDateTime::now_utc(),
+            last_login: None,
+        };
+        match store.fenced(caller.fence()).create_user(&user).await {
+            Ok(()) => {}
+            Err(dotmac_store::StoreError::AlreadyExists) => {
+                return Err(ApiError::new(
+                    ErrorCode::AlreadyExists,
+                    "a user with this e-mail already exists",
+                )
+                .with_details(json!({ "field": "email" })));
+            }
+            Err(error) => return Err(error.into()),
+        }
+        tracing::info!(user_id = %user.id, by = %caller.user_id, "user created");
+        Ok((StatusCode::CREATED, user_body(&user)))
+    })
+    .await
+}
+
+pub(crate) async fn get(
+    State(state): State<UsersState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let user = find_user(&state, &caller, &id, Action::Read).await?;
+    authorize(&caller, Resource::User, Action::Read, target(&user))?;
+    Ok(axum::Json(user_body(&user)))
+}
+
+/// What an update may change. Unknown fields (`tenant_id`, `id`, `email`, `password_hash`,
+/// ...) are refused, so no body can move a user or rewrite what the platform owns.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateUserRequest {
+    roles: Option<Vec<String>>,
+    active: Option<bool>,
+}
+
+pub(crate) async fn update(
+    State(state): State<UsersState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    Json(request): Json<UpdateUserRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let user = find_user(&state, &caller, &id, Action::Update).await?;
+    authorize(&caller, Resource::User, Action::Update, target(&user))?;
+    if user.id == caller.user_id {
+        // Covers roles and the active flag alike: nobody promotes, demotes or locks out
+        // themselves.
+        return Err(ApiError::new(ErrorCode::Forbidden, "nobody changes their own roles or status"));
+    }
+    let roles = request.roles.as_deref().map(parse_roles).transpose()?;
+    if let Some(roles) = &roles {
+        let account =
+            Account { user_id: &user.id, tenant_id: user.tenant_id, partner_id: user.partner_id.as_ref() };
+        let custom = tenant_roles(&state, &caller, user.tenant_id).await?;
+        check_assignment(&caller, account, roles, &custom).map_err(assignment_refused)?;
+        // Nor may anyone take away roles they could not have given.
+        if !may_manage(&caller, account, &user.roles, &custom) {
+            return Err(beyond_yours());
+        }
+    }
+    let changes = UserChanges { roles, active: request.active };
+    let updated = state
+        .store
+        .fenced(caller.fence())
+        .update_user(&user.home(), &user.id, &changes)
+        .await?
+        .ok_or_else(|| user_not_found(&id))?;
+    tracing::info!(user_id = %updated.id, by = %caller.user_id, "user updated");
+    Ok(axum::Json(user_body(&updated)))
+}
+
+pub(crate) async fn delete(
+    State(state): State<UsersState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let user = find_user(&state, &caller, &id, Action::Delete).await?;
+    authorize(&caller, Resource::User, Action::Delete, target(&user))?;
+    if user.id == caller.user_id {
+        return Err(ApiError::new(ErrorCode::Forbidden, "nobody deletes their own account here"));
+    }
+    let custom = tenant_roles(&state, &caller, user.tenant_id).await?;
+    let account =
+        Account { user_id: &user.id, tenant_id: user.tenant_id, partner_id: user.partner_id.as_ref() };
+    if !may_manage(&caller, account, &user.roles, &custom) {
+        return Err(beyond_yours());
+    }
+    if !state.store.fenced(caller.fence()).delete_user(&user).await? {
+        return Err(user_not_found(&id));
+    }
+    tracing::info!(user_id = %user.id, by = %caller.user_id, "user deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,152 @@
+//! The JWT key set in Secrets Manager: `{"keys":[{"private_key","not_before","retire_at"}]}`
+//! (see `dotmac_http::auth::KeySet`). Every function reads it; only the rotation schedule
+//! writes it.
+
+use aws_sdk_secretsmanager::Client;
+use dotmac_http::JwtKeys;
+use dotmac_http::auth::{KeySet, generate_signing_key};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::SecretsError;
+
+#[derive(Debug, Clone)]
+pub struct KeySetSecret {
+    client: Client,
+    secret_id: String,
+}
+
+/// How keys rotate. `publish_lead` lets every instance reload the new key before it signs;
+/// `overlap` keeps the old key verifying for the longest token lifetime; `rotate_after` is
+/// the age at which the signing key is replaced (the schedule may fire more often: a rotation
+/// that is not due yet is skipped, which also makes duplicate deliveries harmless).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationPolicy {
+    pub publish_lead_seconds: i64,
+    pub overlap_seconds: i64,
+    pub rotate_after_seconds: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RotationOutcome {
+    Rotated { keys: usize, signs_from: i64 },
+    NotDue { newest_key_since: i64 },
+}
+
+impl KeySetSecret {
+    pub fn new(client: Client, secret_id: impl Into<String>) -> Self {
+        Self { client, secret_id: secret_id.into() }
+    }
+
+    pub fn secret_id(&self) -> &str {
+        &self.secret_id
+    }
+
+    /// The current key set and the secret version it came from.
+    pub async fn load(&self) -> Result<(KeySet, String), SecretsError> {
+        let output = match self.client.get_secret_value().secret_id(&self.secret_id).send().await {
+            Ok(output) => output,
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                return Err(SecretsError::Missing(self.secret_id.clone()));
+            }
+            Err(error) => return Err(SecretsError::aws("GetSecretValue", error)),
+        };
+        let malformed = |reason: String| SecretsError::Malformed { secret: self.secret_id.clone(), reason };
+        let raw = output.secret_string().ok_or_else(|| malformed("no string value".into()))?;
+        let set: KeySet = serde_json::from_str(raw).map_err(|e| malformed(e.to_string()))?;
+        Ok((set, output.version_id().unwrap_or_default().to_owned()))
+    }
+
+    /// Creates the secret with `initial` unless it exists (then it is left alone): what the
+    /// local stack's bootstrap does; in AWS the rotation schedule's first run fills it.
+    pub async fn ensure(&self, initial: &KeySet) -> Result<(), SecretsError> {
+        let value = serde_json::to_string(initial)
+            .map_err(|e| SecretsError::Malformed { secret: self.secret_id.clone(), reason: e.to_string() })?;
+        match self
+            .client
+            .create_secret()
+            .name(&self.secret_id)
+            .description("DotMac Platform JWT signing keys (rotated by schedule)")
+            .secret_string(value)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
+                Ok(())
+            }
+            Err(error) => Err(SecretsError::aws("CreateSecret", error)),
+        }
+    }
+
+    /// Adds a new signing key when the newest one is old enough (or there is none), retiring
+    /// the old ones after the overlap. The write names the version it replaces, so two
+    /// concurrent runs cannot both add a key.
+    pub async fn rotate(&self, now: i64, policy: RotationPolicy) -> Result<RotationOutcome, SecretsError> {
+        let (set, version) = match self.load().await {
+            Ok(found) => (Some(found.0), found.1),
+            Err(SecretsError::Missing(_)) => (None, String::new()),
+            Err(error) => return Err(error),
+        };
+        if let Some(since) = set.as_ref().and_then(KeySet::newest_not_before)
+            && now - since < policy.rotate_after_seconds
+        {
+            return Ok(RotationOutcome::NotDue { newest_key_since: since });
+        }
+        let lead = if set.is_some() { policy.publish_lead_seconds } else { 0 };
+        let rotated = set.clone().unwrap_or_default().rotate(
+            generate_signing_key()?,
+            now,
+            lead,
+            policy.overlap_seconds,
+        );
+        let value = serde_json::to_string(&rotated)
+            .map_err(|e| SecretsError::Malformed { secret: self.secret_id.clone(), reason: e.to_string() })?;
+        if set.is_none() {
+            self.ensure(&rotated).await?;
+        } else {
+            // Secrets Manager refuses a second, different version under the same token.
+            let token = format!("rotation-after-{version}");
+            self.client
+                .put_secret_value()
+                .secret_id(&self.secret_id)
+                .secret_string(value)
+                .client_request_token(token)
+                .send()
+                .await
+                .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
+        }
+        let signs_from = now + lead;
+        tracing::info!(secret = %self.secret_id, keys = rotated.keys.len(), signs_from, "signing keys rotated");
+        Ok(RotationOutcome::Rotated { keys: rotated.keys.len(), signs_from })
+    }
+
+    /// Loads the key set and swaps it into `keys`.
+    pub async fn reload_into(&self, keys: &JwtKeys) -> Result<(), SecretsError> {
+        let (set, _) = self.load().await?;
+        keys.reload(&set, time::OffsetDateTime::now_utc().unix_timestamp())?;
+        Ok(())
+    }
+}
+
+/// Reloads the key set every `every`, so rotations and retirements reach running instances
+/// (on Lambda the timer runs while the instance is handling requests). A failed reload keeps
+/// the current keys and is retried at the next tick.
+pub fn spawn_reload(
+    keys: Arc<JwtKeys>,
+    secret: KeySetSecret,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            if let Err(error) = secret.reload_into(&keys).await {
+                tracing::warn!(%error, secret = %secret.secret_id(), "key set reload failed; keeping the current keys");
+            }
+        }
+    })
+}

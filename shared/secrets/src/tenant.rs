@@ -1,0 +1,125 @@
+//! Each tenant's secret: what its container needs to call the platform back (its machine
+//! token). Created at provisioning; the container reads it with its task role.
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::types::Tag;
+use dotmac_domain::TenantId;
+use dotmac_http::JwtKeys;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::SecretsError;
+
+#[derive(Debug, Clone)]
+pub struct TenantSecrets {
+    client: Client,
+    /// Secret names are `<prefix>/<tenant id>`.
+    prefix: String,
+}
+
+/// The secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineCredentials {
+    pub tenant_id: TenantId,
+    /// A bearer token: role `tenant_machine`, this tenant only.
+    pub machine_token: String,
+    /// The token's `jti`, to revoke it through the deny-list.
+    pub token_id: String,
+    pub expires_at: i64,
+}
+
+impl TenantSecrets {
+    pub fn new(client: Client, prefix: impl Into<String>) -> Self {
+        Self { client, prefix: prefix.into() }
+    }
+
+    pub fn secret_name(&self, tenant: TenantId) -> String {
+        format!("{}/{tenant}", self.prefix.trim_end_matches('/'))
+    }
+
+    pub async fn read(&self, tenant: TenantId) -> Result<Option<MachineCredentials>, SecretsError> {
+        let name = self.secret_name(tenant);
+        match self.client.get_secret_value().secret_id(&name).send().await {
+            Ok(output) => {
+                let raw = output.secret_string().unwrap_or_default();
+                serde_json::from_str(raw)
+                    .map(Some)
+                    .map_err(|e| SecretsError::Malformed { secret: name, reason: e.to_string() })
+            }
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                Ok(None)
+            }
+            Err(error) => Err(SecretsError::aws("GetSecretValue", error)),
+        }
+    }
+
+    /// Makes sure the tenant's secret holds a machine token valid for at least
+    /// `renew_within_seconds` more, issuing one (`ttl_seconds`) when it does not, and returns
+    /// the secret's ARN. Safe to repeat: a retried provisioning keeps the token it made.
+    pub async fn ensure_machine_token(
+        &self,
+        tenant: TenantId,
+        keys: &JwtKeys,
+        ttl_seconds: u64,
+        renew_within_seconds: i64,
+        now: OffsetDateTime,
+    ) -> Result<String, SecretsError> {
+        let name = self.secret_name(tenant);
+        let existing = self.read(tenant).await?;
+        if let Some(current) = &existing
+            && current.tenant_id == tenant
+            && current.expires_at - now.unix_timestamp() > renew_within_seconds
+        {
+            return self.arn(&name).await;
+        }
+        let (token, claims) = keys.issue_machine(tenant, ttl_seconds, now)?;
+        let value = serde_json::to_string(&MachineCredentials {
+            tenant_id: tenant,
+            machine_token: token,
+            token_id: claims.jti.clone(),
+            expires_at: claims.exp,
+        })
+        .map_err(|e| SecretsError::Malformed { secret: name.clone(), reason: e.to_string() })?;
+        if existing.is_some() {
+            self.client
+                .put_secret_value()
+                .secret_id(&name)
+                .secret_string(value)
+                .send()
+                .await
+                .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
+            return self.arn(&name).await;
+        }
+        let created = self
+            .client
+            .create_secret()
+            .name(&name)
+            .description(format!("DotMac tenant {tenant}: credentials of its container"))
+            .secret_string(value)
+            .tags(Tag::builder().key("tenant_id").value(tenant.to_string()).build())
+            .send()
+            .await;
+        match created {
+            Ok(output) => output.arn().map(str::to_owned).ok_or_else(|| SecretsError::Malformed {
+                secret: name,
+                reason: "CreateSecret returned no ARN".into(),
+            }),
+            // Another delivery of the same job created it a moment ago: theirs stands.
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
+                self.arn(&name).await
+            }
+            Err(error) => Err(SecretsError::aws("CreateSecret", error)),
+        }
+    }
+
+    async fn arn(&self, name: &str) -> Result<String, SecretsError> {
+        let output = self
+            .client
+            .describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .map_err(|e| SecretsError::aws("DescribeSecret", e))?;
+        output.arn().map(str::to_owned).ok_or_else(|| SecretsError::Missing(name.to_owned()))
+    }
+}

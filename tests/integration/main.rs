@@ -1,10 +1,15 @@
 //! One test binary (one link) for everything that talks to the emulator.
 
+// mod authorizer;
 mod interop;
 mod isolation;
 mod lambda_events;
+mod machine_tokens;
 mod onboarding;
+mod partners;
 mod provisioner;
 mod readiness;
 mod sessions;
+mod signing_keys;
 mod store;
+mod users_and_roles;

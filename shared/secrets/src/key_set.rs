@@ -45,17 +45,26 @@ impl KeySetSecret {
 
     /// The current key set and the secret version it came from.
     pub async fn load(&self) -> Result<(KeySet, String), SecretsError> {
-        let output = match self.client.get_secret_value().secret_id(&self.secret_id).send().await {
-            Ok(output) => output,
+        let (raw, version) =
+            self.fetch().await?.ok_or_else(|| SecretsError::Missing(self.secret_id.clone()))?;
+        let set = serde_json::from_str(&raw)
+            .map_err(|e| SecretsError::Malformed { secret: self.secret_id.clone(), reason: e.to_string() })?;
+        Ok((set, version))
+    }
+
+    /// The secret's current value and version, `None` when it does not exist (or has no
+    /// value yet).
+    async fn fetch(&self) -> Result<Option<(String, String)>, SecretsError> {
+        match self.client.get_secret_value().secret_id(&self.secret_id).send().await {
+            Ok(output) => Ok(Some((
+                output.secret_string().unwrap_or_default().to_owned(),
+                output.version_id().unwrap_or_default().to_owned(),
+            ))),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
-                return Err(SecretsError::Missing(self.secret_id.clone()));
+                Ok(None)
             }
-            Err(error) => return Err(SecretsError::aws("GetSecretValue", error)),
-        };
-        let malformed = |reason: String| SecretsError::Malformed { secret: self.secret_id.clone(), reason };
-        let raw = output.secret_string().ok_or_else(|| malformed("no string value".into()))?;
-        let set: KeySet = serde_json::from_str(raw).map_err(|e| malformed(e.to_string()))?;
-        Ok((set, output.version_id().unwrap_or_default().to_owned()))
+            Err(error) => Err(SecretsError::aws("GetSecretValue", error)),
+        }
     }
 
     /// Creates the secret with `initial` unless it exists (then it is left alone): what the
@@ -84,38 +93,41 @@ impl KeySetSecret {
     /// the old ones after the overlap. The write names the version it replaces, so two
     /// concurrent runs cannot both add a key.
     pub async fn rotate(&self, now: i64, policy: RotationPolicy) -> Result<RotationOutcome, SecretsError> {
-        let (set, version) = match self.load().await {
-            Ok(found) => (Some(found.0), found.1),
-            Err(SecretsError::Missing(_)) => (None, String::new()),
-            Err(error) => return Err(error),
+        let current = self.fetch().await?;
+        let set = match &current {
+            Some((raw, _)) => serde_json::from_str::<KeySet>(raw).ok().filter(|set| !set.keys.is_empty()),
+            None => None,
         };
+        if current.is_some() && set.is_none() {
+            // A secret created empty (as the template does) or holding something else.
+            tracing::warn!(secret = %self.secret_id, "the key set secret holds no keys; starting a new set");
+        }
         if let Some(since) = set.as_ref().and_then(KeySet::newest_not_before)
             && now - since < policy.rotate_after_seconds
         {
             return Ok(RotationOutcome::NotDue { newest_key_since: since });
         }
+        // The first key of a new set signs at once: nobody can be using another yet.
         let lead = if set.is_some() { policy.publish_lead_seconds } else { 0 };
-        let rotated = set.clone().unwrap_or_default().rotate(
-            generate_signing_key()?,
-            now,
-            lead,
-            policy.overlap_seconds,
-        );
+        let rotated =
+            set.unwrap_or_default().rotate(generate_signing_key()?, now, lead, policy.overlap_seconds);
         let value = serde_json::to_string(&rotated)
             .map_err(|e| SecretsError::Malformed { secret: self.secret_id.clone(), reason: e.to_string() })?;
-        if set.is_none() {
-            self.ensure(&rotated).await?;
-        } else {
-            // Secrets Manager refuses a second, different version under the same token.
-            let token = format!("rotation-after-{version}");
-            self.client
-                .put_secret_value()
-                .secret_id(&self.secret_id)
-                .secret_string(value)
-                .client_request_token(token)
-                .send()
-                .await
-                .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
+        match &current {
+            None => self.ensure(&rotated).await?,
+            Some((_, version)) => {
+                // Secrets Manager refuses a second, different version under the same token,
+                // so two runs that read the same version cannot both add a key.
+                let token = format!("rotation-after-{version}");
+                self.client
+                    .put_secret_value()
+                    .secret_id(&self.secret_id)
+                    .secret_string(value)
+                    .client_request_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
+            }
         }
         let signs_from = now + lead;
         tracing::info!(secret = %self.secret_id, keys = rotated.keys.len(), signs_from, "signing keys rotated");

@@ -1,0 +1,114 @@
+//! Signing keys from Secrets Manager: running instances pick up a rotation by themselves, a
+//! rotation signs nobody out, and a retired key's tokens are refused once the overlap ends.
+
+use dotmac_secrets::{RotationOutcome, RotationPolicy};
+use dotmac_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp};
+use serde_json::Value;
+use std::time::Duration;
+
+fn kid(token: &str) -> String {
+    let header = jsonwebtoken::decode_header(token).expect("header");
+    header.kid.expect("kid")
+}
+
+async fn jwks_kids(app: &TestApp) -> Vec<String> {
+    let jwks: Value = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rotation_reaches_running_instances_and_a_retired_key_stops_verifying() {
+    // Reload every second so the test sees what production sees every five minutes.
+    let app = TestApp::spawn_with(&[("DOTMAC_JWT_KEY_RELOAD_SECONDS", "1")]).await;
+    let secret = app.stack.platform.key_set_secret().expect("keys come from Secrets Manager");
+    let before = app.token_for(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let old_kid = kid(&before);
+    let published_before = jwks_kids(&app).await;
+    assert_eq!(published_before.len(), 2, "the signing key and the next one are published");
+
+    // Not due: the default policy leaves a fresh set alone (and so do duplicate runs).
+    let not_due = app.stack.platform.rotate_signing_keys().await.expect("rotation run");
+    assert!(matches!(not_due, RotationOutcome::NotDue { .. }), "{not_due:?}");
+
+    // Withdraw the pre-published next key, so the rotation below makes the only new one.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (mut set, _) = secret.load().await.expect("key set");
+    set.keys.retain(|key| key.not_before <= now);
+    aws_sdk_secretsmanager::Client::new(&app.stack.sdk)
+        .put_secret_value()
+        .secret_id(secret.secret_id())
+        .secret_string(serde_json::to_string(&set).expect("json"))
+        .send()
+        .await
+        .expect("put");
+
+    // Rotate now, with a short overlap so the old key retires within the test.
+    let policy = RotationPolicy { publish_lead_seconds: 0, overlap_seconds: 4, rotate_after_seconds: 0 };
+    let outcome = secret.rotate(now, policy).await.expect("rotated");
+    assert!(matches!(outcome, RotationOutcome::Rotated { keys: 2, .. }), "{outcome:?}");
+
+    // The running server reloads by itself: new sign-ins use the new key, old tokens still work.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let token = app.token_for(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        if kid(&token) != old_kid {
+            break token;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the server never picked up the rotation");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (status, _) = app.get_json(&before, "/v1/auth/me").await;
+    assert_eq!(status, 200, "a rotation signs nobody out");
+    assert!(jwks_kids(&app).await.contains(&kid(&after)));
+
+    // Past the overlap, the retired key's tokens are refused and it leaves the JWKS.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (status, _) = app.get_json(&before, "/v1/auth/me").await;
+    assert_eq!(status, 401, "a token of a retired key is refused");
+    let (status, _) = app.get_json(&after, "/v1/auth/me").await;
+    assert_eq!(status, 200);
+    let published = jwks_kids(&app).await;
+    assert!(!published.contains(&old_kid), "{published:?}");
+    let (set, _) = secret.load().await.expect("key set");
+    assert_eq!(set.keys.len(), 2, "the retired key stays in the secret until the next rotation drops it");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_first_run_creates_the_key_set_and_an_empty_secret_is_filled() {
+    let app = TestApp::spawn().await;
+    let client = aws_sdk_secretsmanager::Client::new(&app.stack.sdk);
+    let policy =
+        RotationPolicy { publish_lead_seconds: 600, overlap_seconds: 3600, rotate_after_seconds: 86_400 };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+
+    let fresh =
+        dotmac_secrets::KeySetSecret::new(client.clone(), format!("{}-fresh-keys", app.stack.local.prefix));
+    let outcome = fresh.rotate(now, policy).await.expect("first run");
+    assert_eq!(outcome, RotationOutcome::Rotated { keys: 1, signs_from: now }, "the first key signs at once");
+    assert!(matches!(fresh.rotate(now + 60, policy).await.expect("again"), RotationOutcome::NotDue { .. }));
+
+    let name = format!("{}-empty-keys", app.stack.local.prefix);
+    client.create_secret().name(&name).secret_string(r#"{"keys":[]}"#).send().await.expect("empty secret");
+    let empty = dotmac_secrets::KeySetSecret::new(client, name);
+    assert!(matches!(
+        empty.rotate(now, policy).await.expect("filled"),
+        RotationOutcome::Rotated { keys: 1, .. }
+    ));
+    let (set, _) = empty.load().await.expect("set");
+    assert_eq!(set.keys.len(), 1);
+    app.shutdown().await;
+}

@@ -1,0 +1,273 @@
+//! `/v1/users` and `/v1/roles`: management scoped by the caller's rights, custom roles that
+//! apply at once, no escalation and no mass assignment.
+
+use dotmac_domain::Role;
+use dotmac_tests::{TestApp, USER_PASSWORD};
+use http::Method;
+use serde_json::{Value, json};
+
+async fn tenant_with_admin(app: &TestApp, email: &str) -> (dotmac_domain::TenantId, String) {
+    let admin = app.admin_token().await;
+    let tenant = app.onboarded_tenant(&admin).await;
+    (tenant, app.user_token(email, tenant, Role::TenantAdmin).await)
+}
+
+fn new_user(email: &str, roles: &[&str]) -> Value {
+    json!({ "email": email, "password": "correct-horse-battery", "roles": roles })
+}
+
+#[tokio::test]
+async fn a_tenant_admin_manages_its_own_users_only() {
+    let app = TestApp::spawn().await;
+    let (tenant, admin) = tenant_with_admin(&app, "boss@users-a.example").await;
+    let (other_tenant, other_admin) = tenant_with_admin(&app, "boss@users-b.example").await;
+
+    let (status, created) = app
+        .send(
+            Method::POST,
+            "/v1/users",
+            Some(&admin),
+            Some(&new_user("agent@users-a.example", &["customer_user"])),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["tenant_id"], json!(tenant), "created in the caller's tenant");
+    assert!(created.get("password_hash").is_none());
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    // The same e-mail again is a conflict; a weak password is refused with its field.
+    let (status, error) = app
+        .send(
+            Method::POST,
+            "/v1/users",
+            Some(&admin),
+            Some(&new_user("agent@users-a.example", &["customer_user"])),
+        )
+        .await;
+    assert_eq!((status, error["error"]["code"].clone()), (409, json!("ALREADY_EXISTS")));
+    let weak = json!({ "email": "weak@users-a.example", "password": "short", "roles": ["customer_user"] });
+    let (status, error) = app.send(Method::POST, "/v1/users", Some(&admin), Some(&weak)).await;
+    assert_eq!(status, 422, "{error}");
+
+    let (status, list) = app.send(Method::GET, "/v1/users", Some(&admin), None).await;
+    assert_eq!(status, 200, "{list}");
+    let emails: Vec<&str> =
+        list["items"].as_array().expect("items").iter().filter_map(|u| u["email"].as_str()).collect();
+    assert_eq!(emails.len(), 2, "the admin and the new user: {emails:?}");
+    assert!(!emails.contains(&"boss@users-b.example"));
+
+    // The new user signs in with the password it was given.
+    let response = app.login("agent@users-a.example", "correct-horse-battery").await;
+    assert_eq!(response.status(), 200);
+
+    // Another tenant's admin cannot see, change or delete it.
+    for (method, body) in
+        [(Method::GET, None), (Method::PATCH, Some(json!({ "active": false }))), (Method::DELETE, None)]
+    {
+        let (status, answer) =
+            app.send(method.clone(), &format!("/v1/users/{id}"), Some(&other_admin), body.as_ref()).await;
+        assert_eq!(status, 404, "{method} by another tenant: {answer}");
+    }
+    let (status, _) =
+        app.send(Method::GET, &format!("/v1/users?tenant_id={tenant}"), Some(&other_admin), None).await;
+    assert_eq!(status, 403);
+    let _ = other_tenant;
+
+    // Deactivated, it can no longer sign in; deleted, its e-mail is free again.
+    let (status, updated) = app
+        .send(Method::PATCH, &format!("/v1/users/{id}"), Some(&admin), Some(&json!({ "active": false })))
+        .await;
+    assert_eq!((status, updated["active"].clone()), (200, json!(false)), "{updated}");
+    assert_eq!(app.login("agent@users-a.example", "correct-horse-battery").await.status(), 401);
+    let (status, _) = app.send(Method::DELETE, &format!("/v1/users/{id}"), Some(&admin), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = app.send(Method::GET, &format!("/v1/users/{id}"), Some(&admin), None).await;
+    assert_eq!(status, 404);
+    let (status, again) = app
+        .send(
+            Method::POST,
+            "/v1/users",
+            Some(&admin),
+            Some(&new_user("agent@users-a.example", &["customer_user"])),
+        )
+        .await;
+    assert_eq!(status, 201, "{again}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_body_sets_roles_tenant_or_identity_it_should_not() {
+    let app = TestApp::spawn().await;
+    let (tenant, admin) = tenant_with_admin(&app, "boss@mass-a.example").await;
+    let admin_id = app.get_json(&admin, "/v1/auth/me").await.1["id"].as_str().expect("id").to_owned();
+    let (other_tenant, _) = tenant_with_admin(&app, "boss@mass-b.example").await;
+    let customer = app.user_token("customer@mass-a.example", tenant, Role::CustomerUser).await;
+    let customer_id = app.get_json(&customer, "/v1/auth/me").await.1["id"].as_str().expect("id").to_owned();
+
+    // A user cannot give itself roles, whoever it is.
+    let (status, answer) = app
+        .send(
+            Method::PATCH,
+            &format!("/v1/users/{customer_id}"),
+            Some(&customer),
+            Some(&json!({ "roles": ["tenant_admin"] })),
+        )
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = app
+        .send(
+            Method::PATCH,
+            &format!("/v1/users/{admin_id}"),
+            Some(&admin),
+            Some(&json!({ "roles": ["customer_user"] })),
+        )
+        .await;
+    assert_eq!(status, 403, "even an admin leaves its own roles alone: {answer}");
+
+    // Fields the platform owns are refused outright, by name, on every body.
+    for field in [
+        json!({ "tenant_id": other_tenant }),
+        json!({ "id": "someone-else" }),
+        json!({ "email": "new@mass-a.example" }),
+        json!({ "password_hash": "$argon2id$forged" }),
+        json!({ "partner_id": "acme" }),
+        json!({ "created_at": "2020-01-01T00:00:00Z" }),
+    ] {
+        for (who, token, target) in [("customer", &customer, &customer_id), ("admin", &admin, &customer_id)] {
+            let (status, answer) =
+                app.send(Method::PATCH, &format!("/v1/users/{target}"), Some(token), Some(&field)).await;
+            assert!(matches!(status, 403 | 422), "{who} PATCH {field}: {status} {answer}");
+        }
+    }
+    let mut create = new_user("sneaky@mass-a.example", &["customer_user"]);
+    create["password_hash"] = json!("$argon2id$forged");
+    let (status, answer) = app.send(Method::POST, "/v1/users", Some(&admin), Some(&create)).await;
+    assert_eq!(
+        (status, answer["error"]["details"]["field"].clone()),
+        (422, json!("password_hash")),
+        "{answer}"
+    );
+    // A tenant admin cannot create users in another tenant by naming it.
+    let mut elsewhere = new_user("planted@mass-b.example", &["tenant_admin"]);
+    elsewhere["tenant_id"] = json!(other_tenant);
+    let (status, _) = app.send(Method::POST, "/v1/users", Some(&admin), Some(&elsewhere)).await;
+    assert_eq!(status, 403);
+
+    // Nothing changed.
+    let (_, me) = app.get_json(&customer, "/v1/auth/me").await;
+    assert_eq!((me["roles"].clone(), me["tenant_id"].clone()), (json!(["customer_user"]), json!(tenant)));
+    assert_eq!(me["email"], json!("customer@mass-a.example"));
+    assert_eq!(app.login("customer@mass-a.example", USER_PASSWORD).await.status(), 200);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn roles_are_handed_out_only_within_ones_own_rights() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = tenant_with_admin(&app, "boss@escalate.example").await;
+    for roles in [["platform_admin"], ["partner"], ["tenant_machine"]] {
+        let (status, answer) = app
+            .send(Method::POST, "/v1/users", Some(&admin), Some(&new_user("up@escalate.example", &roles)))
+            .await;
+        assert_eq!(status, 403, "{roles:?}: {answer}");
+    }
+    let (status, answer) = app
+        .send(
+            Method::POST,
+            "/v1/users",
+            Some(&admin),
+            Some(&new_user("up@escalate.example", &["ghost-role"])),
+        )
+        .await;
+    assert_eq!((status, answer["error"]["details"]["field"].clone()), (422, json!("roles")), "{answer}");
+    // A custom role reaches no further than the tenant.
+    let global =
+        json!({ "name": "overlord", "permissions": [{ "resource": "*", "action": "*", "scope": "global" }] });
+    let (status, answer) = app.send(Method::POST, "/v1/roles", Some(&admin), Some(&global)).await;
+    assert_eq!(status, 422, "{answer}");
+    for name in ["tenant_admin", "platform_admin"] {
+        let (status, _) = app.send(Method::DELETE, &format!("/v1/roles/{name}"), Some(&admin), None).await;
+        assert_eq!(status, 403, "built-in {name} stays");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_custom_role_grants_what_it_defines_and_a_change_applies_at_once() {
+    let app = TestApp::spawn().await;
+    let (tenant, admin) = tenant_with_admin(&app, "boss@custom.example").await;
+    let auditor = json!({
+        "name": "user-auditor",
+        "description": "reads the tenant's users",
+        "permissions": [{ "resource": "user", "action": "read", "scope": "tenant" }],
+    });
+    let (status, role) = app.send(Method::POST, "/v1/roles", Some(&admin), Some(&auditor)).await;
+    assert_eq!((status, role["tenant_id"].clone()), (201, json!(tenant)), "{role}");
+    let (status, _) = app.send(Method::POST, "/v1/roles", Some(&admin), Some(&auditor)).await;
+    assert_eq!(status, 200, "the same definition again is a retry");
+    let (status, roles) = app.send(Method::GET, "/v1/roles", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> =
+        roles["items"].as_array().expect("items").iter().filter_map(|r| r["name"].as_str()).collect();
+    assert!(names.contains(&"user-auditor") && names.contains(&"tenant_admin"), "{names:?}");
+
+    let (status, created) = app
+        .send(
+            Method::POST,
+            "/v1/users",
+            Some(&admin),
+            Some(&new_user("auditor@custom.example", &["user-auditor"])),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let token = app.token_for("auditor@custom.example", "correct-horse-battery").await;
+    let (status, users) = app.send(Method::GET, "/v1/users", Some(&token), None).await;
+    assert_eq!(status, 200, "the custom role lets it read users: {users}");
+    let (status, _) = app
+        .send(
+            Method::POST,
+            "/v1/users",
+            Some(&token),
+            Some(&new_user("x@custom.example", &["customer_user"])),
+        )
+        .await;
+    assert_eq!(status, 403, "but not create them");
+    let (status, _) = app.send(Method::GET, &format!("/v1/tenants/{tenant}"), Some(&token), None).await;
+    assert_eq!(status, 403, "nor read the tenant");
+
+    // Narrowed: the same token loses the right on its next request, no sign-in needed.
+    let narrowed = json!({ "permissions": [{ "resource": "invoice", "action": "read", "scope": "tenant" }] });
+    let (status, answer) =
+        app.send(Method::PUT, "/v1/roles/user-auditor", Some(&admin), Some(&narrowed)).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = app.send(Method::GET, "/v1/users", Some(&token), None).await;
+    assert_eq!(status, 403);
+    // Deleted: it grants nothing at all.
+    let (status, _) = app.send(Method::DELETE, "/v1/roles/user-auditor", Some(&admin), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = app.send(Method::GET, "/v1/roles/user-auditor", Some(&admin), None).await;
+    assert_eq!(status, 404);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn platform_staff_manage_users_anywhere() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let tenant = app.onboarded_tenant(&admin).await;
+    let mut body = new_user("first-admin@staff.example", &["tenant_admin"]);
+    body["tenant_id"] = json!(tenant);
+    let (status, created) = app.send(Method::POST, "/v1/users", Some(&admin), Some(&body)).await;
+    assert_eq!((status, created["tenant_id"].clone()), (201, json!(tenant)), "{created}");
+    let id = created["id"].as_str().expect("id");
+    let (status, found) = app.send(Method::GET, &format!("/v1/users/{id}"), Some(&admin), None).await;
+    assert_eq!(
+        (status, found["email"].clone()),
+        (200, json!("first-admin@staff.example")),
+        "found by id alone"
+    );
+    let (status, list) =
+        app.send(Method::GET, &format!("/v1/users?tenant_id={tenant}"), Some(&admin), None).await;
+    assert_eq!((status, list["items"].as_array().map(Vec::len)), (200, Some(1)), "{list}");
+    app.shutdown().await;
+}

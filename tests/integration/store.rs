@@ -115,3 +115,83 @@ async fn plans_are_seeded() {
     }
     assert_eq!(stack.platform.store.get_plan(&PlanId::parse("gold").expect("id")).await.expect("get"), None);
 }
+
+/// The fence is the store's own check: whatever a handler asked, a tenant's view of the store
+/// cannot read or write another tenant's rows (and the refused call never reaches DynamoDB).
+#[tokio::test]
+async fn a_fenced_view_refuses_every_key_outside_its_tenant() {
+    use dotmac_domain::{CustomRole, Fence, PartnerId, Permission, RoleName, Scope};
+    use dotmac_store::{RoleRecord, RoleWrite, UserChanges, UserHome, UserRecord};
+
+    let stack = TestStack::new(&[]).await;
+    let store = &stack.platform.store;
+    let (a, mut b) = (tenant("fence-a"), tenant("fence-b"));
+    b.partner_id = Some(PartnerId::parse("acme").expect("partner"));
+    store.create_tenant(&a).await.expect("a");
+    store.create_tenant(&b).await.expect("b");
+    let b_user = UserRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        email: Email::parse("user@fence-b.example").expect("email"),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        tenant_id: Some(b.id),
+        partner_id: None,
+        roles: vec![RoleName::parse("customer_user").expect("role")],
+        active: true,
+        created_at: OffsetDateTime::now_utc(),
+        last_login: None,
+    };
+    store.create_user(&b_user).await.expect("b's user");
+    let b_role = RoleRecord {
+        role: CustomRole::new(
+            RoleName::parse("b-role").expect("name"),
+            String::new(),
+            vec![Permission::new(None, None, Scope::Tenant)],
+        )
+        .expect("role"),
+        tenant_id: b.id,
+        updated_at: OffsetDateTime::now_utc(),
+    };
+    store.put_role(&b_role, RoleWrite::Create).await.expect("b's role");
+
+    let fenced = store.fenced(Fence::Tenant(a.id));
+    let b_home = UserHome::Tenant(b.id);
+    let out = |result: Result<(), StoreError>, what: &str| {
+        assert!(matches!(result, Err(StoreError::OutOfFence { .. })), "{what}: {result:?}");
+    };
+    out(fenced.get_tenant(b.id).await.map(|_| ()), "read B's tenant");
+    out(fenced.get_user(&b_home, &b_user.id).await.map(|_| ()), "read B's user");
+    out(fenced.list_users(&b_home, 10, None).await.map(|_| ()), "list B's users");
+    out(
+        fenced
+            .update_user(&b_home, &b_user.id, &UserChanges { active: Some(false), roles: None })
+            .await
+            .map(|_| ()),
+        "change B's user",
+    );
+    out(fenced.delete_user(&b_user).await.map(|_| ()), "delete B's user");
+    let mut planted = b_user.clone();
+    planted.id = uuid::Uuid::now_v7().to_string();
+    planted.email = Email::parse("planted@fence-b.example").expect("email");
+    out(fenced.create_user(&planted).await, "create a user in B");
+    out(fenced.list_roles(b.id).await.map(|_| ()), "list B's roles");
+    out(fenced.put_role(&b_role, RoleWrite::Replace).await.map(|_| ()), "change B's role");
+    out(fenced.delete_role(b.id, &b_role.role.name).await.map(|_| ()), "delete B's role");
+    out(fenced.list_tenants(10, None).await.map(|_| ()), "list every tenant");
+    out(fenced.create_tenant(&tenant("fence-c"), None).await, "create a tenant");
+    // Its own rows it reaches.
+    assert_eq!(fenced.get_tenant(a.id).await.expect("own"), Some(a.clone()));
+
+    // A partner's view reaches the tenants it brought and no others.
+    let acme = store.fenced(Fence::Partner(PartnerId::parse("acme").expect("partner")));
+    assert_eq!(acme.get_tenant(b.id).await.expect("brought").map(|t| t.id), Some(b.id));
+    out(acme.get_tenant(a.id).await.map(|_| ()), "a partner reading a tenant it did not bring");
+    out(acme.get_user(&b_home, &b_user.id).await.map(|_| ()), "a partner reading a tenant's user");
+    let listed = acme.list_tenants(100, None).await.expect("list");
+    assert_eq!(listed.items.iter().map(|t| t.id).collect::<Vec<_>>(), vec![b.id]);
+
+    // Nothing of B changed, and the global view sees it all.
+    let global = store.fenced(Fence::Global);
+    assert_eq!(global.get_user(&b_home, &b_user.id).await.expect("get"), Some(b_user.clone()));
+    assert_eq!(global.list_roles(b.id).await.expect("roles"), vec![b_role]);
+    assert_eq!(store.get_user_by_email(&planted.email).await.expect("lookup"), None);
+}

@@ -76,7 +76,7 @@ cmd_dev() {
   APP_PID=""
   # Background jobs of a script ignore Ctrl-C, so the trap hands the platform a SIGTERM (its
   # graceful stop) and then stops the emulator.
-  trap 'stop_app; stop_emulator; rm -f "$pidfile"' EXIT
+  trap "stop_app; stop_emulator; rm -f '$pidfile'" EXIT
   trap 'exit 0' INT TERM
   if [ "${DOTMAC_EMULATOR:-moto}" = "moto" ]; then
     local emulator_port=${DOTMAC_EMULATOR_PORT:-4566}

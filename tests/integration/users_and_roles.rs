@@ -16,34 +16,24 @@ fn new_user(email: &str, roles: &[&str]) -> Value {
     json!({ "email": email, "password": "correct-horse-battery", "roles": roles })
 }
 
+async fn create_user(app: &TestApp, token: &str, email: &str, roles: &[&str]) -> (u16, Value) {
+    app.send(Method::POST, "/v1/users", Some(token), Some(&new_user(email, roles))).await
+}
+
 #[tokio::test]
 async fn a_tenant_admin_manages_its_own_users_only() {
     let app = TestApp::spawn().await;
     let (tenant, admin) = tenant_with_admin(&app, "boss@users-a.example").await;
     let (other_tenant, other_admin) = tenant_with_admin(&app, "boss@users-b.example").await;
 
-    let (status, created) = app
-        .send(
-            Method::POST,
-            "/v1/users",
-            Some(&admin),
-            Some(&new_user("agent@users-a.example", &["customer_user"])),
-        )
-        .await;
+    let (status, created) = create_user(&app, &admin, "agent@users-a.example", &["customer_user"]).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["tenant_id"], json!(tenant), "created in the caller's tenant");
     assert!(created.get("password_hash").is_none());
     let id = created["id"].as_str().expect("id").to_owned();
 
     // The same e-mail again is a conflict; a weak password is refused with its field.
-    let (status, error) = app
-        .send(
-            Method::POST,
-            "/v1/users",
-            Some(&admin),
-            Some(&new_user("agent@users-a.example", &["customer_user"])),
-        )
-        .await;
+    let (status, error) = create_user(&app, &admin, "agent@users-a.example", &["customer_user"]).await;
     assert_eq!((status, error["error"]["code"].clone()), (409, json!("ALREADY_EXISTS")));
     let weak = json!({ "email": "weak@users-a.example", "password": "short", "roles": ["customer_user"] });
     let (status, error) = app.send(Method::POST, "/v1/users", Some(&admin), Some(&weak)).await;
@@ -83,14 +73,7 @@ async fn a_tenant_admin_manages_its_own_users_only() {
     assert_eq!(status, 204);
     let (status, _) = app.send(Method::GET, &format!("/v1/users/{id}"), Some(&admin), None).await;
     assert_eq!(status, 404);
-    let (status, again) = app
-        .send(
-            Method::POST,
-            "/v1/users",
-            Some(&admin),
-            Some(&new_user("agent@users-a.example", &["customer_user"])),
-        )
-        .await;
+    let (status, again) = create_user(&app, &admin, "agent@users-a.example", &["customer_user"]).await;
     assert_eq!(status, 201, "{again}");
     app.shutdown().await;
 }
@@ -166,19 +149,10 @@ async fn roles_are_handed_out_only_within_ones_own_rights() {
     let app = TestApp::spawn().await;
     let (_, admin) = tenant_with_admin(&app, "boss@escalate.example").await;
     for roles in [["platform_admin"], ["partner"], ["tenant_machine"]] {
-        let (status, answer) = app
-            .send(Method::POST, "/v1/users", Some(&admin), Some(&new_user("up@escalate.example", &roles)))
-            .await;
+        let (status, answer) = create_user(&app, &admin, "up@escalate.example", &roles).await;
         assert_eq!(status, 403, "{roles:?}: {answer}");
     }
-    let (status, answer) = app
-        .send(
-            Method::POST,
-            "/v1/users",
-            Some(&admin),
-            Some(&new_user("up@escalate.example", &["ghost-role"])),
-        )
-        .await;
+    let (status, answer) = create_user(&app, &admin, "up@escalate.example", &["ghost-role"]).await;
     assert_eq!((status, answer["error"]["details"]["field"].clone()), (422, json!("roles")), "{answer}");
     // A custom role reaches no further than the tenant.
     let global =
@@ -211,26 +185,12 @@ async fn a_custom_role_grants_what_it_defines_and_a_change_applies_at_once() {
         roles["items"].as_array().expect("items").iter().filter_map(|r| r["name"].as_str()).collect();
     assert!(names.contains(&"user-auditor") && names.contains(&"tenant_admin"), "{names:?}");
 
-    let (status, created) = app
-        .send(
-            Method::POST,
-            "/v1/users",
-            Some(&admin),
-            Some(&new_user("auditor@custom.example", &["user-auditor"])),
-        )
-        .await;
+    let (status, created) = create_user(&app, &admin, "auditor@custom.example", &["user-auditor"]).await;
     assert_eq!(status, 201, "{created}");
     let token = app.token_for("auditor@custom.example", "correct-horse-battery").await;
     let (status, users) = app.send(Method::GET, "/v1/users", Some(&token), None).await;
     assert_eq!(status, 200, "the custom role lets it read users: {users}");
-    let (status, _) = app
-        .send(
-            Method::POST,
-            "/v1/users",
-            Some(&token),
-            Some(&new_user("x@custom.example", &["customer_user"])),
-        )
-        .await;
+    let (status, _) = create_user(&app, &token, "x@custom.example", &["customer_user"]).await;
     assert_eq!(status, 403, "but not create them");
     let (status, _) = app.send(Method::GET, &format!("/v1/tenants/{tenant}"), Some(&token), None).await;
     assert_eq!(status, 403, "nor read the tenant");

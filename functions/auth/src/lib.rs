@@ -5,7 +5,7 @@ mod passwords;
 
 pub use passwords::{PasswordError, hash_password, verify_password};
 
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dotmac_domain::Email;
@@ -23,17 +23,7 @@ pub struct AuthState {
     pub keys: Arc<JwtKeys>,
 }
 
-impl FromRef<AuthState> for Arc<JwtKeys> {
-    fn from_ref(state: &AuthState) -> Self {
-        state.keys.clone()
-    }
-}
-
-impl FromRef<AuthState> for Store {
-    fn from_ref(state: &AuthState) -> Self {
-        state.store.clone()
-    }
-}
+dotmac_http::bearer_state!(AuthState);
 
 pub fn router(state: AuthState) -> ApiRoutes {
     Routes::new()
@@ -294,14 +284,5 @@ async fn me(
     SignedIn(claims): SignedIn,
 ) -> Result<impl IntoResponse, ApiError> {
     let user = signed_in_user(&state, &claims).await?;
-    Ok(axum::Json(serde_json::json!({
-        "id": user.id,
-        "email": user.email,
-        "tenant_id": user.tenant_id,
-        "partner_id": user.partner_id,
-        "roles": user.roles,
-        "active": user.active,
-        "created_at": user.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
-        "last_login": user.last_login.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
-    })))
+    Ok(axum::Json(serde_json::to_value(user.public()).map_err(ApiError::internal)?))
 }

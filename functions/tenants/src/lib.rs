@@ -1,6 +1,6 @@
 //! The tenants function: onboard an ISP (write it, queue its provisioning) and read tenants.
 
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 
@@ -26,17 +26,7 @@ pub struct TenantsState {
     pub keys: Arc<JwtKeys>,
 }
 
-impl FromRef<TenantsState> for Arc<JwtKeys> {
-    fn from_ref(state: &TenantsState) -> Self {
-        state.keys.clone()
-    }
-}
-
-impl FromRef<TenantsState> for Store {
-    fn from_ref(state: &TenantsState) -> Self {
-        state.store.clone()
-    }
-}
+dotmac_http::bearer_state!(TenantsState);
 
 pub fn router(state: TenantsState) -> ApiRoutes {
     Routes::new()

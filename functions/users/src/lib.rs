@@ -7,7 +7,6 @@
 mod roles;
 mod users;
 
-use axum::extract::FromRef;
 use axum::http::Method;
 use dotmac_domain::{Caller, PartnerId, TenantId};
 use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, JwtKeys, Routes};
@@ -21,17 +20,7 @@ pub struct UsersState {
     pub keys: Arc<JwtKeys>,
 }
 
-impl FromRef<UsersState> for Arc<JwtKeys> {
-    fn from_ref(state: &UsersState) -> Self {
-        state.keys.clone()
-    }
-}
-
-impl FromRef<UsersState> for Store {
-    fn from_ref(state: &UsersState) -> Self {
-        state.store.clone()
-    }
-}
+dotmac_http::bearer_state!(UsersState);
 
 pub fn router(state: UsersState) -> ApiRoutes {
     Routes::new()
@@ -82,8 +71,15 @@ impl ScopeQuery {
     }
 }
 
-fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError::new(ErrorCode::ValidationFailed, rejection.body_text())
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ScopeQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<ScopeQuery>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(query)| query)
+            .map_err(|rejection| ApiError::new(ErrorCode::ValidationFailed, rejection.body_text()))
+    }
 }
 
 fn rfc3339(at: time::OffsetDateTime) -> Option<String> {

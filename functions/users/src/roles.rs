@@ -1,6 +1,6 @@
 //! `/v1/roles`: the built-in roles and a tenant's custom roles.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use dotmac_domain::{
     Action, Caller, CustomRole, Permission, Resource, Role, RoleName, Target, TenantId, authorize, may_define,
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::{ScopeQuery, UsersState, query_error, rfc3339};
+use crate::{ScopeQuery, UsersState, rfc3339};
 
 fn builtin_body(role: Role) -> Value {
     json!({ "name": role.name(), "builtin": true, "permissions": role.permissions() })
@@ -51,9 +51,8 @@ fn parse_name(raw: &str) -> Result<RoleName, ApiError> {
 pub(crate) async fn list(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
-    query: Result<Query<ScopeQuery>, axum::extract::rejection::QueryRejection>,
+    query: ScopeQuery,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let Query(query) = query.map_err(query_error)?;
     let tenant = tenant_of(&query, &caller)?;
     authorize(&caller, Resource::Role, Action::Read, target(tenant))?;
     let mut items: Vec<Value> = Role::ALL.into_iter().map(builtin_body).collect();
@@ -130,9 +129,8 @@ pub(crate) async fn get(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
-    query: Result<Query<ScopeQuery>, axum::extract::rejection::QueryRejection>,
+    query: ScopeQuery,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let Query(query) = query.map_err(query_error)?;
     let tenant = tenant_of(&query, &caller)?;
     authorize(&caller, Resource::Role, Action::Read, target(tenant))?;
     let name = RoleName::parse(&name).map_err(|_| role_not_found(&name))?;
@@ -162,10 +160,9 @@ pub(crate) async fn replace(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
-    query: Result<Query<ScopeQuery>, axum::extract::rejection::QueryRejection>,
+    query: ScopeQuery,
     Json(request): Json<ReplaceRoleRequest>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let Query(query) = query.map_err(query_error)?;
     let tenant = tenant_of(&query, &caller)?;
     authorize(&caller, Resource::Role, Action::Update, target(tenant))?;
     let name = parse_name(&name)?;
@@ -187,9 +184,8 @@ pub(crate) async fn delete(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
-    query: Result<Query<ScopeQuery>, axum::extract::rejection::QueryRejection>,
+    query: ScopeQuery,
 ) -> Result<StatusCode, ApiError> {
-    let Query(query) = query.map_err(query_error)?;
     let tenant = tenant_of(&query, &caller)?;
     authorize(&caller, Resource::Role, Action::Delete, target(tenant))?;
     let name = RoleName::parse(&name).map_err(|_| role_not_found(&name))?;

@@ -1,6 +1,6 @@
 //! `/v1/users`: list, create, read, update (roles and the active flag only), delete.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use dotmac_domain::{
@@ -13,20 +13,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::{ScopeQuery, UsersState, query_error, rfc3339};
+use crate::{ScopeQuery, UsersState};
 
 /// A user as the API shows it: never the password hash.
 pub(crate) fn user_body(user: &UserRecord) -> Value {
-    json!({
-        "id": user.id,
-        "email": user.email,
-        "tenant_id": user.tenant_id,
-        "partner_id": user.partner_id,
-        "roles": user.roles,
-        "active": user.active,
-        "created_at": rfc3339(user.created_at),
-        "last_login": user.last_login.and_then(rfc3339),
-    })
+    serde_json::to_value(user.public()).unwrap_or(Value::Null)
 }
 
 /// The policy's view of a user: the tenant it belongs to and the user as owner.
@@ -112,9 +103,8 @@ async fn find_user(
 pub(crate) async fn list(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
-    query: Result<Query<ScopeQuery>, axum::extract::rejection::QueryRejection>,
+    query: ScopeQuery,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let Query(query) = query.map_err(query_error)?;
     let home = query.home(&caller)?;
     authorize(&caller, Resource::User, Action::Read, home_target(&home))?;
     let page =

@@ -399,6 +399,25 @@ impl JwtKeys {
     }
 }
 
+/// Lets the bearer extractors find the keys and the store in a function's state (a struct
+/// with `keys: Arc<JwtKeys>` and `store: Store` fields).
+#[macro_export]
+macro_rules! bearer_state {
+    ($state:ty) => {
+        impl ::axum::extract::FromRef<$state> for ::std::sync::Arc<$crate::JwtKeys> {
+            fn from_ref(state: &$state) -> Self {
+                state.keys.clone()
+            }
+        }
+
+        impl ::axum::extract::FromRef<$state> for ::dotmac_store::Store {
+            fn from_ref(state: &$state) -> Self {
+                state.store.clone()
+            }
+        }
+    };
+}
+
 /// The caller of a request, resolved from its `Authorization: Bearer` access token.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Caller);

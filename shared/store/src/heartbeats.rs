@@ -51,15 +51,10 @@ impl Store {
     }
 
     pub async fn latest_heartbeat(&self, tenant: TenantId) -> Result<Option<Heartbeat>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(tenant_pk(tenant)))
-            .key(SK, s(HEARTBEAT_SK))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        output.item.map(serde_dynamo::from_item).transpose().map_err(StoreError::from)
+        self.get_item(HashMap::from([
+            (PK.to_owned(), s(tenant_pk(tenant))),
+            (SK.to_owned(), s(HEARTBEAT_SK)),
+        ]))
+        .await
     }
 }

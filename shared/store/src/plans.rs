@@ -37,19 +37,10 @@ impl Store {
     }
 
     pub async fn get_plan(&self, id: &PlanId) -> Result<Option<Plan>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(plan_pk(id.as_str())))
-            .key(SK, AttributeValue::S(PLAN_SK.to_owned()))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        output
-            .item
-            .map(|item| serde_dynamo::from_item::<_, PlanItem>(item).map(|p| p.plan))
-            .transpose()
-            .map_err(StoreError::from)
+        let key = HashMap::from([
+            (PK.to_owned(), AttributeValue::S(plan_pk(id.as_str()))),
+            (SK.to_owned(), AttributeValue::S(PLAN_SK.to_owned())),
+        ]);
+        Ok(self.get_item::<PlanItem>(key).await?.map(|item| item.plan))
     }
 }

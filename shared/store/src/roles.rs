@@ -77,20 +77,7 @@ impl Store {
         tenant: TenantId,
         name: &RoleName,
     ) -> Result<Option<RoleRecord>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(role_key(tenant, name)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        output
-            .item
-            .map(|item| serde_dynamo::from_item::<_, RoleItem>(item).map(|i| i.record))
-            .transpose()
-            .map_err(StoreError::from)
+        Ok(self.get_item::<RoleItem>(role_key(tenant, name)).await?.map(|item| item.record))
     }
 
     /// Every custom role of a tenant (a tenant defines a handful; one query, all pages).

@@ -1,4 +1,4 @@
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dotmac_domain::{PartnerId, Tenant, TenantId};
@@ -113,20 +113,11 @@ impl Store {
         if let Some(request) = request {
             slug_claim.insert("created_by_request".to_owned(), s(request));
         }
-        let put = |item, table: &str| {
-            Put::builder()
-                .table_name(table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(PK)")
-                .build()
-                .map(|put| TransactWriteItem::builder().put(put).build())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))
-        };
         let result = self
             .client
             .transact_write_items()
-            .transact_items(put(item, &self.table)?)
-            .transact_items(put(slug_claim, &self.table)?)
+            .transact_items(self.put_new(item)?)
+            .transact_items(self.put_new(slug_claim)?)
             .send()
             .await;
         match result {

@@ -1,7 +1,7 @@
 //! Users live in their home partition (their tenant's, their partner's, or the platform's),
 //! so a tenant's users sit under keys that lead with `TENANT#<id>` like the rest of its data.
 
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dotmac_domain::{Caller, Email, PartnerId, RoleName, TenantId};
@@ -45,6 +45,36 @@ impl UserRecord {
             partner_id: self.partner_id.clone(),
             roles: self.roles.clone(),
             custom_permissions: Vec::new(),
+        }
+    }
+}
+
+/// A user as the API shows it: never the password hash.
+#[derive(Debug, Serialize)]
+pub struct PublicUser<'a> {
+    pub id: &'a str,
+    pub email: &'a Email,
+    pub tenant_id: Option<TenantId>,
+    pub partner_id: Option<&'a PartnerId>,
+    pub roles: &'a [RoleName],
+    pub active: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_login: Option<OffsetDateTime>,
+}
+
+impl UserRecord {
+    pub fn public(&self) -> PublicUser<'_> {
+        PublicUser {
+            id: &self.id,
+            email: &self.email,
+            tenant_id: self.tenant_id,
+            partner_id: self.partner_id.as_ref(),
+            roles: &self.roles,
+            active: self.active,
+            created_at: self.created_at,
+            last_login: self.last_login,
         }
     }
 }
@@ -116,16 +146,6 @@ pub struct UserChanges {
     pub active: Option<bool>,
 }
 
-fn transact_put(table: &str, item: HashMap<String, AttributeValue>) -> Result<TransactWriteItem, StoreError> {
-    Put::builder()
-        .table_name(table)
-        .set_item(Some(item))
-        .condition_expression("attribute_not_exists(PK)")
-        .build()
-        .map(|put| TransactWriteItem::builder().put(put).build())
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
 fn transact_delete(
     table: &str,
     key: HashMap<String, AttributeValue>,
@@ -157,8 +177,8 @@ impl Store {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(transact_put(&self.table, item)?)
-            .transact_items(transact_put(&self.table, claim)?)
+            .transact_items(self.put_new(item)?)
+            .transact_items(self.put_new(claim)?)
             .send()
             .await;
         match result {
@@ -171,20 +191,7 @@ impl Store {
     }
 
     pub async fn get_user(&self, home: &UserHome, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(user_key(home, id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        output
-            .item
-            .map(|item| serde_dynamo::from_item::<_, UserItem>(item).map(|u| u.user))
-            .transpose()
-            .map_err(StoreError::from)
+        Ok(self.get_item::<UserItem>(user_key(home, id)).await?.map(|item| item.user))
     }
 
     /// Where a user lives, by id alone (for platform staff, who are not scoped to one home).
@@ -219,21 +226,8 @@ impl Store {
         let (Some(user_id), Some(home)) = (field("user_id"), field("home")) else {
             return Err(StoreError::Corrupt(format!("e-mail claim of {email} lacks its user")));
         };
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(home))
-            .key(SK, s(user_sk(&user_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        output
-            .item
-            .map(|item| serde_dynamo::from_item::<_, UserItem>(item).map(|u| u.user))
-            .transpose()
-            .map_err(StoreError::from)
+        let key = HashMap::from([(PK.to_owned(), s(home)), (SK.to_owned(), s(user_sk(&user_id)))]);
+        Ok(self.get_item::<UserItem>(key).await?.map(|item| item.user))
     }
 
     /// The users of one home, in id order (ids are time-ordered), `limit` at a time.

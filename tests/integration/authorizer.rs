@@ -29,13 +29,18 @@ async fn the_gateway_lets_only_live_access_tokens_through() {
     }
 
     let tenant = app.onboarded_tenant(access).await;
-    let machine = app.stack.platform.keys.issue_machine(tenant, 600, time::OffsetDateTime::now_utc()).expect("token").0;
+    let machine =
+        app.stack.platform.keys.issue_machine(tenant, 600, time::OffsetDateTime::now_utc()).expect("token").0;
     let decision = authorizer.decide(&event(&machine)).await;
     assert!(decision.is_authorized);
     assert_eq!(decision.context["tenant_id"], tenant.to_string());
 
-    let response = app.http.post(app.url("/v1/auth/logout")).bearer_auth(access).send().await.expect("logout");
+    let response =
+        app.http.post(app.url("/v1/auth/logout")).bearer_auth(access).send().await.expect("logout");
     assert_eq!(response.status(), 204);
-    assert!(!authorizer.decide(&event(access)).await.is_authorized, "a signed-out token stops at the gateway");
+    assert!(
+        !authorizer.decide(&event(access)).await.is_authorized,
+        "a signed-out token stops at the gateway"
+    );
     app.shutdown().await;
 }

@@ -1,6 +1,6 @@
 //! One test binary (one link) for everything that talks to the emulator.
 
-// mod authorizer;
+mod authorizer;
 mod interop;
 mod isolation;
 mod lambda_events;

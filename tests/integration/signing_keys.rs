@@ -101,6 +101,16 @@ async fn the_first_run_creates_the_key_set_and_an_empty_secret_is_filled() {
     assert_eq!(outcome, RotationOutcome::Rotated { keys: 1, signs_from: now }, "the first key signs at once");
     assert!(matches!(fresh.rotate(now + 60, policy).await.expect("again"), RotationOutcome::NotDue { .. }));
 
+    // Created bare, with no value at all: the first run writes the first version.
+    let bare = format!("{}-bare-keys", app.stack.local.prefix);
+    client.create_secret().name(&bare).send().await.expect("bare secret");
+    let bare = dotmac_secrets::KeySetSecret::new(client.clone(), bare);
+    assert!(matches!(
+        bare.rotate(now, policy).await.expect("filled"),
+        RotationOutcome::Rotated { keys: 1, .. }
+    ));
+    assert_eq!(bare.load().await.expect("set").0.keys.len(), 1);
+
     let name = format!("{}-empty-keys", app.stack.local.prefix);
     client.create_secret().name(&name).secret_string(r#"{"keys":[]}"#).send().await.expect("empty secret");
     let empty = dotmac_secrets::KeySetSecret::new(client, name);

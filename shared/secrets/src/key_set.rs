@@ -70,6 +70,11 @@ impl KeySetSecret {
     /// Creates the secret with `initial` unless it exists (then it is left alone): what the
     /// local stack's bootstrap does; in AWS the rotation schedule's first run fills it.
     pub async fn ensure(&self, initial: &KeySet) -> Result<(), SecretsError> {
+        self.create(initial).await.map(|_| ())
+    }
+
+    /// Creates the secret with `value`; `false` when it already existed (left alone).
+    async fn create(&self, initial: &KeySet) -> Result<bool, SecretsError> {
         let value = serde_json::to_string(initial)
             .map_err(|e| SecretsError::Malformed { secret: self.secret_id.clone(), reason: e.to_string() })?;
         match self
@@ -81,9 +86,9 @@ impl KeySetSecret {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
-                Ok(())
+                Ok(false)
             }
             Err(error) => Err(SecretsError::aws("CreateSecret", error)),
         }
@@ -113,21 +118,22 @@ impl KeySetSecret {
             set.unwrap_or_default().rotate(generate_signing_key()?, now, lead, policy.overlap_seconds);
         let value = serde_json::to_string(&rotated)
             .map_err(|e| SecretsError::Malformed { secret: self.secret_id.clone(), reason: e.to_string() })?;
-        match &current {
-            None => self.ensure(&rotated).await?,
-            Some((_, version)) => {
-                // Secrets Manager refuses a second, different version under the same token,
-                // so two runs that read the same version cannot both add a key.
-                let token = format!("rotation-after-{version}");
-                self.client
-                    .put_secret_value()
-                    .secret_id(&self.secret_id)
-                    .secret_string(value)
-                    .client_request_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
-            }
+        // A secret that exists without a value yet (created bare) is written like any other.
+        let created = current.is_none() && self.create(&rotated).await?;
+        if !created {
+            // Secrets Manager refuses a second, different version under the same token, so
+            // two runs that read the same version cannot both add a key. (Tokens are 32-64
+            // characters; a secret with no version yet pads to that.)
+            let version = current.as_ref().map(|(_, version)| version.as_str()).unwrap_or("none");
+            let token = format!("rotation-after-{version:0>36}");
+            self.client
+                .put_secret_value()
+                .secret_id(&self.secret_id)
+                .secret_string(value)
+                .client_request_token(token)
+                .send()
+                .await
+                .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
         }
         let signs_from = now + lead;
         tracing::info!(secret = %self.secret_id, keys = rotated.keys.len(), signs_from, "signing keys rotated");

@@ -23,20 +23,19 @@ async fn a_provisioned_container_gets_a_token_for_its_own_tenant_only() {
     assert!(secret_arn.contains(&secrets.secret_name(mine)), "{secret_arn}");
     let token = credentials.machine_token.clone();
 
-    // The container's task knows where its secret is.
-    let task_arn = active["container"]["task_arn"].as_str().expect("task");
-    let tasks = aws_sdk_ecs::Client::new(&app.stack.sdk)
-        .describe_tasks()
-        .cluster(&app.stack.config().ecs.cluster)
-        .tasks(task_arn)
-        .send()
-        .await
-        .expect("describe");
-    let env = &tasks.tasks()[0].overrides().expect("overrides").container_overrides()[0];
+    // Its task runs the tenant's own task definition, which takes the token from the tenant's
+    // secret (resolved by ECS at start): no task role ever needs to read a secret.
+    let ecs = aws_sdk_ecs::Client::new(&app.stack.sdk);
+    let definition_arn = active["container"]["task_definition_arn"].as_str().expect("task definition");
+    let definition =
+        ecs.describe_task_definition().task_definition(definition_arn).send().await.expect("describe");
+    let definition = definition.task_definition().expect("definition");
+    assert_eq!(definition.family(), Some(format!("{}-{mine}", app.stack.config().ecs.task_family).as_str()));
+    let secrets_in = &definition.container_definitions()[0];
     assert!(
-        env.environment().iter().any(
-            |kv| kv.name() == Some("DOTMAC_TENANT_SECRET_ARN") && kv.value() == Some(secret_arn.as_str())
-        )
+        secrets_in.secrets().iter().any(|s| s.name() == "DOTMAC_MACHINE_TOKEN"
+            && s.value_from() == format!("{secret_arn}:machine_token::")),
+        "{secrets_in:?}"
     );
 
     let report = json!({ "status": "degraded", "detail": "RADIUS latency high" });
@@ -63,11 +62,11 @@ async fn a_provisioned_container_gets_a_token_for_its_own_tenant_only() {
     }
 
     // Asked again (a re-delivered job), the secret keeps its token.
-    let arn = secrets
+    let ensured = secrets
         .ensure_machine_token(mine, &app.stack.platform.keys, 3600, 60, time::OffsetDateTime::now_utc())
         .await
         .expect("ensure");
-    assert_eq!(arn, secret_arn);
+    assert_eq!((ensured.secret_arn, ensured.replaced), (secret_arn, None));
     let again = secrets.read(mine).await.expect("read").expect("secret");
     assert_eq!(again.token_id, credentials.token_id);
     app.shutdown().await;

@@ -135,6 +135,9 @@ async fn failures_keep_the_reason_and_the_last_attempt_marks_the_tenant_failed()
 
     let first = provisioner.handle(job(), &delivery(1, 2)).await;
     assert!(matches!(first, Err(JobError::Retry(_))), "{first:?}");
+    let credentials = stack.platform.tenant_secrets().read(tenant.id).await.expect("read").expect("issued");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(!stack.platform.store.is_token_denied(&credentials.token_id, now).await.expect("deny-list"));
     let stored = stack.platform.store.get_tenant(tenant.id).await.expect("get").expect("exists");
     assert_eq!(stored.status, TenantStatus::Provisioning, "not failed before the last attempt");
     assert!(stored.failure_reason.as_deref().is_some_and(|r| r.contains("RunTask")), "{stored:?}");
@@ -145,6 +148,43 @@ async fn failures_keep_the_reason_and_the_last_attempt_marks_the_tenant_failed()
     assert_eq!(stored.status, TenantStatus::Failed);
     assert!(stored.failure_reason.is_some());
     assert!(tenant_task_arns(&stack, &tenant).await.is_empty());
+    assert!(
+        stack.platform.store.is_token_denied(&credentials.token_id, now).await.expect("deny-list"),
+        "a failed tenant's container token is revoked"
+    );
+}
+
+#[tokio::test]
+async fn a_renewed_machine_token_revokes_the_one_it_replaces() {
+    // Tokens that live 40 s are renewed when under 10 s are left: every attempt renews.
+    let stack = TestStack::new(&[
+        ("DOTMAC_MACHINE_TOKEN_TTL_SECONDS", "40"),
+        ("DOTMAC_ECS_SUBNETS", "subnet-does-not-exist"),
+    ])
+    .await;
+    let tenant = onboarded(&stack, "usage").await;
+    let secrets = stack.platform.tenant_secrets();
+    let now = time::OffsetDateTime::now_utc();
+    let old = secrets
+        .ensure_machine_token(tenant.id, &stack.platform.keys, 5, 0, now)
+        .await
+        .expect("a short-lived token");
+    assert_eq!(old.replaced, None);
+    let old = secrets.read(tenant.id).await.expect("read").expect("secret");
+    let outcome = stack
+        .platform
+        .provisioner()
+        .handle(ProvisioningJob::ProvisionTenant { tenant_id: tenant.id }, &delivery(1, 5))
+        .await;
+    assert!(matches!(outcome, Err(JobError::Retry(_))), "the launch itself fails here: {outcome:?}");
+    let new = secrets.read(tenant.id).await.expect("read").expect("secret");
+    assert_ne!(new.token_id, old.token_id, "renewed");
+    let at = now.unix_timestamp();
+    assert!(
+        stack.platform.store.is_token_denied(&old.token_id, at).await.expect("deny-list"),
+        "the old one is revoked"
+    );
+    assert!(!stack.platform.store.is_token_denied(&new.token_id, at).await.expect("deny-list"));
 }
 
 #[tokio::test]

@@ -29,6 +29,9 @@ async fn jwks_kids(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
+/// Long enough for the server to reload and the old token to be tried under a loaded CI.
+const OVERLAP: i64 = 15;
+
 #[tokio::test]
 async fn a_rotation_reaches_running_instances_and_a_retired_key_stops_verifying() {
     // Reload every second so the test sees what production sees every five minutes.
@@ -56,7 +59,8 @@ async fn a_rotation_reaches_running_instances_and_a_retired_key_stops_verifying(
         .expect("put");
 
     // Rotate now, with a short overlap so the old key retires within the test.
-    let policy = RotationPolicy { publish_lead_seconds: 0, overlap_seconds: 4, rotate_after_seconds: 0 };
+    let policy =
+        RotationPolicy { publish_lead_seconds: 0, overlap_seconds: OVERLAP, rotate_after_seconds: 0 };
     let outcome = secret.rotate(now, policy).await.expect("rotated");
     assert!(matches!(outcome, RotationOutcome::Rotated { keys: 2, .. }), "{outcome:?}");
 
@@ -75,7 +79,8 @@ async fn a_rotation_reaches_running_instances_and_a_retired_key_stops_verifying(
     assert!(jwks_kids(&app).await.contains(&kid(&after)));
 
     // Past the overlap, the retired key's tokens are refused and it leaves the JWKS.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let until_retired = now + OVERLAP + 2 - time::OffsetDateTime::now_utc().unix_timestamp();
+    tokio::time::sleep(Duration::from_secs(u64::try_from(until_retired).unwrap_or(0))).await;
     let (status, _) = app.get_json(&before, "/v1/auth/me").await;
     assert_eq!(status, 401, "a token of a retired key is refused");
     let (status, _) = app.get_json(&after, "/v1/auth/me").await;

@@ -184,7 +184,7 @@ async fn a_fenced_view_refuses_every_key_outside_its_tenant() {
     // A partner's view reaches the tenants it brought and no others.
     let acme = store.fenced(Fence::Partner(PartnerId::parse("acme").expect("partner")));
     assert_eq!(acme.get_tenant(b.id).await.expect("brought").map(|t| t.id), Some(b.id));
-    out(acme.get_tenant(a.id).await.map(|_| ()), "a partner reading a tenant it did not bring");
+    assert_eq!(acme.get_tenant(a.id).await.expect("answer"), None, "a tenant it did not bring is not there");
     out(acme.get_user(&b_home, &b_user.id).await.map(|_| ()), "a partner reading a tenant's user");
     let listed = acme.list_tenants(100, None).await.expect("list");
     assert_eq!(listed.items.iter().map(|t| t.id).collect::<Vec<_>>(), vec![b.id]);

@@ -231,3 +231,38 @@ async fn platform_staff_manage_users_anywhere() {
     assert_eq!((status, list["items"].as_array().map(Vec::len)), (200, Some(1)), "{list}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_narrow_role_touches_no_one_and_nothing_that_holds_more() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = tenant_with_admin(&app, "boss@narrow.example").await;
+    let admin_id = app.get_json(&admin, "/v1/auth/me").await.1["id"].as_str().expect("id").to_owned();
+    for (name, resource) in [("user-editor", "user"), ("role-editor", "role"), ("powerful", "*")] {
+        let body = json!({ "name": name, "permissions": [{ "resource": resource, "action": "update", "scope": "tenant" }] });
+        let (status, answer) = app.send(Method::POST, "/v1/roles", Some(&admin), Some(&body)).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let (status, _) =
+        create_user(&app, &admin, "editor@narrow.example", &["user-editor", "role-editor"]).await;
+    assert_eq!(status, 201);
+    let editor = app.token_for("editor@narrow.example", "correct-horse-battery").await;
+
+    // Updating users is not enough to lock out an admin (or re-enable one), ...
+    let (status, answer) = app
+        .send(
+            Method::PATCH,
+            &format!("/v1/users/{admin_id}"),
+            Some(&editor),
+            Some(&json!({ "active": false })),
+        )
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(app.get_json(&admin, "/v1/auth/me").await.1["active"], json!(true));
+    // ... and updating roles is not enough to rewrite one that grants more.
+    let narrowed = json!({ "permissions": [{ "resource": "role", "action": "update", "scope": "tenant" }] });
+    let (status, answer) = app.send(Method::PUT, "/v1/roles/powerful", Some(&editor), Some(&narrowed)).await;
+    assert_eq!(status, 403, "{answer}");
+    let (_, role) = app.get_json(&admin, "/v1/roles/powerful").await;
+    assert_eq!(role["permissions"][0]["resource"], json!("*"), "unchanged: {role}");
+    app.shutdown().await;
+}

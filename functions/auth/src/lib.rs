@@ -271,7 +271,9 @@ async fn rotate(state: &AuthState, request: RefreshRequest) -> Result<impl IntoR
 /// Signs out: this access token stops working at once (on every instance, through the
 /// deny-list) and the session's refresh token with it.
 async fn logout(State(state): State<AuthState>, SignedIn(claims): SignedIn) -> Result<StatusCode, ApiError> {
-    state.store.deny_token(&claims.jti, claims.exp).await?;
+    // Kept past `exp` by the verifier's leeway, or the token would verify again meanwhile.
+    let leeway = i64::try_from(dotmac_http::auth::CLOCK_LEEWAY_SECONDS).unwrap_or(60);
+    state.store.deny_token(&claims.jti, claims.exp + leeway).await?;
     if let Some(family) = &claims.fam {
         state.store.revoke_session(family).await?;
     }

@@ -6,7 +6,7 @@ use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, ContainerOverride,
     DesiredStatus, KeyValuePair, LaunchType, NetworkConfiguration, NetworkMode, PortMapping, PropagateTags,
-    Tag, Task, TaskOverride,
+    Secret, Tag, Task, TaskOverride,
 };
 use dotmac_config::EcsSettings;
 use dotmac_domain::{TaskSize, Tenant, TenantId};
@@ -14,6 +14,10 @@ use std::time::Duration;
 
 pub const CONTAINER_NAME: &str = "isp-framework";
 pub const CONTAINER_PORT: i32 = 8000;
+/// The container's environment variable holding its machine token.
+pub const MACHINE_TOKEN_VARIABLE: &str = "DOTMAC_MACHINE_TOKEN";
+/// The JSON key of the token in the tenant's secret (see `dotmac_secrets::MachineCredentials`).
+const MACHINE_TOKEN_KEY: &str = "machine_token";
 /// Fargate's smallest size; plans override it per task.
 const BASE_CPU: &str = "256";
 const BASE_MEMORY: &str = "512";
@@ -89,48 +93,81 @@ impl Fleet {
         &self.settings
     }
 
-    /// The task definition for the configured image: the family's latest revision if it runs
-    /// that image, else a new revision.
-    pub async fn ensure_task_definition(&self) -> Result<String, FleetError> {
-        let existing =
-            self.ecs.describe_task_definition().task_definition(&self.settings.task_family).send().await;
+    /// The tenant's own task definition (family `<task family>-<tenant id>`): a copy of the
+    /// stack's baseline definition (the family itself) with the tenant's secret wired in as
+    /// `secrets`. ECS resolves it with the platform's
+    /// execution role when the task starts, so the container's task role needs no access to
+    /// any secret and one tenant's container can never read another tenant's token. Reused when
+    /// it already matches (image and secret), so retries register nothing new.
+    pub async fn ensure_tenant_task_definition(
+        &self,
+        tenant_id: TenantId,
+        secret_arn: &str,
+    ) -> Result<String, FleetError> {
+        let family = format!("{}-{tenant_id}", self.settings.task_family);
+        let machine_token = format!("{secret_arn}:{MACHINE_TOKEN_KEY}::");
+        let existing = self.ecs.describe_task_definition().task_definition(&family).send().await;
         match existing {
             Ok(output) => {
                 if let Some(definition) = output.task_definition()
                     && definition.container_definitions().iter().any(|c| {
-                        c.name() == Some(CONTAINER_NAME) && c.image() == Some(self.settings.image.as_str())
+                        c.name() == Some(CONTAINER_NAME)
+                            && c.image() == Some(self.settings.image.as_str())
+                            && c.secrets().iter().any(|s| s.value_from() == machine_token)
                     })
                     && let Some(arn) = definition.task_definition_arn()
                 {
                     return Ok(arn.to_owned());
                 }
             }
-            // ECS answers ClientException for a family it has never seen; anything else
-            // (throttling, access) must not be mistaken for "absent".
             Err(error) if error.as_service_error().is_some_and(|e| e.is_client_exception()) => {}
             Err(error) => return Err(FleetError::ecs("DescribeTaskDefinition", error)),
         }
-        let container = ContainerDefinition::builder()
-            .name(CONTAINER_NAME)
-            .image(&self.settings.image)
-            .essential(true)
-            // Each container states its own memory: ECS requires it on EC2 and it keeps a
-            // runaway container inside the task's budget on Fargate.
-            .memory(512)
-            .port_mappings(PortMapping::builder().container_port(CONTAINER_PORT).build())
-            .build();
-        let output = self
-            .ecs
-            .register_task_definition()
-            .family(&self.settings.task_family)
+        let secret = Secret::builder()
+            .name(MACHINE_TOKEN_VARIABLE)
+            .value_from(machine_token)
+            .build()
+            .map_err(|e| FleetError::Invalid(e.to_string()))?;
+        let registration = match self.baseline().await? {
+            // The stack's baseline definition (logs, CPU architecture, roles) plus the secret.
+            Some(baseline) => {
+                let mut containers = baseline.container_definitions().to_vec();
+                for container in containers.iter_mut().filter(|c| c.name() == Some(CONTAINER_NAME)) {
+                    container.image = Some(self.settings.image.clone());
+                    container.secrets = Some(vec![secret.clone()]);
+                }
+                self.ecs
+                    .register_task_definition()
+                    .set_container_definitions(Some(containers))
+                    .set_runtime_platform(baseline.runtime_platform().cloned())
+                    .set_cpu(baseline.cpu().map(str::to_owned))
+                    .set_memory(baseline.memory().map(str::to_owned))
+            }
+            // No baseline (a local emulator): the same shape from the settings alone.
+            None => self
+                .ecs
+                .register_task_definition()
+                .container_definitions(
+                    ContainerDefinition::builder()
+                        .name(CONTAINER_NAME)
+                        .image(&self.settings.image)
+                        .essential(true)
+                        .memory(512)
+                        .port_mappings(PortMapping::builder().container_port(CONTAINER_PORT).build())
+                        .secrets(secret)
+                        .build(),
+                )
+                .cpu(BASE_CPU)
+                .memory(BASE_MEMORY),
+        };
+        let output = registration
+            .family(&family)
             .network_mode(NetworkMode::Awsvpc)
             .requires_compatibilities(Compatibility::Fargate)
-            .cpu(BASE_CPU)
-            .memory(BASE_MEMORY)
             .set_execution_role_arn(self.settings.execution_role_arn.clone())
             .set_task_role_arn(self.settings.task_role_arn.clone())
-            .container_definitions(container)
             .tags(Tag::builder().key("managed-by").value("dotmac-platform").build())
+            .tags(Tag::builder().key("tenant_id").value(tenant_id.to_string()).build())
             .send()
             .await
             .map_err(|e| FleetError::ecs("RegisterTaskDefinition", e))?;
@@ -141,7 +178,15 @@ impl Fleet {
             .ok_or_else(|| FleetError::Invalid("RegisterTaskDefinition returned no ARN".into()))
     }
 
-    /// The tenant's live task, if one was launched (by any attempt).
+    /// The stack's baseline task definition (`DOTMAC_TASK_FAMILY`), if there is one.
+    async fn baseline(&self) -> Result<Option<aws_sdk_ecs::types::TaskDefinition>, FleetError> {
+        match self.ecs.describe_task_definition().task_definition(&self.settings.task_family).send().await {
+            Ok(output) => Ok(output.task_definition),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_client_exception()) => Ok(None),
+            Err(error) => Err(FleetError::ecs("DescribeTaskDefinition", error)),
+        }
+    }
+
     pub async fn find_tenant_task(&self, tenant_id: TenantId) -> Result<Option<LaunchedTask>, FleetError> {
         let arns = self
             .ecs
@@ -212,7 +257,7 @@ impl Fleet {
         if self.settings.subnets.is_empty() {
             return Err(FleetError::Invalid("no subnets configured (DOTMAC_ECS_SUBNETS)".into()));
         }
-        let task_definition = self.ensure_task_definition().await?;
+        let task_definition = self.ensure_tenant_task_definition(tenant.id, secret_arn).await?;
         let tenant_id = tenant.id.to_string();
         let env = |name: &str, value: &str| KeyValuePair::builder().name(name).value(value).build();
         let tag = |key: &str, value: &str| Tag::builder().key(key).value(value).build();
@@ -226,8 +271,6 @@ impl Fleet {
                     .environment(env("TENANT_ID", &tenant_id))
                     .environment(env("TENANT_SLUG", tenant.slug.as_str()))
                     .environment(env("TENANT_PLAN", tenant.plan.as_str()))
-                    // Where the container finds its machine token (read with its task role).
-                    .environment(env("DOTMAC_TENANT_SECRET_ARN", secret_arn))
                     .build(),
             )
             .build();

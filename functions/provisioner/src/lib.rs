@@ -9,7 +9,7 @@ use dotmac_config::EcsSettings;
 use dotmac_domain::{Container, TenantId, TenantStatus};
 use dotmac_http::JwtKeys;
 use dotmac_queue::{Delivery, JobError, JobHandler, ProvisioningJob};
-use dotmac_secrets::TenantSecrets;
+use dotmac_secrets::{MachineCredentials, TenantSecrets};
 use dotmac_store::{Lease, Store, StoreError, TenantRecord};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,10 +85,33 @@ impl Provisioner {
     async fn ensure_credentials(&self, tenant_id: TenantId) -> Result<String, FleetError> {
         let ContainerCredentials { secrets, keys, ttl_seconds } = &self.credentials;
         let renew_within = i64::try_from(*ttl_seconds / 4).unwrap_or(i64::MAX);
-        secrets
+        let ensured = secrets
             .ensure_machine_token(tenant_id, keys, *ttl_seconds, renew_within, OffsetDateTime::now_utc())
             .await
-            .map_err(|e| FleetError::Dependency(e.to_string()))
+            .map_err(|e| FleetError::Dependency(e.to_string()))?;
+        if let Some(old) = &ensured.replaced {
+            self.revoke(old).await.map_err(|e| FleetError::Dependency(e.to_string()))?;
+        }
+        Ok(ensured.secret_arn)
+    }
+
+    /// Puts a machine token on the deny-list: it stops working at once, everywhere.
+    async fn revoke(&self, credentials: &MachineCredentials) -> Result<(), StoreError> {
+        let leeway = i64::try_from(dotmac_http::auth::CLOCK_LEEWAY_SECONDS).unwrap_or(60);
+        self.store.deny_token(&credentials.token_id, credentials.expires_at + leeway).await
+    }
+
+    /// A failed tenant's container credentials are revoked with it.
+    async fn revoke_credentials(&self, tenant_id: TenantId) {
+        match self.credentials.secrets.read(tenant_id).await {
+            Ok(Some(credentials)) => {
+                if let Err(error) = self.revoke(&credentials).await {
+                    tracing::error!(%tenant_id, %error, "machine token of a failed tenant not revoked");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::error!(%tenant_id, %error, "machine token of a failed tenant not read"),
+        }
     }
 
     async fn launch(&self, record: &TenantRecord) -> Result<(Container, String), FleetError> {
@@ -181,6 +204,7 @@ impl Provisioner {
                     if let Err(stop) = self.fleet.stop_tenant_tasks(tenant_id, "provisioning failed").await {
                         tracing::error!(%tenant_id, error = %stop, "task of a failed tenant not stopped");
                     }
+                    self.revoke_credentials(tenant_id).await;
                     return;
                 }
                 Err(StoreError::VersionConflict { .. }) => continue,

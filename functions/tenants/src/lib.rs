@@ -184,7 +184,7 @@ async fn retried_onboarding(
     if created_by != request_ref {
         return Ok(None);
     }
-    let Some(tenant) = state.store.get_tenant(id).await? else { return Ok(None) };
+    let Some(tenant) = state.store.fenced(caller.fence()).get_tenant(id).await? else { return Ok(None) };
     if tenant.status == dotmac_domain::TenantStatus::Provisioning {
         state
             .provisioning
@@ -224,7 +224,7 @@ async fn readable_tenant(state: &TenantsState, caller: &Caller, id: TenantId) ->
         .fenced(caller.fence())
         .get_tenant(id)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, format!("no tenant {id}")))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, "no such tenant where you can see"))?;
     authorize(
         caller,
         Resource::Tenant,

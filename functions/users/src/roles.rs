@@ -170,6 +170,16 @@ pub(crate) async fn replace(
         return Err(ApiError::new(ErrorCode::Forbidden, "built-in roles cannot be changed"));
     }
     let tenant = tenant.ok_or_else(|| role_not_found(name.as_str()))?;
+    let existing = state
+        .store
+        .fenced(caller.fence())
+        .get_role(tenant, &name)
+        .await?
+        .ok_or_else(|| role_not_found(name.as_str()))?;
+    if !may_define(&caller, &existing.role) {
+        // Rewriting it would take rights from its holders that the caller never had.
+        return Err(ApiError::new(ErrorCode::Forbidden, "this role grants more than you hold"));
+    }
     let role = definition(&caller, name, request.description, request.permissions)?;
     let record = RoleRecord { role, tenant_id: tenant, updated_at: OffsetDateTime::now_utc() };
     if !state.store.fenced(caller.fence()).put_role(&record, RoleWrite::Replace).await? {

@@ -143,7 +143,7 @@ pub(crate) async fn create(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     headers: HeaderMap,
-    Json(request): Json<CreateUserRequest>,
+    Json(mut request): Json<CreateUserRequest>,
 ) -> Result<Response, ApiError> {
     let email = Email::parse(&request.email)?;
     let roles = parse_roles(&request.roles)?;
@@ -157,6 +157,12 @@ pub(crate) async fn create(
         None if tenant_id.is_none() => caller.partner_id.clone(),
         None => None,
     };
+    if tenant_id.is_some() && partner_id.is_some() {
+        return Err(ApiError::invalid_field(
+            "partner_id",
+            "a user belongs to a tenant or to a partner, not both",
+        ));
+    }
     let home = UserHome::of(tenant_id, partner_id.as_ref());
     authorize(&caller, Resource::User, Action::Create, home_target(&home))?;
     let id = uuid::Uuid::now_v7().to_string();
@@ -164,10 +170,12 @@ pub(crate) async fn create(
     let custom = tenant_roles(&state, &caller, tenant_id).await?;
     check_assignment(&caller, account, &roles, &custom).map_err(assignment_refused)?;
     dotmac_domain::password_policy::check(&request.password, &email)?;
+    // The password stays out of the fingerprint: a plain digest of it would be stored with the
+    // idempotency record, open to offline guessing.
+    let password = std::mem::take(&mut request.password);
     let canonical = serde_json::to_vec(&request).map_err(ApiError::internal)?;
     let fingerprint = request_fingerprint("POST", "/v1/users", &canonical);
     let scope = format!("users#{}", caller.user_id);
-    let password = request.password;
     let store = state.store.clone();
     idempotent(&state.store, &scope, &headers, &fingerprint, || async move {
         let password_hash = tokio::task::spawn_blocking(move || dotmac_auth::hash_password(&password))
@@ -235,16 +243,17 @@ pub(crate) async fn update(
         return Err(ApiError::new(ErrorCode::Forbidden, "nobody changes their own roles or status"));
     }
     let roles = request.roles.as_deref().map(parse_roles).transpose()?;
-    if let Some(roles) = &roles {
-        let account =
-            Account { user_id: &user.id, tenant_id: user.tenant_id, partner_id: user.partner_id.as_ref() };
-        let custom = tenant_roles(&state, &caller, user.tenant_id).await?;
-        check_assignment(&caller, account, roles, &custom).map_err(assignment_refused)?;
-        // Nor may anyone take away roles they could not have given.
-        if !may_manage(&caller, account, &user.roles, &custom) {
-            return Err(beyond_yours());
-        }
+    let account =
+        Account { user_id: &user.id, tenant_id: user.tenant_id, partner_id: user.partner_id.as_ref() };
+    let custom = tenant_roles(&state, &caller, user.tenant_id).await?;
+    // Nobody changes (roles or status) a user holding roles they could not have given.
+    if !may_manage(&caller, account, &user.roles, &custom) {
+        return Err(beyond_yours());
     }
+    if let Some(roles) = &roles {
+        check_assignment(&caller, account, roles, &custom).map_err(assignment_refused)?;
+    }
+
     let changes = UserChanges { roles, active: request.active };
     let updated = state
         .store

@@ -123,16 +123,9 @@ fn local_key_set(state_dir: Option<&str>) -> anyhow::Result<String> {
     Ok(set)
 }
 
-/// Writes the plan catalogue, the ISP framework's task definition and the platform admin
-/// (kept if it already exists).
+/// Writes the plan catalogue and the platform admin (kept if it already exists). Task
+/// definitions are per tenant, registered by the provisioner.
 pub async fn seed(platform: &Platform, local: &LocalSettings) -> anyhow::Result<()> {
-    let task_definition = platform
-        .provisioner()
-        .fleet()
-        .ensure_task_definition()
-        .await
-        .context("registering the ISP framework task definition")?;
-    tracing::debug!(%task_definition, "task definition ready");
     for plan in seed_plans() {
         platform.store.put_plan(&plan).await.context("seeding plans")?;
     }

@@ -234,7 +234,7 @@ impl JwtKeys {
 
 impl KeyMaterial {
     fn from_key_set(set: &KeySet, now: i64) -> Result<Self, TokenError> {
-        let mut signer: Option<(i64, String, Vec<u8>)> = None;
+        let mut signer: Option<((i64, bool), String, Vec<u8>)> = None;
         let mut verifying = Vec::new();
         for key in &set.keys {
             if key.retire_at.is_some_and(|at| at <= now) {
@@ -244,9 +244,14 @@ impl KeyMaterial {
             let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| TokenError::BadSigningKey)?;
             let public = pair.public_key().as_ref().to_vec();
             let kid = URL_SAFE_NO_PAD.encode(&digest::digest(&digest::SHA256, &public).as_ref()[..12]);
-            let signs_now = key.retire_at.is_none() && key.not_before <= now;
-            if signs_now && signer.as_ref().is_none_or(|(since, _, _)| key.not_before > *since) {
-                signer = Some((key.not_before, kid.clone(), pkcs8));
+            // A retiring key (retire_at set, still in the future) keeps signing until its
+            // successor's `not_before`: the newest key that has started signing wins.
+            let signs_now = key.not_before <= now;
+            // On a tie (a key replaced within the second it started), the one not retiring, and
+            // then the later in the set (rotation appends), signs.
+            let rank = (key.not_before, key.retire_at.is_none());
+            if signs_now && signer.as_ref().is_none_or(|(best, _, _)| rank >= *best) {
+                signer = Some((rank, kid.clone(), pkcs8));
             }
             verifying.push(VerifyingKey {
                 kid,
@@ -389,7 +394,7 @@ impl JwtKeys {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
-        validation.leeway = 30;
+        validation.leeway = CLOCK_LEEWAY_SECONDS;
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .map_err(|e| TokenError::Rejected(e.to_string()))?;
         if data.claims.typ != expected {
@@ -398,6 +403,10 @@ impl JwtKeys {
         Ok(data.claims)
     }
 }
+
+/// Clock skew tolerated on `exp` and `nbf`: a signed-out token stays on the deny-list this
+/// much longer than its `exp`.
+pub const CLOCK_LEEWAY_SECONDS: u64 = 30;
 
 /// Lets the bearer extractors find the keys and the store in a function's state (a struct
 /// with `keys: Arc<JwtKeys>` and `store: Store` fields).
@@ -668,6 +677,33 @@ mod tests {
         retiring.keys[1].not_before = now - 200;
         let stale_instance = JwtKeys::from_key_set(&retiring, &settings, now - 100).expect("keys");
         assert!(stale_instance.verify(&old_token, TokenKind::Access).is_err());
+    }
+
+    #[test]
+    fn during_the_publish_lead_the_old_key_signs_and_the_new_one_already_verifies() {
+        let settings = settings(String::new());
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let first = KeySet {
+            keys: vec![StoredKey {
+                private_key: generate_signing_key().expect("key"),
+                not_before: now - 10,
+                retire_at: None,
+            }],
+        };
+        let before = JwtKeys::from_key_set(&first, &settings, now).expect("keys");
+        let rotated = first.rotate(generate_signing_key().expect("key"), now, 600, 3600);
+        let during = JwtKeys::from_key_set(&rotated, &settings, now).expect("a set mid-rotation still signs");
+        assert_eq!(during.kid(), before.kid(), "the old key signs until the switch");
+        assert_eq!(
+            during.jwks()["keys"].as_array().map(Vec::len),
+            Some(2),
+            "the new key is already published"
+        );
+        let after = JwtKeys::from_key_set(&rotated, &settings, now + 601).expect("keys");
+        assert_ne!(after.kid(), before.kid(), "the new key signs after the switch");
+        let new_token =
+            after.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+        assert!(during.verify(&new_token, TokenKind::Access).is_ok(), "instances mid-rotation accept it");
     }
 
     #[test]

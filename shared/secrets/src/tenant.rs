@@ -28,6 +28,13 @@ pub struct MachineCredentials {
     pub expires_at: i64,
 }
 
+/// The tenant's secret, and the credentials a renewal replaced (to revoke).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnsuredToken {
+    pub secret_arn: String,
+    pub replaced: Option<MachineCredentials>,
+}
+
 impl TenantSecrets {
     pub fn new(client: Client, prefix: impl Into<String>) -> Self {
         Self { client, prefix: prefix.into() }
@@ -54,8 +61,8 @@ impl TenantSecrets {
     }
 
     /// Makes sure the tenant's secret holds a machine token valid for at least
-    /// `renew_within_seconds` more, issuing one (`ttl_seconds`) when it does not, and returns
-    /// the secret's ARN. Safe to repeat: a retried provisioning keeps the token it made.
+    /// `renew_within_seconds` more, issuing one (`ttl_seconds`) when it does not. Safe to
+    /// repeat: a retried provisioning keeps the token it made.
     pub async fn ensure_machine_token(
         &self,
         tenant: TenantId,
@@ -63,14 +70,14 @@ impl TenantSecrets {
         ttl_seconds: u64,
         renew_within_seconds: i64,
         now: OffsetDateTime,
-    ) -> Result<String, SecretsError> {
+    ) -> Result<EnsuredToken, SecretsError> {
         let name = self.secret_name(tenant);
         let existing = self.read(tenant).await?;
         if let Some(current) = &existing
             && current.tenant_id == tenant
             && current.expires_at - now.unix_timestamp() > renew_within_seconds
         {
-            return self.arn(&name).await;
+            return Ok(EnsuredToken { secret_arn: self.arn(&name).await?, replaced: None });
         }
         let (token, claims) = keys.issue_machine(tenant, ttl_seconds, now)?;
         let value = serde_json::to_string(&MachineCredentials {
@@ -88,7 +95,7 @@ impl TenantSecrets {
                 .send()
                 .await
                 .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
-            return self.arn(&name).await;
+            return Ok(EnsuredToken { secret_arn: self.arn(&name).await?, replaced: existing });
         }
         let created = self
             .client
@@ -99,17 +106,18 @@ impl TenantSecrets {
             .tags(Tag::builder().key("tenant_id").value(tenant.to_string()).build())
             .send()
             .await;
-        match created {
+        let secret_arn = match created {
             Ok(output) => output.arn().map(str::to_owned).ok_or_else(|| SecretsError::Malformed {
                 secret: name,
                 reason: "CreateSecret returned no ARN".into(),
-            }),
+            })?,
             // Another delivery of the same job created it a moment ago: theirs stands.
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
-                self.arn(&name).await
+                self.arn(&name).await?
             }
-            Err(error) => Err(SecretsError::aws("CreateSecret", error)),
-        }
+            Err(error) => return Err(SecretsError::aws("CreateSecret", error)),
+        };
+        Ok(EnsuredToken { secret_arn, replaced: None })
     }
 
     async fn arn(&self, name: &str) -> Result<String, SecretsError> {

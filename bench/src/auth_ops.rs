@@ -34,6 +34,7 @@ pub fn rows() -> Vec<Row> {
         signing_key: Some(key),
         key_set: None,
         key_set_secret: None,
+        public_key_set_secret: None,
         key_reload_seconds: 300,
         rotate_after_seconds: 30 * 24 * 3600,
         issuer: "https://api.dotmac.local".into(),

@@ -49,6 +49,7 @@ fn settings(signing_key: &str, issuer: &str, audience: &str) -> JwtSettings {
         signing_key: Some(signing_key.to_owned()),
         key_set: None,
         key_set_secret: None,
+        public_key_set_secret: None,
         key_reload_seconds: 300,
         rotate_after_seconds: 30 * 24 * 3600,
         issuer: issuer.to_owned(),

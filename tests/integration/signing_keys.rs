@@ -6,6 +6,11 @@ use dotmac_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp};
 use serde_json::Value;
 use std::time::Duration;
 
+fn authorizer_event(token: &str) -> aws_lambda_events::event::apigw::ApiGatewayV2CustomAuthorizerV2Request {
+    let raw = include_str!("../../events/apigw-authorizer.json").replace("REPLACE_WITH_TOKEN", token);
+    serde_json::from_str(&raw).expect("authorizer event")
+}
+
 fn kid(token: &str) -> String {
     let header = jsonwebtoken::decode_header(token).expect("header");
     header.kid.expect("kid")
@@ -61,7 +66,10 @@ async fn a_rotation_reaches_running_instances_and_a_retired_key_stops_verifying(
     // Rotate now, with a short overlap so the old key retires within the test.
     let policy =
         RotationPolicy { publish_lead_seconds: 0, overlap_seconds: OVERLAP, rotate_after_seconds: 0 };
-    let outcome = secret.rotate(now, policy).await.expect("rotated");
+    let public_id = app.stack.config().jwt.public_key_set_secret.clone().expect("a public key set secret");
+    let public =
+        dotmac_secrets::KeySetSecret::new(aws_sdk_secretsmanager::Client::new(&app.stack.sdk), public_id);
+    let outcome = secret.rotate(now, policy, Some(&public)).await.expect("rotated");
     assert!(matches!(outcome, RotationOutcome::Rotated { keys: 2, .. }), "{outcome:?}");
 
     // The running server reloads by itself: new sign-ins use the new key, old tokens still work.
@@ -76,6 +84,23 @@ async fn a_rotation_reaches_running_instances_and_a_retired_key_stops_verifying(
     };
     let (status, _) = app.get_json(&before, "/v1/auth/me").await;
     assert_eq!(status, 200, "a rotation signs nobody out");
+
+    // A function that only verifies loads the public set: no private key, same decisions.
+    let mut config = app.stack.config().clone();
+    config.jwt.key_set_secret = None;
+    let verifier =
+        dotmac_platform::Platform::with_sdk_config(config, &app.stack.sdk).await.expect("verifier");
+    let (public_set, _) = public.load().await.expect("public set");
+    assert!(public_set.keys.iter().all(|key| key.private_key.is_none()), "no private key in the public set");
+    assert!(verifier.keys.verify(&after, dotmac_http::TokenKind::Access).is_ok());
+    assert!(verifier.keys.verify(&before, dotmac_http::TokenKind::Access).is_ok());
+    assert!(
+        verifier
+            .keys
+            .issue_machine(dotmac_domain::TenantId::generate(), 60, time::OffsetDateTime::now_utc())
+            .is_err()
+    );
+    assert!(verifier.authorizer().decide(&authorizer_event(&after)).await.is_authorized);
     assert!(jwks_kids(&app).await.contains(&kid(&after)));
 
     // Past the overlap, the retired key's tokens are refused and it leaves the JWKS.
@@ -87,6 +112,12 @@ async fn a_rotation_reaches_running_instances_and_a_retired_key_stops_verifying(
     assert_eq!(status, 200);
     let published = jwks_kids(&app).await;
     assert!(!published.contains(&old_kid), "{published:?}");
+    verifier.key_set_secret().expect("public secret").reload_into(&verifier.keys).await.expect("reload");
+    assert!(
+        verifier.keys.verify(&before, dotmac_http::TokenKind::Access).is_err(),
+        "retired for verifiers too"
+    );
+    assert!(verifier.keys.verify(&after, dotmac_http::TokenKind::Access).is_ok());
     let (set, _) = secret.load().await.expect("key set");
     assert_eq!(set.keys.len(), 2, "the retired key stays in the secret until the next rotation drops it");
     app.shutdown().await;
@@ -102,16 +133,19 @@ async fn the_first_run_creates_the_key_set_and_an_empty_secret_is_filled() {
 
     let fresh =
         dotmac_secrets::KeySetSecret::new(client.clone(), format!("{}-fresh-keys", app.stack.local.prefix));
-    let outcome = fresh.rotate(now, policy).await.expect("first run");
+    let outcome = fresh.rotate(now, policy, None).await.expect("first run");
     assert_eq!(outcome, RotationOutcome::Rotated { keys: 1, signs_from: now }, "the first key signs at once");
-    assert!(matches!(fresh.rotate(now + 60, policy).await.expect("again"), RotationOutcome::NotDue { .. }));
+    assert!(matches!(
+        fresh.rotate(now + 60, policy, None).await.expect("again"),
+        RotationOutcome::NotDue { .. }
+    ));
 
     // Created bare, with no value at all: the first run writes the first version.
     let bare = format!("{}-bare-keys", app.stack.local.prefix);
     client.create_secret().name(&bare).send().await.expect("bare secret");
     let bare = dotmac_secrets::KeySetSecret::new(client.clone(), bare);
     assert!(matches!(
-        bare.rotate(now, policy).await.expect("filled"),
+        bare.rotate(now, policy, None).await.expect("filled"),
         RotationOutcome::Rotated { keys: 1, .. }
     ));
     assert_eq!(bare.load().await.expect("set").0.keys.len(), 1);
@@ -120,7 +154,7 @@ async fn the_first_run_creates_the_key_set_and_an_empty_secret_is_filled() {
     client.create_secret().name(&name).secret_string(r#"{"keys":[]}"#).send().await.expect("empty secret");
     let empty = dotmac_secrets::KeySetSecret::new(client, name);
     assert!(matches!(
-        empty.rotate(now, policy).await.expect("filled"),
+        empty.rotate(now, policy, None).await.expect("filled"),
         RotationOutcome::Rotated { keys: 1, .. }
     ));
     let (set, _) = empty.load().await.expect("set");

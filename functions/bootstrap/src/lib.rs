@@ -80,15 +80,24 @@ impl Platform {
     /// one is configured (as deployed), else from the inline settings.
     pub async fn with_sdk_config(config: Config, sdk: &aws_config::SdkConfig) -> anyhow::Result<Self> {
         let secrets = aws_sdk_secretsmanager::Client::new(sdk);
-        let keys = match &config.jwt.key_set_secret {
-            Some(secret_id) => {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let keys = match (&config.jwt.key_set_secret, &config.jwt.public_key_set_secret) {
+            (Some(secret_id), _) => {
                 let (set, _) = KeySetSecret::new(secrets.clone(), secret_id)
                     .load()
                     .await
                     .with_context(|| format!("loading the JWT key set from {secret_id}"))?;
-                JwtKeys::from_key_set(&set, &config.jwt, time::OffsetDateTime::now_utc().unix_timestamp())?
+                JwtKeys::from_key_set(&set, &config.jwt, now)?
             }
-            None => JwtKeys::from_settings(&config.jwt)?,
+            // A function that only verifies tokens never sees a private key.
+            (None, Some(secret_id)) => {
+                let (set, _) = KeySetSecret::new(secrets.clone(), secret_id)
+                    .load()
+                    .await
+                    .with_context(|| format!("loading the public JWT key set from {secret_id}"))?;
+                JwtKeys::verifier(&set, &config.jwt, now)?
+            }
+            (None, None) => JwtKeys::from_settings(&config.jwt)?,
         };
         Ok(Platform {
             store: Store::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name),
@@ -100,9 +109,14 @@ impl Platform {
         })
     }
 
-    /// The key set's secret, when the keys come from one.
+    /// The key set's secret (the private one for signers, else the public one), when the
+    /// keys come from one.
     pub fn key_set_secret(&self) -> Option<KeySetSecret> {
-        self.config.jwt.key_set_secret.as_ref().map(|id| KeySetSecret::new(self.secrets.clone(), id))
+        let jwt = &self.config.jwt;
+        jwt.key_set_secret
+            .as_ref()
+            .or(jwt.public_key_set_secret.as_ref())
+            .map(|id| KeySetSecret::new(self.secrets.clone(), id))
     }
 
     /// Keeps the keys in step with their secret (rotations, retirements) from now on.
@@ -231,6 +245,7 @@ pub async fn rotate_signing_keys(
     secrets: aws_sdk_secretsmanager::Client,
 ) -> anyhow::Result<RotationOutcome> {
     let secret_id = config.jwt.key_set_secret.as_ref().context("DOTMAC_JWT_KEY_SET_SECRET is not set")?;
+    let public = config.jwt.public_key_set_secret.as_ref().map(|id| KeySetSecret::new(secrets.clone(), id));
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    Ok(KeySetSecret::new(secrets, secret_id).rotate(now, rotation_policy(config)).await?)
+    Ok(KeySetSecret::new(secrets, secret_id).rotate(now, rotation_policy(config), public.as_ref()).await?)
 }

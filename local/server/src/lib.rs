@@ -94,12 +94,19 @@ pub async fn prepare(
     if !has_keys {
         // As deployed: the functions read their keys from Secrets Manager.
         let secret_id = format!("{prefix}-jwt-key-set");
+        let public_id = format!("{prefix}-jwt-public-key-set");
+        let client = aws_sdk_secretsmanager::Client::new(sdk);
         let initial: KeySet = serde_json::from_str(&local_key_set(local.state_dir.as_deref())?)?;
-        KeySetSecret::new(aws_sdk_secretsmanager::Client::new(sdk), &secret_id)
+        KeySetSecret::new(client.clone(), &public_id)
+            .ensure(&initial.public()?)
+            .await
+            .context("creating the public JWT key set secret")?;
+        KeySetSecret::new(client, &secret_id)
             .ensure(&initial)
             .await
             .context("creating the JWT key set secret")?;
         env.insert("DOTMAC_JWT_KEY_SET_SECRET".into(), secret_id);
+        env.insert("DOTMAC_JWT_PUBLIC_KEY_SET_SECRET".into(), public_id);
     }
     Config::from_source(&env).context("configuration")
 }
@@ -113,7 +120,7 @@ fn local_key_set(state_dir: Option<&str>) -> anyhow::Result<String> {
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let key = |not_before| -> anyhow::Result<StoredKey> {
-        Ok(StoredKey { private_key: generate_signing_key()?, not_before, retire_at: None })
+        Ok(StoredKey::private(generate_signing_key()?, not_before))
     };
     let set = serde_json::to_string(&KeySet { keys: vec![key(now)?, key(now + 30 * 24 * 3600)?] })?;
     if let (Some(path), Some(dir)) = (path, state_dir) {

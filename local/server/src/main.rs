@@ -37,6 +37,10 @@ fn write_lambda_env(dir: &str, env: &HashMap<String, String>, config: &Config) -
         format!("DOTMAC_PROVISIONING_QUEUE_URL={:?}", config.provisioning_queue_url),
         format!("DOTMAC_ECS_CLUSTER={:?}", config.ecs.cluster),
         format!("DOTMAC_TENANT_SECRET_PREFIX={:?}", config.tenant_secret_prefix),
+        format!(
+            "DOTMAC_JWT_PUBLIC_KEY_SET_SECRET={:?}",
+            config.jwt.public_key_set_secret.as_deref().unwrap_or_default()
+        ),
         match (&config.jwt.key_set_secret, &config.jwt.key_set, &config.jwt.signing_key) {
             (Some(secret), _, _) => format!("DOTMAC_JWT_KEY_SET_SECRET={secret:?}"),
             (None, Some(set), _) => format!("DOTMAC_JWT_KEY_SET={set:?}"),

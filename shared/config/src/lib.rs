@@ -38,6 +38,9 @@ pub struct JwtSettings {
     /// The Secrets Manager secret holding the key set: what deployed functions use. Wins
     /// over both inline forms.
     pub key_set_secret: Option<String>,
+    /// The secret holding the public half of the key set: what functions that only verify
+    /// tokens load instead, so they never hold a private key.
+    pub public_key_set_secret: Option<String>,
     /// How often a running instance reloads the key set from its secret.
     pub key_reload_seconds: u64,
     /// The age at which the rotation schedule replaces the signing key.
@@ -182,6 +185,7 @@ impl Config {
                 signing_key: source.get("DOTMAC_JWT_SIGNING_KEY"),
                 key_set: source.get("DOTMAC_JWT_KEY_SET"),
                 key_set_secret: source.get("DOTMAC_JWT_KEY_SET_SECRET"),
+                public_key_set_secret: source.get("DOTMAC_JWT_PUBLIC_KEY_SET_SECRET"),
                 key_reload_seconds: env.number("DOTMAC_JWT_KEY_RELOAD_SECONDS", 300u64)?.max(1),
                 rotate_after_seconds: env.number("DOTMAC_JWT_ROTATE_AFTER_SECONDS", 30 * 24 * 3600u64)?,
                 issuer: env.or("DOTMAC_JWT_ISSUER", "https://api.dotmac.local"),
@@ -232,6 +236,7 @@ impl fmt::Debug for JwtSettings {
             .field("signing_key", &self.signing_key.as_ref().map(|_| "<redacted>"))
             .field("key_set", &self.key_set.as_ref().map(|_| "<redacted>"))
             .field("key_set_secret", &self.key_set_secret)
+            .field("public_key_set_secret", &self.public_key_set_secret)
             .field("key_reload_seconds", &self.key_reload_seconds)
             .field("rotate_after_seconds", &self.rotate_after_seconds)
             .field("issuer", &self.issuer)

@@ -103,18 +103,46 @@ pub enum TokenError {
     Signing(String),
 }
 
-/// One key of the key set, as stored (the value of `DOTMAC_JWT_KEY_SET`, and of the secret
-/// that will hold it): `{"keys":[{"private_key","not_before","retire_at"}]}`.
+/// One key of the key set, as stored (the value of `DOTMAC_JWT_KEY_SET`, and of the secrets
+/// that hold it): `{"keys":[{"private_key","not_before","retire_at"}]}` for the signers, the
+/// same with `public_key` instead of `private_key` for the functions that only verify.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredKey {
     /// Base64 PKCS#8 Ed25519.
-    pub private_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// Base64url raw Ed25519 public key (as in a JWK's `x`), in the public set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     /// From when it signs (unix seconds). A key published before it signs lets every instance
     /// verify its tokens before any instance issues them.
     pub not_before: i64,
     /// From when tokens it signed are refused; `None` while it is current.
     #[serde(default)]
     pub retire_at: Option<i64>,
+}
+
+impl StoredKey {
+    pub fn private(private_key: String, not_before: i64) -> Self {
+        StoredKey { private_key: Some(private_key), public_key: None, not_before, retire_at: None }
+    }
+
+    /// The key's public half, and its id (a digest of it).
+    fn public_half(&self) -> Result<(Vec<u8>, String), TokenError> {
+        let public = match (&self.private_key, &self.public_key) {
+            (Some(private), _) => {
+                let pkcs8 = STANDARD.decode(private.trim()).map_err(|_| TokenError::BadSigningKey)?;
+                let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| TokenError::BadSigningKey)?;
+                pair.public_key().as_ref().to_vec()
+            }
+            (None, Some(public)) => {
+                URL_SAFE_NO_PAD.decode(public.trim()).map_err(|_| TokenError::BadSigningKey)?
+            }
+            (None, None) => return Err(TokenError::BadSigningKey),
+        };
+        let kid = URL_SAFE_NO_PAD.encode(&digest::digest(&digest::SHA256, &public).as_ref()[..12]);
+        Ok((public, kid))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -141,8 +169,26 @@ impl KeySet {
             }
         }
         self.keys.retain(|key| key.retire_at.is_none_or(|at| at > now));
-        self.keys.push(StoredKey { private_key: new_key, not_before: switch_at, retire_at: None });
+        self.keys.push(StoredKey::private(new_key, switch_at));
         self
+    }
+
+    /// The same set without its private keys: what the functions that only verify load.
+    pub fn public(&self) -> Result<KeySet, TokenError> {
+        let keys = self
+            .keys
+            .iter()
+            .map(|key| {
+                let (public, _) = key.public_half()?;
+                Ok(StoredKey {
+                    private_key: None,
+                    public_key: Some(URL_SAFE_NO_PAD.encode(public)),
+                    not_before: key.not_before,
+                    retire_at: key.retire_at,
+                })
+            })
+            .collect::<Result<_, TokenError>>()?;
+        Ok(KeySet { keys })
     }
 
     /// When the newest key was (or will be) first used to sign.
@@ -161,15 +207,23 @@ struct VerifyingKey {
 
 /// The keys of one version of the key set.
 struct KeyMaterial {
-    kid: String,
-    encoding: EncodingKey,
+    /// The key that signs now and its id; `None` where tokens are only verified.
+    signer: Option<(String, EncodingKey)>,
     verifying: Vec<VerifyingKey>,
+}
+
+/// Whether an instance issues tokens or only checks them (and so never holds a private key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    SignAndVerify,
+    VerifyOnly,
 }
 
 /// The platform's keys and the rules tokens are checked against. Built once at cold start
 /// and shared; `reload` swaps in a new version of the key set without stopping anyone. One
 /// key signs; every live key of the set verifies, so a rotation never signs anyone out.
 pub struct JwtKeys {
+    key_use: KeyUse,
     material: ArcSwap<KeyMaterial>,
     issuer: String,
     audience: String,
@@ -180,7 +234,8 @@ pub struct JwtKeys {
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtKeys")
-            .field("kid", &self.material.load().kid)
+            .field("kid", &self.kid())
+            .field("key_use", &self.key_use)
             .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
@@ -200,17 +255,25 @@ impl JwtKeys {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let set = match (&settings.key_set, &settings.signing_key) {
             (Some(json), _) => serde_json::from_str(json).map_err(|_| TokenError::BadSigningKey)?,
-            (None, Some(key)) => {
-                KeySet { keys: vec![StoredKey { private_key: key.clone(), not_before: 0, retire_at: None }] }
-            }
+            (None, Some(key)) => KeySet { keys: vec![StoredKey::private(key.clone(), 0)] },
             (None, None) => return Err(TokenError::NoSigningKey),
         };
         Self::from_key_set(&set, settings, now)
     }
 
     pub fn from_key_set(set: &KeySet, settings: &JwtSettings, now: i64) -> Result<Self, TokenError> {
+        Self::with_use(KeyUse::SignAndVerify, set, settings, now)
+    }
+
+    /// Keys that only verify (from the public set; private keys, if any, are ignored).
+    pub fn verifier(set: &KeySet, settings: &JwtSettings, now: i64) -> Result<Self, TokenError> {
+        Self::with_use(KeyUse::VerifyOnly, set, settings, now)
+    }
+
+    fn with_use(key_use: KeyUse, set: &KeySet, settings: &JwtSettings, now: i64) -> Result<Self, TokenError> {
         Ok(Self {
-            material: ArcSwap::from_pointee(KeyMaterial::from_key_set(set, now)?),
+            key_use,
+            material: ArcSwap::from_pointee(KeyMaterial::from_key_set(set, key_use, now)?),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             access_ttl_seconds: settings.access_ttl_seconds,
@@ -221,8 +284,10 @@ impl JwtKeys {
     /// Swaps in a new version of the key set (a rotation, or keys retiring). A set that
     /// cannot sign is refused and the current keys stay.
     pub fn reload(&self, set: &KeySet, now: i64) -> Result<(), TokenError> {
-        let material = KeyMaterial::from_key_set(set, now)?;
-        let changed = material.kid != self.material.load().kid
+        let material = KeyMaterial::from_key_set(set, self.key_use, now)?;
+        let current = self.material.load();
+        let changed = material.signer.as_ref().map(|(kid, _)| kid)
+            != current.signer.as_ref().map(|(kid, _)| kid)
             || material.verifying.len() != self.material.load().verifying.len();
         self.material.store(Arc::new(material));
         if changed {
@@ -233,24 +298,27 @@ impl JwtKeys {
 }
 
 impl KeyMaterial {
-    fn from_key_set(set: &KeySet, now: i64) -> Result<Self, TokenError> {
+    fn from_key_set(set: &KeySet, key_use: KeyUse, now: i64) -> Result<Self, TokenError> {
         let mut signer: Option<((i64, bool), String, Vec<u8>)> = None;
         let mut verifying = Vec::new();
         for key in &set.keys {
             if key.retire_at.is_some_and(|at| at <= now) {
                 continue;
             }
-            let pkcs8 = STANDARD.decode(key.private_key.trim()).map_err(|_| TokenError::BadSigningKey)?;
-            let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| TokenError::BadSigningKey)?;
-            let public = pair.public_key().as_ref().to_vec();
-            let kid = URL_SAFE_NO_PAD.encode(&digest::digest(&digest::SHA256, &public).as_ref()[..12]);
+            let (public, kid) = key.public_half()?;
             // A retiring key (retire_at set, still in the future) keeps signing until its
             // successor's `not_before`: the newest key that has started signing wins.
-            let signs_now = key.not_before <= now;
+            let signs_now = key.not_before <= now && key_use == KeyUse::SignAndVerify;
+            let pkcs8 = match (&key.private_key, signs_now) {
+                (Some(private), true) => {
+                    STANDARD.decode(private.trim()).map_err(|_| TokenError::BadSigningKey)?
+                }
+                _ => Vec::new(),
+            };
             // On a tie (a key replaced within the second it started), the one not retiring, and
             // then the later in the set (rotation appends), signs.
             let rank = (key.not_before, key.retire_at.is_none());
-            if signs_now && signer.as_ref().is_none_or(|(best, _, _)| rank >= *best) {
+            if !pkcs8.is_empty() && signer.as_ref().is_none_or(|(best, _, _)| rank >= *best) {
                 signer = Some((rank, kid.clone(), pkcs8));
             }
             verifying.push(VerifyingKey {
@@ -260,15 +328,20 @@ impl KeyMaterial {
                 retire_at: key.retire_at,
             });
         }
-        let (_, kid, pkcs8) = signer.ok_or(TokenError::NoSigningKey)?;
-        Ok(Self { kid, encoding: EncodingKey::from_ed_der(&pkcs8), verifying })
+        let signer = match (key_use, signer) {
+            (KeyUse::SignAndVerify, None) => return Err(TokenError::NoSigningKey),
+            (KeyUse::VerifyOnly, _) if verifying.is_empty() => return Err(TokenError::NoSigningKey),
+            (KeyUse::VerifyOnly, _) => None,
+            (KeyUse::SignAndVerify, Some((_, kid, pkcs8))) => Some((kid, EncodingKey::from_ed_der(&pkcs8))),
+        };
+        Ok(Self { signer, verifying })
     }
 }
 
 impl JwtKeys {
-    /// The id of the key that signs now.
+    /// The id of the key that signs now (empty where tokens are only verified).
     pub fn kid(&self) -> String {
-        self.material.load().kid.clone()
+        self.material.load().signer.as_ref().map(|(kid, _)| kid.clone()).unwrap_or_default()
     }
 
     /// The public half as a JSON Web Key Set (RFC 7517, OKP keys per RFC 8037), so any JWT
@@ -326,10 +399,11 @@ impl JwtKeys {
             roles: caller.roles.clone(),
         };
         let material = self.material.load();
+        let (kid, encoding) = material.signer.as_ref().ok_or(TokenError::NoSigningKey)?;
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(material.kid.clone());
+        header.kid = Some(kid.clone());
         header.typ = Some(kind.header_typ().to_owned());
-        let token = jsonwebtoken::encode(&header, &claims, &material.encoding)
+        let token = jsonwebtoken::encode(&header, &claims, encoding)
             .map_err(|e| TokenError::Signing(e.to_string()))?;
         Ok((token, claims))
     }
@@ -522,6 +596,7 @@ mod tests {
             signing_key: Some(key),
             key_set: None,
             key_set_secret: None,
+            public_key_set_secret: None,
             key_reload_seconds: 300,
             rotate_after_seconds: 30 * 24 * 3600,
             issuer: "https://issuer.test".into(),
@@ -624,7 +699,7 @@ mod tests {
     fn refuses_wrong_issuer_audience_and_unknown_kid() {
         let keys = keys();
         let material = keys.material.load();
-        let key = &material.encoding;
+        let key = &material.signer.as_ref().expect("a signer").1;
         let good = admin_claims("https://issuer.test", "dotmac-test");
         assert!(
             keys.verify(&sign_with(&good, Algorithm::EdDSA, &keys.kid(), key), TokenKind::Access).is_ok()
@@ -650,7 +725,8 @@ mod tests {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let first = KeySet {
             keys: vec![StoredKey {
-                private_key: generate_signing_key().expect("key"),
+                private_key: Some(generate_signing_key().expect("key")),
+                public_key: None,
                 not_before: now - 10,
                 retire_at: None,
             }],
@@ -685,7 +761,8 @@ mod tests {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let first = KeySet {
             keys: vec![StoredKey {
-                private_key: generate_signing_key().expect("key"),
+                private_key: Some(generate_signing_key().expect("key")),
+                public_key: None,
                 not_before: now - 10,
                 retire_at: None,
             }],
@@ -707,6 +784,30 @@ mod tests {
     }
 
     #[test]
+    fn a_verifier_holds_no_private_key_and_verifies_what_the_signer_issues() {
+        let settings = settings(String::new());
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let set = KeySet { keys: vec![StoredKey::private(generate_signing_key().expect("key"), now - 10)] };
+        let signer = JwtKeys::from_key_set(&set, &settings, now).expect("keys");
+        let public = set.public().expect("public set");
+        assert!(public.keys.iter().all(|k| k.private_key.is_none()));
+        let verifier = JwtKeys::verifier(&public, &settings, now).expect("verifier");
+        let token =
+            signer.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+        assert!(verifier.verify(&token, TokenKind::Access).is_ok());
+        assert_eq!(verifier.jwks(), signer.jwks(), "the same published keys");
+        assert_eq!(
+            verifier.issue(&admin(), "family", OffsetDateTime::now_utc()),
+            Err(TokenError::NoSigningKey)
+        );
+        assert!(
+            JwtKeys::verifier(&KeySet::default(), &settings, now).is_err(),
+            "an empty set verifies nothing"
+        );
+        assert!(JwtKeys::from_key_set(&public, &settings, now).is_err(), "a public set cannot sign");
+    }
+
+    #[test]
     fn a_published_next_key_verifies_before_it_signs() {
         let settings = settings(String::new());
         let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -714,16 +815,28 @@ mod tests {
         let set = KeySet {
             keys: vec![
                 StoredKey {
-                    private_key: generate_signing_key().expect("key"),
+                    private_key: Some(generate_signing_key().expect("key")),
+                    public_key: None,
                     not_before: now - 10,
                     retire_at: None,
                 },
-                StoredKey { private_key: next_key.clone(), not_before: now + 600, retire_at: None },
+                StoredKey {
+                    private_key: Some(next_key.clone()),
+                    public_key: None,
+                    not_before: now + 600,
+                    retire_at: None,
+                },
             ],
         };
         let current = JwtKeys::from_key_set(&set, &settings, now).expect("keys");
-        let next_only =
-            KeySet { keys: vec![StoredKey { private_key: next_key, not_before: now - 1, retire_at: None }] };
+        let next_only = KeySet {
+            keys: vec![StoredKey {
+                private_key: Some(next_key),
+                public_key: None,
+                not_before: now - 1,
+                retire_at: None,
+            }],
+        };
         let next = JwtKeys::from_key_set(&next_only, &settings, now).expect("keys");
         assert_ne!(current.kid(), next.kid(), "the current key still signs");
         let token =

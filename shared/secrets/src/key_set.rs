@@ -94,10 +94,34 @@ impl KeySetSecret {
         }
     }
 
+    /// Writes `set` as the secret's new value (creating the secret if needed). For the public
+    /// copy, which is derived: writing the same content twice is harmless.
+    pub async fn write(&self, set: &KeySet) -> Result<(), SecretsError> {
+        if self.create(set).await? {
+            return Ok(());
+        }
+        let value = serde_json::to_string(set)
+            .map_err(|e| SecretsError::Malformed { secret: self.secret_id.clone(), reason: e.to_string() })?;
+        self.client
+            .put_secret_value()
+            .secret_id(&self.secret_id)
+            .secret_string(value)
+            .send()
+            .await
+            .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
+        Ok(())
+    }
+
     /// Adds a new signing key when the newest one is old enough (or there is none), retiring
     /// the old ones after the overlap. The write names the version it replaces, so two
-    /// concurrent runs cannot both add a key.
-    pub async fn rotate(&self, now: i64, policy: RotationPolicy) -> Result<RotationOutcome, SecretsError> {
+    /// concurrent runs cannot both add a key. `public`, when given, gets the set's public half
+    /// first, so verifiers never lag the signers.
+    pub async fn rotate(
+        &self,
+        now: i64,
+        policy: RotationPolicy,
+        public: Option<&KeySetSecret>,
+    ) -> Result<RotationOutcome, SecretsError> {
         let current = self.fetch().await?;
         let set = match &current {
             Some((raw, _)) => serde_json::from_str::<KeySet>(raw).ok().filter(|set| !set.keys.is_empty()),
@@ -118,6 +142,9 @@ impl KeySetSecret {
             set.unwrap_or_default().rotate(generate_signing_key()?, now, lead, policy.overlap_seconds);
         let value = serde_json::to_string(&rotated)
             .map_err(|e| SecretsError::Malformed { secret: self.secret_id.clone(), reason: e.to_string() })?;
+        if let Some(public) = public {
+            public.write(&rotated.public()?).await?;
+        }
         // A secret that exists without a value yet (created bare) is written like any other.
         let created = current.is_none() && self.create(&rotated).await?;
         if !created {
@@ -140,7 +167,7 @@ impl KeySetSecret {
         Ok(RotationOutcome::Rotated { keys: rotated.keys.len(), signs_from })
     }
 
-    /// Loads the key set and swaps it into `keys`.
+    /// Loads the key set and swaps it into `keys` (which keep their use: a verifier stays one).
     pub async fn reload_into(&self, keys: &JwtKeys) -> Result<(), SecretsError> {
         let (set, _) = self.load().await?;
         keys.reload(&set, time::OffsetDateTime::now_utc().unix_timestamp())?;

@@ -266,3 +266,91 @@ async fn a_narrow_role_touches_no_one_and_nothing_that_holds_more() {
     assert_eq!(role["permissions"][0]["resource"], json!("*"), "unchanged: {role}");
     app.shutdown().await;
 }
+
+/// Bad input on the identity routes is a 422 naming what is wrong, before anything is written.
+#[tokio::test]
+async fn bad_input_is_refused_with_the_field_named() {
+    let app = TestApp::spawn().await;
+    let (tenant, admin) = tenant_with_admin(&app, "boss@bad-input.example").await;
+    let (_, created) = create_user(&app, &admin, "someone@bad-input.example", &["customer_user"]).await;
+    let user = created["id"].as_str().expect("id").to_owned();
+    let cases: Vec<(Method, String, Option<Value>, &str)> = vec![
+        (
+            Method::POST,
+            "/v1/users".into(),
+            Some(
+                json!({ "email": "not-an-email", "password": "correct-horse-battery", "roles": ["customer_user"] }),
+            ),
+            "email",
+        ),
+        (
+            Method::POST,
+            "/v1/users".into(),
+            Some(
+                json!({ "email": "x@bad-input.example", "password": "correct-horse-battery", "roles": ["Not A Role"] }),
+            ),
+            "roles",
+        ),
+        (
+            Method::POST,
+            "/v1/users".into(),
+            Some(json!({ "email": "x@bad-input.example", "password": "correct-horse-battery", "roles": [] })),
+            "roles",
+        ),
+        (Method::PATCH, format!("/v1/users/{user}"), Some(json!({ "roles": ["BAD"] })), "roles"),
+        (Method::PATCH, format!("/v1/users/{user}"), Some(json!({ "active": "yes" })), "active"),
+        (Method::GET, "/v1/users?limit=0".into(), None, "limit"),
+        (Method::GET, "/v1/users?cursor=not-ours".into(), None, "cursor"),
+        (Method::GET, "/v1/roles?tenant_id=not-a-uuid".into(), None, "tenant_id"),
+        (
+            Method::POST,
+            "/v1/roles".into(),
+            Some(
+                json!({ "name": "Bad Name", "permissions": [{ "resource": "user", "action": "read", "scope": "tenant" }] }),
+            ),
+            "name",
+        ),
+        (
+            Method::POST,
+            "/v1/roles".into(),
+            Some(json!({ "name": "empty", "permissions": [] })),
+            "permissions",
+        ),
+        (
+            Method::POST,
+            "/v1/roles".into(),
+            Some(
+                json!({ "name": "typo", "permissions": [{ "resource": "usr", "action": "read", "scope": "tenant" }] }),
+            ),
+            "permissions",
+        ),
+        (
+            Method::POST,
+            format!("/v1/tenants/{tenant}/health"),
+            Some(json!({ "status": "on fire" })),
+            "status",
+        ),
+        (
+            Method::POST,
+            format!("/v1/tenants/{tenant}/health"),
+            Some(json!({ "status": "healthy", "detail": "x".repeat(501) })),
+            "detail",
+        ),
+        (Method::GET, "/v1/tenants/not-a-uuid/health".into(), None, "id"),
+    ];
+    for (method, path, body, field) in cases {
+        let (status, answer) = app.send(method.clone(), &path, Some(&admin), body.as_ref()).await;
+        assert_eq!(status, 422, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], json!("VALIDATION_FAILED"), "{method} {path}: {answer}");
+        let named = answer["error"]["details"]["field"].as_str().unwrap_or_default().to_owned();
+        let message = answer["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            named.contains(field) || message.contains(field),
+            "{method} {path} should name {field}: {answer}"
+        );
+    }
+    let (_, users) = app.send(Method::GET, "/v1/users", Some(&admin), None).await;
+    assert_eq!(users["items"].as_array().map(Vec::len), Some(2), "nothing was created: {users}");
+    assert_eq!(app.stack.platform.store.latest_heartbeat(tenant).await.expect("get"), None);
+    app.shutdown().await;
+}

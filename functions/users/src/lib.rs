@@ -51,7 +51,12 @@ struct ScopeQuery {
 impl ScopeQuery {
     /// The home named by the query, or the caller's own.
     fn home(&self, caller: &Caller) -> Result<UserHome, ApiError> {
-        let tenant = self.tenant_id.as_deref().map(TenantId::parse).transpose().map_err(ApiError::from)?;
+        let tenant = self
+            .tenant_id
+            .as_deref()
+            .map(|raw| TenantId::parse_field(raw, "tenant_id"))
+            .transpose()
+            .map_err(ApiError::from)?;
         let partner = self.partner_id.as_deref().map(PartnerId::parse).transpose().map_err(ApiError::from)?;
         Ok(match (tenant, partner) {
             (Some(tenant), _) => UserHome::Tenant(tenant),

@@ -31,7 +31,7 @@ fn custom_body(record: &RoleRecord) -> Value {
 /// The tenant whose roles a request is about: the caller's own unless platform staff name one.
 fn tenant_of(query: &ScopeQuery, caller: &Caller) -> Result<Option<TenantId>, ApiError> {
     match query.tenant_id.as_deref() {
-        Some(raw) => Ok(Some(TenantId::parse(raw)?)),
+        Some(raw) => Ok(Some(TenantId::parse_field(raw, "tenant_id")?)),
         None => Ok(caller.tenant_id),
     }
 }
@@ -95,7 +95,7 @@ pub(crate) async fn create(
     Json(request): Json<CreateRoleRequest>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let tenant = match request.tenant_id.as_deref() {
-        Some(raw) => Some(TenantId::parse(raw)?),
+        Some(raw) => Some(TenantId::parse_field(raw, "tenant_id")?),
         None => caller.tenant_id,
     };
     authorize(&caller, Resource::Role, Action::Create, target(tenant))?;
@@ -155,6 +155,31 @@ pub(crate) struct ReplaceRoleRequest {
     permissions: Vec<Permission>,
 }
 
+/// The custom role `name` of `tenant`, if the caller may change or delete it: not a built-in
+/// role, and granting nothing the caller does not hold (else rewriting or deleting it would
+/// take rights from its holders that the caller never had).
+async fn changeable_role(
+    state: &UsersState,
+    caller: &Caller,
+    tenant: Option<TenantId>,
+    name: &RoleName,
+) -> Result<TenantId, ApiError> {
+    if name.builtin().is_some() {
+        return Err(ApiError::new(ErrorCode::Forbidden, "built-in roles cannot be changed or deleted"));
+    }
+    let tenant = tenant.ok_or_else(|| role_not_found(name.as_str()))?;
+    let existing = state
+        .store
+        .fenced(caller.fence())
+        .get_role(tenant, name)
+        .await?
+        .ok_or_else(|| role_not_found(name.as_str()))?;
+    if !may_define(caller, &existing.role) {
+        return Err(ApiError::new(ErrorCode::Forbidden, "this role grants more than you hold"));
+    }
+    Ok(tenant)
+}
+
 /// Replaces a custom role's definition; it applies to its holders' next request.
 pub(crate) async fn replace(
     State(state): State<UsersState>,
@@ -166,20 +191,7 @@ pub(crate) async fn replace(
     let tenant = tenant_of(&query, &caller)?;
     authorize(&caller, Resource::Role, Action::Update, target(tenant))?;
     let name = parse_name(&name)?;
-    if name.builtin().is_some() {
-        return Err(ApiError::new(ErrorCode::Forbidden, "built-in roles cannot be changed"));
-    }
-    let tenant = tenant.ok_or_else(|| role_not_found(name.as_str()))?;
-    let existing = state
-        .store
-        .fenced(caller.fence())
-        .get_role(tenant, &name)
-        .await?
-        .ok_or_else(|| role_not_found(name.as_str()))?;
-    if !may_define(&caller, &existing.role) {
-        // Rewriting it would take rights from its holders that the caller never had.
-        return Err(ApiError::new(ErrorCode::Forbidden, "this role grants more than you hold"));
-    }
+    let tenant = changeable_role(&state, &caller, tenant, &name).await?;
     let role = definition(&caller, name, request.description, request.permissions)?;
     let record = RoleRecord { role, tenant_id: tenant, updated_at: OffsetDateTime::now_utc() };
     if !state.store.fenced(caller.fence()).put_role(&record, RoleWrite::Replace).await? {
@@ -199,19 +211,7 @@ pub(crate) async fn delete(
     let tenant = tenant_of(&query, &caller)?;
     authorize(&caller, Resource::Role, Action::Delete, target(tenant))?;
     let name = RoleName::parse(&name).map_err(|_| role_not_found(&name))?;
-    if name.builtin().is_some() {
-        return Err(ApiError::new(ErrorCode::Forbidden, "built-in roles cannot be deleted"));
-    }
-    let tenant = tenant.ok_or_else(|| role_not_found(name.as_str()))?;
-    let existing = state
-        .store
-        .fenced(caller.fence())
-        .get_role(tenant, &name)
-        .await?
-        .ok_or_else(|| role_not_found(name.as_str()))?;
-    if !may_define(&caller, &existing.role) {
-        return Err(ApiError::new(ErrorCode::Forbidden, "this role grants more than you hold"));
-    }
+    let tenant = changeable_role(&state, &caller, tenant, &name).await?;
     if !state.store.fenced(caller.fence()).delete_role(tenant, &name).await? {
         return Err(role_not_found(name.as_str()));
     }

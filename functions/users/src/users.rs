@@ -148,7 +148,7 @@ pub(crate) async fn create(
     let email = Email::parse(&request.email)?;
     let roles = parse_roles(&request.roles)?;
     let tenant_id = match request.tenant_id.as_deref() {
-        Some(raw) => Some(TenantId::parse(raw)?),
+        Some(raw) => Some(TenantId::parse_field(raw, "tenant_id")?),
         None if request.partner_id.is_none() => caller.tenant_id,
         None => None,
     };

@@ -18,9 +18,14 @@ impl TenantId {
     }
 
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        Self::parse_field(raw, "id")
+    }
+
+    /// `parse`, naming `field` (such as `tenant_id`) when it fails.
+    pub fn parse_field(raw: &str, field: &'static str) -> Result<Self, InvalidValue> {
         Uuid::parse_str(raw.trim())
             .map(Self)
-            .map_err(|_| InvalidValue::new("id", "must be a tenant id (UUID)"))
+            .map_err(|_| InvalidValue::new(field, "must be a tenant id (UUID)"))
     }
 
     pub fn as_uuid(&self) -> Uuid {

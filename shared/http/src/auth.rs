@@ -723,14 +723,7 @@ mod tests {
     fn rotation_keeps_old_tokens_valid_through_the_overlap_and_not_after() {
         let settings = settings(String::new());
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let first = KeySet {
-            keys: vec![StoredKey {
-                private_key: Some(generate_signing_key().expect("key")),
-                public_key: None,
-                not_before: now - 10,
-                retire_at: None,
-            }],
-        };
+        let first = KeySet { keys: vec![StoredKey::private(generate_signing_key().expect("key"), now - 10)] };
         let before = JwtKeys::from_key_set(&first, &settings, now).expect("keys");
         let old_token =
             before.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
@@ -759,14 +752,7 @@ mod tests {
     fn during_the_publish_lead_the_old_key_signs_and_the_new_one_already_verifies() {
         let settings = settings(String::new());
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let first = KeySet {
-            keys: vec![StoredKey {
-                private_key: Some(generate_signing_key().expect("key")),
-                public_key: None,
-                not_before: now - 10,
-                retire_at: None,
-            }],
-        };
+        let first = KeySet { keys: vec![StoredKey::private(generate_signing_key().expect("key"), now - 10)] };
         let before = JwtKeys::from_key_set(&first, &settings, now).expect("keys");
         let rotated = first.rotate(generate_signing_key().expect("key"), now, 600, 3600);
         let during = JwtKeys::from_key_set(&rotated, &settings, now).expect("a set mid-rotation still signs");

@@ -225,8 +225,18 @@ fn child_env(stack: Option<&e2e::Stack>) -> anyhow::Result<Vec<(String, String)>
             env.push(("DOTMAC_TABLE_NAME".into(), config.table_name.clone()));
             env.push(("DOTMAC_PROVISIONING_QUEUE_URL".into(), config.provisioning_queue_url.clone()));
             env.push(("DOTMAC_ECS_CLUSTER".into(), config.ecs.cluster.clone()));
-            let key = config.jwt.signing_key.clone().context("the stack has no signing key")?;
-            env.push(("DOTMAC_JWT_SIGNING_KEY".into(), key));
+            // As deployed: the keys come from their secrets, so a cold start includes reading them.
+            let jwt = &config.jwt;
+            match (&jwt.key_set_secret, &jwt.public_key_set_secret, &jwt.signing_key) {
+                (Some(private), public, _) => {
+                    env.push(("DOTMAC_JWT_KEY_SET_SECRET".into(), private.clone()));
+                    if let Some(public) = public {
+                        env.push(("DOTMAC_JWT_PUBLIC_KEY_SET_SECRET".into(), public.clone()));
+                    }
+                }
+                (None, _, Some(key)) => env.push(("DOTMAC_JWT_SIGNING_KEY".into(), key.clone())),
+                (None, _, None) => anyhow::bail!("the stack has no signing keys"),
+            }
         }
         None => {
             for (k, v) in [

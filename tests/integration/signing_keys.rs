@@ -134,7 +134,9 @@ async fn the_first_run_creates_the_key_set_and_an_empty_secret_is_filled() {
     let fresh =
         dotmac_secrets::KeySetSecret::new(client.clone(), format!("{}-fresh-keys", app.stack.local.prefix));
     let outcome = fresh.rotate(now, policy, None).await.expect("first run");
-    assert_eq!(outcome, RotationOutcome::Rotated { keys: 1, signs_from: now }, "the first key signs at once");
+    assert_eq!(outcome, RotationOutcome::Rotated { keys: 2, signs_from: now }, "the first key signs at once");
+    let (set, _) = fresh.load().await.expect("set");
+    assert_eq!(set.newest_not_before(), Some(now + policy.rotate_after_seconds), "and the next is published");
     assert!(matches!(
         fresh.rotate(now + 60, policy, None).await.expect("again"),
         RotationOutcome::NotDue { .. }
@@ -146,18 +148,18 @@ async fn the_first_run_creates_the_key_set_and_an_empty_secret_is_filled() {
     let bare = dotmac_secrets::KeySetSecret::new(client.clone(), bare);
     assert!(matches!(
         bare.rotate(now, policy, None).await.expect("filled"),
-        RotationOutcome::Rotated { keys: 1, .. }
+        RotationOutcome::Rotated { keys: 2, .. }
     ));
-    assert_eq!(bare.load().await.expect("set").0.keys.len(), 1);
+    assert_eq!(bare.load().await.expect("set").0.keys.len(), 2);
 
     let name = format!("{}-empty-keys", app.stack.local.prefix);
     client.create_secret().name(&name).secret_string(r#"{"keys":[]}"#).send().await.expect("empty secret");
     let empty = dotmac_secrets::KeySetSecret::new(client, name);
     assert!(matches!(
         empty.rotate(now, policy, None).await.expect("filled"),
-        RotationOutcome::Rotated { keys: 1, .. }
+        RotationOutcome::Rotated { keys: 2, .. }
     ));
     let (set, _) = empty.load().await.expect("set");
-    assert_eq!(set.keys.len(), 1);
+    assert_eq!(set.keys.len(), 2);
     app.shutdown().await;
 }

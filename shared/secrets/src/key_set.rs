@@ -4,7 +4,7 @@
 
 use aws_sdk_secretsmanager::Client;
 use dotmac_http::JwtKeys;
-use dotmac_http::auth::{KeySet, generate_signing_key};
+use dotmac_http::auth::{KeySet, StoredKey, generate_signing_key};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,10 +136,23 @@ impl KeySetSecret {
         {
             return Ok(RotationOutcome::NotDue { newest_key_since: since });
         }
-        // The first key of a new set signs at once: nobody can be using another yet.
-        let lead = if set.is_some() { policy.publish_lead_seconds } else { 0 };
-        let rotated =
-            set.unwrap_or_default().rotate(generate_signing_key()?, now, lead, policy.overlap_seconds);
+        let (rotated, lead) = match set {
+            Some(set) => (
+                set.rotate(generate_signing_key()?, now, policy.publish_lead_seconds, policy.overlap_seconds),
+                policy.publish_lead_seconds,
+            ),
+            // A new set: one key that signs at once (nobody can be using another yet) and the
+            // next one already published, so two keys are live from the start.
+            None => (
+                KeySet {
+                    keys: vec![
+                        StoredKey::private(generate_signing_key()?, now),
+                        StoredKey::private(generate_signing_key()?, now + policy.rotate_after_seconds),
+                    ],
+                },
+                0,
+            ),
+        };
         let value = serde_json::to_string(&rotated)
             .map_err(|e| SecretsError::Malformed { secret: self.secret_id.clone(), reason: e.to_string() })?;
         if let Some(public) = public {

@@ -139,20 +139,8 @@ impl TestApp {
         tenant: dotmac_domain::TenantId,
         role: dotmac_domain::Role,
     ) -> String {
-        let password = USER_PASSWORD;
-        let user = dotmac_store::UserRecord {
-            id: uuid::Uuid::now_v7().to_string(),
-            email: dotmac_domain::Email::parse(email).expect("email"),
-            password_hash: dotmac_auth::hash_password(password).expect("hash"),
-            tenant_id: Some(tenant),
-            partner_id: None,
-            roles: vec![role.into()],
-            active: true,
-            created_at: time::OffsetDateTime::now_utc(),
-            last_login: None,
-        };
-        self.stack.platform.store.create_user(&user).await.expect("user");
-        self.token_for(email, password).await
+        self.create_user(email, Some(tenant), None, &[role.name()]).await;
+        self.token_for(email, USER_PASSWORD).await
     }
 
     /// Creates a user directly in the store (any kind of account) and returns its id.

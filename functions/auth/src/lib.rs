@@ -72,10 +72,22 @@ fn too_many(message: &str, retry_after: i64) -> Response {
 
 /// Counts the request against its source's rate; `Err` is the 429 to answer with.
 async fn within_rate(store: &Store, source: &SourceIp, now: i64) -> Result<(), Response> {
-    match store.count_hit(&format!("auth-rate#{}", source.0), RATE_WINDOW_SECONDS, now).await {
-        Ok(hits) if hits.count > MAX_AUTH_REQUESTS_PER_SOURCE => {
-            Err(too_many("too many requests from this address; slow down", hits.resets_in))
-        }
+    let key = format!("auth-rate#{}", source.0);
+    let message = "too many requests from this address; slow down";
+    within_limit(store, &key, RATE_WINDOW_SECONDS, MAX_AUTH_REQUESTS_PER_SOURCE, message, now).await
+}
+
+/// Counts one hit on `key`; `Err` is the 429 to answer with once `max` is passed in the window.
+async fn within_limit(
+    store: &Store,
+    key: &str,
+    window_seconds: i64,
+    max: u64,
+    message: &str,
+    now: i64,
+) -> Result<(), Response> {
+    match store.count_hit(key, window_seconds, now).await {
+        Ok(hits) if hits.count > max => Err(too_many(message, hits.resets_in)),
         Ok(_) => Ok(()),
         Err(error) => Err(ApiError::from(error).into_response()),
     }
@@ -169,14 +181,9 @@ async fn change_password(
     let now = OffsetDateTime::now_utc().unix_timestamp();
     // Per caller: a stolen access token must not become a password-guessing oracle.
     let guesses = format!("password-checks#{}", claims.sub);
-    let checked = state.store.count_hit(&guesses, FAILURE_WINDOW_SECONDS, now).await;
-    match checked {
-        Ok(hits) if hits.count > MAX_FAILURES_PER_ACCOUNT => {
-            return Err(too_many("too many password changes; try again later", hits.resets_in));
-        }
-        Ok(_) => {}
-        Err(error) => return Err(ApiError::from(error).into_response()),
-    }
+    let message = "too many password changes; try again later";
+    within_limit(&state.store, &guesses, FAILURE_WINDOW_SECONDS, MAX_FAILURES_PER_ACCOUNT, message, now)
+        .await?;
     apply_password_change(&state, &claims, request)
         .await
         .map(IntoResponse::into_response)
@@ -271,9 +278,7 @@ async fn rotate(state: &AuthState, request: RefreshRequest) -> Result<impl IntoR
 /// Signs out: this access token stops working at once (on every instance, through the
 /// deny-list) and the session's refresh token with it.
 async fn logout(State(state): State<AuthState>, SignedIn(claims): SignedIn) -> Result<StatusCode, ApiError> {
-    // Kept past `exp` by the verifier's leeway, or the token would verify again meanwhile.
-    let leeway = i64::try_from(dotmac_http::auth::CLOCK_LEEWAY_SECONDS).unwrap_or(60);
-    state.store.deny_token(&claims.jti, claims.exp + leeway).await?;
+    dotmac_http::auth::revoke_token(&state.store, &claims.jti, claims.exp).await?;
     if let Some(family) = &claims.fam {
         state.store.revoke_session(family).await?;
     }

@@ -97,8 +97,7 @@ impl Provisioner {
 
     /// Puts a machine token on the deny-list: it stops working at once, everywhere.
     async fn revoke(&self, credentials: &MachineCredentials) -> Result<(), StoreError> {
-        let leeway = i64::try_from(dotmac_http::auth::CLOCK_LEEWAY_SECONDS).unwrap_or(60);
-        self.store.deny_token(&credentials.token_id, credentials.expires_at + leeway).await
+        dotmac_http::auth::revoke_token(&self.store, &credentials.token_id, credentials.expires_at).await
     }
 
     /// A failed tenant's container credentials are revoked with it.

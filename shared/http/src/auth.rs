@@ -478,9 +478,15 @@ impl JwtKeys {
     }
 }
 
-/// Clock skew tolerated on `exp` and `nbf`: a signed-out token stays on the deny-list this
-/// much longer than its `exp`.
+/// Clock skew tolerated on `exp` and `nbf`.
 pub const CLOCK_LEEWAY_SECONDS: u64 = 30;
+
+/// Signs a token out everywhere: its `jti` goes on the deny-list that `check_bearer` reads,
+/// kept past `exp` by the verifier's leeway (or the token would verify again meanwhile).
+pub async fn revoke_token(store: &Store, jti: &str, exp: i64) -> Result<(), dotmac_store::StoreError> {
+    let leeway = i64::try_from(CLOCK_LEEWAY_SECONDS).unwrap_or(60);
+    store.deny_token(jti, exp.saturating_add(leeway)).await
+}
 
 /// Lets the bearer extractors find the keys and the store in a function's state (a struct
 /// with `keys: Arc<JwtKeys>` and `store: Store` fields).

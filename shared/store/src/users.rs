@@ -195,6 +195,8 @@ impl Store {
     }
 
     /// Where a user lives, by id alone (for platform staff, who are not scoped to one home).
+    /// Only the home is taken from the index: its copy of the user may lag, so callers read
+    /// the user itself from its home, strongly consistent.
     pub async fn find_user_home(&self, id: &str) -> Result<Option<UserHome>, StoreError> {
         let output = self
             .client

@@ -4,7 +4,7 @@
 use crate::report::{Better, Row};
 use dotmac_config::JwtSettings;
 use dotmac_domain::{Action, Caller, Resource, Role, Target, TenantId, authorize};
-use dotmac_http::{JwtKeys, TokenKind};
+use dotmac_tokens::{JwtKeys, TokenKind};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -26,7 +26,7 @@ pub fn rows() -> Vec<Row> {
     let fail = |error: String| {
         vec![Row::missing("auth.ops", SECTION, "identity primitives", "ops/s", Better::Higher, "-", error)]
     };
-    let key = match dotmac_http::auth::generate_signing_key() {
+    let key = match dotmac_tokens::generate_signing_key() {
         Ok(key) => key,
         Err(error) => return fail(format!("failed: {error}")),
     };
@@ -52,14 +52,14 @@ pub fn rows() -> Vec<Row> {
         Ok(issued) => issued.pair.access_token,
         Err(error) => return fail(format!("failed: {error}")),
     };
-    let hash = match dotmac_auth::hash_password("a bench password of fair length") {
+    let hash = match dotmac_tokens::hash_password("a bench password of fair length") {
         Ok(hash) => hash,
         Err(error) => return fail(format!("failed: {error}")),
     };
     let budget = Duration::from_secs(3);
     let password_checks = ops_per_second(30, budget, || {
         black_box(
-            dotmac_auth::verify_password(black_box("a bench password of fair length"), Some(&hash)).ok(),
+            dotmac_tokens::verify_password(black_box("a bench password of fair length"), Some(&hash)).ok(),
         );
     });
     let token_checks = ops_per_second(20_000, budget, || {

@@ -16,7 +16,8 @@ use dotmac_domain::{
     Action, Caller, Container, Email, PlanId, Resource, Role, Target, TaskSize, Tenant, TenantId, TenantName,
     TenantSlug, TenantStatus, authorize,
 };
-use dotmac_http::{ApiError, ErrorCode, JwtKeys, TokenKind, with_defaults};
+use dotmac_http::{ApiError, ErrorCode, with_defaults};
+use dotmac_tokens::{JwtKeys, TokenKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -60,7 +61,7 @@ fn settings(signing_key: &str, issuer: &str, audience: &str) -> JwtSettings {
 }
 
 pub fn make_fixture() -> anyhow::Result<Fixture> {
-    let signing_key = dotmac_http::auth::generate_signing_key()?;
+    let signing_key = dotmac_tokens::generate_signing_key()?;
     let pkcs8 = STANDARD.decode(&signing_key)?;
     let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| anyhow::anyhow!("bad generated key"))?;
     let public_key = STANDARD.encode(pair.public_key().as_ref());

@@ -250,7 +250,7 @@ fn child_env(stack: Option<&e2e::Stack>) -> anyhow::Result<Vec<(String, String)>
             ] {
                 env.push((k.into(), v.into()));
             }
-            env.push(("DOTMAC_JWT_SIGNING_KEY".into(), dotmac_http::auth::generate_signing_key()?));
+            env.push(("DOTMAC_JWT_SIGNING_KEY".into(), dotmac_tokens::generate_signing_key()?));
         }
     }
     Ok(env)

@@ -92,8 +92,8 @@ async fn a_rotation_reaches_running_instances_and_a_retired_key_stops_verifying(
         dotmac_platform::Platform::with_sdk_config(config, &app.stack.sdk).await.expect("verifier");
     let (public_set, _) = public.load().await.expect("public set");
     assert!(public_set.keys.iter().all(|key| key.private_key.is_none()), "no private key in the public set");
-    assert!(verifier.keys.verify(&after, dotmac_http::TokenKind::Access).is_ok());
-    assert!(verifier.keys.verify(&before, dotmac_http::TokenKind::Access).is_ok());
+    assert!(verifier.keys.verify(&after, dotmac_tokens::TokenKind::Access).is_ok());
+    assert!(verifier.keys.verify(&before, dotmac_tokens::TokenKind::Access).is_ok());
     assert!(
         verifier
             .keys
@@ -114,10 +114,10 @@ async fn a_rotation_reaches_running_instances_and_a_retired_key_stops_verifying(
     assert!(!published.contains(&old_kid), "{published:?}");
     verifier.key_set_secret().expect("public secret").reload_into(&verifier.keys).await.expect("reload");
     assert!(
-        verifier.keys.verify(&before, dotmac_http::TokenKind::Access).is_err(),
+        verifier.keys.verify(&before, dotmac_tokens::TokenKind::Access).is_err(),
         "retired for verifiers too"
     );
-    assert!(verifier.keys.verify(&after, dotmac_http::TokenKind::Access).is_ok());
+    assert!(verifier.keys.verify(&after, dotmac_tokens::TokenKind::Access).is_ok());
     let (set, _) = secret.load().await.expect("key set");
     assert_eq!(set.keys.len(), 2, "the retired key stays in the secret until the next rotation drops it");
     app.shutdown().await;

@@ -154,7 +154,7 @@ impl TestApp {
         let user = dotmac_store::UserRecord {
             id: uuid::Uuid::now_v7().to_string(),
             email: dotmac_domain::Email::parse(email).expect("email"),
-            password_hash: dotmac_auth::hash_password(USER_PASSWORD).expect("hash"),
+            password_hash: dotmac_tokens::hash_password(USER_PASSWORD).expect("hash"),
             tenant_id: tenant,
             partner_id: partner.map(|p| dotmac_domain::PartnerId::parse(p).expect("partner id")),
             roles: roles.iter().map(|r| dotmac_domain::RoleName::parse(r).expect("role")).collect(),

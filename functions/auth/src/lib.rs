@@ -1,18 +1,13 @@
 //! The auth function: sign-in, rotating refresh, sign-out, "who am I", the JWKS, and
 //! password hashing.
 
-mod passwords;
-
-pub use passwords::{PasswordError, hash_password, verify_password};
-
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dotmac_domain::Email;
-use dotmac_http::{
-    Access, ApiError, ApiRoutes, ErrorCode, Json, JwtKeys, Routes, SignedIn, SourceIp, TokenKind,
-};
+use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Json, Routes, SignedIn, SourceIp};
 use dotmac_store::{Rotation, Store, UserHome, UserRecord};
+use dotmac_tokens::{JwtKeys, TokenKind, hash_password, verify_password};
 use serde::Deserialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -190,7 +185,7 @@ async fn change_password(
         .map_err(IntoResponse::into_response)
 }
 
-async fn signed_in_user(state: &AuthState, claims: &dotmac_http::Claims) -> Result<UserRecord, ApiError> {
+async fn signed_in_user(state: &AuthState, claims: &dotmac_tokens::Claims) -> Result<UserRecord, ApiError> {
     state
         .store
         .get_user(&UserHome::of(claims.tid, claims.pid.as_ref()), &claims.sub)
@@ -200,7 +195,7 @@ async fn signed_in_user(state: &AuthState, claims: &dotmac_http::Claims) -> Resu
 
 async fn apply_password_change(
     state: &AuthState,
-    claims: &dotmac_http::Claims,
+    claims: &dotmac_tokens::Claims,
     request: ChangePasswordRequest,
 ) -> Result<StatusCode, ApiError> {
     let user = signed_in_user(state, claims).await?;
@@ -278,7 +273,7 @@ async fn rotate(state: &AuthState, request: RefreshRequest) -> Result<impl IntoR
 /// Signs out: this access token stops working at once (on every instance, through the
 /// deny-list) and the session's refresh token with it.
 async fn logout(State(state): State<AuthState>, SignedIn(claims): SignedIn) -> Result<StatusCode, ApiError> {
-    dotmac_http::auth::revoke_token(&state.store, &claims.jti, claims.exp).await?;
+    dotmac_tokens::revoke_token(&state.store, &claims.jti, claims.exp).await?;
     if let Some(family) = &claims.fam {
         state.store.revoke_session(family).await?;
     }

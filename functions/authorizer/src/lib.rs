@@ -6,9 +6,9 @@
 use aws_lambda_events::event::apigw::{
     ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request,
 };
-use dotmac_http::JwtKeys;
 use dotmac_http::auth::check_bearer;
 use dotmac_store::Store;
+use dotmac_tokens::JwtKeys;
 use serde_json::{Value, json};
 use std::sync::Arc;
 

@@ -6,11 +6,12 @@ use anyhow::Context;
 use axum::Router;
 use dotmac_authorizer::Authorizer;
 use dotmac_config::Config;
-use dotmac_http::{ApiRoutes, JwtKeys, with_defaults};
+use dotmac_http::{ApiRoutes, with_defaults};
 use dotmac_provisioner::{ContainerCredentials, Provisioner};
 use dotmac_queue::SqsQueue;
 use dotmac_secrets::{KeySetSecret, RotationOutcome, RotationPolicy, TenantSecrets};
 use dotmac_store::Store;
+use dotmac_tokens::JwtKeys;
 use std::sync::Arc;
 use std::time::Duration;
 

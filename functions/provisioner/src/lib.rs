@@ -7,10 +7,10 @@ pub use fleet::{Fleet, FleetError, LaunchedTask};
 
 use dotmac_config::EcsSettings;
 use dotmac_domain::{Container, TenantId, TenantStatus};
-use dotmac_http::JwtKeys;
 use dotmac_queue::{Delivery, JobError, JobHandler, ProvisioningJob};
 use dotmac_secrets::{MachineCredentials, TenantSecrets};
 use dotmac_store::{Lease, Store, StoreError, TenantRecord};
+use dotmac_tokens::JwtKeys;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -97,7 +97,7 @@ impl Provisioner {
 
     /// Puts a machine token on the deny-list: it stops working at once, everywhere.
     async fn revoke(&self, credentials: &MachineCredentials) -> Result<(), StoreError> {
-        dotmac_http::auth::revoke_token(&self.store, &credentials.token_id, credentials.expires_at).await
+        dotmac_tokens::revoke_token(&self.store, &credentials.token_id, credentials.expires_at).await
     }
 
     /// A failed tenant's container credentials are revoked with it.

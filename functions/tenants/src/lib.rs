@@ -9,11 +9,11 @@ use dotmac_domain::{
     TenantSlug, authorize,
 };
 use dotmac_http::{
-    Access, ApiError, ApiRoutes, Authenticated, ErrorCode, Json, JwtKeys, Routes, idempotent,
-    request_fingerprint,
+    Access, ApiError, ApiRoutes, Authenticated, ErrorCode, Json, Routes, idempotent, request_fingerprint,
 };
 use dotmac_queue::{ProvisioningJob, SqsQueue};
 use dotmac_store::{HealthStatus, Heartbeat, Store, StoreError};
+use dotmac_tokens::JwtKeys;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;

@@ -9,8 +9,9 @@ mod users;
 
 use axum::http::Method;
 use dotmac_domain::{Caller, PartnerId, TenantId};
-use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, JwtKeys, Routes};
+use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Routes};
 use dotmac_store::{Store, UserHome};
+use dotmac_tokens::JwtKeys;
 use serde::Deserialize;
 use std::sync::Arc;
 

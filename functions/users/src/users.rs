@@ -178,7 +178,7 @@ pub(crate) async fn create(
     let scope = format!("users#{}", caller.user_id);
     let store = state.store.clone();
     idempotent(&state.store, &scope, &headers, &fingerprint, || async move {
-        let password_hash = tokio::task::spawn_blocking(move || dotmac_auth::hash_password(&password))
+        let password_hash = tokio::task::spawn_blocking(move || dotmac_tokens::hash_password(&password))
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?;

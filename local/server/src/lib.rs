@@ -5,12 +5,12 @@
 use anyhow::Context;
 use dotmac_config::Config;
 use dotmac_domain::{Email, Role, seed_plans};
-use dotmac_http::auth::{KeySet, StoredKey, generate_signing_key};
 use dotmac_platform::Platform;
 use dotmac_queue::worker::{SqsBackendConfig, run_worker};
 use dotmac_queue::{ProvisioningJob, QueueSettings, ensure_queue_with_dlq};
 use dotmac_secrets::KeySetSecret;
 use dotmac_store::{Store, StoreError, UserRecord};
+use dotmac_tokens::{KeySet, StoredKey, generate_signing_key};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
@@ -140,7 +140,7 @@ pub async fn seed(platform: &Platform, local: &LocalSettings) -> anyhow::Result<
     let admin = UserRecord {
         id: uuid::Uuid::now_v7().to_string(),
         email,
-        password_hash: dotmac_auth::hash_password(&local.admin_password)?,
+        password_hash: dotmac_tokens::hash_password(&local.admin_password)?,
         tenant_id: None,
         partner_id: None,
         roles: vec![Role::PlatformAdmin.into()],

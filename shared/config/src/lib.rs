@@ -33,7 +33,7 @@ pub struct EcsSettings {
 pub struct JwtSettings {
     /// Base64 PKCS#8 Ed25519 private key. `None` only where a caller generates one (local).
     pub signing_key: Option<String>,
-    /// A rotating key set (JSON, see `dotmac_http::auth::KeySet`); wins over `signing_key`.
+    /// A rotating key set (JSON, see `dotmac_tokens::KeySet`); wins over `signing_key`.
     pub key_set: Option<String>,
     /// The Secrets Manager secret holding the key set: what deployed functions use. Wins
     /// over both inline forms.

@@ -8,7 +8,7 @@ pub mod json;
 pub mod router;
 pub mod source;
 
-pub use auth::{Authenticated, Claims, Issued, JwtKeys, SignedIn, TokenError, TokenKind, TokenPair};
+pub use auth::{Authenticated, SignedIn, check_bearer, resolve_caller};
 pub use error::{ApiError, ErrorCode};
 pub use idempotency::{idempotent, request_fingerprint};
 pub use json::Json;

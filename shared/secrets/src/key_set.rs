@@ -1,10 +1,10 @@
 //! The JWT key set in Secrets Manager: `{"keys":[{"private_key","not_before","retire_at"}]}`
-//! (see `dotmac_http::auth::KeySet`). Every function reads it; only the rotation schedule
+//! (see `dotmac_tokens::KeySet`). Every function reads it; only the rotation schedule
 //! writes it.
 
 use aws_sdk_secretsmanager::Client;
-use dotmac_http::JwtKeys;
-use dotmac_http::auth::{KeySet, StoredKey, generate_signing_key};
+use dotmac_tokens::JwtKeys;
+use dotmac_tokens::{KeySet, StoredKey, generate_signing_key};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -20,7 +20,7 @@ pub enum SecretsError {
     #[error("the secret {secret} does not hold what it should: {reason}")]
     Malformed { secret: String, reason: String },
     #[error("token: {0}")]
-    Token(#[from] dotmac_http::TokenError),
+    Token(#[from] dotmac_tokens::TokenError),
 }
 
 impl SecretsError {

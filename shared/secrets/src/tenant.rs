@@ -4,7 +4,7 @@
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::types::Tag;
 use dotmac_domain::TenantId;
-use dotmac_http::JwtKeys;
+use dotmac_tokens::JwtKeys;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 

@@ -36,7 +36,7 @@ impl TenantB {
         }
         let permissions = json!([{ "resource": "invoice", "action": "read", "scope": "tenant" }]);
         let slug = uuid::Uuid::new_v4().simple().to_string();
-        Some(match (route.method.as_str(), route.path) {
+        Some(match (route.method.as_str(), route.path.as_str()) {
             ("POST", "/v1/tenants") => new_tenant_body("usage"),
             ("POST", "/v1/users") => json!({
                 "email": format!("intruder-{}@b.example", &slug[..8]),

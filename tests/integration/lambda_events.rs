@@ -29,12 +29,18 @@ async fn api_gateway_events_reach_the_functions() {
     .await;
     let platform = &stack.platform;
 
-    let (status, body) =
-        call(platform.health_router(), event(include_str!("../../events/apigw-health.json"))).await;
+    let (status, body) = call(
+        platform.router(dotmac_platform::Handler::Health).expect("health serves routes"),
+        event(include_str!("../../events/apigw-health.json")),
+    )
+    .await;
     assert_eq!((status, body), (200, serde_json::json!({ "status": "ok" })));
 
-    let (status, tokens) =
-        call(platform.auth_router(), event(include_str!("../../events/apigw-login.json"))).await;
+    let (status, tokens) = call(
+        platform.router(dotmac_platform::Handler::Auth).expect("auth serves routes"),
+        event(include_str!("../../events/apigw-login.json")),
+    )
+    .await;
     assert_eq!(status, 200, "{tokens}");
     let token = tokens["access_token"].as_str().expect("token");
 
@@ -42,14 +48,19 @@ async fn api_gateway_events_reach_the_functions() {
     create
         .headers_mut()
         .insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).expect("header"));
-    let (status, tenant) = call(platform.tenants_router(), create).await;
+    let (status, tenant) =
+        call(platform.router(dotmac_platform::Handler::Tenants).expect("tenants serves routes"), create)
+            .await;
     assert_eq!(status, 202, "{tenant}");
     assert_eq!(tenant["slug"], "acme-fiber");
     assert_eq!(tenant["status"], "provisioning");
 
     // Without the token the same event is refused with the envelope.
-    let (status, body) =
-        call(platform.tenants_router(), event(include_str!("../../events/apigw-create-tenant.json"))).await;
+    let (status, body) = call(
+        platform.router(dotmac_platform::Handler::Tenants).expect("tenants serves routes"),
+        event(include_str!("../../events/apigw-create-tenant.json")),
+    )
+    .await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "INVALID_TOKEN");
 }
@@ -82,7 +93,11 @@ async fn unmatched_requests_get_the_envelope_from_the_default_route() {
     raw["rawPath"] = "/v2/nothing-here".into();
     raw["requestContext"]["routeKey"] = "$default".into();
     raw["requestContext"]["http"]["path"] = "/v2/nothing-here".into();
-    let (status, body) = call(stack.platform.health_router(), event(&raw.to_string())).await;
+    let (status, body) = call(
+        stack.platform.router(dotmac_platform::Handler::Health).expect("health serves routes"),
+        event(&raw.to_string()),
+    )
+    .await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "NOT_FOUND");
 }

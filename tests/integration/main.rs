@@ -12,4 +12,5 @@ mod readiness;
 mod sessions;
 mod signing_keys;
 mod store;
+mod task_lifecycle;
 mod users_and_roles;

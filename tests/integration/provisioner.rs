@@ -6,7 +6,7 @@ use dotmac_queue::{Delivery, JobError, JobHandler, ProvisioningJob};
 use dotmac_tests::TestStack;
 use time::OffsetDateTime;
 
-async fn onboarded(stack: &TestStack, plan: &str) -> Tenant {
+pub(crate) async fn onboarded(stack: &TestStack, plan: &str) -> Tenant {
     let slug = format!("isp-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let tenant = Tenant::onboard(
         NewTenant {
@@ -22,7 +22,7 @@ async fn onboarded(stack: &TestStack, plan: &str) -> Tenant {
     tenant
 }
 
-fn delivery(receive_count: u32, max: u32) -> Delivery {
+pub(crate) fn delivery(receive_count: u32, max: u32) -> Delivery {
     Delivery {
         message_id: uuid::Uuid::new_v4().to_string(),
         job_id: None,
@@ -236,4 +236,62 @@ async fn the_last_attempt_marks_the_tenant_failed_whatever_stopped_it() {
     // A redelivery after that changes nothing and is not retried again.
     let after = provisioner.handle(job(), &delivery(4, 3)).await;
     assert!(matches!(after, Err(JobError::Discard(_))), "{after:?}");
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Renewal {
+    Kept,
+    Renewed,
+}
+
+/// Provisions a fresh tenant whose secret already holds a machine token with exactly `left`
+/// seconds to live, and says what the provisioner did with that token.
+///
+/// The provisioner reads its own clock, so "exactly" holds only when it read the same second
+/// as the seed: a run that straddles a second boundary is not counted and is tried again with
+/// a new tenant (no sleeping, no guessing how long a run takes).
+async fn renewal_of_a_token_with(stack: &TestStack, left: u64) -> Renewal {
+    let secrets = stack.platform.tenant_secrets();
+    for _ in 0..10 {
+        let tenant = onboarded(stack, "usage").await;
+        let seeded_at = OffsetDateTime::now_utc();
+        secrets
+            .ensure_machine_token(tenant.id, &stack.platform.keys, left, 0, seeded_at)
+            .await
+            .expect("seed");
+        let seeded = secrets.read(tenant.id).await.expect("read").expect("seeded");
+        assert_eq!(seeded.expires_at, seeded_at.unix_timestamp() + i64::try_from(left).expect("seconds"));
+        stack
+            .platform
+            .provisioner()
+            .handle(ProvisioningJob::ProvisionTenant { tenant_id: tenant.id }, &delivery(1, 5))
+            .await
+            .expect("provisioned");
+        let finished_at = OffsetDateTime::now_utc();
+        if finished_at.unix_timestamp() != seeded_at.unix_timestamp() {
+            continue;
+        }
+        let current = secrets.read(tenant.id).await.expect("read").expect("secret");
+        let at = finished_at.unix_timestamp();
+        let seeded_denied =
+            stack.platform.store.is_token_denied(&seeded.token_id, at).await.expect("deny-list");
+        if current == seeded {
+            assert!(!seeded_denied, "a kept token stays valid");
+            return Renewal::Kept;
+        }
+        assert!(seeded_denied, "the replaced token is revoked");
+        assert!(!stack.platform.store.is_token_denied(&current.token_id, at).await.expect("deny-list"));
+        let ttl = i64::try_from(stack.config().machine_token_ttl_seconds).expect("seconds");
+        assert_eq!(current.expires_at, at + ttl, "the new token gets the whole life");
+        return Renewal::Renewed;
+    }
+    panic!("every run straddled a second boundary");
+}
+
+#[tokio::test]
+async fn a_machine_token_is_renewed_exactly_when_a_quarter_of_its_life_is_left() {
+    const TTL_SECONDS: u64 = 400;
+    let stack = TestStack::new(&[("DOTMAC_MACHINE_TOKEN_TTL_SECONDS", &TTL_SECONDS.to_string())]).await;
+    assert_eq!(renewal_of_a_token_with(&stack, TTL_SECONDS / 4 + 1).await, Renewal::Kept);
+    assert_eq!(renewal_of_a_token_with(&stack, TTL_SECONDS / 4).await, Renewal::Renewed);
 }

@@ -7,7 +7,12 @@ use tower::ServiceExt;
 
 async fn ready(platform: &Platform) -> (u16, Value) {
     let request = http::Request::get("/ready").body(axum::body::Body::empty()).expect("request");
-    let response = platform.health_router().oneshot(request).await.expect("answer");
+    let response = platform
+        .router(dotmac_platform::Handler::Health)
+        .expect("health serves routes")
+        .oneshot(request)
+        .await
+        .expect("answer");
     let status = response.status().as_u16();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
     (status, serde_json::from_slice(&bytes).expect("json"))
@@ -53,7 +58,12 @@ async fn a_tenant_whose_job_cannot_be_queued_is_taken_back() {
         .header("content-type", "application/json")
         .body(axum::body::Body::from(body.to_string()))
         .expect("request");
-    let response = broken.tenants_router().oneshot(request).await.expect("answer");
+    let response = broken
+        .router(dotmac_platform::Handler::Tenants)
+        .expect("tenants serves routes")
+        .oneshot(request)
+        .await
+        .expect("answer");
     assert_eq!(response.status().as_u16(), 503);
     let slug = body["slug"].as_str().expect("slug");
     assert_eq!(stack.platform.store.tenant_id_for_slug(slug).await.expect("lookup"), None);

@@ -1,16 +1,22 @@
-//! The auth function: sign-in, rotating refresh, sign-out, "who am I", the JWKS, and
-//! password hashing.
+//! The auth function: sign-in, rotating refresh, sign-out, "who am I", password change and
+//! the JWKS.
+
+pub mod sign_in;
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use dotmac_domain::Email;
-use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Json, Routes, SignedIn, SourceIp};
-use dotmac_store::{Rotation, Store, UserHome, UserRecord};
-use dotmac_tokens::{JwtKeys, TokenKind, hash_password, verify_password};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use dotmac_http::error::ErrorEnvelope;
+use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Json, Routes, SignedIn, SourceIp, routes};
+use dotmac_store::{Store, UserHome, UserRecord};
+use dotmac_tokens::{JwkSet, JwtKeys, TokenPair, hash_password, verify_password};
+use dotmac_users::UserView;
 use serde::Deserialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+pub use sign_in::{SignInError, refresh as refresh_session, sign_in};
 
 #[derive(Clone)]
 pub struct AuthState {
@@ -20,169 +26,108 @@ pub struct AuthState {
 
 dotmac_http::bearer_state!(AuthState);
 
-pub fn router(state: AuthState) -> ApiRoutes {
+pub fn routes() -> Routes<AuthState> {
     Routes::new()
-        .route(Method::POST, "/v1/auth/login", Access::Public, login)
-        .route(Method::POST, "/v1/auth/refresh", Access::Public, refresh)
-        .route(Method::POST, "/v1/auth/logout", Access::SelfService, logout)
-        .route(Method::GET, "/v1/auth/me", Access::SelfService, me)
-        .route(Method::POST, "/v1/auth/password", Access::SelfService, change_password)
-        .route(Method::GET, "/.well-known/jwks.json", Access::Public, jwks)
-        .with_state(state)
+        .route(Access::Public, routes!(login))
+        .route(Access::Public, routes!(refresh))
+        .route(Access::SelfService, routes!(logout))
+        .route(Access::SelfService, routes!(me))
+        .route(Access::SelfService, routes!(change_password))
+        .route(Access::Public, routes!(jwks))
+}
+
+pub fn router(state: AuthState) -> ApiRoutes {
+    routes().with_state(state)
 }
 
 /// The keys our tokens verify against; public, and cacheable for a while.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "auth",
+    operation_id = "jwks",
+    responses((status = 200, description = "The public keys (RFC 7517, Ed25519)", body = JwkSet))
+)]
 async fn jwks(State(state): State<AuthState>) -> impl IntoResponse {
     ([(axum::http::header::CACHE_CONTROL, "public, max-age=300")], axum::Json(state.keys.jwks()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
     email: String,
+    /// 1–1024 bytes.
+    #[schema(format = Password)]
     password: String,
 }
 
-fn invalid_credentials() -> ApiError {
-    ApiError::new(ErrorCode::InvalidCredentials, "the e-mail or password is wrong")
-}
-
-/// Sign-in limits, shared by every instance through DynamoDB. Failures lock an account (or a
-/// source address) out for the rest of a 15-minute window; requests are capped per source.
-const FAILURE_WINDOW_SECONDS: i64 = 15 * 60;
-const MAX_FAILURES_PER_ACCOUNT: u64 = 5;
-const MAX_FAILURES_PER_SOURCE: u64 = 50;
-const RATE_WINDOW_SECONDS: i64 = 60;
-const MAX_AUTH_REQUESTS_PER_SOURCE: u64 = 60;
-
-fn too_many(message: &str, retry_after: i64) -> Response {
-    let mut response = ApiError::new(ErrorCode::RateLimited, message)
-        .with_details(serde_json::json!({ "retry_after_seconds": retry_after }))
-        .into_response();
-    if let Ok(value) = axum::http::HeaderValue::from_str(&retry_after.max(1).to_string()) {
-        response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
-    }
-    response
-}
-
-/// Counts the request against its source's rate; `Err` is the 429 to answer with.
-async fn within_rate(store: &Store, source: &SourceIp, now: i64) -> Result<(), Response> {
-    let key = format!("auth-rate#{}", source.0);
-    let message = "too many requests from this address; slow down";
-    within_limit(store, &key, RATE_WINDOW_SECONDS, MAX_AUTH_REQUESTS_PER_SOURCE, message, now).await
-}
-
-/// Counts one hit on `key`; `Err` is the 429 to answer with once `max` is passed in the window.
-async fn within_limit(
-    store: &Store,
-    key: &str,
-    window_seconds: i64,
-    max: u64,
-    message: &str,
-    now: i64,
-) -> Result<(), Response> {
-    match store.count_hit(key, window_seconds, now).await {
-        Ok(hits) if hits.count > max => Err(too_many(message, hits.resets_in)),
-        Ok(_) => Ok(()),
-        Err(error) => Err(ApiError::from(error).into_response()),
-    }
-}
-
-async fn verify(password: String, stored_hash: Option<String>) -> Result<bool, ApiError> {
-    // argon2 is CPU-bound by design: off the async threads, so it does not stall other requests.
-    tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
-}
-
+/// Sign in: a token pair. A wrong password and an unknown e-mail get the same answer.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "auth",
+    operation_id = "login",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = TokenPair),
+        (status = 401, description = "`INVALID_CREDENTIALS`", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`: too many requests or failed sign-ins", body = ErrorEnvelope),
+    )
+)]
 async fn login(
     State(state): State<AuthState>,
     source: SourceIp,
     Json(request): Json<LoginRequest>,
-) -> Result<Response, Response> {
+) -> Result<axum::Json<TokenPair>, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let now_s = now.unix_timestamp();
-    within_rate(&state.store, &source, now_s).await?;
-    if request.password.is_empty() || request.password.len() > 1024 {
-        return Err(ApiError::invalid_field("password", "must be 1 to 1024 bytes").into_response());
-    }
-    let email = Email::parse(&request.email).map_err(|e| ApiError::from(e).into_response())?;
-    // Counted by the e-mail as typed, known or not, so a lockout reveals nothing either.
-    let account_key = format!("login-failures#{email}");
-    let source_key = format!("login-failures-from#{}", source.0);
-    let store = &state.store;
-    let (account, from_source) = tokio::try_join!(
-        store.count_in_window(&account_key, FAILURE_WINDOW_SECONDS, now_s),
-        store.count_in_window(&source_key, FAILURE_WINDOW_SECONDS, now_s),
-    )
-    .map_err(|e| ApiError::from(e).into_response())?;
-    if account.count >= MAX_FAILURES_PER_ACCOUNT || from_source.count >= MAX_FAILURES_PER_SOURCE {
-        let wait = account.resets_in.max(from_source.resets_in);
-        return Err(too_many("too many failed sign-ins; try again later", wait));
-    }
-    let user = store.get_user_by_email(&email).await.map_err(|e| ApiError::from(e).into_response())?;
-    // Unknown e-mail and wrong password cost the same hash and give the same answer, so the
-    // endpoint does not reveal which accounts exist.
-    let password_ok = verify(request.password, user.as_ref().map(|u| u.password_hash.clone()))
-        .await
-        .map_err(IntoResponse::into_response)?;
-    let user = match user {
-        Some(user) if password_ok && user.active => user,
-        _ => {
-            let counted = tokio::try_join!(
-                store.count_hit(&account_key, FAILURE_WINDOW_SECONDS, now_s),
-                store.count_hit(&source_key, FAILURE_WINDOW_SECONDS, now_s),
-            );
-            if let Err(error) = counted {
-                tracing::warn!(%error, "failed sign-in not counted");
-            }
-            return Err(invalid_credentials().into_response());
-        }
-    };
-    if account.count > 0
-        && let Err(error) = store.clear_count(&account_key, FAILURE_WINDOW_SECONDS, now_s).await
-    {
-        tracing::warn!(%error, "failure count not cleared");
-    }
-    let caller = user.caller();
-    let family = uuid::Uuid::new_v4().to_string();
-    let issued =
-        state.keys.issue(&caller, &family, now).map_err(|e| ApiError::internal(e).into_response())?;
-    store
-        .start_session(&family, &user.id, &issued.refresh_jti, issued.refresh_expires_at)
-        .await
-        .map_err(|e| ApiError::from(e).into_response())?;
-    if let Err(error) = store.record_login(&user, now).await {
-        tracing::warn!(%error, "last_login not recorded");
-    }
-    Ok(axum::Json(issued.pair).into_response())
+    let issued = sign_in(&state.store, &state.keys, &source.0, &request.email, request.password, now).await?;
+    Ok(axum::Json(issued.pair))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangePasswordRequest {
+    #[schema(format = Password)]
     current_password: String,
+    /// 12–128 characters, not the e-mail, not built from breached words, no repeats or runs.
+    #[schema(format = Password)]
     new_password: String,
 }
 
 /// Changes the signed-in user's password after checking the current one; the new one must
 /// pass the password policy.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password",
+    tag = "auth",
+    operation_id = "change_password",
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 404, description = "`NOT_FOUND`: the signed-in account has no user record", body = ErrorEnvelope),
+        (status = 422, description = "`VALIDATION_FAILED` naming `current_password` (wrong) or `new_password` (policy)", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`: too many password changes", body = ErrorEnvelope),
+    )
+)]
 async fn change_password(
     State(state): State<AuthState>,
     SignedIn(claims): SignedIn,
     Json(request): Json<ChangePasswordRequest>,
-) -> Result<Response, Response> {
+) -> Result<StatusCode, ApiError> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     // Per caller: a stolen access token must not become a password-guessing oracle.
     let guesses = format!("password-checks#{}", claims.sub);
     let message = "too many password changes; try again later";
-    within_limit(&state.store, &guesses, FAILURE_WINDOW_SECONDS, MAX_FAILURES_PER_ACCOUNT, message, now)
-        .await?;
-    apply_password_change(&state, &claims, request)
-        .await
-        .map(IntoResponse::into_response)
-        .map_err(IntoResponse::into_response)
+    sign_in::within_limit(
+        &state.store,
+        &guesses,
+        sign_in::FAILURE_WINDOW_SECONDS,
+        sign_in::MAX_FAILURES_PER_ACCOUNT,
+        message,
+        now,
+    )
+    .await?;
+    apply_password_change(&state, &claims, request).await
 }
 
 async fn signed_in_user(state: &AuthState, claims: &dotmac_tokens::Claims) -> Result<UserRecord, ApiError> {
@@ -199,9 +144,14 @@ async fn apply_password_change(
     request: ChangePasswordRequest,
 ) -> Result<StatusCode, ApiError> {
     let user = signed_in_user(state, claims).await?;
-    if request.current_password.len() > 1024
-        || !verify(request.current_password, Some(user.password_hash.clone())).await?
-    {
+    let current = request.current_password;
+    let stored = user.password_hash.clone();
+    let matches = current.len() <= 1024
+        && tokio::task::spawn_blocking(move || verify_password(&current, Some(&stored)))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+    if !matches {
         return Err(ApiError::invalid_field("current_password", "is not this account's password"));
     }
     dotmac_domain::password_policy::check(&request.new_password, &user.email)?;
@@ -215,63 +165,46 @@ async fn apply_password_change(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
     refresh_token: String,
 }
 
-fn refresh_refused(why: &str) -> ApiError {
-    ApiError::new(ErrorCode::InvalidToken, format!("the refresh token is {why}; sign in again"))
-}
-
 /// Trades a refresh token for a new pair. The old refresh token stops working; presenting it
 /// again (a replay, or a thief racing the owner) revokes the whole session.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "auth",
+    operation_id = "refresh",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new pair", body = TokenPair),
+        (status = 401, description = "`INVALID_TOKEN`, or `TOKEN_REUSED` (the session is now revoked)", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`", body = ErrorEnvelope),
+    )
+)]
 async fn refresh(
     State(state): State<AuthState>,
     source: SourceIp,
     Json(request): Json<RefreshRequest>,
-) -> Result<Response, Response> {
-    within_rate(&state.store, &source, OffsetDateTime::now_utc().unix_timestamp()).await?;
-    rotate(&state, request).await.map(IntoResponse::into_response).map_err(IntoResponse::into_response)
-}
-
-async fn rotate(state: &AuthState, request: RefreshRequest) -> Result<impl IntoResponse + use<>, ApiError> {
-    let claims = state.keys.verify(&request.refresh_token, TokenKind::Refresh).map_err(|error| {
-        tracing::info!(%error, "refresh token refused");
-        refresh_refused("invalid or expired")
-    })?;
-    let family = claims.fam.clone().ok_or_else(|| refresh_refused("not part of a session"))?;
+) -> Result<axum::Json<TokenPair>, ApiError> {
     let now = OffsetDateTime::now_utc();
-    // The user is read fresh: roles may have changed and the account may be disabled.
-    let user = state
-        .store
-        .get_user(&UserHome::of(claims.tid, claims.pid.as_ref()), &claims.sub)
-        .await?
-        .filter(|u| u.active)
-        .ok_or_else(|| refresh_refused("for an account that is no longer active"))?;
-    let caller = user.caller();
-    let issued = state.keys.issue(&caller, &family, now).map_err(ApiError::internal)?;
-    match state
-        .store
-        .rotate_session(&family, &claims.jti, &issued.refresh_jti, issued.refresh_expires_at)
-        .await?
-    {
-        Rotation::Rotated { .. } => Ok(axum::Json(issued.pair)),
-        Rotation::Reused => {
-            tracing::warn!(user_id = %user.id, %family, "refresh token reused; session revoked");
-            Err(ApiError::new(
-                ErrorCode::TokenReused,
-                "this refresh token was already used; the session is revoked",
-            ))
-        }
-        Rotation::Revoked => Err(refresh_refused("from a session that was signed out")),
-        Rotation::Unknown => Err(refresh_refused("from an unknown session")),
-    }
+    sign_in::within_rate(&state.store, &source.0, now.unix_timestamp()).await?;
+    let issued = refresh_session(&state.store, &state.keys, &request.refresh_token, now).await?;
+    Ok(axum::Json(issued.pair))
 }
 
 /// Signs out: this access token stops working at once (on every instance, through the
 /// deny-list) and the session's refresh token with it.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    operation_id = "logout",
+    responses((status = 204, description = "Signed out"))
+)]
 async fn logout(State(state): State<AuthState>, SignedIn(claims): SignedIn) -> Result<StatusCode, ApiError> {
     dotmac_tokens::revoke_token(&state.store, &claims.jti, claims.exp).await?;
     if let Some(family) = &claims.fam {
@@ -281,10 +214,20 @@ async fn logout(State(state): State<AuthState>, SignedIn(claims): SignedIn) -> R
 }
 
 /// The signed-in user, as stored (never the password hash).
+#[utoipa::path(
+    get,
+    path = "/v1/auth/me",
+    tag = "auth",
+    operation_id = "me",
+    responses(
+        (status = 200, description = "The signed-in user", body = UserView),
+        (status = 404, description = "`NOT_FOUND`: the signed-in account has no user record", body = ErrorEnvelope),
+    )
+)]
 async fn me(
     State(state): State<AuthState>,
     SignedIn(claims): SignedIn,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::Json<UserView>, ApiError> {
     let user = signed_in_user(&state, &claims).await?;
-    Ok(axum::Json(serde_json::to_value(user.public()).map_err(ApiError::internal)?))
+    Ok(axum::Json(UserView::of(&user)))
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use axum::Router;
 use dotmac_authorizer::Authorizer;
 use dotmac_config::Config;
-use dotmac_http::{ApiRoutes, with_defaults};
+use dotmac_http::{ApiRoutes, Catalog, with_defaults};
 use dotmac_provisioner::{ContainerCredentials, Provisioner};
 use dotmac_queue::SqsQueue;
 use dotmac_secrets::{KeySetSecret, RotationOutcome, RotationPolicy, TenantSecrets};
@@ -15,24 +15,41 @@ use dotmac_tokens::JwtKeys;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The Lambda handlers this binary can be (`_HANDLER`).
+/// The Lambda handlers this binary can be (`_HANDLER`). This is the one table of functions:
+/// the Lambda entry point, the local server, the OpenAPI document and the infra consistency
+/// test all read it, so a function is added here or nowhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handler {
     Auth,
     Tenants,
     Users,
     Health,
+    Docs,
     Provisioner,
     Authorizer,
     RotateSigningKeys,
 }
 
+/// How a function is invoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Behind API Gateway: an axum router of the routes its catalog lists.
+    Http,
+    /// An SQS event source: the provisioning job handler.
+    QueueConsumer,
+    /// API Gateway's Lambda authorizer.
+    Authorizer,
+    /// An EventBridge Scheduler target.
+    Schedule,
+}
+
 impl Handler {
-    pub const ALL: [Handler; 7] = [
+    pub const ALL: [Handler; 8] = [
         Handler::Auth,
         Handler::Tenants,
         Handler::Users,
         Handler::Health,
+        Handler::Docs,
         Handler::Provisioner,
         Handler::Authorizer,
         Handler::RotateSigningKeys,
@@ -50,11 +67,49 @@ impl Handler {
             Handler::Tenants => "tenants",
             Handler::Users => "users",
             Handler::Health => "health",
+            Handler::Docs => "docs",
             Handler::Provisioner => "provisioner",
             Handler::Authorizer => "authorizer",
             Handler::RotateSigningKeys => "rotate-signing-keys",
         }
     }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Handler::Auth | Handler::Tenants | Handler::Users | Handler::Health | Handler::Docs => Kind::Http,
+            Handler::Provisioner => Kind::QueueConsumer,
+            Handler::Authorizer => Kind::Authorizer,
+            Handler::RotateSigningKeys => Kind::Schedule,
+        }
+    }
+
+    /// The routes an HTTP function serves, as declared (no state, no AWS clients); empty for
+    /// the others.
+    pub fn catalog(self) -> Catalog {
+        match self {
+            Handler::Auth => dotmac_auth::routes().catalog(),
+            Handler::Tenants => dotmac_tenants::routes().catalog(),
+            Handler::Users => dotmac_users::routes().catalog(),
+            Handler::Health => dotmac_health::routes().catalog(),
+            Handler::Docs => dotmac_docs::routes().catalog(),
+            Handler::Provisioner | Handler::Authorizer | Handler::RotateSigningKeys => Catalog::default(),
+        }
+    }
+
+    /// Whether the function reaches AWS (and so needs the platform's clients and keys) at all.
+    pub fn needs_platform(self) -> bool {
+        !matches!(self, Handler::Docs | Handler::RotateSigningKeys)
+    }
+}
+
+/// Every route of every HTTP function: what the OpenAPI document describes.
+pub fn api_catalog() -> Catalog {
+    Handler::ALL.into_iter().map(Handler::catalog).fold(Catalog::default(), Catalog::merge)
+}
+
+/// The docs function's router: it needs nothing but the catalog.
+pub fn docs_router(cors_allowed_origins: &[String]) -> Router {
+    with_defaults(dotmac_docs::router(dotmac_docs::DocsState::new(api_catalog)).router, cors_allowed_origins)
 }
 
 /// Everything a function needs, shared by all its invocations.
@@ -163,28 +218,14 @@ impl Platform {
             Handler::Tenants => Some(dotmac_tenants::router(self.tenants_state())),
             Handler::Users => Some(dotmac_users::router(self.users_state())),
             Handler::Health => Some(dotmac_health::router(self.health_state())),
+            Handler::Docs => Some(dotmac_docs::router(dotmac_docs::DocsState::new(api_catalog))),
             Handler::Provisioner | Handler::Authorizer | Handler::RotateSigningKeys => None,
         }
     }
 
-    fn http(&self, routes: ApiRoutes) -> Router {
-        with_defaults(routes.router, &self.config.cors_allowed_origins)
-    }
-
-    pub fn auth_router(&self) -> Router {
-        self.http(dotmac_auth::router(self.auth_state()))
-    }
-
-    pub fn tenants_router(&self) -> Router {
-        self.http(dotmac_tenants::router(self.tenants_state()))
-    }
-
-    pub fn users_router(&self) -> Router {
-        self.http(dotmac_users::router(self.users_state()))
-    }
-
-    pub fn health_router(&self) -> Router {
-        self.http(dotmac_health::router(self.health_state()))
+    /// The router of one HTTP function (`None` for the others).
+    pub fn router(&self, handler: Handler) -> Option<Router> {
+        self.routes(handler).map(|routes| with_defaults(routes.router, &self.config.cors_allowed_origins))
     }
 
     /// Every HTTP route of every function, with its inventory.
@@ -198,7 +239,7 @@ impl Platform {
 
     /// Every HTTP route in one router: what the local server serves.
     pub fn api_router(&self) -> Router {
-        self.http(self.api_routes())
+        with_defaults(self.api_routes().router, &self.config.cors_allowed_origins)
     }
 
     pub fn provisioner(&self) -> Provisioner {

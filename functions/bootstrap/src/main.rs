@@ -4,7 +4,7 @@
 use aws_lambda_events::event::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use dotmac_config::Config;
-use dotmac_platform::{Handler, Platform, rotate_signing_keys};
+use dotmac_platform::{Handler, Kind, Platform, docs_router, rotate_signing_keys};
 use dotmac_queue::lambda::handle_sqs_event;
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
@@ -33,18 +33,23 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         }))
         .await;
     }
+    if handler == Handler::Docs {
+        // Reaches no AWS service and holds no key: nothing to connect at cold start.
+        return Box::pin(lambda_http::run(docs_router(&config.cors_allowed_origins))).await;
+    }
     let platform = Platform::connect(config).await?;
     // Runs while the instance handles requests, so rotations reach warm instances too.
     let _reload = platform.start_key_reload();
     tracing::info!(handler = handler.name(), "cold start");
     // Boxed: the runtime's futures are deep enough to overflow the compiler's layout limit
     // when nested in one match.
-    match handler {
-        Handler::Auth => Box::pin(lambda_http::run(platform.auth_router())).await,
-        Handler::Tenants => Box::pin(lambda_http::run(platform.tenants_router())).await,
-        Handler::Users => Box::pin(lambda_http::run(platform.users_router())).await,
-        Handler::Health => Box::pin(lambda_http::run(platform.health_router())).await,
-        Handler::Provisioner => {
+    match handler.kind() {
+        Kind::Http => {
+            let router =
+                platform.router(handler).ok_or_else(|| format!("{} serves no routes", handler.name()))?;
+            Box::pin(lambda_http::run(router)).await
+        }
+        Kind::QueueConsumer => {
             let max_receive_count = platform.config.provisioning_max_receive_count;
             let provisioner = Arc::new(platform.provisioner());
             Box::pin(lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
@@ -57,7 +62,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             })))
             .await
         }
-        Handler::Authorizer => {
+        Kind::Authorizer => {
             let authorizer = Arc::new(platform.authorizer());
             Box::pin(lambda_runtime::run(service_fn(
                 move |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| {
@@ -68,6 +73,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .await
         }
         // Served above, before any keys are loaded.
-        Handler::RotateSigningKeys => Ok(()),
+        Kind::Schedule => Ok(()),
     }
 }

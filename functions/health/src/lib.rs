@@ -1,14 +1,16 @@
 //! Liveness (`/health`) and readiness (`/ready`: DynamoDB, SQS and ECS all answer).
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Routes};
+use dotmac_http::error::ErrorEnvelope;
+use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Routes, routes};
 use dotmac_queue::SqsQueue;
 use dotmac_store::Store;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 #[derive(Clone)]
 pub struct HealthState {
@@ -18,15 +20,41 @@ pub struct HealthState {
     pub cluster: String,
 }
 
-pub fn router(state: HealthState) -> ApiRoutes {
-    Routes::new()
-        .route(Method::GET, "/health", Access::Public, health)
-        .route(Method::GET, "/ready", Access::Public, ready)
-        .with_state(state)
+pub fn routes() -> Routes<HealthState> {
+    Routes::new().route(Access::Public, routes!(health)).route(Access::Public, routes!(ready))
 }
 
-async fn health() -> axum::Json<Value> {
-    axum::Json(json!({ "status": "ok" }))
+pub fn router(state: HealthState) -> ApiRoutes {
+    routes().with_state(state)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `ok`: the function answers.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// Always `ready` in a 200.
+    pub status: &'static str,
+    /// Each dependency (`dynamodb`, `sqs`, `ecs`) and whether it answered.
+    pub checks: BTreeMap<&'static str, CheckResult>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckResult {
+    Ok,
+    Unavailable,
+}
+
+/// Liveness: the function answers.
+#[utoipa::path(get, path = "/health", tag = "health", operation_id = "health",
+    responses((status = 200, description = "Alive", body = Liveness)))]
+async fn health() -> axum::Json<Liveness> {
+    axum::Json(Liveness { status: "ok" })
 }
 
 /// Each dependency gets this long to answer before it counts as down.
@@ -54,32 +82,40 @@ async fn ecs_cluster_active(ecs: &aws_sdk_ecs::Client, cluster: &str) -> Result<
     }
 }
 
-async fn ready(State(state): State<HealthState>) -> Response {
+/// Readiness: DynamoDB, SQS and ECS all answer.
+#[utoipa::path(get, path = "/ready", tag = "health", operation_id = "ready",
+    responses(
+        (status = 200, description = "Every dependency answers", body = Readiness),
+        (status = 503, description = "`DEPENDENCY_UNAVAILABLE`, naming the failing ones in `details.failing`", body = ErrorEnvelope),
+    ))]
+async fn ready(State(state): State<HealthState>) -> Result<axum::Json<Readiness>, ApiError> {
     let (dynamodb, sqs, ecs) = tokio::join!(
         check(state.store.ping()),
         check(async { state.provisioning.approximate_depth().await.map(|_| ()) }),
         check(ecs_cluster_active(&state.ecs, &state.cluster)),
     );
-    let mut checks = Map::new();
+    let mut checks = BTreeMap::new();
     let mut failing = Vec::new();
     for (name, result) in [("dynamodb", dynamodb), ("sqs", sqs), ("ecs", ecs)] {
         match result {
             Ok(()) => {
-                checks.insert(name.into(), json!("ok"));
+                checks.insert(name, CheckResult::Ok);
             }
             Err(reason) => {
                 // The reason (SDK errors name accounts and roles) goes to the log only: this
                 // endpoint answers anyone.
                 tracing::warn!(dependency = name, %reason, "readiness check failed");
-                checks.insert(name.into(), json!("unavailable"));
+                checks.insert(name, CheckResult::Unavailable);
                 failing.push(name);
             }
         }
     }
     if failing.is_empty() {
-        return (StatusCode::OK, axum::Json(json!({ "status": "ready", "checks": checks }))).into_response();
+        return Ok(axum::Json(Readiness { status: "ready", checks }));
     }
-    ApiError::new(ErrorCode::DependencyUnavailable, format!("not ready: {} unavailable", failing.join(", ")))
-        .with_details(json!({ "failing": failing, "checks": checks }))
-        .into_response()
+    Err(ApiError::new(
+        ErrorCode::DependencyUnavailable,
+        format!("not ready: {} unavailable", failing.join(", ")),
+    )
+    .with_details(json!({ "failing": failing, "checks": checks })))
 }

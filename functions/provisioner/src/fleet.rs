@@ -73,7 +73,8 @@ impl LaunchedTask {
             cluster_arn: task.cluster_arn().unwrap_or_default().to_owned(),
             task_definition_arn: task.task_definition_arn().unwrap_or_default().to_owned(),
             last_status: task.last_status().unwrap_or_default().to_owned(),
-            stopped_reason: task.stopped_reason().map(str::to_owned),
+            // An empty reason (ECS has none yet) would leave the failure without one.
+            stopped_reason: task.stopped_reason().filter(|r| !r.is_empty()).map(str::to_owned),
             private_ip,
         }
     }
@@ -337,7 +338,8 @@ impl Fleet {
             let task = self.describe(task_arn).await?;
             match task.last_status.as_str() {
                 "RUNNING" => return Ok(task),
-                "STOPPED" | "DEPROVISIONING" | "STOPPING" => {
+                // Every status after RUNNING on the way out: such a task never runs again.
+                "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" | "STOPPED" | "DELETED" => {
                     return Err(FleetError::Stopped(
                         task.stopped_reason.unwrap_or_else(|| task.last_status.clone()),
                     ));

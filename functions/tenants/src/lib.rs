@@ -1,23 +1,31 @@
 //! The tenants function: onboard an ISP (write it, queue its provisioning) and read tenants.
 
+pub mod onboarding;
+pub mod views;
+
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
 
 use dotmac_domain::{
-    Action, Caller, Email, NewTenant, PartnerId, PlanId, Resource, Target, Tenant, TenantId, TenantName,
-    TenantSlug, authorize,
+    Action, Caller, Denied, Email, NewTenant, PartnerId, PlanId, Resource, Target, Tenant, TenantId,
+    TenantName, TenantSlug, authorize,
 };
+use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::{
-    Access, ApiError, ApiRoutes, Authenticated, ErrorCode, Json, Routes, idempotent, request_fingerprint,
+    Access, ApiError, ApiRoutes, Authenticated, ErrorCode, Idempotent, Json, Page, PageQuery, Routes,
+    idempotency_key, idempotent, request_fingerprint, routes,
 };
-use dotmac_queue::{ProvisioningJob, SqsQueue};
-use dotmac_store::{HealthStatus, Heartbeat, Store, StoreError};
+use dotmac_queue::SqsQueue;
+use dotmac_store::{HealthStatus, Heartbeat, Store};
 use dotmac_tokens::JwtKeys;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+pub use onboarding::{Onboarding, OnboardingError};
+pub use views::{HealthView, TenantAnswer, TenantStaffView, TenantView};
 
 #[derive(Clone)]
 pub struct TenantsState {
@@ -28,23 +36,37 @@ pub struct TenantsState {
 
 dotmac_http::bearer_state!(TenantsState);
 
-pub fn router(state: TenantsState) -> ApiRoutes {
+impl TenantsState {
+    fn onboarding(&self) -> Onboarding {
+        Onboarding { store: self.store.clone(), provisioning: self.provisioning.clone() }
+    }
+}
+
+/// The function's routes, before they are given a state (what the OpenAPI document and the
+/// route checks read).
+pub fn routes() -> Routes<TenantsState> {
     Routes::new()
-        .route(Method::GET, "/v1/tenants", Access::Authenticated, list_tenants)
-        .route(Method::POST, "/v1/tenants", Access::Authenticated, create_tenant)
-        .route(Method::GET, "/v1/tenants/{id}", Access::Authenticated, get_tenant)
-        .route(Method::POST, "/v1/tenants/{id}/health", Access::Authenticated, report_health)
-        .route(Method::GET, "/v1/tenants/{id}/health", Access::Authenticated, latest_health)
-        .with_state(state)
+        .route(Access::Authenticated, routes!(list_tenants))
+        .route(Access::Authenticated, routes!(create_tenant))
+        .route(Access::Authenticated, routes!(get_tenant))
+        .route(Access::Authenticated, routes!(report_health))
+        .route(Access::Authenticated, routes!(latest_health))
+}
+
+pub fn router(state: TenantsState) -> ApiRoutes {
+    routes().with_state(state)
 }
 
 /// Only these fields are accepted: status, ids, containers and the like are the platform's
 /// to set (no mass assignment).
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateTenantRequest {
+pub struct CreateTenantRequest {
+    /// The ISP's name, 1–100 characters.
     name: String,
+    /// 3–40 characters of `a-z`, `0-9` and inner hyphens; unique across the platform.
     slug: String,
+    /// One of the seeded plans: `usage`, `scaled`, `enterprise`.
     plan: String,
     contact_email: String,
     /// Platform staff may name the partner that brought the tenant; a partner's own
@@ -85,129 +107,65 @@ impl CreateTenantRequest {
     }
 }
 
-fn tenant_body(tenant: &Tenant) -> Result<Value, ApiError> {
-    serde_json::to_value(tenant).map_err(ApiError::internal)
-}
-
-/// What a tenant's own users see: no platform internals (ARNs carry the account id, the
-/// endpoint is a private address, failure reasons quote infrastructure errors).
-fn tenant_view_for_its_users(tenant: &Tenant) -> Result<Value, ApiError> {
-    let mut body = tenant_body(tenant)?;
-    if let Some(object) = body.as_object_mut() {
-        object.remove("failure_reason");
-        object.remove("version");
-        object.remove("secret_arn");
-    }
-    if let Some(container) = body.get_mut("container").and_then(Value::as_object_mut) {
-        for internal in ["cluster_arn", "task_arn", "task_definition_arn", "endpoint"] {
-            container.remove(internal);
-        }
-    }
-    Ok(body)
-}
-
-/// The platform's staff see everything; anyone else the tenant's own view.
-fn view_for(caller: &dotmac_domain::Caller, tenant: &Tenant) -> Result<Value, ApiError> {
-    if authorize(caller, Resource::Tenant, Action::Read, Target::default()).is_ok() {
-        tenant_body(tenant)
-    } else {
-        tenant_view_for_its_users(tenant)
-    }
-}
-
+/// Onboard an ISP: the tenant is written and its provisioning queued; it becomes `active`
+/// once its container runs.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "tenants",
+    operation_id = "create_tenant",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1–255 visible ASCII characters; a retry with the same key and body gets the first answer")),
+    request_body = CreateTenantRequest,
+    responses(
+        (status = 202, description = "The tenant, in `provisioning`", body = TenantAnswer,
+            headers(("idempotent-replayed" = String, description = "`true` when this is the saved answer of an earlier request with the same key"))),
+        (status = 409, description = "`SLUG_TAKEN`, or `REQUEST_IN_PROGRESS` while the first request with this key runs", body = ErrorEnvelope),
+        (status = 422, description = "`VALIDATION_FAILED` naming the field, or `IDEMPOTENCY_KEY_REUSED` (same key, other body)", body = ErrorEnvelope),
+    )
+)]
 async fn create_tenant(
     State(state): State<TenantsState>,
     Authenticated(caller): Authenticated,
     headers: HeaderMap,
     Json(request): Json<CreateTenantRequest>,
-) -> Result<Response, ApiError> {
-    let mut new = request.parse()?;
-    if new.partner_id.is_none() {
-        new.partner_id = caller.partner_id.clone();
-    }
-    authorize(&caller, Resource::Tenant, Action::Create, Target::default().partner(new.partner_id.as_ref()))?;
+) -> Result<Idempotent<TenantAnswer>, ApiError> {
+    let new = onboarding::authorized(&caller, request.parse()?)?;
     let canonical = serde_json::to_vec(&request).map_err(ApiError::internal)?;
     let fingerprint = request_fingerprint("POST", "/v1/tenants", &canonical);
     let scope = format!("tenants#{}", caller.user_id);
-    let request_ref = headers
-        .get(dotmac_http::idempotency::IDEMPOTENCY_KEY_HEADER)
-        .and_then(|key| key.to_str().ok())
-        .map(|key| format!("{scope}#{key}#{fingerprint}"));
-    idempotent(&state.store, &scope, &headers, &fingerprint, || onboard(&state, &caller, new, request_ref))
-        .await
-}
-
-/// `request_ref` names the keyed request (caller, Idempotency-Key, body) doing the work.
-async fn onboard(
-    state: &TenantsState,
-    caller: &Caller,
-    new: NewTenant,
-    request_ref: Option<String>,
-) -> Result<(StatusCode, Value), ApiError> {
-    if state.store.get_plan(&new.plan).await?.is_none() {
-        return Err(ApiError::invalid_field("plan", format!("no plan {} exists", new.plan)));
-    }
-    let tenant = Tenant::onboard(new, OffsetDateTime::now_utc());
-    match state.store.fenced(caller.fence()).create_tenant(&tenant, request_ref.as_deref()).await {
-        Ok(()) => {}
-        Err(StoreError::SlugTaken(slug)) => {
-            return retried_onboarding(state, caller, &slug, request_ref.as_deref())
-                .await?
-                .ok_or_else(|| StoreError::SlugTaken(slug).into());
-        }
-        Err(error) => return Err(error.into()),
-    }
-    let job = ProvisioningJob::ProvisionTenant { tenant_id: tenant.id };
-    if let Err(error) = state.provisioning.enqueue(job).await {
-        // Without its job the tenant would sit in `provisioning` forever: take it back so the
-        // client's retry starts clean.
-        if let Err(undo) = state.store.delete_new_tenant(&tenant).await {
-            tracing::error!(tenant_id = %tenant.id, error = %undo, "tenant left without a provisioning job");
-        }
-        return Err(ApiError::unavailable("sqs", error));
-    }
-    tracing::info!(tenant_id = %tenant.id, slug = %tenant.slug, "tenant onboarded; provisioning queued");
-    Ok((StatusCode::ACCEPTED, view_for(caller, &tenant)?))
-}
-
-/// The same keyed request ran before and created this slug's tenant, but its response was
-/// never saved (it crashed in between): answer with that tenant, and queue its job again in
-/// case that was what was lost (the provisioner takes duplicates in its stride).
-async fn retried_onboarding(
-    state: &TenantsState,
-    caller: &Caller,
-    slug: &str,
-    request_ref: Option<&str>,
-) -> Result<Option<(StatusCode, Value)>, ApiError> {
-    let Some(request_ref) = request_ref else { return Ok(None) };
-    let Some((id, Some(created_by))) = state.store.slug_claim(slug).await? else { return Ok(None) };
-    if created_by != request_ref {
-        return Ok(None);
-    }
-    let Some(tenant) = state.store.fenced(caller.fence()).get_tenant(id).await? else { return Ok(None) };
-    if tenant.status == dotmac_domain::TenantStatus::Provisioning {
-        state
-            .provisioning
-            .enqueue(ProvisioningJob::ProvisionTenant { tenant_id: id })
-            .await
-            .map_err(|e| ApiError::unavailable("sqs", e))?;
-    }
-    tracing::info!(tenant_id = %id, "retried onboarding recognised; answering with its tenant");
-    Ok(Some((StatusCode::ACCEPTED, view_for(caller, &tenant)?)))
+    let request_ref = idempotency_key(&headers).map(|key| format!("{scope}#{key}#{fingerprint}"));
+    idempotent(&state.store, &scope, &headers, &fingerprint, || async {
+        let tenant = state.onboarding().onboard(&caller, new, request_ref.as_deref()).await?;
+        Ok((StatusCode::ACCEPTED, TenantAnswer::for_caller(&caller, &tenant)))
+    })
+    .await
 }
 
 fn parse_tenant_id(raw: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(raw).map_err(ApiError::from)
 }
 
+/// One tenant: the staff view for platform staff, the tenant's own view for anyone else.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}",
+    tag = "tenants",
+    operation_id = "get_tenant",
+    params(("id" = String, Path, format = Uuid, description = "The tenant's id")),
+    responses(
+        (status = 200, description = "The tenant", body = TenantAnswer),
+        (status = 404, description = "`TENANT_NOT_FOUND`: none the caller can see", body = ErrorEnvelope),
+    )
+)]
 async fn get_tenant(
     State(state): State<TenantsState>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<TenantAnswer>, ApiError> {
     let id = parse_tenant_id(&id)?;
     let tenant = readable_tenant(&state, &caller, id).await?;
-    Ok(axum::Json(view_for(&caller, &tenant)?))
+    Ok(axum::Json(TenantAnswer::for_caller(&caller, &tenant)))
 }
 
 /// The tenant, if the caller may read it: its own, one its partner brought, or any for the
@@ -234,16 +192,26 @@ async fn readable_tenant(state: &TenantsState, caller: &Caller, id: TenantId) ->
     Ok(tenant)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HealthReport {
+pub struct HealthReport {
     status: HealthStatus,
+    /// At most 500 characters.
     #[serde(default)]
     detail: Option<String>,
 }
 
 /// A tenant's container reports its health with its machine token (or an admin on its
 /// behalf). Only the newest report is kept.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/health",
+    tag = "tenants",
+    operation_id = "report_tenant_health",
+    params(("id" = String, Path, format = Uuid, description = "The tenant's id")),
+    request_body = HealthReport,
+    responses((status = 204, description = "Recorded"))
+)]
 async fn report_health(
     State(state): State<TenantsState>,
     Authenticated(caller): Authenticated,
@@ -261,39 +229,43 @@ async fn report_health(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The container's newest health report.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/health",
+    tag = "tenants",
+    operation_id = "get_tenant_health",
+    params(("id" = String, Path, format = Uuid, description = "The tenant's id")),
+    responses((status = 200, description = "The newest report, if any", body = HealthView))
+)]
 async fn latest_health(
     State(state): State<TenantsState>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<HealthView>, ApiError> {
     let id = parse_tenant_id(&id)?;
     authorize(&caller, Resource::Health, Action::Read, Target::tenant(id))?;
     let heartbeat = state.store.fenced(caller.fence()).latest_heartbeat(id).await?;
-    Ok(axum::Json(json!({ "tenant_id": id, "latest": heartbeat })))
+    Ok(axum::Json(HealthView::of(id, heartbeat.as_ref())))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
-const DEFAULT_PAGE: i32 = 20;
-const MAX_PAGE: i32 = 100;
-
+/// Tenants a page at a time: every tenant for platform staff, a partner's own, or a tenant's
+/// users' one tenant.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "tenants",
+    operation_id = "list_tenants",
+    params(PageQuery),
+    responses((status = 200, description = "One page", body = Page<TenantAnswer>))
+)]
 async fn list_tenants(
     State(state): State<TenantsState>,
     Authenticated(caller): Authenticated,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Page<TenantAnswer>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::ValidationFailed, e.body_text()))?;
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(raw) => raw.parse::<i32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
-            ApiError::invalid_field("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
-        })?,
-    };
+    let limit = query.limit()?;
     if authorize(&caller, Resource::Tenant, Action::Read, Target::default()).is_ok()
         || caller.partner_id.is_some()
     {
@@ -305,18 +277,18 @@ async fn list_tenants(
                 let target = Target::tenant(t.id).partner(t.partner_id.as_ref());
                 authorize(&caller, Resource::Tenant, Action::Read, target).is_ok()
             })
-            .map(|t| view_for(&caller, t))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(axum::Json(json!({ "items": items, "next_cursor": page.next_cursor })));
+            .map(|t| TenantAnswer::for_caller(&caller, t))
+            .collect();
+        return Ok(axum::Json(Page::new(items, page.next_cursor)));
     }
     // A tenant-scoped caller sees the one tenant it belongs to.
-    let own = caller.tenant_id.ok_or_else(|| {
-        ApiError::from(dotmac_domain::Denied { resource: Resource::Tenant, action: Action::Read })
-    })?;
+    let own = caller
+        .tenant_id
+        .ok_or_else(|| ApiError::from(Denied { resource: Resource::Tenant, action: Action::Read }))?;
     authorize(&caller, Resource::Tenant, Action::Read, Target::tenant(own))?;
     let items = match (query.cursor, state.store.fenced(caller.fence()).get_tenant(own).await?) {
-        (None, Some(tenant)) => vec![tenant_view_for_its_users(&tenant)?],
+        (None, Some(tenant)) => vec![TenantAnswer::Tenant(TenantView::of(&tenant))],
         _ => Vec::new(),
     };
-    Ok(axum::Json(json!({ "items": items, "next_cursor": null })))
+    Ok(axum::Json(Page::new(items, None)))
 }

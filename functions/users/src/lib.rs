@@ -6,10 +6,13 @@
 
 mod roles;
 mod users;
+pub mod views;
 
-use axum::http::Method;
+pub use users::{CreateUserError, NewUser, check_new_user, create_user};
+pub use views::{RoleView, UserView};
+
 use dotmac_domain::{Caller, PartnerId, TenantId};
-use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Routes};
+use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Routes, routes};
 use dotmac_store::{Store, UserHome};
 use dotmac_tokens::JwtKeys;
 use serde::Deserialize;
@@ -23,29 +26,39 @@ pub struct UsersState {
 
 dotmac_http::bearer_state!(UsersState);
 
-pub fn router(state: UsersState) -> ApiRoutes {
+pub fn routes() -> Routes<UsersState> {
     Routes::new()
-        .route(Method::GET, "/v1/users", Access::Authenticated, users::list)
-        .route(Method::POST, "/v1/users", Access::Authenticated, users::create)
-        .route(Method::GET, "/v1/users/{id}", Access::Authenticated, users::get)
-        .route(Method::PATCH, "/v1/users/{id}", Access::Authenticated, users::update)
-        .route(Method::DELETE, "/v1/users/{id}", Access::Authenticated, users::delete)
-        .route(Method::GET, "/v1/roles", Access::Authenticated, roles::list)
-        .route(Method::POST, "/v1/roles", Access::Authenticated, roles::create)
-        .route(Method::GET, "/v1/roles/{name}", Access::Authenticated, roles::get)
-        .route(Method::PUT, "/v1/roles/{name}", Access::Authenticated, roles::replace)
-        .route(Method::DELETE, "/v1/roles/{name}", Access::Authenticated, roles::delete)
-        .with_state(state)
+        .route(Access::Authenticated, routes!(users::list))
+        .route(Access::Authenticated, routes!(users::create))
+        .route(Access::Authenticated, routes!(users::get))
+        .route(Access::Authenticated, routes!(users::update))
+        .route(Access::Authenticated, routes!(users::delete))
+        .route(Access::Authenticated, routes!(roles::list))
+        .route(Access::Authenticated, routes!(roles::create))
+        .route(Access::Authenticated, routes!(roles::get))
+        .route(Access::Authenticated, routes!(roles::replace))
+        .route(Access::Authenticated, routes!(roles::delete))
+}
+
+pub fn router(state: UsersState) -> ApiRoutes {
+    routes().with_state(state)
 }
 
 /// Which tenant (or partner) a collection request is about: the caller's own unless
 /// platform staff name another.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ScopeQuery {
+    /// The tenant (platform staff and partners name one; others get their own).
+    #[param(format = Uuid)]
     tenant_id: Option<String>,
+    /// The partner whose staff to list (platform staff only).
     partner_id: Option<String>,
+    /// Items per page, 1–100 (default 20).
+    #[param(value_type = Option<i32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// `next_cursor` from the previous page.
     cursor: Option<String>,
 }
 
@@ -67,13 +80,7 @@ impl ScopeQuery {
     }
 
     fn limit(&self) -> Result<i32, ApiError> {
-        const MAX_PAGE: i32 = 100;
-        match self.limit.as_deref() {
-            None => Ok(20),
-            Some(raw) => raw.parse::<i32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
-                ApiError::invalid_field("limit", format!("must be a whole number from 1 to {MAX_PAGE}"))
-            }),
-        }
+        dotmac_http::page::page_limit(self.limit.as_deref())
     }
 }
 
@@ -86,8 +93,4 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ScopeQuery {
             .map(|axum::extract::Query(query)| query)
             .map_err(|rejection| ApiError::new(ErrorCode::ValidationFailed, rejection.body_text()))
     }
-}
-
-fn rfc3339(at: time::OffsetDateTime) -> Option<String> {
-    at.format(&time::format_description::well_known::Rfc3339).ok()
 }

@@ -5,28 +5,16 @@ use axum::http::StatusCode;
 use dotmac_domain::{
     Action, Caller, CustomRole, Permission, Resource, Role, RoleName, Target, TenantId, authorize, may_define,
 };
+use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::{ApiError, Authenticated, ErrorCode, Json};
 use dotmac_store::{RoleRecord, RoleWrite, StoreError};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
-use crate::{ScopeQuery, UsersState, rfc3339};
-
-fn builtin_body(role: Role) -> Value {
-    json!({ "name": role.name(), "builtin": true, "permissions": role.permissions() })
-}
-
-fn custom_body(record: &RoleRecord) -> Value {
-    json!({
-        "name": record.role.name,
-        "builtin": false,
-        "tenant_id": record.tenant_id,
-        "description": record.role.description,
-        "permissions": record.role.permissions,
-        "updated_at": rfc3339(record.updated_at),
-    })
-}
+use crate::views::{RoleList, RoleView};
+use crate::{ScopeQuery, UsersState};
 
 /// The tenant whose roles a request is about: the caller's own unless platform staff name one.
 fn tenant_of(query: &ScopeQuery, caller: &Caller) -> Result<Option<TenantId>, ApiError> {
@@ -48,22 +36,31 @@ fn parse_name(raw: &str) -> Result<RoleName, ApiError> {
     RoleName::parse(raw).map_err(|e| ApiError::invalid_field("name", e.reason))
 }
 
+/// The built-in roles and the tenant's custom ones, with their permissions.
+#[utoipa::path(
+    get,
+    path = "/v1/roles",
+    tag = "roles",
+    operation_id = "list_roles",
+    params(ScopeQuery),
+    responses((status = 200, description = "Every role", body = RoleList))
+)]
 pub(crate) async fn list(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     query: ScopeQuery,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<RoleList>, ApiError> {
     let tenant = tenant_of(&query, &caller)?;
     authorize(&caller, Resource::Role, Action::Read, target(tenant))?;
-    let mut items: Vec<Value> = Role::ALL.into_iter().map(builtin_body).collect();
+    let mut items: Vec<RoleView> = Role::ALL.into_iter().map(RoleView::builtin).collect();
     if let Some(tenant) = tenant {
         let custom = state.store.fenced(caller.fence()).list_roles(tenant).await?;
-        items.extend(custom.iter().map(custom_body));
+        items.extend(custom.iter().map(RoleView::custom));
     }
-    Ok(axum::Json(json!({ "items": items })))
+    Ok(axum::Json(RoleList { items }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateRoleRequest {
     name: String,
@@ -89,11 +86,25 @@ fn definition(
     Ok(role)
 }
 
+/// Define a custom role in a tenant; the same definition again is a 200, another definition
+/// under the name a 409.
+#[utoipa::path(
+    post,
+    path = "/v1/roles",
+    tag = "roles",
+    operation_id = "create_role",
+    request_body = CreateRoleRequest,
+    responses(
+        (status = 201, description = "The role", body = RoleView),
+        (status = 200, description = "The same definition existed already", body = RoleView),
+        (status = 409, description = "`ALREADY_EXISTS`: another definition under this name", body = ErrorEnvelope),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     Json(request): Json<CreateRoleRequest>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<RoleView>), ApiError> {
     let tenant = match request.tenant_id.as_deref() {
         Some(raw) => Some(TenantId::parse_field(raw, "tenant_id")?),
         None => caller.tenant_id,
@@ -110,7 +121,7 @@ pub(crate) async fn create(
             let existing = state.store.fenced(caller.fence()).get_role(tenant, &record.role.name).await?;
             return match existing {
                 Some(existing) if existing.role == record.role => {
-                    Ok((StatusCode::OK, axum::Json(custom_body(&existing))))
+                    Ok((StatusCode::OK, axum::Json(RoleView::custom(&existing))))
                 }
                 _ => Err(ApiError::new(
                     ErrorCode::AlreadyExists,
@@ -122,20 +133,31 @@ pub(crate) async fn create(
         Err(error) => return Err(error.into()),
     }
     tracing::info!(role = %record.role.name, %tenant, by = %caller.user_id, "role created");
-    Ok((StatusCode::CREATED, axum::Json(custom_body(&record))))
+    Ok((StatusCode::CREATED, axum::Json(RoleView::custom(&record))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/roles/{name}",
+    tag = "roles",
+    operation_id = "get_role",
+    params(("name" = String, Path, description = "The role's name"), ScopeQuery),
+    responses(
+        (status = 200, description = "The role", body = RoleView),
+        (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
+    )
+)]
 pub(crate) async fn get(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
     query: ScopeQuery,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<RoleView>, ApiError> {
     let tenant = tenant_of(&query, &caller)?;
     authorize(&caller, Resource::Role, Action::Read, target(tenant))?;
     let name = RoleName::parse(&name).map_err(|_| role_not_found(&name))?;
     if let Some(builtin) = name.builtin() {
-        return Ok(axum::Json(builtin_body(builtin)));
+        return Ok(axum::Json(RoleView::builtin(builtin)));
     }
     let tenant = tenant.ok_or_else(|| role_not_found(name.as_str()))?;
     let record = state
@@ -144,10 +166,10 @@ pub(crate) async fn get(
         .get_role(tenant, &name)
         .await?
         .ok_or_else(|| role_not_found(name.as_str()))?;
-    Ok(axum::Json(custom_body(&record)))
+    Ok(axum::Json(RoleView::custom(&record)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReplaceRoleRequest {
     #[serde(default)]
@@ -181,13 +203,25 @@ async fn changeable_role(
 }
 
 /// Replaces a custom role's definition; it applies to its holders' next request.
+#[utoipa::path(
+    put,
+    path = "/v1/roles/{name}",
+    tag = "roles",
+    operation_id = "replace_role",
+    params(("name" = String, Path, description = "The role's name"), ScopeQuery),
+    request_body = ReplaceRoleRequest,
+    responses(
+        (status = 200, description = "The role as replaced", body = RoleView),
+        (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
+    )
+)]
 pub(crate) async fn replace(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
     query: ScopeQuery,
     Json(request): Json<ReplaceRoleRequest>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<RoleView>, ApiError> {
     let tenant = tenant_of(&query, &caller)?;
     authorize(&caller, Resource::Role, Action::Update, target(tenant))?;
     let name = parse_name(&name)?;
@@ -198,10 +232,21 @@ pub(crate) async fn replace(
         return Err(role_not_found(record.role.name.as_str()));
     }
     tracing::info!(role = %record.role.name, %tenant, by = %caller.user_id, "role replaced");
-    Ok(axum::Json(custom_body(&record)))
+    Ok(axum::Json(RoleView::custom(&record)))
 }
 
 /// Deletes a custom role; users who held it keep the name but it grants nothing.
+#[utoipa::path(
+    delete,
+    path = "/v1/roles/{name}",
+    tag = "roles",
+    operation_id = "delete_role",
+    params(("name" = String, Path, description = "The role's name"), ScopeQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
+    )
+)]
 pub(crate) async fn delete(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,

@@ -2,23 +2,22 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
 use dotmac_domain::{
-    Account, Action, AssignmentError, Caller, CustomRole, Email, Fence, PartnerId, Resource, RoleName,
-    Target, TenantId, authorize, check_assignment,
+    Account, Action, AssignmentError, Caller, CustomRole, Denied, Email, Fence, InvalidValue, PartnerId,
+    Resource, RoleName, Target, TenantId, authorize, check_assignment,
 };
-use dotmac_http::{ApiError, Authenticated, ErrorCode, Json, idempotent, request_fingerprint};
-use dotmac_store::{UserChanges, UserHome, UserRecord};
+use dotmac_http::error::ErrorEnvelope;
+use dotmac_http::{
+    ApiError, Authenticated, ErrorCode, Idempotent, Json, Page, idempotent, request_fingerprint,
+};
+use dotmac_store::{Store, StoreError, UserChanges, UserHome, UserRecord};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
+use crate::views::UserView;
 use crate::{ScopeQuery, UsersState};
-
-/// A user as the API shows it: never the password hash.
-pub(crate) fn user_body(user: &UserRecord) -> Value {
-    serde_json::to_value(user.public()).unwrap_or(Value::Null)
-}
 
 /// The policy's view of a user: the tenant it belongs to and the user as owner.
 fn target(user: &UserRecord) -> Target<'_> {
@@ -64,12 +63,12 @@ fn beyond_yours() -> ApiError {
 
 /// The custom roles defined in the account's tenant (what assignments are checked against).
 async fn tenant_roles(
-    state: &UsersState,
+    store: &Store,
     caller: &Caller,
     tenant: Option<TenantId>,
-) -> Result<Vec<CustomRole>, ApiError> {
+) -> Result<Vec<CustomRole>, StoreError> {
     let Some(tenant) = tenant else { return Ok(Vec::new()) };
-    let records = state.store.fenced(caller.fence()).list_roles(tenant).await?;
+    let records = store.fenced(caller.fence()).list_roles(tenant).await?;
     Ok(records.into_iter().map(|r| r.role).collect())
 }
 
@@ -100,29 +99,41 @@ async fn find_user(
     state.store.fenced(caller.fence()).get_user(&home, id).await?.ok_or_else(|| user_not_found(id))
 }
 
+/// Users of one tenant (or partner), a page at a time; never a password hash.
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    operation_id = "list_users",
+    params(ScopeQuery),
+    responses((status = 200, description = "One page", body = Page<UserView>))
+)]
 pub(crate) async fn list(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     query: ScopeQuery,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Page<UserView>>, ApiError> {
     let home = query.home(&caller)?;
     authorize(&caller, Resource::User, Action::Read, home_target(&home))?;
     let page =
         state.store.fenced(caller.fence()).list_users(&home, query.limit()?, query.cursor.as_deref()).await?;
-    let items: Vec<Value> = page.items.iter().map(user_body).collect();
-    Ok(axum::Json(json!({ "items": items, "next_cursor": page.next_cursor })))
+    Ok(axum::Json(Page::new(page.items.iter().map(UserView::of).collect(), page.next_cursor)))
 }
 
 /// Only these fields: ids, hashes, timestamps and the like are the platform's to set.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateUserRequest {
     email: String,
+    /// 12–128 characters, not the e-mail, not built from breached words, no repeats or runs.
+    #[schema(format = Password)]
     password: String,
+    /// Built-in or the tenant's custom roles, 1 to 10.
     roles: Vec<String>,
     /// Platform staff name the tenant (or partner) of the new user; others create users in
     /// their own tenant and may leave it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = Uuid)]
     tenant_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     partner_id: Option<String>,
@@ -139,102 +150,207 @@ fn parse_roles(raw: &[String]) -> Result<Vec<RoleName>, ApiError> {
     Ok(roles)
 }
 
+/// A user to create, parsed and placed: its home (tenant, partner or the platform) is the one
+/// the request names, else the caller's own.
+pub struct NewUser {
+    pub email: Email,
+    pub password: String,
+    pub roles: Vec<RoleName>,
+    pub tenant_id: Option<TenantId>,
+    pub partner_id: Option<PartnerId>,
+}
+
+impl NewUser {
+    pub fn home(&self) -> UserHome {
+        UserHome::of(self.tenant_id, self.partner_id.as_ref())
+    }
+}
+
+impl CreateUserRequest {
+    fn parse(&self, caller: &Caller) -> Result<NewUser, ApiError> {
+        let email = Email::parse(&self.email)?;
+        let roles = parse_roles(&self.roles)?;
+        let tenant_id = match self.tenant_id.as_deref() {
+            Some(raw) => Some(TenantId::parse_field(raw, "tenant_id")?),
+            None if self.partner_id.is_none() => caller.tenant_id,
+            None => None,
+        };
+        let partner_id = match self.partner_id.as_deref() {
+            Some(raw) => Some(PartnerId::parse(raw)?),
+            None if tenant_id.is_none() => caller.partner_id.clone(),
+            None => None,
+        };
+        if tenant_id.is_some() && partner_id.is_some() {
+            return Err(ApiError::invalid_field(
+                "partner_id",
+                "a user belongs to a tenant or to a partner, not both",
+            ));
+        }
+        Ok(NewUser { email, password: self.password.clone(), roles, tenant_id, partner_id })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error(transparent)]
+    Assignment(#[from] AssignmentError),
+    #[error(transparent)]
+    Invalid(#[from] InvalidValue),
+    #[error("a user with this e-mail already exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+}
+
+impl From<CreateUserError> for ApiError {
+    fn from(error: CreateUserError) -> Self {
+        match error {
+            CreateUserError::Denied(denied) => denied.into(),
+            CreateUserError::Assignment(refused) => assignment_refused(refused),
+            CreateUserError::Invalid(invalid) => invalid.into(),
+            CreateUserError::EmailTaken => {
+                ApiError::new(ErrorCode::AlreadyExists, "a user with this e-mail already exists")
+                    .with_details(json!({ "field": "email" }))
+            }
+            CreateUserError::Store(error) => error.into(),
+            CreateUserError::Hashing(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+/// The checks that come before any work: the caller may create users there, may give these
+/// roles to this account, and the password passes the policy.
+pub async fn check_new_user(store: &Store, caller: &Caller, new: &NewUser) -> Result<(), CreateUserError> {
+    authorize(caller, Resource::User, Action::Create, home_target(&new.home()))?;
+    let account = Account { user_id: "", tenant_id: new.tenant_id, partner_id: new.partner_id.as_ref() };
+    let custom = tenant_roles(store, caller, new.tenant_id).await?;
+    check_assignment(caller, account, &new.roles, &custom)?;
+    dotmac_domain::password_policy::check(&new.password, &new.email)?;
+    Ok(())
+}
+
+/// Creates a user: checked as `check_new_user` says, its password hashed with argon2id, its
+/// e-mail claimed platform-wide (sign-in names are global).
+pub async fn create_user(
+    store: &Store,
+    caller: &Caller,
+    new: NewUser,
+) -> Result<UserRecord, CreateUserError> {
+    check_new_user(store, caller, &new).await?;
+    let password = new.password;
+    let password_hash = tokio::task::spawn_blocking(move || dotmac_tokens::hash_password(&password))
+        .await
+        .map_err(|e| CreateUserError::Hashing(e.to_string()))?
+        .map_err(|e| CreateUserError::Hashing(e.to_string()))?;
+    let user = UserRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        email: new.email,
+        password_hash,
+        tenant_id: new.tenant_id,
+        partner_id: new.partner_id,
+        roles: new.roles,
+        active: true,
+        created_at: OffsetDateTime::now_utc(),
+        last_login: None,
+    };
+    match store.fenced(caller.fence()).create_user(&user).await {
+        Ok(()) => {}
+        Err(StoreError::AlreadyExists) => return Err(CreateUserError::EmailTaken),
+        Err(error) => return Err(error.into()),
+    }
+    tracing::info!(user_id = %user.id, by = %caller.user_id, "user created");
+    Ok(user)
+}
+
+/// Create a user in the caller's tenant (or, for platform staff, where the body says).
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    operation_id = "create_user",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1–255 visible ASCII characters; a retry with the same key and body gets the first answer")),
+    request_body = CreateUserRequest,
+    responses(
+        (status = 201, description = "The user", body = UserView),
+        (status = 409, description = "`ALREADY_EXISTS` (the e-mail), or `REQUEST_IN_PROGRESS`", body = ErrorEnvelope),
+        (status = 422, description = "`VALIDATION_FAILED` (password policy, unknown role, ...) or `IDEMPOTENCY_KEY_REUSED`", body = ErrorEnvelope),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     headers: HeaderMap,
     Json(mut request): Json<CreateUserRequest>,
-) -> Result<Response, ApiError> {
-    let email = Email::parse(&request.email)?;
-    let roles = parse_roles(&request.roles)?;
-    let tenant_id = match request.tenant_id.as_deref() {
-        Some(raw) => Some(TenantId::parse_field(raw, "tenant_id")?),
-        None if request.partner_id.is_none() => caller.tenant_id,
-        None => None,
-    };
-    let partner_id = match request.partner_id.as_deref() {
-        Some(raw) => Some(PartnerId::parse(raw)?),
-        None if tenant_id.is_none() => caller.partner_id.clone(),
-        None => None,
-    };
-    if tenant_id.is_some() && partner_id.is_some() {
-        return Err(ApiError::invalid_field(
-            "partner_id",
-            "a user belongs to a tenant or to a partner, not both",
-        ));
-    }
-    let home = UserHome::of(tenant_id, partner_id.as_ref());
-    authorize(&caller, Resource::User, Action::Create, home_target(&home))?;
-    let id = uuid::Uuid::now_v7().to_string();
-    let account = Account { user_id: &id, tenant_id, partner_id: partner_id.as_ref() };
-    let custom = tenant_roles(&state, &caller, tenant_id).await?;
-    check_assignment(&caller, account, &roles, &custom).map_err(assignment_refused)?;
-    dotmac_domain::password_policy::check(&request.password, &email)?;
+) -> Result<Idempotent<UserView>, ApiError> {
+    let new = request.parse(&caller)?;
+    check_new_user(&state.store, &caller, &new).await?;
     // The password stays out of the fingerprint: a plain digest of it would be stored with the
     // idempotency record, open to offline guessing.
-    let password = std::mem::take(&mut request.password);
+    request.password.clear();
     let canonical = serde_json::to_vec(&request).map_err(ApiError::internal)?;
     let fingerprint = request_fingerprint("POST", "/v1/users", &canonical);
     let scope = format!("users#{}", caller.user_id);
-    let store = state.store.clone();
-    idempotent(&state.store, &scope, &headers, &fingerprint, || async move {
-        let password_hash = tokio::task::spawn_blocking(move || dotmac_tokens::hash_password(&password))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
-        let user = UserRecord {
-            id,
-            email,
-            password_hash,
-            tenant_id,
-            partner_id,
-            roles,
-            active: true,
-            created_at: OffsetDateTime::now_utc(),
-            last_login: None,
-        };
-        match store.fenced(caller.fence()).create_user(&user).await {
-            Ok(()) => {}
-            Err(dotmac_store::StoreError::AlreadyExists) => {
-                return Err(ApiError::new(
-                    ErrorCode::AlreadyExists,
-                    "a user with this e-mail already exists",
-                )
-                .with_details(json!({ "field": "email" })));
-            }
-            Err(error) => return Err(error.into()),
-        }
-        tracing::info!(user_id = %user.id, by = %caller.user_id, "user created");
-        Ok((StatusCode::CREATED, user_body(&user)))
+    idempotent(&state.store, &scope, &headers, &fingerprint, || async {
+        let user = create_user(&state.store, &caller, new).await?;
+        Ok((StatusCode::CREATED, UserView::of(&user)))
     })
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}",
+    tag = "users",
+    operation_id = "get_user",
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 404, description = "`NOT_FOUND`: none the caller can see", body = ErrorEnvelope),
+    )
+)]
 pub(crate) async fn get(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<UserView>, ApiError> {
     let user = find_user(&state, &caller, &id, Action::Read).await?;
     authorize(&caller, Resource::User, Action::Read, target(&user))?;
-    Ok(axum::Json(user_body(&user)))
+    Ok(axum::Json(UserView::of(&user)))
 }
 
 /// What an update may change. Unknown fields (`tenant_id`, `id`, `email`, `password_hash`,
 /// ...) are refused, so no body can move a user or rewrite what the platform owns.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateUserRequest {
     roles: Option<Vec<String>>,
     active: Option<bool>,
 }
 
+/// Change a user's roles or whether it may sign in.
+#[utoipa::path(
+    patch,
+    path = "/v1/users/{id}",
+    tag = "users",
+    operation_id = "update_user",
+    params(("id" = String, Path, description = "The user's id")),
+    request_body = UpdateUserRequest,
+    responses(
+        (status = 200, description = "The user as changed", body = UserView),
+        (status = 404, description = "`NOT_FOUND`: none the caller can see", body = ErrorEnvelope),
+    )
+)]
 pub(crate) async fn update(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     Json(request): Json<UpdateUserRequest>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<UserView>, ApiError> {
     let user = find_user(&state, &caller, &id, Action::Update).await?;
     authorize(&caller, Resource::User, Action::Update, target(&user))?;
     if user.id == caller.user_id {
@@ -245,7 +361,7 @@ pub(crate) async fn update(
     let roles = request.roles.as_deref().map(parse_roles).transpose()?;
     let account =
         Account { user_id: &user.id, tenant_id: user.tenant_id, partner_id: user.partner_id.as_ref() };
-    let custom = tenant_roles(&state, &caller, user.tenant_id).await?;
+    let custom = tenant_roles(&state.store, &caller, user.tenant_id).await?;
     // Nobody changes (roles or status) a user holding roles they could not have given.
     if !may_manage(&caller, account, &user.roles, &custom) {
         return Err(beyond_yours());
@@ -262,9 +378,20 @@ pub(crate) async fn update(
         .await?
         .ok_or_else(|| user_not_found(&id))?;
     tracing::info!(user_id = %updated.id, by = %caller.user_id, "user updated");
-    Ok(axum::Json(user_body(&updated)))
+    Ok(axum::Json(UserView::of(&updated)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{id}",
+    tag = "users",
+    operation_id = "delete_user",
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`NOT_FOUND`: none the caller can see", body = ErrorEnvelope),
+    )
+)]
 pub(crate) async fn delete(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
@@ -275,7 +402,7 @@ pub(crate) async fn delete(
     if user.id == caller.user_id {
         return Err(ApiError::new(ErrorCode::Forbidden, "nobody deletes their own account here"));
     }
-    let custom = tenant_roles(&state, &caller, user.tenant_id).await?;
+    let custom = tenant_roles(&state.store, &caller, user.tenant_id).await?;
     let account =
         Account { user_id: &user.id, tenant_id: user.tenant_id, partner_id: user.partner_id.as_ref() };
     if !may_manage(&caller, account, &user.roles, &custom) {

@@ -12,7 +12,7 @@ use std::fmt;
 use crate::tenant::TenantId;
 use crate::values::InvalidValue;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Resource {
     Tenant,
@@ -41,7 +41,7 @@ impl Resource {
     ];
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Create,
@@ -55,7 +55,9 @@ impl Action {
 }
 
 /// Ordered by reach: a permission can only be handed out by someone whose own reaches as far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Own,
@@ -65,12 +67,14 @@ pub enum Scope {
 }
 
 /// `None` in `resource` or `action` is the seed's `*` (written `"*"` in JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Permission {
     #[serde(with = "star")]
+    #[schema(schema_with = star::any_resource)]
     pub resource: Option<Resource>,
     #[serde(with = "star")]
+    #[schema(schema_with = star::any_action)]
     pub action: Option<Action>,
     pub scope: Scope,
 }
@@ -98,6 +102,26 @@ mod star {
         }
         let value: serde::de::value::StringDeserializer<D::Error> = raw.into_deserializer();
         T::deserialize(value).map(Some)
+    }
+
+    /// The schema of a field that is one of `names` or `"*"`.
+    fn one_of_or_any<T: Serialize>(names: &[T]) -> utoipa::openapi::Object {
+        let mut values: Vec<serde_json::Value> =
+            names.iter().filter_map(|n| serde_json::to_value(n).ok()).collect();
+        values.push(serde_json::Value::from("*"));
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .enum_values(Some(values))
+            .description(Some("a name, or `*` for any"))
+            .build()
+    }
+
+    pub fn any_resource() -> utoipa::openapi::Object {
+        one_of_or_any(&Resource::ALL)
+    }
+
+    pub fn any_action() -> utoipa::openapi::Object {
+        one_of_or_any(&Action::ALL)
     }
 }
 
@@ -517,6 +541,7 @@ pub fn may_define(caller: &Caller, role: &CustomRole) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashSet;
 
     fn caller(tenant: Option<TenantId>, roles: &[Role]) -> Caller {
         Caller::new("u1", tenant, roles)
@@ -703,26 +728,362 @@ mod tests {
             prop_assert!(matches!(c.fence(), Fence::Tenant(_)));
         }
 
-        /// Whatever a caller may hand out, it could already do itself.
+        /// Whatever a caller may hand out, it could already do itself: granters hold built-in
+        /// roles as well as custom permissions, and most wanted roles are cut from what the
+        /// granter holds, so `may_define` says yes often enough for the check to bite.
         #[test]
         fn granted_roles_never_exceed_the_granter(
-            mine in proptest::collection::vec(any_permission(), 0..4),
-            wanted in proptest::collection::vec(any_permission(), 1..4),
+            (granter, wanted) in any_granter().prop_flat_map(|g| {
+                let wanted = prop_oneof![
+                    3 => cut_from(g.held.clone()),
+                    1 => proptest::collection::vec(any_permission(), 1..4),
+                ];
+                (Just(g), wanted)
+            }),
             r in proptest::sample::select(Resource::ALL.to_vec()),
             a in proptest::sample::select(Action::ALL.to_vec()),
         ) {
-            let tenant = TenantId::generate();
-            let granter = Caller { roles: vec![RoleName::parse("granter").expect("name")], custom_permissions: mine, ..caller(Some(tenant), &[]) };
+            // The granter works in the holder's tenant; one holding the partner role is the
+            // partner that brought it (a partner's scope reaches only the tenants it brought,
+            // so elsewhere its `partner` permissions would not cover the holder's `tenant` ones).
+            let acme = partner_acme();
+            let partner_id = granter.builtin.contains(&Role::Partner).then(partner_acme);
+            let granter = Caller { tenant_id: Some(tenant_a()), partner_id, ..granter.caller };
             let role = CustomRole::new(RoleName::parse("wanted").expect("name"), String::new(), wanted.clone()).expect("valid");
             if may_define(&granter, &role) {
-                let holder = Caller { user_id: "u2".into(), custom_permissions: wanted, ..granter.clone() };
-                for scope_target in [Target::tenant(tenant), Target::tenant(tenant).owner("u2")] {
+                let holder = Caller { user_id: "u2".into(), roles: vec![role.name.clone()], custom_permissions: wanted, ..granter.clone() };
+                let in_tenant = Target::tenant(tenant_a()).partner(Some(&acme));
+                for scope_target in [in_tenant, in_tenant.owner("u2")] {
                     if authorize(&holder, r, a, scope_target).is_ok() {
-                        let as_granter = Target { owner_id: scope_target.owner_id.map(|_| "u1"), ..scope_target };
+                        let as_granter = Target { owner_id: scope_target.owner_id.map(|_| GRANTER), ..scope_target };
                         prop_assert!(authorize(&granter, r, a, as_granter).is_ok());
                     }
                 }
             }
         }
+
+        /// The exact verdict, reason included, for any granter (built-in roles too), any
+        /// account and any list of roles, against a model written from the README's rules.
+        #[test]
+        fn check_assignment_agrees_with_the_documented_rules(
+            g in any_granter(),
+            ((user_id, kind), roles) in any_account().prop_flat_map(|(user_id, kind)| {
+                let roles = prop_oneof![
+                    3 => proptest::collection::vec(role_name_for(kind), 1..4),
+                    1 => proptest::collection::vec(any_role_name(), 0..12),
+                ];
+                (Just((user_id, kind)), roles)
+            }),
+            custom in tenant_custom_roles(),
+        ) {
+            let partner = partner_acme();
+            let account = account(user_id, kind, &partner);
+            let expected = model_assignment(&g.held, user_id, kind, &roles, &custom);
+            prop_assert_eq!(check_assignment(&g.caller, account, &roles, &custom), expected);
+        }
+
+        /// README: nobody grants a role with a permission they do not hold. Checked on what
+        /// the roles let one do, not on how the permissions are written.
+        #[test]
+        fn no_assignment_reaches_beyond_the_granter(
+            g in any_granter(),
+            ((user_id, kind), roles) in any_account().prop_flat_map(|(user_id, kind)| {
+                let roles = proptest::collection::vec(prop_oneof![3 => role_name_for(kind), 1 => any_role_name()], 1..4);
+                (Just((user_id, kind)), roles)
+            }),
+            custom in tenant_custom_roles(),
+        ) {
+            let partner = partner_acme();
+            if check_assignment(&g.caller, account(user_id, kind, &partner), &roles, &custom).is_ok() {
+                let granted: Vec<Permission> = roles.iter().flat_map(|role| grants_of(role, &custom)).collect();
+                prop_assert!(reach_all(&granted).is_subset(&reach_all(&g.held)));
+            }
+        }
+
+        #[test]
+        fn platform_and_partner_roles_never_go_to_a_tenants_user(
+            g in any_granter(),
+            staff_role in prop_oneof![Just(Role::PlatformAdmin), Just(Role::Partner)],
+            others in proptest::collection::vec(any_role_name(), 0..4),
+            at in any::<usize>(),
+        ) {
+            // Even platform_admin, who holds everything, cannot.
+            let root = Caller { roles: vec![Role::PlatformAdmin.into()], ..g.caller.clone() };
+            let user = Account { user_id: "someone", tenant_id: Some(tenant_a()), partner_id: None };
+            let name = RoleName::from(staff_role);
+            for granter in [&g.caller, &root] {
+                prop_assert_eq!(
+                    check_assignment(granter, user, std::slice::from_ref(&name), &[]),
+                    Err(AssignmentError::WrongHolder(name.clone()))
+                );
+                let mut mixed = others.clone();
+                mixed.insert(at % (others.len() + 1), name.clone());
+                prop_assert!(check_assignment(granter, user, &mixed, &tenant_custom_roles_fixed()).is_err());
+            }
+        }
+
+        /// README: a granter can hand out anything it holds, cut down as it likes; a role for a
+        /// tenant's user is cut down to `own` or `tenant` scope.
+        #[test]
+        fn a_granter_can_grant_and_define_any_part_of_what_it_holds(
+            (g, part) in any_granter()
+                .prop_filter("a granter holding nothing has nothing to give", |g| !g.held.is_empty())
+                .prop_flat_map(|g| { let part = cut_from(g.held.clone()); (Just(g), part) }),
+        ) {
+            let part = CustomRole::new(RoleName::parse("part").expect("name"), String::new(), part).expect("valid");
+            prop_assert!(may_define(&g.caller, &part));
+            let user = Account { user_id: "someone", tenant_id: Some(tenant_a()), partner_id: None };
+            let custom = std::slice::from_ref(&part);
+            prop_assert_eq!(check_assignment(&g.caller, user, std::slice::from_ref(&part.name), custom), Ok(()));
+            // And each built-in role it holds, to the kind of account that role is for
+            // (tenant_machine is for no account: provisioning issues it).
+            let partner = partner_acme();
+            for role in &g.builtin {
+                let kind = match role {
+                    Role::PlatformAdmin => Kind::Staff,
+                    Role::Partner => Kind::Partner,
+                    Role::TenantAdmin | Role::CustomerUser => Kind::TenantUser,
+                    Role::TenantMachine => continue,
+                };
+                let with_part = if kind == Kind::TenantUser { vec![RoleName::from(*role), part.name.clone()] } else { vec![RoleName::from(*role)] };
+                prop_assert_eq!(check_assignment(&g.caller, account("someone", kind, &partner), &with_part, custom), Ok(()));
+            }
+        }
+
+        /// `may_define` says yes exactly when each wanted permission fits inside one held
+        /// permission, and then the role reaches nothing the definer cannot.
+        #[test]
+        fn may_define_allows_exactly_what_the_definer_holds(
+            (g, wanted) in any_granter().prop_flat_map(|g| {
+                let wanted = prop_oneof![cut_from(g.held.clone()), proptest::collection::vec(any_permission(), 1..4)];
+                (Just(g), wanted)
+            }),
+        ) {
+            let role = CustomRole::new(RoleName::parse("wanted").expect("name"), String::new(), wanted.clone()).expect("valid");
+            let fits = wanted.iter().all(|w| g.held.iter().any(|h| reach(w).is_subset(&reach(h))));
+            prop_assert_eq!(may_define(&g.caller, &role), fits);
+            if fits {
+                prop_assert!(reach_all(&wanted).is_subset(&reach_all(&g.held)));
+            }
+        }
+    }
+
+    const GRANTER: &str = "u1";
+
+    fn tenant_a() -> TenantId {
+        TenantId::parse("0192f0c1-0000-7000-8000-00000000000a").expect("uuid")
+    }
+
+    fn partner_acme() -> PartnerId {
+        PartnerId::parse("acme").expect("id")
+    }
+
+    /// A granter and, spelled out from the inputs rather than read back from `Caller`, what
+    /// it holds.
+    #[derive(Debug, Clone)]
+    struct Granter {
+        caller: Caller,
+        builtin: Vec<Role>,
+        held: Vec<Permission>,
+    }
+
+    /// Any mix of built-in roles and custom permissions, on any kind of account.
+    fn any_granter() -> impl Strategy<Value = Granter> {
+        (
+            proptest::collection::vec(proptest::sample::select(Role::ALL.to_vec()), 0..3),
+            proptest::collection::vec(any_permission(), 0..3),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(builtin, custom, in_tenant, of_partner)| {
+                let mut roles: Vec<RoleName> = builtin.iter().copied().map(RoleName::from).collect();
+                if !custom.is_empty() {
+                    roles.push(RoleName::parse("granter-role").expect("name"));
+                }
+                let held = builtin
+                    .iter()
+                    .flat_map(|r| r.permissions().iter().copied())
+                    .chain(custom.iter().copied())
+                    .collect();
+                let caller = Caller {
+                    user_id: GRANTER.into(),
+                    tenant_id: in_tenant.then(tenant_a),
+                    partner_id: of_partner.then(partner_acme),
+                    roles,
+                    custom_permissions: custom,
+                };
+                Granter { caller, builtin, held }
+            })
+    }
+
+    /// Permissions cut from `held`: each narrows one held permission (a `*` resource or
+    /// action made concrete or kept, the scope lowered) to at most `tenant` scope, as a
+    /// tenant's custom role must be.
+    fn cut_from(held: Vec<Permission>) -> impl Strategy<Value = Vec<Permission>> {
+        let n = held.len().max(1);
+        let cut = (
+            0..n,
+            proptest::option::of(proptest::sample::select(Resource::ALL.to_vec())),
+            proptest::option::of(proptest::sample::select(Action::ALL.to_vec())),
+            any::<bool>(),
+        );
+        proptest::collection::vec(cut, 1..4)
+            .prop_map(move |cuts| {
+                cuts.into_iter()
+                    .filter_map(|(i, resource, action, lower)| {
+                        let h = held.get(i)?;
+                        let ceiling =
+                            if rank(h.scope) >= rank(Scope::Tenant) { Scope::Tenant } else { Scope::Own };
+                        let scope = if lower { Scope::Own } else { ceiling };
+                        Some(Permission::new(h.resource.or(resource), h.action.or(action), scope))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .prop_map(|cut| {
+                if cut.is_empty() {
+                    vec![Permission::new(Some(Resource::Service), Some(Action::Read), Scope::Own)]
+                } else {
+                    cut
+                }
+            })
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Kind {
+        Staff,
+        Partner,
+        TenantUser,
+    }
+
+    /// Mostly someone else, sometimes the granter itself.
+    fn any_account() -> impl Strategy<Value = (&'static str, Kind)> {
+        (
+            prop_oneof![9 => Just("someone"), 1 => Just(GRANTER)],
+            prop_oneof![Just(Kind::Staff), Just(Kind::Partner), Just(Kind::TenantUser)],
+        )
+    }
+
+    fn account<'a>(user_id: &'a str, kind: Kind, partner: &'a PartnerId) -> Account<'a> {
+        match kind {
+            Kind::Staff => Account { user_id, tenant_id: None, partner_id: None },
+            Kind::Partner => Account { user_id, tenant_id: None, partner_id: Some(partner) },
+            Kind::TenantUser => Account { user_id, tenant_id: Some(tenant_a()), partner_id: None },
+        }
+    }
+
+    /// Built-in names, two roles the tenant defines and one it does not.
+    fn any_role_name() -> impl Strategy<Value = RoleName> {
+        proptest::sample::select(vec![
+            "platform_admin",
+            "partner",
+            "tenant_admin",
+            "customer_user",
+            "tenant_machine",
+            "clerk",
+            "viewer",
+            "ghost",
+        ])
+        .prop_map(|name| RoleName::parse(name).expect("name"))
+    }
+
+    /// The roles meant for this kind of account (so lists are not all refused for one wrong
+    /// holder); whether the granter may hand them out is left to chance.
+    fn role_name_for(kind: Kind) -> impl Strategy<Value = RoleName> {
+        let names = match kind {
+            Kind::Staff => vec!["platform_admin"],
+            Kind::Partner => vec!["partner"],
+            Kind::TenantUser => vec!["tenant_admin", "customer_user", "clerk", "viewer"],
+        };
+        proptest::sample::select(names).prop_map(|name| RoleName::parse(name).expect("name"))
+    }
+
+    fn tenant_custom_roles() -> impl Strategy<Value = Vec<CustomRole>> {
+        (proptest::collection::vec(any_permission(), 1..4), proptest::collection::vec(any_permission(), 1..4))
+            .prop_map(|(clerk, viewer)| {
+                [("clerk", clerk), ("viewer", viewer)]
+                    .into_iter()
+                    .map(|(name, permissions)| {
+                        CustomRole::new(RoleName::parse(name).expect("name"), String::new(), permissions)
+                            .expect("valid")
+                    })
+                    .collect()
+            })
+    }
+
+    fn tenant_custom_roles_fixed() -> Vec<CustomRole> {
+        let read = vec![Permission::new(Some(Resource::Invoice), Some(Action::Read), Scope::Own)];
+        vec![CustomRole::new(RoleName::parse("clerk").expect("name"), String::new(), read).expect("valid")]
+    }
+
+    fn rank(scope: Scope) -> u8 {
+        match scope {
+            Scope::Own => 0,
+            Scope::Tenant => 1,
+            Scope::Partner => 2,
+            Scope::Global => 3,
+        }
+    }
+
+    /// Everything a permission lets one do, spelled out: each resource and action it names
+    /// (all of them for `*`), at its scope and every narrower one.
+    fn reach(p: &Permission) -> HashSet<(Resource, Action, u8)> {
+        let resources = Resource::ALL.into_iter().filter(|r| p.resource.is_none_or(|x| x == *r));
+        resources
+            .flat_map(|r| {
+                let actions = Action::ALL.into_iter().filter(|a| p.action.is_none_or(|x| x == *a));
+                actions.flat_map(move |a| (0..=rank(p.scope)).map(move |s| (r, a, s)))
+            })
+            .collect()
+    }
+
+    fn reach_all(permissions: &[Permission]) -> HashSet<(Resource, Action, u8)> {
+        permissions.iter().flat_map(reach).collect()
+    }
+
+    /// What assigning `role` grants: a built-in role's permissions, or the tenant's definition.
+    fn grants_of(role: &RoleName, custom: &[CustomRole]) -> Vec<Permission> {
+        match Role::ALL.into_iter().find(|r| RoleName::from(*r) == *role) {
+            Some(builtin) => builtin.permissions().to_vec(),
+            None => {
+                custom.iter().find(|c| c.name == *role).map(|c| c.permissions.clone()).unwrap_or_default()
+            }
+        }
+    }
+
+    /// `check_assignment` as the README states it: not one's own roles; 1 to 10 roles; then,
+    /// role by role, a role the tenant knows, held by the right kind of account, and every
+    /// permission it grants inside one the granter holds.
+    fn model_assignment(
+        held: &[Permission],
+        user_id: &str,
+        kind: Kind,
+        roles: &[RoleName],
+        custom: &[CustomRole],
+    ) -> Result<(), AssignmentError> {
+        if user_id == GRANTER {
+            return Err(AssignmentError::OwnRoles);
+        }
+        if !(1..=10).contains(&roles.len()) {
+            return Err(AssignmentError::Count);
+        }
+        for role in roles {
+            let for_kind = match role.as_str() {
+                "platform_admin" => Some(Kind::Staff),
+                "partner" => Some(Kind::Partner),
+                "tenant_admin" | "customer_user" => Some(Kind::TenantUser),
+                // A container's role comes with its machine token, never by assignment.
+                "tenant_machine" => None,
+                _ if custom.iter().any(|c| c.name == *role) => Some(Kind::TenantUser),
+                _ => return Err(AssignmentError::UnknownRole(role.clone())),
+            };
+            if for_kind != Some(kind) {
+                return Err(AssignmentError::WrongHolder(role.clone()));
+            }
+            let fits = |wanted: &Permission| held.iter().any(|h| reach(wanted).is_subset(&reach(h)));
+            if !grants_of(role, custom).iter().all(fits) {
+                return Err(AssignmentError::Escalation(role.clone()));
+            }
+        }
+        Ok(())
     }
 }

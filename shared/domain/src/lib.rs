@@ -4,6 +4,8 @@
 pub mod access;
 pub mod password_policy;
 pub mod plan;
+#[cfg(test)]
+mod strategies;
 pub mod tenant;
 pub mod values;
 

@@ -86,6 +86,7 @@ pub fn check(password: &str, email: &Email) -> Result<(), InvalidValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategies::*;
     use proptest::prelude::*;
 
     fn email() -> Email {
@@ -116,9 +117,51 @@ mod tests {
         assert!(check(&"x".repeat(129), &email()).is_err());
     }
 
+    fn parse(email: &str) -> Email {
+        Email::parse(email).expect("generated e-mails are valid")
+    }
+
+    #[test]
+    fn the_length_rule_holds_exactly_at_12_and_128_characters() {
+        let owner = parse(UNRELATED_OWNER);
+        // Counted in characters, not bytes: `é` is two bytes.
+        for (length, accepted) in [(11, false), (12, true), (128, true), (129, false)] {
+            let password: String = "zj".chars().chain("é".repeat(length - 2).chars()).collect();
+            let expected = if accepted { Ok(()) } else { Err(invalid(PASSWORD_LENGTH)) };
+            assert_eq!(check(&password, &owner), expected, "{length} characters");
+        }
+    }
+
+    #[test]
+    fn a_local_part_shorter_than_three_letters_may_appear_in_the_password() {
+        // Refusing every password holding "ab" would refuse far too much.
+        assert_eq!(check("zjxx-ab-kiwi-yurt", &parse("ab@acme.example")), Ok(()));
+        assert_eq!(check("zjxx-abc-kiwi-yurt", &parse("abc@acme.example")), Err(invalid(PASSWORD_EMAIL)));
+    }
+
     proptest! {
         #[test]
-        fn accepted_passwords_meet_the_length_rule(password in "\\PC{0,140}") {
+        fn generated_valid_passwords_are_accepted(password in valid_password(), owner in password_owner()) {
+            prop_assert_eq!(check(&password, &parse(&owner)), Ok(()));
+        }
+
+        /// Breached words are refused only when they are all the letters there are.
+        #[test]
+        fn breached_words_among_other_letters_are_accepted(password in password_with_breached_words_and_more()) {
+            prop_assert_eq!(check(&password, &parse(UNRELATED_OWNER)), Ok(()));
+        }
+
+        #[test]
+        fn each_broken_password_rule_is_refused_with_its_own_reason((password, owner, reason) in invalid_password()) {
+            prop_assert_eq!(check(&password, &parse(&owner)), Err(invalid(reason)));
+        }
+
+        /// Whatever the input, an accepted password has an allowed length and does not hold
+        /// the account's local part.
+        #[test]
+        fn accepted_passwords_meet_the_length_and_email_rules(
+            password in prop_oneof![valid_password(), "\\PC{0,140}", "[i-z ]{0,6}ops.team[i-z ]{0,6}"],
+        ) {
             if check(&password, &email()).is_ok() {
                 let n = password.chars().count();
                 prop_assert!((MIN_LENGTH..=MAX_LENGTH).contains(&n));

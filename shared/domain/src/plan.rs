@@ -30,7 +30,7 @@ impl std::fmt::Display for PlanId {
 }
 
 /// The Fargate size of a tenant's container (vCPU units and MiB, as ECS takes them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskSize {
     pub cpu: u32,
     pub memory_mib: u32,

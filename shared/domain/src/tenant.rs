@@ -41,7 +41,7 @@ impl fmt::Display for TenantId {
 
 /// A tenant's lifecycle: `pending → provisioning → active ⇄ suspended → deprovisioning →
 /// deleted`, with `failed` reachable from the working states and retriable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantStatus {
     Pending,
@@ -200,17 +200,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn new_tenant() -> NewTenant {
+        NewTenant {
+            name: TenantName::parse("Acme").expect("name"),
+            slug: TenantSlug::parse("acme").expect("slug"),
+            plan: PlanId::parse("usage").expect("plan"),
+            contact_email: Email::parse("ops@acme.example").expect("email"),
+            partner_id: None,
+        }
+    }
+
     fn tenant() -> Tenant {
-        Tenant::onboard(
-            NewTenant {
-                name: TenantName::parse("Acme").expect("name"),
-                slug: TenantSlug::parse("acme").expect("slug"),
-                plan: PlanId::parse("usage").expect("plan"),
-                contact_email: Email::parse("ops@acme.example").expect("email"),
-                partner_id: None,
-            },
-            OffsetDateTime::UNIX_EPOCH,
-        )
+        Tenant::onboard(new_tenant(), OffsetDateTime::UNIX_EPOCH)
     }
 
     #[test]
@@ -245,21 +246,107 @@ mod tests {
         );
     }
 
+    /// Row = from, column = to, both in `index` order. Written out from the lifecycle the
+    /// type documents (pending → provisioning → active ⇄ suspended → deprovisioning →
+    /// deleted; failed from the working states, provisioning and deprovisioning, and retried
+    /// from there), not from `can_become`, so a move added or dropped there is caught.
+    const ALLOWED: [[bool; 7]; 7] = {
+        const O: bool = false;
+        const X: bool = true;
+        [
+            //  pend prov actv susp depr dele fail
+            [O, X, O, O, O, O, O], // pending
+            [O, O, X, O, O, O, X], // provisioning
+            [O, O, O, X, X, O, O], // active
+            [O, O, X, O, X, O, O], // suspended
+            [O, O, O, O, O, X, X], // deprovisioning
+            [O, O, O, O, O, O, O], // deleted
+            [O, X, O, O, X, O, O], // failed
+        ]
+    };
+
+    /// Position in `ALLOWED`; a match rather than `ALL`'s order, so a reordered or extended
+    /// `ALL` cannot shift the table (a new status will not compile here).
+    fn index(status: TenantStatus) -> usize {
+        use TenantStatus::*;
+        match status {
+            Pending => 0,
+            Provisioning => 1,
+            Active => 2,
+            Suspended => 3,
+            Deprovisioning => 4,
+            Deleted => 5,
+            Failed => 6,
+        }
+    }
+
+    fn allowed(from: TenantStatus, to: TenantStatus) -> bool {
+        ALLOWED[index(from)][index(to)]
+    }
+
+    #[test]
+    fn every_pair_of_statuses_follows_the_table() {
+        let distinct: std::collections::HashSet<usize> =
+            TenantStatus::ALL.iter().map(|s| index(*s)).collect();
+        assert_eq!(distinct.len(), 7, "ALL lists every status once");
+        for from in TenantStatus::ALL {
+            for to in TenantStatus::ALL {
+                assert_eq!(from.can_become(to), allowed(from, to), "{from} -> {to}");
+            }
+        }
+    }
+
+    /// One step of a random walk: either one of the moves the table allows from wherever the
+    /// tenant is (so walks reach suspended, deleted and the retries instead of stalling in
+    /// provisioning), or any status at all (mostly refused); and how far the clock moved.
+    fn step() -> impl Strategy<Value = (bool, usize, i64)> {
+        (proptest::bool::weighted(0.7), 0usize..7, 0i64..=86_400_000_000_000)
+    }
+
     proptest! {
         #[test]
-        fn refused_transitions_change_nothing(steps in proptest::collection::vec(0usize..7, 0..20)) {
-            let mut t = tenant();
-            for step in steps {
-                let next = TenantStatus::ALL[step];
+        fn random_walks_keep_the_lifecycle_invariants(
+            start in 0i64..=4_102_444_800,
+            // A reason an earlier attempt left (the provisioner keeps it while it retries).
+            failure_reason in proptest::option::of("[a-zA-Z :]{1,30}"),
+            steps in proptest::collection::vec(step(), 0..40),
+        ) {
+            let born = OffsetDateTime::from_unix_timestamp(start).expect("time");
+            let mut t = Tenant { failure_reason, ..Tenant::onboard(new_tenant(), born) };
+            let mut now = born;
+            for (follow_table, pick, elapsed_ns) in steps {
+                let moves: Vec<TenantStatus> =
+                    TenantStatus::ALL.into_iter().filter(|to| allowed(t.status, *to)).collect();
+                let next = if follow_table && !moves.is_empty() {
+                    moves[pick % moves.len()]
+                } else {
+                    TenantStatus::ALL[pick]
+                };
+                now += time::Duration::nanoseconds(elapsed_ns);
                 let before = t.clone();
-                match t.transition(next, OffsetDateTime::UNIX_EPOCH) {
+                match t.transition(next, now) {
                     Ok(()) => {
-                        prop_assert!(before.status.can_become(next));
+                        prop_assert!(allowed(before.status, next), "{} -> {next} accepted", before.status);
                         prop_assert_eq!(t.status, next);
+                        prop_assert_eq!(t.updated_at, now);
+                        // Only the status and its time change: the version is the store's to
+                        // bump, the failure reason the provisioner's to set or clear.
+                        let untouched = Tenant { status: before.status, updated_at: before.updated_at, ..t.clone() };
+                        prop_assert_eq!(&untouched, &before);
                     }
-                    Err(_) => prop_assert_eq!(&t, &before),
+                    Err(error) => {
+                        prop_assert!(!allowed(before.status, next), "{} -> {next} refused", before.status);
+                        prop_assert_eq!(error, TransitionError { from: before.status, to: next });
+                        prop_assert_eq!(&t, &before);
+                    }
                 }
-                prop_assert!(t.status != TenantStatus::Pending);
+                prop_assert!(t.updated_at >= before.updated_at, "updated_at went backwards");
+                prop_assert!(t.created_at == born && t.updated_at >= t.created_at);
+                prop_assert_eq!(t.version, 1);
+                prop_assert!(t.status != TenantStatus::Pending, "nothing leads back to pending");
+                if before.status == TenantStatus::Deleted {
+                    prop_assert_eq!(t.status, TenantStatus::Deleted);
+                }
             }
         }
     }

@@ -128,6 +128,7 @@ string_newtype_conversions!(TenantSlug, TenantName, Email);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategies::*;
     use proptest::prelude::*;
 
     #[test]
@@ -159,25 +160,95 @@ mod tests {
         assert!(TenantName::parse(&"é".repeat(121)).is_err());
     }
 
+    /// A reference for slugs written from the doc ("3–40 characters of a-z, 0-9 and single
+    /// inner hyphens", not a reserved word), to compare the parser against on near-miss input.
+    fn slug_reference(raw: &str) -> Result<&str, &'static str> {
+        let slug = raw.trim();
+        let runs_ok = slug.split('-').all(|run| !run.is_empty());
+        let charset_ok = slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if slug.len() < 3 || slug.len() > 40 {
+            Err(SLUG_LENGTH)
+        } else if !charset_ok {
+            Err(SLUG_CHARSET)
+        } else if !runs_ok {
+            Err(SLUG_HYPHENS)
+        } else if EXPECTED_RESERVED_SLUGS.contains(&slug) {
+            Err(SLUG_RESERVED)
+        } else {
+            Ok(slug)
+        }
+    }
+
+    /// A reference for e-mails written from the rules (lowercased, at most 254 bytes, no
+    /// spaces or control characters, one `@`, a 1–64 byte local part, a dotted domain with
+    /// no empty label at either end or in the middle).
+    fn email_reference(raw: &str) -> Option<String> {
+        let email = raw.trim().to_lowercase();
+        let parts: Vec<&str> = email.split('@').collect();
+        let [local, domain] = parts.as_slice() else { return None };
+        let clean = !email.chars().any(|c| c.is_whitespace() || c.is_control());
+        let labels: Vec<&str> = domain.split('.').collect();
+        let domain_ok = labels.len() >= 2 && labels.iter().all(|label| !label.is_empty());
+        let ok = email.len() <= 254 && clean && (1..=64).contains(&local.len()) && domain_ok;
+        ok.then_some(email)
+    }
+
     proptest! {
         #[test]
-        fn every_accepted_slug_is_url_safe_and_stable(raw in "\\PC{0,50}") {
-            if let Ok(slug) = TenantSlug::parse(&raw) {
-                prop_assert!(slug.as_str().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        fn generated_valid_slugs_are_accepted_as_given(raw in valid_slug()) {
+            let slug = TenantSlug::parse(&raw).map_err(|e| e.to_string());
+            prop_assert_eq!(slug.as_ref().map(TenantSlug::as_str), Ok(raw.as_str()));
+            // And through serde, the way request bodies reach it.
+            let json = serde_json::to_string(&raw).expect("json");
+            prop_assert_eq!(serde_json::from_str::<TenantSlug>(&json).ok(), slug.ok());
+        }
+
+        #[test]
+        fn each_broken_slug_rule_is_refused_with_its_own_reason((raw, reason) in invalid_slug()) {
+            prop_assert_eq!(TenantSlug::parse(&raw), Err(InvalidValue::new("slug", reason)));
+        }
+
+        /// Near misses land on both sides of every rule; the parser's verdict, reason
+        /// included, must match the reference.
+        #[test]
+        fn slug_verdicts_match_the_documented_rules(raw in near_miss_slug()) {
+            let expected = slug_reference(&raw).map_err(|reason| InvalidValue::new("slug", reason));
+            let actual = TenantSlug::parse(&raw);
+            prop_assert_eq!(actual.as_ref().map(TenantSlug::as_str), expected.as_ref().copied());
+            if let Ok(slug) = actual {
                 prop_assert_eq!(TenantSlug::parse(slug.as_str()), Ok(slug.clone()));
             }
         }
 
         #[test]
-        fn generated_valid_slugs_are_accepted(parts in proptest::collection::vec("[a-z0-9]{1,8}", 1..4)) {
-            let raw = parts.join("-");
-            prop_assume!((3..=40).contains(&raw.len()) && !RESERVED_SLUGS.contains(&raw.as_str()));
-            prop_assert!(TenantSlug::parse(&raw).is_ok());
+        fn generated_valid_emails_are_accepted_trimmed_and_lowercased(
+            raw in valid_email(),
+            field in proptest::sample::select(vec!["email", "contact_email"]),
+        ) {
+            let expected = raw.trim().to_lowercase();
+            let email = Email::parse_field(&raw, field).map_err(|e| e.to_string());
+            prop_assert_eq!(email.as_ref().map(Email::as_str), Ok(expected.as_str()));
+            // Parsing what was stored gives it back unchanged.
+            let again = Email::parse(&expected).map_err(|e| e.to_string());
+            prop_assert_eq!(again, email);
         }
 
         #[test]
-        fn emails_round_trip(raw in "\\PC{0,40}") {
-            if let Ok(email) = Email::parse(&raw) {
+        fn each_broken_email_rule_is_refused_naming_the_field(
+            raw in invalid_email(),
+            field in proptest::sample::select(vec!["email", "contact_email"]),
+        ) {
+            prop_assert_eq!(Email::parse_field(&raw, field), Err(InvalidValue::new(field, EMAIL_REFUSED)));
+        }
+
+        /// Near misses and arbitrary text: the verdict must match the reference, and whatever
+        /// is accepted parses again to itself.
+        #[test]
+        fn email_verdicts_match_the_documented_rules(raw in prop_oneof![near_miss_email(), "\\PC{0,40}"]) {
+            let email = Email::parse(&raw);
+            let expected = email_reference(&raw);
+            prop_assert_eq!(email.as_ref().map(Email::as_str).ok(), expected.as_deref());
+            if let Ok(email) = email {
                 prop_assert_eq!(Email::parse(email.as_str()), Ok(email.clone()));
             }
         }

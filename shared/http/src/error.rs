@@ -1,9 +1,12 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 /// Every error code the API answers with; the status goes with the code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     ValidationFailed,
     MalformedRequest,
@@ -27,6 +30,31 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 19] = {
+        use ErrorCode::*;
+        [
+            ValidationFailed,
+            MalformedRequest,
+            UnsupportedMediaType,
+            PayloadTooLarge,
+            Unauthenticated,
+            InvalidCredentials,
+            InvalidToken,
+            TokenReused,
+            Forbidden,
+            NotFound,
+            TenantNotFound,
+            MethodNotAllowed,
+            SlugTaken,
+            AlreadyExists,
+            RequestInProgress,
+            IdempotencyKeyReused,
+            RateLimited,
+            DependencyUnavailable,
+            Internal,
+        ]
+    };
+
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
@@ -71,6 +99,23 @@ impl ErrorCode {
     }
 }
 
+/// The body of every error answer, as the OpenAPI document describes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    /// For people; may change between releases. Programs read `code`.
+    pub message: String,
+    /// What the code needs to be acted on: `field` and `reason` for a 422, `retry_after_seconds`
+    /// for a 429, `failing` for a 503 from `/ready`, ...
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
 /// An error answer: `{"error":{"code","message","details"}}`. Internal causes are logged,
 /// never sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,11 +123,22 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub details: Value,
+    /// Seconds before a retry can succeed: sent as `Retry-After` (and in `details`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: json!({}) }
+        Self { code, message: message.into(), details: json!({}), retry_after: None }
+    }
+
+    /// A 429 saying when to come back.
+    pub fn rate_limited(message: impl Into<String>, retry_after_seconds: i64) -> Self {
+        let seconds = u64::try_from(retry_after_seconds).unwrap_or(0).max(1);
+        let mut error = Self::new(ErrorCode::RateLimited, message)
+            .with_details(json!({ "retry_after_seconds": seconds }));
+        error.retry_after = Some(seconds);
+        error
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -114,7 +170,7 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Value {
-        json!({ "error": { "code": self.code.as_str(), "message": self.message, "details": self.details } })
+        json!({ "error": { "code": self.code, "message": self.message, "details": self.details } })
     }
 }
 
@@ -156,6 +212,9 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -170,6 +229,22 @@ mod tests {
         assert_eq!(body["error"]["code"], "VALIDATION_FAILED");
         assert_eq!(body["error"]["details"]["field"], "slug");
         assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("slug")));
+    }
+
+    #[test]
+    fn every_code_serialises_as_its_name() {
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).ok(), Some(Value::String(code.as_str().to_owned())));
+        }
+    }
+
+    #[test]
+    fn a_rate_limit_carries_its_retry_after_in_the_header_and_the_details() {
+        let response = ApiError::rate_limited("slow down", 42).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("42"));
+        let zero = ApiError::rate_limited("slow down", 0);
+        assert_eq!((zero.retry_after, zero.details["retry_after_seconds"].as_u64()), (Some(1), Some(1)));
     }
 
     #[test]

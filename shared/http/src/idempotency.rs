@@ -4,6 +4,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dotmac_store::{Begin, IdempotencyKey, SavedResponse, Store};
+use serde::Serialize;
 use std::future::Future;
 use time::OffsetDateTime;
 
@@ -20,32 +21,56 @@ pub fn request_fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(context.finish().as_ref())
 }
 
+/// The answer of a request that may carry an `Idempotency-Key`: the work's own typed body,
+/// or the saved answer of the first request with that key.
+pub enum Idempotent<T> {
+    Fresh(StatusCode, T),
+    Replayed(StatusCode, serde_json::Value),
+}
+
+impl<T: Serialize> IntoResponse for Idempotent<T> {
+    fn into_response(self) -> Response {
+        match self {
+            Idempotent::Fresh(status, body) => (status, axum::Json(body)).into_response(),
+            Idempotent::Replayed(status, body) => {
+                let mut response = (status, axum::Json(body)).into_response();
+                response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+                response
+            }
+        }
+    }
+}
+
+/// The `Idempotency-Key` header's value, when one was sent.
+pub fn idempotency_key(headers: &HeaderMap) -> Option<&str> {
+    headers.get(IDEMPOTENCY_KEY_HEADER).map(|value| value.to_str().unwrap_or_default())
+}
+
 /// Runs `work` at most once per `Idempotency-Key` (scoped to the caller): a retry with the
 /// same key and body replays the first success; a key reused with another body is a 422; a
 /// retry while the first is still running is a 409. Failures free the key so a retry can
 /// succeed.
-pub async fn idempotent<Fut>(
+pub async fn idempotent<T, Fut>(
     store: &Store,
     scope: &str,
     headers: &HeaderMap,
     fingerprint: &str,
     work: impl FnOnce() -> Fut,
-) -> Result<Response, ApiError>
+) -> Result<Idempotent<T>, ApiError>
 where
-    Fut: Future<Output = Result<(StatusCode, serde_json::Value), ApiError>>,
+    T: Serialize,
+    Fut: Future<Output = Result<(StatusCode, T), ApiError>>,
 {
-    let Some(raw) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
-        return work().await.map(|(status, body)| (status, axum::Json(body)).into_response());
+    let Some(raw) = idempotency_key(headers) else {
+        return work().await.map(|(status, body)| Idempotent::Fresh(status, body));
     };
-    let key = IdempotencyKey::parse(raw.to_str().unwrap_or_default())?;
+    let key = IdempotencyKey::parse(raw)?;
     let claim = match store.begin_idempotent(scope, &key, fingerprint, OffsetDateTime::now_utc()).await? {
         Begin::Started(claim) => claim,
         Begin::Replay(saved) => {
             let status = StatusCode::from_u16(saved.status).map_err(ApiError::internal)?;
             let body: serde_json::Value = serde_json::from_str(&saved.body).map_err(ApiError::internal)?;
-            let mut response = (status, axum::Json(body)).into_response();
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return Ok(response);
+            return Ok(Idempotent::Replayed(status, body));
         }
         Begin::InProgress => {
             return Err(ApiError::new(
@@ -63,13 +88,14 @@ where
     };
     match work().await {
         Ok((status, body)) => {
-            let saved = SavedResponse { status: status.as_u16(), body: body.to_string() };
+            let text = serde_json::to_string(&body).map_err(ApiError::internal)?;
+            let saved = SavedResponse { status: status.as_u16(), body: text };
             if let Err(error) = store.complete_idempotent(scope, &key, &claim, &saved).await {
                 // The work is done; the client still gets its answer. A retry after the lock
                 // expires would redo it, so say so loudly.
                 tracing::error!(%error, "idempotent response not saved");
             }
-            Ok((status, axum::Json(body)).into_response())
+            Ok(Idempotent::Fresh(status, body))
         }
         Err(error) => {
             if let Err(release) = store.abandon_idempotent(scope, &key, &claim).await {

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::keys::{HEARTBEAT_SK, PK, SK, s, tenant_pk};
 use crate::{Store, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
     Healthy,

@@ -70,7 +70,30 @@ impl Claims {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A JSON Web Key Set (RFC 7517) of Ed25519 public keys (OKP, RFC 8037).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Jwk {
+    /// `OKP`
+    pub kty: &'static str,
+    /// `Ed25519`
+    pub crv: &'static str,
+    /// The public key, base64url.
+    pub x: String,
+    pub kid: String,
+    /// `EdDSA`
+    pub alg: &'static str,
+    /// `sig`
+    #[serde(rename = "use")]
+    pub key_use: &'static str,
+}
+
+/// What sign-in and refresh answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,
@@ -341,25 +364,23 @@ impl JwtKeys {
 
     /// The public half as a JSON Web Key Set (RFC 7517, OKP keys per RFC 8037), so any JWT
     /// library can verify our tokens.
-    pub fn jwks(&self) -> serde_json::Value {
+    pub fn jwks(&self) -> JwkSet {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let material = self.material.load();
-        let keys: Vec<_> = material
+        let keys = material
             .verifying
             .iter()
             .filter(|key| key.retire_at.is_none_or(|at| at > now))
-            .map(|key| {
-                serde_json::json!({
-                    "kty": "OKP",
-                    "crv": "Ed25519",
-                    "x": URL_SAFE_NO_PAD.encode(&key.public_key),
-                    "kid": key.kid,
-                    "alg": "EdDSA",
-                    "use": "sig",
-                })
+            .map(|key| Jwk {
+                kty: "OKP",
+                crv: "Ed25519",
+                x: URL_SAFE_NO_PAD.encode(&key.public_key),
+                kid: key.kid.clone(),
+                alg: "EdDSA",
+                key_use: "sig",
             })
             .collect();
-        serde_json::json!({ "keys": keys })
+        JwkSet { keys }
     }
 
     pub fn issuer(&self) -> &str {
@@ -628,7 +649,7 @@ mod tests {
         let rotated = first.rotate(generate_signing_key().expect("key"), now, 0, 3600);
         let after = JwtKeys::from_key_set(&rotated, &settings, now).expect("keys");
         assert_ne!(after.kid(), before.kid(), "the new key signs");
-        assert_eq!(after.jwks()["keys"].as_array().map(Vec::len), Some(2), "both keys are published");
+        assert_eq!(after.jwks().keys.len(), 2, "both keys are published");
         assert!(after.verify(&old_token, TokenKind::Access).is_ok(), "nobody is signed out by a rotation");
         let new_token =
             after.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
@@ -654,11 +675,7 @@ mod tests {
         let rotated = first.rotate(generate_signing_key().expect("key"), now, 600, 3600);
         let during = JwtKeys::from_key_set(&rotated, &settings, now).expect("a set mid-rotation still signs");
         assert_eq!(during.kid(), before.kid(), "the old key signs until the switch");
-        assert_eq!(
-            during.jwks()["keys"].as_array().map(Vec::len),
-            Some(2),
-            "the new key is already published"
-        );
+        assert_eq!(during.jwks().keys.len(), 2, "the new key is already published");
         let after = JwtKeys::from_key_set(&rotated, &settings, now + 601).expect("keys");
         assert_ne!(after.kid(), before.kid(), "the new key signs after the switch");
         let new_token =

@@ -38,6 +38,7 @@ port_in_use() {
 }
 
 EMULATOR_PID=""
+EMULATOR_LOG=""
 stop_emulator() {
   if [ -n "$EMULATOR_PID" ] && kill -0 "$EMULATOR_PID" 2>/dev/null; then
     kill "$EMULATOR_PID" 2>/dev/null || true
@@ -46,13 +47,15 @@ stop_emulator() {
   EMULATOR_PID=""
 }
 
-# Starts moto on $1 and exports the variables that point the SDK at it.
+# Starts moto on $1 and exports the variables that point the SDK at it. local/moto_server.py is
+# moto_server with DynamoDB's and Secrets Manager's requests serialised (moto's backends race).
 start_emulator() {
   local port=$1 log="$STATE/emulator-$1.log"
   ensure_venv "$VENV" local/requirements.txt
   say "starting the AWS emulator (moto) on 127.0.0.1:$port (log: ${log#$ROOT/})"
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  "$VENV/bin/python" local/moto_server.py -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
   EMULATOR_PID=$!
+  EMULATOR_LOG=$log
   local exports
   if ! exports=$("$VENV/bin/python" local/emulator_setup.py "$port"); then
     tail -n 20 "$log" >&2 || true
@@ -101,11 +104,45 @@ stop_app() {
   fi
 }
 
+# werkzeug logs one line per request, `ADDR - - [DATE] "METHOD PATH HTTP/1.1" STATUS SIZE`, the
+# quoted part wrapped in ANSI colours.
+SERVER_ERROR_LINE='^[^ ]+ - - \[[^]]*\] ".*" 5[0-9][0-9] [^ ]+$'
+
+# A 5xx from moto is a crash inside the emulator, never an answer AWS would give: a test passing
+# over one proves nothing, so it fails the run.
+check_emulator_log() {
+  local count
+  count=$(grep -cE "$SERVER_ERROR_LINE" "$EMULATOR_LOG" || true)
+  if [ "$count" -eq 0 ]; then
+    return 0
+  fi
+  echo "the emulator answered HTTP 5xx $count time(s); see ${EMULATOR_LOG#$ROOT/}:" >&2
+  { grep -E "$SERVER_ERROR_LINE" "$EMULATOR_LOG" || true; } | head -n 20 | sed $'s/\e\\[[0-9;]*m//g' >&2
+  # Request lines of concurrent requests interleave with the tracebacks, so the exceptions are
+  # listed apart: a traceback follows "Error on request:" in one piece, up to the next log line,
+  # and its last line names the exception.
+  echo "the exceptions behind them (count, last line of the traceback):" >&2
+  awk '
+    /^Error on request:/ { if (last != "") print last; last = ""; inside = 1; next }
+    inside && / - - \[/ { inside = 0 }
+    inside && NF { last = $0 }
+    !inside && last != "" { print last; last = "" }
+    END { if (last != "") print last }
+  ' "$EMULATOR_LOG" | sort | uniq -c | sort -rn | head -n 20 >&2
+  return 1
+}
+
 cmd_with_emulator() {
   trap 'stop_emulator' EXIT
   trap 'exit 130' INT TERM
   start_emulator "$(free_port)"
-  "$@"
+  local status=0
+  "$@" || status=$?
+  # The command's own failure wins; a clean run with 5xx in the log fails on them.
+  if ! check_emulator_log && [ "$status" -eq 0 ]; then
+    status=1
+  fi
+  exit "$status"
 }
 
 case "${1:-}" in

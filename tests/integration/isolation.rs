@@ -1,21 +1,26 @@
 //! Tenant isolation on every route: the inventory comes from the router itself, so a route
 //! added later is checked without anyone remembering to.
 
-use dotmac_domain::{Role, RoleName};
+use aws_sdk_dynamodb::types::AttributeValue;
+use dotmac_domain::{Role, TenantId};
 use dotmac_http::{Access, RouteSpec};
+use dotmac_store::{HealthStatus, Heartbeat};
 use dotmac_tests::{TestApp, new_tenant_body};
 use http::Method;
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
 
-/// Tenant B's objects, which every route is aimed at.
-struct TenantB {
-    tenant: dotmac_domain::TenantId,
+/// One tenant's objects a route can be aimed at: the tenant, one of its users, one of its
+/// custom roles.
+struct Objects {
+    tenant: TenantId,
     user: String,
     role: &'static str,
 }
 
-impl TenantB {
-    /// The route's path and query aimed at B: its tenant, its user, its role.
+impl Objects {
+    /// The route's path and query aimed at these objects.
     fn path(&self, route: &RouteSpec) -> String {
         let mut path = route.path.replace("{name}", self.role);
         path = if route.path.starts_with("/v1/users/") {
@@ -29,7 +34,7 @@ impl TenantB {
         path
     }
 
-    /// A body that would pass validation, aimed at B where a body can name a tenant.
+    /// A body that would pass validation, aimed at this tenant where a body can name one.
     fn body(&self, route: &RouteSpec) -> Option<Value> {
         if !matches!(route.method, Method::POST | Method::PUT | Method::PATCH) {
             return None;
@@ -54,11 +59,43 @@ impl TenantB {
         })
     }
 
-    /// Whether the request names one of B's objects (rather than the caller's own tenant
+    /// Whether the request names one of these objects (rather than the caller's own tenant
     /// collection, which a partner may list and add to).
-    fn addresses_b(route: &RouteSpec) -> bool {
+    fn addressed_by(route: &RouteSpec) -> bool {
         route.path != "/v1/tenants"
     }
+}
+
+/// Every item stored in a tenant's partition (its profile, users, custom roles, health),
+/// read fresh and consistently, in key order: the tenant's whole state as the store holds it.
+async fn stored_state(app: &TestApp, tenant: TenantId) -> Vec<HashMap<String, AttributeValue>> {
+    let store = &app.stack.platform.store;
+    let output = store
+        .client()
+        .query()
+        .table_name(store.table())
+        .key_condition_expression("PK = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("TENANT#{tenant}")))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("query the tenant's partition");
+    assert!(output.last_evaluated_key.is_none(), "one page holds a test tenant's partition");
+    output.items.unwrap_or_default()
+}
+
+/// Creates a user and a custom role in `tenant` (so every route has an object to aim at) and
+/// waits until the tenant is active (so provisioning no longer writes to it).
+async fn furnished(app: &TestApp, admin: &str, tenant: TenantId, label: &str) -> Objects {
+    let user =
+        app.create_user(&format!("someone@{label}.example"), Some(tenant), None, &["customer_user"]).await;
+    let role = if label == "a" { "a-auditor" } else { "b-auditor" };
+    let definition = json!({ "name": role, "permissions": [{ "resource": "invoice", "action": "*", "scope": "tenant" }], "tenant_id": tenant });
+    let (status, body) = app.send(Method::POST, "/v1/roles", Some(admin), Some(&definition)).await;
+    assert_eq!(status, 201, "{body}");
+    app.wait_for_tenant(admin, &tenant.to_string(), Duration::from_secs(60), |t| t["status"] == "active")
+        .await;
+    Objects { tenant, user, role }
 }
 
 #[tokio::test]
@@ -66,19 +103,16 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
     let app = TestApp::spawn().await;
     let admin = app.admin_token().await;
     let (tenant_a, tenant_b) = (app.onboarded_tenant(&admin).await, app.onboarded_tenant(&admin).await);
-    let b_before = app.stack.platform.store.get_tenant(tenant_b).await.expect("get").expect("exists");
-    let b_user = app.create_user("someone@b.example", Some(tenant_b), None, &["customer_user"]).await;
-    let b_role = "b-auditor";
-    let (status, body) = app
-        .send(
-            Method::POST,
-            "/v1/roles",
-            Some(&admin),
-            Some(&json!({ "name": b_role, "permissions": [{ "resource": "invoice", "action": "*", "scope": "tenant" }], "tenant_id": tenant_b })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let b = TenantB { tenant: tenant_b, user: b_user.clone(), role: b_role };
+    // A has objects of its own too, so an answer about A could carry B's by mistake.
+    furnished(&app, &admin, tenant_a, "a").await;
+    let b = furnished(&app, &admin, tenant_b, "b").await;
+    // An older report of B's own, so an intruder's report would visibly replace it.
+    let b_report = Heartbeat {
+        status: HealthStatus::Healthy,
+        detail: Some("B's own report".into()),
+        reported_at: time::OffsetDateTime::now_utc() - time::Duration::minutes(5),
+    };
+    app.stack.platform.store.record_heartbeat(tenant_b, &b_report).await.expect("B's report");
 
     let a_admin = app.user_token("admin@a.example", tenant_a, Role::TenantAdmin).await;
     let a_customer = app.user_token("customer@a.example", tenant_a, Role::CustomerUser).await;
@@ -96,67 +130,91 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
     assert!(protected.len() >= 15, "the inventory lists tenants, users, roles and health: {inventory:?}");
     assert!(inventory.iter().any(|r| r.access == Access::SelfService), "{inventory:?}");
 
+    let b_before = stored_state(&app, tenant_b).await;
     let b_id = tenant_b.to_string();
     for route in &inventory {
         let path = b.path(route);
         let body = b.body(route);
         let what = format!("{} {}", route.method, route.path);
-        let (status, _) = app.send(route.method.clone(), &path, None, body.as_ref()).await;
+        let anonymous = app.exchange(route.method.clone(), &path, None, body.as_ref()).await;
         match route.access {
             Access::Public => {
-                assert_ne!(status, 401, "{what} is public");
+                assert_ne!(anonymous.status, 401, "{what} is public");
                 continue;
             }
-            Access::Authenticated | Access::SelfService => assert_eq!(status, 401, "{what} without a token"),
+            Access::Authenticated | Access::SelfService => {
+                anonymous.assert_error(401, "UNAUTHENTICATED");
+            }
         }
         if route.access == Access::SelfService {
             // Every role may call it, about itself only (fresh sign-ins: sign-out ends one).
             for email in ["admin@a.example", "customer@a.example"] {
                 let token = app.token_for(email, dotmac_tests::USER_PASSWORD).await;
-                let (status, answer) =
-                    app.send(route.method.clone(), &path, Some(&token), body.as_ref()).await;
+                let answer = app.exchange(route.method.clone(), &path, Some(&token), body.as_ref()).await;
                 // Allowed for every role (a 422 for this generic body still means "let in").
-                assert!(!matches!(status, 401 | 403), "{what} for {email} answered {status}: {answer}");
-                assert!(!answer.to_string().contains(&b_id), "{what} leaked tenant B: {answer}");
+                assert!(!matches!(answer.status, 401 | 403), "{what} for {email}: {answer:?}");
+                assert!(!answer.text.contains(&b_id), "{what} leaked tenant B: {}", answer.text);
             }
             continue;
         }
         // Tenant A's admin, A's container and a partner that did not bring B, against B's
         // objects: refused, or (for A's own collection) an answer that does not mention B.
+        // The raw text is checked, so a leak in a body that is not JSON is caught too.
         for (who, token) in
             [("A's admin", &a_admin), ("A's machine", &a_machine), ("another partner", &stranger_partner)]
         {
-            let (status, answer) = app.send(route.method.clone(), &path, Some(token), body.as_ref()).await;
-            assert!(!answer.to_string().contains(&b_id), "{what} leaked tenant B to {who}: {answer}");
-            assert!(!answer.to_string().contains(&b_user), "{what} leaked B's user to {who}: {answer}");
-            if TenantB::addresses_b(route) {
-                assert!(matches!(status, 403 | 404), "{what} as {who} answered {status}: {answer}");
+            let answer = app.exchange(route.method.clone(), &path, Some(token), body.as_ref()).await;
+            assert!(!answer.text.contains(&b_id), "{what} leaked tenant B to {who}: {}", answer.text);
+            assert!(!answer.text.contains(&b.user), "{what} leaked B's user to {who}: {}", answer.text);
+            assert!(!answer.text.contains("B's own report"), "{what} leaked B's health to {who}");
+            if Objects::addressed_by(route) {
+                assert!(matches!(answer.status, 403 | 404), "{what} as {who}: {answer:?}");
             }
         }
-        // A customer user reaches no admin route.
-        let (status, answer) = app.send(route.method.clone(), &path, Some(&a_customer), body.as_ref()).await;
-        assert_eq!(status, 403, "{what} as a customer user answered {status}: {answer}");
+        // A customer user reaches no admin route, not even aimed at someone else's tenant.
+        let answer = app.exchange(route.method.clone(), &path, Some(&a_customer), body.as_ref()).await;
+        answer.assert_error(403, "FORBIDDEN");
     }
 
-    // B is as it was: tenant, user, role, health.
-    let store = &app.stack.platform.store;
-    let b_after = store.get_tenant(tenant_b).await.expect("get").expect("exists");
-    assert_eq!(
-        (b_after.slug, b_after.name, b_after.version),
-        (b_before.slug, b_before.name, b_after.version)
-    );
-    let user = store
-        .get_user(&dotmac_store::UserHome::Tenant(tenant_b), &b_user)
-        .await
-        .expect("get")
-        .expect("B's user still exists");
-    assert!(user.active);
-    assert_eq!(user.roles, vec![RoleName::from(Role::CustomerUser)]);
-    let role = store.get_role(tenant_b, &RoleName::parse(b_role).expect("name")).await.expect("get");
-    assert!(role.is_some_and(|r| r.role.permissions[0].action.is_none()), "B's role unchanged");
-    assert_eq!(store.latest_heartbeat(tenant_b).await.expect("get"), None);
+    // B is exactly as it was: every item of its partition, read fresh from the store.
+    assert_eq!(stored_state(&app, tenant_b).await, b_before, "tenant B's stored state changed");
     let (_, users) =
         app.send(Method::GET, &format!("/v1/users?tenant_id={tenant_b}"), Some(&admin), None).await;
     assert_eq!(users["items"].as_array().map(Vec::len), Some(1), "nobody added users to B: {users}");
+    app.shutdown().await;
+}
+
+/// The customer-user check above could pass on the tenant check alone (B is not its
+/// tenant). Aimed at its own tenant's objects, the refusal can only come from its role.
+#[tokio::test]
+async fn a_customer_user_reaches_no_admin_route_of_its_own_tenant() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let tenant = app.onboarded_tenant(&admin).await;
+    let own = furnished(&app, &admin, tenant, "a").await;
+    let customer = app.user_token("customer@a.example", tenant, Role::CustomerUser).await;
+    // Its own account's id, so the user routes are tried on itself too.
+    let me = app.get_json(&customer, "/v1/auth/me").await.1["id"].as_str().expect("id").to_owned();
+    let itself = Objects { tenant, user: me, role: own.role };
+
+    let inventory = app.stack.platform.api_routes().inventory;
+    let admin_routes: Vec<_> = inventory.iter().filter(|r| r.access == Access::Authenticated).collect();
+    assert!(admin_routes.len() >= 15, "{inventory:?}");
+    let before = stored_state(&app, tenant).await;
+    for route in admin_routes {
+        for objects in [&own, &itself] {
+            let path = objects.path(route);
+            let answer = app
+                .exchange(route.method.clone(), &path, Some(&customer), objects.body(route).as_ref())
+                .await;
+            assert_eq!(
+                answer.status, 403,
+                "{} {path} as its own tenant's customer user: {}",
+                route.method, answer.text
+            );
+            answer.assert_error(403, "FORBIDDEN");
+        }
+    }
+    assert_eq!(stored_state(&app, tenant).await, before, "a refused request changed the tenant");
     app.shutdown().await;
 }

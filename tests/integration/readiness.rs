@@ -98,4 +98,29 @@ async fn cors_allows_only_the_configured_origins() {
     let refused =
         stack.platform.api_router().oneshot(preflight("https://evil.example")).await.expect("answer");
     assert!(refused.headers().get("access-control-allow-origin").is_none());
+
+    // A real request, not only the preflight: the configured origin is named on the answer
+    // (which is the route's own), another origin gets no CORS header at all.
+    let real = |origin: &'static str| {
+        http::Request::get("/health")
+            .header("origin", origin)
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let allowed =
+        stack.platform.api_router().oneshot(real("https://console.dotmac.example")).await.expect("answer");
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers().get("access-control-allow-origin").map(|v| v.as_bytes()),
+        Some(&b"https://console.dotmac.example"[..])
+    );
+    let refused = stack.platform.api_router().oneshot(real("https://evil.example")).await.expect("answer");
+    assert_eq!(refused.status(), 200, "CORS is the browser's check; the answer itself is the same");
+    assert!(refused.headers().get("access-control-allow-origin").is_none(), "{:?}", refused.headers());
+
+    // With no origins configured, nobody gets CORS answers.
+    let closed = TestStack::new(&[]).await;
+    let answer =
+        closed.platform.api_router().oneshot(real("https://console.dotmac.example")).await.expect("answer");
+    assert!(answer.headers().get("access-control-allow-origin").is_none(), "{:?}", answer.headers());
 }

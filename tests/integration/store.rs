@@ -109,9 +109,12 @@ async fn idempotency_keys_replay_and_refuse_reuse() {
 #[tokio::test]
 async fn plans_are_seeded() {
     let stack = TestStack::new(&[]).await;
-    for id in ["usage", "scaled", "enterprise"] {
+    // The sizes the README promises: 0.25 vCPU / 512 MiB, 0.5 vCPU / 1 GiB, 1 vCPU / 2 GiB.
+    for (id, cpu, memory_mib) in [("usage", 256, 512), ("scaled", 512, 1024), ("enterprise", 1024, 2048)] {
         let plan = stack.platform.store.get_plan(&PlanId::parse(id).expect("id")).await.expect("get");
-        assert!(plan.is_some_and(|p| p.task_size.is_valid_fargate_size()), "{id}");
+        let plan = plan.unwrap_or_else(|| panic!("{id} is seeded"));
+        assert!(plan.task_size.is_valid_fargate_size(), "{id}");
+        assert_eq!((plan.task_size.cpu, plan.task_size.memory_mib), (cpu, memory_mib), "{id}");
     }
     assert_eq!(stack.platform.store.get_plan(&PlanId::parse("gold").expect("id")).await.expect("get"), None);
 }

@@ -149,19 +149,28 @@ async fn roles_are_handed_out_only_within_ones_own_rights() {
     let app = TestApp::spawn().await;
     let (_, admin) = tenant_with_admin(&app, "boss@escalate.example").await;
     for roles in [["platform_admin"], ["partner"], ["tenant_machine"]] {
-        let (status, answer) = create_user(&app, &admin, "up@escalate.example", &roles).await;
-        assert_eq!(status, 403, "{roles:?}: {answer}");
+        let answer = app
+            .exchange(Method::POST, "/v1/users", Some(&admin), Some(&new_user("up@escalate.example", &roles)))
+            .await;
+        answer.assert_error(403, "FORBIDDEN");
     }
+    assert_eq!(
+        app.login("up@escalate.example", "correct-horse-battery").await.status(),
+        401,
+        "nobody was created"
+    );
     let (status, answer) = create_user(&app, &admin, "up@escalate.example", &["ghost-role"]).await;
     assert_eq!((status, answer["error"]["details"]["field"].clone()), (422, json!("roles")), "{answer}");
     // A custom role reaches no further than the tenant.
     let global =
         json!({ "name": "overlord", "permissions": [{ "resource": "*", "action": "*", "scope": "global" }] });
-    let (status, answer) = app.send(Method::POST, "/v1/roles", Some(&admin), Some(&global)).await;
-    assert_eq!(status, 422, "{answer}");
+    let answer = app.exchange(Method::POST, "/v1/roles", Some(&admin), Some(&global)).await;
+    answer.assert_error(422, "VALIDATION_FAILED");
+    assert_eq!(app.get_json(&admin, "/v1/roles/overlord").await.0, 404, "nothing was defined");
     for name in ["tenant_admin", "platform_admin"] {
-        let (status, _) = app.send(Method::DELETE, &format!("/v1/roles/{name}"), Some(&admin), None).await;
-        assert_eq!(status, 403, "built-in {name} stays");
+        let answer = app.exchange(Method::DELETE, &format!("/v1/roles/{name}"), Some(&admin), None).await;
+        answer.assert_error(403, "FORBIDDEN");
+        assert_eq!(app.get_json(&admin, &format!("/v1/roles/{name}")).await.0, 200, "built-in {name} stays");
     }
     app.shutdown().await;
 }
@@ -352,5 +361,135 @@ async fn bad_input_is_refused_with_the_field_named() {
     let (_, users) = app.send(Method::GET, "/v1/users", Some(&admin), None).await;
     assert_eq!(users["items"].as_array().map(Vec::len), Some(2), "nothing was created: {users}");
     assert_eq!(app.stack.platform.store.latest_heartbeat(tenant).await.expect("get"), None);
+    app.shutdown().await;
+}
+
+/// Nobody changes their own status: neither a tenant's admin nor the platform's (who may
+/// change anyone else's) can deactivate or reactivate itself, and the refusal leaves it as
+/// it was.
+#[tokio::test]
+async fn nobody_changes_their_own_status() {
+    let app = TestApp::spawn().await;
+    let (_, tenant_admin) = tenant_with_admin(&app, "boss@own-status.example").await;
+    let platform_admin = app.admin_token().await;
+    for token in [&tenant_admin, &platform_admin] {
+        let id = app.get_json(token, "/v1/auth/me").await.1["id"].as_str().expect("id").to_owned();
+        for active in [false, true] {
+            let body = json!({ "active": active });
+            let answer =
+                app.exchange(Method::PATCH, &format!("/v1/users/{id}"), Some(token), Some(&body)).await;
+            answer.assert_error(403, "FORBIDDEN");
+        }
+        let (status, me) = app.get_json(token, "/v1/auth/me").await;
+        assert_eq!((status, me["active"].clone()), (200, json!(true)), "{me}");
+    }
+    app.shutdown().await;
+}
+
+/// The user list pages by `next_cursor` over HTTP: 7 users at 3 a page are 3 pages, every
+/// user once, and the last page says there is no next one.
+#[tokio::test]
+async fn the_user_list_pages_without_gaps_or_repeats_and_never_shows_a_hash() {
+    let app = TestApp::spawn().await;
+    let (tenant, admin) = tenant_with_admin(&app, "boss@pages.example").await;
+    let admin_id = app.get_json(&admin, "/v1/auth/me").await.1["id"].as_str().expect("id").to_owned();
+    let mut expected = vec![admin_id];
+    for i in 0..6 {
+        expected.push(
+            app.create_user(&format!("user-{i}@pages.example"), Some(tenant), None, &["customer_user"]).await,
+        );
+    }
+    expected.sort();
+
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut path = "/v1/users?limit=3".to_owned();
+    loop {
+        let answer = app.exchange(Method::GET, &path, Some(&admin), None).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        // The raw text, not the parsed body: no field of any name may carry a hash.
+        for secret in ["password", "argon2"] {
+            assert!(!answer.text.contains(secret), "a user list shows {secret}: {}", answer.text);
+        }
+        let items = answer.json["items"].as_array().expect("items").clone();
+        assert!(items.len() <= 3, "{}", answer.text);
+        seen.extend(items.iter().map(|u| u["id"].as_str().expect("id").to_owned()));
+        pages += 1;
+        assert!(pages <= 3, "more pages than 7 users at 3 a page need: {seen:?}");
+        match answer.json["next_cursor"].as_str() {
+            Some(cursor) => path = dotmac_tests::with_query("/v1/users?limit=3", "cursor", cursor),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3, "{seen:?}");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "a user listed twice: {seen:?}");
+    assert_eq!(sorted, expected, "every user, once");
+
+    for path in ["/v1/users?limit=101", "/v1/tenants?limit=101"] {
+        let answer = app.exchange(Method::GET, path, Some(&admin), None).await;
+        answer.assert_error(422, "VALIDATION_FAILED");
+        assert_eq!(answer.json["error"]["details"]["field"], "limit", "{path}: {}", answer.text);
+    }
+    app.shutdown().await;
+}
+
+/// A weak password on `POST /v1/users` is refused naming the field the client sent.
+#[tokio::test]
+#[ignore = "BUG: POST /v1/users names `new_password` (the password policy's field for a password change) instead of `password`"]
+async fn a_weak_password_on_a_new_user_names_the_password_field() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = tenant_with_admin(&app, "boss@weak.example").await;
+    let weak =
+        json!({ "email": "weak@weak.example", "password": "password1234", "roles": ["customer_user"] });
+    let answer = app.exchange(Method::POST, "/v1/users", Some(&admin), Some(&weak)).await;
+    answer.assert_error(422, "VALIDATION_FAILED");
+    assert_eq!(answer.json["error"]["details"]["field"], "password", "{}", answer.text);
+    app.shutdown().await;
+}
+
+/// Custom roles: the same name with another definition is a 409 that leaves the first alone;
+/// nobody defines a role granting more than they hold; built-in roles are read-only.
+#[tokio::test]
+async fn custom_role_definitions_conflict_stay_within_the_definer_and_spare_built_ins() {
+    let app = TestApp::spawn().await;
+    let (tenant, admin) = tenant_with_admin(&app, "boss@definitions.example").await;
+    let reader = json!({ "name": "invoice-reader", "permissions": [{ "resource": "invoice", "action": "read", "scope": "tenant" }] });
+    let (status, created) = app.send(Method::POST, "/v1/roles", Some(&admin), Some(&reader)).await;
+    assert_eq!(status, 201, "{created}");
+    let other = json!({ "name": "invoice-reader", "permissions": [{ "resource": "user", "action": "read", "scope": "tenant" }] });
+    let answer = app.exchange(Method::POST, "/v1/roles", Some(&admin), Some(&other)).await;
+    answer.assert_error(409, "ALREADY_EXISTS");
+    assert_eq!(answer.json["error"]["details"]["field"], "name", "{}", answer.text);
+    let (_, stored) = app.get_json(&admin, "/v1/roles/invoice-reader").await;
+    assert_eq!(stored["permissions"], created["permissions"], "the first definition stands: {stored}");
+
+    // A role-maker holds only "create roles": a role granting user reads is beyond it, one
+    // granting what it holds is not (so the refusal is about the grant, not the right to create).
+    let maker = json!({ "name": "role-maker", "permissions": [{ "resource": "role", "action": "create", "scope": "tenant" }] });
+    assert_eq!(app.send(Method::POST, "/v1/roles", Some(&admin), Some(&maker)).await.0, 201);
+    app.create_user("maker@definitions.example", Some(tenant), None, &["role-maker"]).await;
+    let token = app.token_for("maker@definitions.example", USER_PASSWORD).await;
+    let beyond = json!({ "name": "user-reader", "permissions": [{ "resource": "user", "action": "read", "scope": "tenant" }] });
+    let answer = app.exchange(Method::POST, "/v1/roles", Some(&token), Some(&beyond)).await;
+    answer.assert_error(403, "FORBIDDEN");
+    assert_eq!(app.get_json(&admin, "/v1/roles/user-reader").await.0, 404, "nothing was defined");
+    let within = json!({ "name": "maker-too", "permissions": [{ "resource": "role", "action": "create", "scope": "tenant" }] });
+    let (status, answer) = app.send(Method::POST, "/v1/roles", Some(&token), Some(&within)).await;
+    assert_eq!(status, 201, "{answer}");
+
+    // Built-in roles: no PUT, no DELETE, even by the tenant's admin, and they stay as they were.
+    let (_, builtin_before) = app.get_json(&admin, "/v1/roles/customer_user").await;
+    let narrowed = json!({ "permissions": [{ "resource": "invoice", "action": "read", "scope": "own" }] });
+    for name in ["customer_user", "tenant_admin"] {
+        let answer =
+            app.exchange(Method::PUT, &format!("/v1/roles/{name}"), Some(&admin), Some(&narrowed)).await;
+        answer.assert_error(403, "FORBIDDEN");
+    }
+    let (status, builtin_after) = app.get_json(&admin, "/v1/roles/customer_user").await;
+    assert_eq!((status, &builtin_after), (200, &builtin_before));
+    assert_eq!(builtin_after["builtin"], json!(true), "{builtin_after}");
     app.shutdown().await;
 }

@@ -166,7 +166,8 @@ impl TestApp {
         user.id
     }
 
-    /// Sends `method path` with an optional token and JSON body; the status and JSON answer.
+    /// Sends `method path` with an optional token and JSON body; the status and JSON answer
+    /// (`Value::Null` when the body is not JSON: use `exchange` to see the raw text).
     pub async fn send(
         &self,
         method: http::Method,
@@ -174,6 +175,19 @@ impl TestApp {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> (u16, Value) {
+        let answer = self.exchange(method, path, token, body).await;
+        (answer.status, answer.json)
+    }
+
+    /// Like `send`, keeping the whole answer: status, headers and the raw text, so a check
+    /// for leaks also catches a body that is not JSON.
+    pub async fn exchange(
+        &self,
+        method: http::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Answer {
         let mut request = self.http.request(method, self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -181,9 +195,17 @@ impl TestApp {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        Answer::of(request).await
+    }
+
+    /// A client whose connections come from `source` (any 127.x.y.z address reaches the
+    /// server on Linux), so a test can start per-source counters afresh.
+    pub fn client_from(&self, source: std::net::Ipv4Addr) -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .local_address(std::net::IpAddr::V4(source))
+            .build()
+            .expect("client")
     }
 
     pub async fn admin_token(&self) -> String {
@@ -208,9 +230,7 @@ impl TestApp {
     }
 
     pub async fn get_json(&self, token: &str, path: &str) -> (u16, Value) {
-        let response = self.http.get(self.url(path)).bearer_auth(token).send().await.expect("GET");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.send(http::Method::GET, path, Some(token), None).await
     }
 
     /// Polls a tenant until `done` holds, or panics with the last state after `within`.
@@ -252,6 +272,64 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// A whole HTTP answer. `json` is `Value::Null` when the body is not JSON; `text` is always
+/// the body as sent, so leak checks look at what a client would really see.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Answer {
+    pub async fn of(request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, headers, text, json }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Panics unless the body is exactly the error envelope `{"error":{"code","message",
+    /// "details"}}` with `code`, a non-empty message and an object of details.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_envelope(&self.json, code);
+    }
+}
+
+/// Panics unless `body` is exactly `{"error":{"code","message","details"}}` with `code`, a
+/// non-empty message and an object of details (nothing more, nothing less).
+pub fn assert_envelope(body: &Value, code: &str) {
+    let keys = |v: &Value| {
+        let mut keys = v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(body), vec!["error"], "{body}");
+    assert_eq!(keys(&body["error"]), vec!["code", "details", "message"], "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(body["error"]["details"].is_object(), "{body}");
+}
+
+/// `path` with `name=value` added to its query, the value percent-encoded (a cursor may hold
+/// characters a query cannot carry as they are).
+pub fn with_query(path: &str, name: &str, value: &str) -> String {
+    let mut url = reqwest::Url::parse("http://localhost").expect("base").join(path).expect("path");
+    url.query_pairs_mut().append_pair(name, value);
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
     }
 }
 

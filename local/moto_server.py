@@ -1,0 +1,63 @@
+"""Starts moto's server exactly as `moto_server` does (same options: -H HOST -p PORT …), with
+the requests of DynamoDB, and of Secrets Manager, each dispatched one at a time.
+
+Why: moto's backends are not thread-safe, and its server answers each request on its own thread.
+TransactWriteItems deep-copies every table it touches (its rollback copy) while another thread
+may be adding an item to that table, which fails with "dictionary changed size during iteration"
+(HTTP 500); the rollback would also put back the copy over a write made meanwhile. Secrets
+Manager's GetSecretValue walks the secrets while a CreateSecret adds one, with the same 500 (seen
+in `make test`). AWS has neither problem, so the fix belongs to the emulator, not the platform.
+
+Each service has a lock of its own, so one never waits for another; SQS has none, since a long
+poll holds its request for up to 20 s and a SendMessage must not wait behind it.
+"""
+
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import moto.server
+from flask import Flask
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# moto's names for its Flask apps (see moto/moto_server/werkzeug_app.py,
+# infer_service_region_host) and the lock each one's requests take. DynamoDB's three apps share
+# one, since they all read the same tables (streams included).
+_dynamodb_lock = threading.Lock()
+LOCKS: dict[str, threading.Lock] = {
+    "dynamodb": _dynamodb_lock,
+    "dynamodb_v20111205": _dynamodb_lock,
+    "dynamodbstreams": _dynamodb_lock,
+    "secretsmanager": threading.Lock(),
+}
+
+
+def _serialised(wsgi_app: WsgiApp, lock: threading.Lock) -> WsgiApp:
+    # moto answers with a body it has already built, so the whole backend call happens inside
+    # wsgi_app: holding the lock for that call covers every read and write of its state.
+    def locked(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with lock:
+            return wsgi_app(environ, start_response)
+
+    return locked
+
+
+def main() -> None:
+    # moto.server.main builds its dispatcher from this module-level name when it runs, so
+    # replacing it here wraps each backend's app as moto creates it (once, on first use).
+    create_backend_app = moto.server.create_backend_app
+
+    def create_app(service: Any) -> Flask:
+        app = create_backend_app(service)
+        if service in LOCKS:
+            app.wsgi_app = _serialised(app.wsgi_app, LOCKS[service])  # type: ignore[method-assign]
+        return app
+
+    moto.server.create_backend_app = create_app  # type: ignore[assignment]
+    moto.server.main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
-use crate::keys::{HEARTBEAT_SK, PK, SK, s, tenant_pk};
+use crate::keys::{HEARTBEAT_SK, ItemKey, PK, SK, s, tenant_pk};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,10 +51,6 @@ impl Store {
     }
 
     pub async fn latest_heartbeat(&self, tenant: TenantId) -> Result<Option<Heartbeat>, StoreError> {
-        self.get_item(HashMap::from([
-            (PK.to_owned(), s(tenant_pk(tenant))),
-            (SK.to_owned(), s(HEARTBEAT_SK)),
-        ]))
-        .await
+        self.get_item(ItemKey::heartbeat(tenant)).await
     }
 }

@@ -2,6 +2,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use dotmac_domain::{PartnerId, TenantId};
+use std::collections::HashMap;
 
 pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
@@ -87,3 +88,78 @@ pub fn idempotency_pk(scope: &str, key: &str) -> String {
     format!("IDEMPOTENCY#{scope}#{key}")
 }
 pub const IDEMPOTENCY_SK: &str = "RESPONSE";
+
+/// The primary key of one item (partition and sort key), with one constructor per kind of
+/// item, so each kind's key is spelled out here only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ItemKey {
+    pk: String,
+    sk: String,
+}
+
+impl ItemKey {
+    fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Self { pk: pk.into(), sk: sk.into() }
+    }
+
+    /// A tenant's profile.
+    pub(crate) fn tenant(id: TenantId) -> Self {
+        Self::new(tenant_pk(id), TENANT_PROFILE_SK)
+    }
+
+    pub(crate) fn slug(slug: &str) -> Self {
+        Self::new(slug_pk(slug), SLUG_SK)
+    }
+
+    pub(crate) fn plan(id: &str) -> Self {
+        Self::new(plan_pk(id), PLAN_SK)
+    }
+
+    /// A user in the partition `home_pk` (`UserHome::pk`, or as an e-mail claim records it).
+    pub(crate) fn user(home_pk: impl Into<String>, id: &str) -> Self {
+        Self::new(home_pk, user_sk(id))
+    }
+
+    pub(crate) fn email(email: &str) -> Self {
+        Self::new(email_pk(email), EMAIL_SK)
+    }
+
+    pub(crate) fn role(tenant: TenantId, name: &str) -> Self {
+        Self::new(tenant_pk(tenant), role_sk(name))
+    }
+
+    pub(crate) fn heartbeat(tenant: TenantId) -> Self {
+        Self::new(tenant_pk(tenant), HEARTBEAT_SK)
+    }
+
+    pub(crate) fn session(family: &str) -> Self {
+        Self::new(session_pk(family), SESSION_SK)
+    }
+
+    pub(crate) fn denied_token(jti: &str) -> Self {
+        Self::new(denied_token_pk(jti), DENIED_TOKEN_SK)
+    }
+
+    pub(crate) fn idempotency(scope: &str, key: &str) -> Self {
+        Self::new(idempotency_pk(scope, key), IDEMPOTENCY_SK)
+    }
+
+    /// A rate counter's window (`window_pk` names the key and the window).
+    pub(crate) fn counter(window_pk: String) -> Self {
+        Self::new(window_pk, COUNTER_SK)
+    }
+
+    pub(crate) fn pk(&self) -> &str {
+        &self.pk
+    }
+
+    pub(crate) fn sk(&self) -> &str {
+        &self.sk
+    }
+
+    /// The key as DynamoDB takes it (and the start of an item with this key).
+    pub(crate) fn into_item(self) -> HashMap<String, AttributeValue> {
+        HashMap::from([(PK.to_owned(), s(self.pk)), (SK.to_owned(), s(self.sk))])
+    }
+}
+const COUNTER_SK: &str = "COUNT";

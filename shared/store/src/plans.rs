@@ -3,7 +3,7 @@ use dotmac_domain::{Plan, PlanId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-use crate::keys::{PK, PLAN_SK, SK, plan_pk};
+use crate::keys::{ItemKey, PLAN_SK, plan_pk};
 use crate::{Store, StoreError};
 
 #[derive(Serialize, Deserialize)]
@@ -37,10 +37,6 @@ impl Store {
     }
 
     pub async fn get_plan(&self, id: &PlanId) -> Result<Option<Plan>, StoreError> {
-        let key = HashMap::from([
-            (PK.to_owned(), AttributeValue::S(plan_pk(id.as_str()))),
-            (SK.to_owned(), AttributeValue::S(PLAN_SK.to_owned())),
-        ]);
-        Ok(self.get_item::<PlanItem>(key).await?.map(|item| item.plan))
+        Ok(self.get_item::<PlanItem>(ItemKey::plan(id.as_str())).await?.map(|item| item.plan))
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
-use crate::keys::{PK, ROLE_SK_PREFIX, SK, role_sk, s, tenant_pk};
+use crate::keys::{ItemKey, ROLE_SK_PREFIX, role_sk, s, tenant_pk};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,8 +29,8 @@ struct RoleItem {
     record: RoleRecord,
 }
 
-fn role_key(tenant: TenantId, name: &RoleName) -> HashMap<String, AttributeValue> {
-    HashMap::from([(PK.to_owned(), s(tenant_pk(tenant))), (SK.to_owned(), s(role_sk(name.as_str())))])
+fn role_key(tenant: TenantId, name: &RoleName) -> ItemKey {
+    ItemKey::role(tenant, name.as_str())
 }
 
 /// Whether a write may create a role, replace one, or both.
@@ -112,7 +112,7 @@ impl Store {
             .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(role_key(tenant, name)))
+            .set_key(Some(role_key(tenant, name).into_item()))
             .condition_expression("attribute_exists(PK)")
             .send()
             .await;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
-use crate::keys::{EMAIL_SK, GSI1, PK, SK, email_pk, s, user_home_pk, user_lookup_pk, user_sk};
+use crate::keys::{EMAIL_SK, GSI1, ItemKey, PK, SK, email_pk, s, user_home_pk, user_lookup_pk, user_sk};
 use crate::tenants::Page;
 use crate::{Store, StoreError};
 
@@ -191,7 +191,7 @@ impl Store {
     }
 
     pub async fn get_user(&self, home: &UserHome, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        Ok(self.get_item::<UserItem>(user_key(home, id)).await?.map(|item| item.user))
+        Ok(self.get_item::<UserItem>(ItemKey::user(home.pk(), id)).await?.map(|item| item.user))
     }
 
     /// Where a user lives, by id alone (for platform staff, who are not scoped to one home).
@@ -228,8 +228,7 @@ impl Store {
         let (Some(user_id), Some(home)) = (field("user_id"), field("home")) else {
             return Err(StoreError::Corrupt(format!("e-mail claim of {email} lacks its user")));
         };
-        let key = HashMap::from([(PK.to_owned(), s(home)), (SK.to_owned(), s(user_sk(&user_id)))]);
-        Ok(self.get_item::<UserItem>(key).await?.map(|item| item.user))
+        Ok(self.get_item::<UserItem>(ItemKey::user(home, &user_id)).await?.map(|item| item.user))
     }
 
     /// The users of one home, in id order (ids are time-ordered), `limit` at a time.

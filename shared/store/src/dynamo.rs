@@ -72,6 +72,11 @@ impl Expr {
         Self { text: text.into(), names: HashMap::new(), values: HashMap::new() }
     }
 
+    /// The same placeholders in another expression (one built up with them).
+    pub(crate) fn with_text(self, text: impl Into<String>) -> Self {
+        Self { text: text.into(), ..self }
+    }
+
     /// `#placeholder` stands for the attribute `attribute`.
     pub(crate) fn name(mut self, placeholder: &str, attribute: &str) -> Self {
         self.names.insert(placeholder.to_owned(), attribute.to_owned());

@@ -149,14 +149,6 @@ impl ItemKey {
         Self::new(window_pk, COUNTER_SK)
     }
 
-    pub(crate) fn pk(&self) -> &str {
-        &self.pk
-    }
-
-    pub(crate) fn sk(&self) -> &str {
-        &self.sk
-    }
-
     /// The key as DynamoDB takes it (and the start of an item with this key).
     pub(crate) fn into_item(self) -> HashMap<String, AttributeValue> {
         HashMap::from([(PK.to_owned(), s(self.pk)), (SK.to_owned(), s(self.sk))])

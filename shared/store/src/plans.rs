@@ -1,8 +1,7 @@
-use aws_sdk_dynamodb::types::AttributeValue;
 use dotmac_domain::{Plan, PlanId};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
+use crate::dynamo::Item;
 use crate::keys::{ItemKey, PLAN_SK, plan_pk};
 use crate::{Store, StoreError};
 
@@ -20,20 +19,13 @@ struct PlanItem {
 impl Store {
     /// Writes (or overwrites) a plan; the bootstrap seeds the catalogue with it.
     pub async fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
-        let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(PlanItem {
+        let item: Item = serde_dynamo::to_item(PlanItem {
             pk: plan_pk(plan.id.as_str()),
             sk: PLAN_SK.to_owned(),
             entity: "plan".to_owned(),
             plan: plan.clone(),
         })?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("PutItem", e))?;
-        Ok(())
+        Ok(self.put(item, None).await??)
     }
 
     pub async fn get_plan(&self, id: &PlanId) -> Result<Option<Plan>, StoreError> {

@@ -4,7 +4,11 @@
 //! one test for a refused condition, and attributes are read through `Attributes`.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder;
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::builders::DeleteBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TableStatus, TransactWriteItem};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -77,6 +81,12 @@ impl Expr {
         Self { text: text.into(), ..self }
     }
 
+    /// This expression `AND` `more` (which may use more placeholders).
+    pub(crate) fn and(self, more: &str) -> Self {
+        let text = format!("{} AND {more}", self.text);
+        self.with_text(text)
+    }
+
     /// `#placeholder` stands for the attribute `attribute`.
     pub(crate) fn name(mut self, placeholder: &str, attribute: &str) -> Self {
         self.names.insert(placeholder.to_owned(), attribute.to_owned());
@@ -103,9 +113,37 @@ fn placeholders<'a>(expressions: impl IntoIterator<Item = &'a Expr>) -> Placehol
     ((!names.is_empty()).then_some(names), (!values.is_empty()).then_some(values))
 }
 
-fn text(expression: Option<&Expr>) -> Option<String> {
-    expression.map(|e| e.text.clone())
+/// The request builders that take a condition: each gets it, with its placeholders and
+/// those of the request's other expressions, through `conditioned`.
+trait Conditioned: Sized {
+    fn set_condition(self, condition: Option<String>) -> Self;
+    fn set_placeholders(self, placeholders: Placeholders) -> Self;
+
+    fn conditioned<'a>(
+        self,
+        condition: Option<&'a Expr>,
+        others: impl IntoIterator<Item = &'a Expr>,
+    ) -> Self {
+        self.set_placeholders(placeholders(others.into_iter().chain(condition)))
+            .set_condition(condition.map(|c| c.text.clone()))
+    }
 }
+
+macro_rules! conditioned {
+    ($($builder:ty),+) => {$(
+        impl Conditioned for $builder {
+            fn set_condition(self, condition: Option<String>) -> Self {
+                self.set_condition_expression(condition)
+            }
+
+            fn set_placeholders(self, (names, values): Placeholders) -> Self {
+                self.set_expression_attribute_names(names).set_expression_attribute_values(values)
+            }
+        }
+    )+};
+}
+
+conditioned!(PutItemFluentBuilder, UpdateItemFluentBuilder, DeleteItemFluentBuilder, DeleteBuilder);
 
 /// A conditional write that did not happen because its condition did not hold. It keeps the
 /// error, for the writes that treat that as a failure (`??`).
@@ -253,17 +291,8 @@ impl Store {
         item: Item,
         condition: Option<Expr>,
     ) -> Result<Result<(), Refused>, StoreError> {
-        let (names, values) = placeholders(&condition);
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .set_condition_expression(text(condition.as_ref()))
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
-            .send()
-            .await;
+        let put = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        let result = put.conditioned(condition.as_ref(), []).send().await;
         Ok(settle("PutItem", result)?.map(|_| ()))
     }
 
@@ -276,19 +305,9 @@ impl Store {
         condition: Option<Expr>,
         returning: Option<ReturnValue>,
     ) -> Result<Result<Option<Item>, Refused>, StoreError> {
-        let (names, values) = placeholders(std::iter::once(&update).chain(&condition));
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key.into_item()))
-            .update_expression(update.text)
-            .set_condition_expression(text(condition.as_ref()))
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
-            .set_return_values(returning)
-            .send()
-            .await;
+        let request = self.client.update_item().table_name(&self.table).set_key(Some(key.into_item()));
+        let request = request.conditioned(condition.as_ref(), [&update]).update_expression(update.text);
+        let result = request.set_return_values(returning).send().await;
         Ok(settle("UpdateItem", result)?.map(|output| output.attributes))
     }
 
@@ -298,17 +317,8 @@ impl Store {
         key: ItemKey,
         condition: Option<Expr>,
     ) -> Result<Result<(), Refused>, StoreError> {
-        let (names, values) = placeholders(&condition);
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key.into_item()))
-            .set_condition_expression(text(condition.as_ref()))
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
-            .send()
-            .await;
+        let delete = self.client.delete_item().table_name(&self.table).set_key(Some(key.into_item()));
+        let result = delete.conditioned(condition.as_ref(), []).send().await;
         Ok(settle("DeleteItem", result)?.map(|_| ()))
     }
 
@@ -325,7 +335,7 @@ impl Store {
             .table_name(&self.table)
             .set_index_name(query.index.map(str::to_owned))
             .key_condition_expression(query.key.text)
-            .set_filter_expression(text(query.filter.as_ref()))
+            .set_filter_expression(query.filter.map(|f| f.text))
             .set_expression_attribute_names(names)
             .set_expression_attribute_values(values)
             .set_limit(query.limit)
@@ -379,13 +389,10 @@ impl Store {
 
     /// A transaction step deleting the item with `key` if `condition` holds.
     pub(crate) fn delete_step(&self, key: ItemKey, condition: Expr) -> Result<TransactWriteItem, StoreError> {
-        let (names, values) = placeholders([&condition]);
         Delete::builder()
             .table_name(&self.table)
             .set_key(Some(key.into_item()))
-            .condition_expression(condition.text)
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
+            .conditioned(Some(&condition), [])
             .build()
             .map(|delete| TransactWriteItem::builder().delete(delete).build())
             .map_err(StoreError::request)
@@ -405,5 +412,41 @@ impl Store {
             _ => return Err(StoreError::dynamo("TransactWriteItems", error)),
         };
         Ok(Err(Cancelled { reasons, error: StoreError::dynamo("TransactWriteItems", error) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::s;
+
+    #[test]
+    fn a_cursor_reads_back_as_the_attribute_it_names_and_nothing_else_is_one() {
+        let last = HashMap::from([("SK".to_owned(), s("USER#01"))]);
+        let cursor = encode_cursor(&last, "SK").expect("cursor");
+        assert_eq!(decode_cursor(&cursor).expect("decodes"), "USER#01");
+        assert!(encode_cursor(&last, "GSI1SK").is_none());
+        assert!(matches!(decode_cursor("not base64!"), Err(StoreError::BadCursor)));
+    }
+
+    #[test]
+    fn placeholders_join_the_expressions_and_are_absent_when_there_are_none() {
+        assert_eq!(placeholders([&Expr::new(ITEM_EXISTS)]), (None, None));
+        let update = Expr::new("SET #a = :a").name("#a", "a").value(":a", s("x"));
+        let condition = Expr::new("#b = :b").name("#b", "b").value(":b", s("y")).and("c = :c");
+        assert_eq!(condition.text, "#b = :b AND c = :c");
+        let (names, values) = placeholders([&update, &condition]);
+        assert_eq!(names.expect("names").len(), 2);
+        assert_eq!(values.expect("values").len(), 2);
+    }
+
+    #[test]
+    fn attributes_read_as_their_type_or_name_what_is_missing() {
+        let item = HashMap::from([("n".to_owned(), AttributeValue::N("7".into())), ("s".to_owned(), s("x"))]);
+        assert_eq!(item.number::<u16>("n").expect("number"), 7);
+        assert_eq!(item.optional_string("n"), None);
+        assert_eq!(item.string("s").expect("string"), "x");
+        let missing = item.string("home").expect_err("missing");
+        assert!(missing.to_string().contains("home"), "{missing}");
     }
 }

@@ -46,6 +46,13 @@ pub struct SavedResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim(String);
 
+impl Claim {
+    /// The condition that the record is still this claim's.
+    fn holds_key(&self) -> Expr {
+        Expr::new("#owner = :owner").name("#owner", "owner").value(":owner", s(&self.0))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
     /// First use of the key: do the work, then `complete_idempotent` (or
@@ -124,8 +131,7 @@ impl Store {
             .value(":completed", s("completed"))
             .value(":status", n(response.status.into()))
             .value(":body", s(&response.body));
-        let ours = Expr::new("#owner = :owner").name("#owner", "owner").value(":owner", s(&claim.0));
-        self.update(key(scope, idempotency_key), save, Some(ours), None).await??;
+        self.update(key(scope, idempotency_key), save, Some(claim.holds_key()), None).await??;
         Ok(())
     }
 
@@ -137,10 +143,10 @@ impl Store {
         idempotency_key: &IdempotencyKey,
         claim: &Claim,
     ) -> Result<(), StoreError> {
-        let ours_in_progress = Expr::new("#owner = :owner AND #state = :in_progress")
-            .name("#owner", "owner")
+        let ours_in_progress = claim
+            .holds_key()
+            .and("#state = :in_progress")
             .name("#state", "state")
-            .value(":owner", s(&claim.0))
             .value(":in_progress", s(IN_PROGRESS));
         // Refused: the key is no longer ours, and stays.
         let _taken_over = self.delete(key(scope, idempotency_key), Some(ours_in_progress)).await?;

@@ -2,6 +2,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use dotmac_domain::{PartnerId, TenantId};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
@@ -155,3 +156,62 @@ impl ItemKey {
     }
 }
 const COUNTER_SK: &str = "COUNT";
+
+/// A record as stored: its key, its GSI1 key (for the kinds found through the index), its
+/// kind (`entity`), and the record's own attributes beside them.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Stored<T> {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    #[serde(rename = "GSI1PK", default, skip_serializing_if = "Option::is_none")]
+    gsi1pk: Option<String>,
+    #[serde(rename = "GSI1SK", default, skip_serializing_if = "Option::is_none")]
+    gsi1sk: Option<String>,
+    entity: String,
+    #[serde(flatten)]
+    pub(crate) record: T,
+}
+
+impl<T: Serialize> Stored<T> {
+    pub(crate) fn new(key: ItemKey, entity: &str, record: T) -> Self {
+        Self { pk: key.pk, sk: key.sk, gsi1pk: None, gsi1sk: None, entity: entity.to_owned(), record }
+    }
+
+    /// The record is also found through GSI1, under this key.
+    pub(crate) fn indexed(self, gsi1pk: impl Into<String>, gsi1sk: impl Into<String>) -> Self {
+        Self { gsi1pk: Some(gsi1pk.into()), gsi1sk: Some(gsi1sk.into()), ..self }
+    }
+
+    pub(crate) fn to_item(&self) -> Result<HashMap<String, AttributeValue>, crate::StoreError> {
+        Ok(serde_dynamo::to_item(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_record_carries_its_key_kind_and_index_key_only_when_indexed() {
+        #[derive(Serialize)]
+        struct Record {
+            name: &'static str,
+        }
+        let plain =
+            Stored::new(ItemKey::plan("usage"), "plan", Record { name: "x" }).to_item().expect("item");
+        let mut keys: Vec<_> = plain.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["PK", "SK", "entity", "name"]);
+        assert_eq!(plain["PK"], s("PLAN#usage"));
+        assert_eq!(plain["SK"], s(PLAN_SK));
+        let indexed = Stored::new(ItemKey::user("PLATFORM", "u1"), "user", Record { name: "x" })
+            .indexed(user_lookup_pk("u1"), "USER")
+            .to_item()
+            .expect("item");
+        assert_eq!(indexed["SK"], s("USER#u1"));
+        assert_eq!(indexed[GSI1PK], s("USER#u1"));
+        assert_eq!(indexed[GSI1SK], s("USER"));
+    }
+}

@@ -4,8 +4,8 @@ use dotmac_domain::{CustomRole, RoleName, TenantId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::dynamo::{Expr, ITEM_EXISTS, ITEM_IS_NEW, Item, Query};
-use crate::keys::{ItemKey, ROLE_SK_PREFIX, role_sk, s, tenant_pk};
+use crate::dynamo::{Expr, ITEM_EXISTS, ITEM_IS_NEW, Query};
+use crate::keys::{ItemKey, ROLE_SK_PREFIX, Stored, s, tenant_pk};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,16 +17,7 @@ pub struct RoleRecord {
     pub updated_at: OffsetDateTime,
 }
 
-#[derive(Serialize, Deserialize)]
-struct RoleItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    entity: String,
-    #[serde(flatten)]
-    record: RoleRecord,
-}
+type RoleItem = Stored<RoleRecord>;
 
 fn role_key(tenant: TenantId, name: &RoleName) -> ItemKey {
     ItemKey::role(tenant, name.as_str())
@@ -43,12 +34,8 @@ pub enum RoleWrite {
 
 impl Store {
     pub async fn put_role(&self, record: &RoleRecord, mode: RoleWrite) -> Result<bool, StoreError> {
-        let item: Item = serde_dynamo::to_item(RoleItem {
-            pk: tenant_pk(record.tenant_id),
-            sk: role_sk(record.role.name.as_str()),
-            entity: "role".to_owned(),
-            record: record.clone(),
-        })?;
+        let key = ItemKey::role(record.tenant_id, record.role.name.as_str());
+        let item = Stored::new(key, "role", record).to_item()?;
         let condition = match mode {
             RoleWrite::Create => ITEM_IS_NEW,
             RoleWrite::Replace => ITEM_EXISTS,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::dynamo::{Attributes, Expr, Item, Query, Read, decode_cursor};
-use crate::keys::{GSI1, GSI1PK, GSI1SK, ItemKey, TENANT_PROFILE_SK, TENANTS_GSI1PK, s, tenant_pk};
+use crate::keys::{GSI1, GSI1PK, GSI1SK, ItemKey, Stored, TENANTS_GSI1PK, s};
 use crate::{Store, StoreError};
 
 /// The slug claim's attributes: the tenant holding it, and the request that created it.
@@ -37,17 +37,10 @@ pub struct TenantRecord {
     pub lease: Option<Lease>,
 }
 
+/// A tenant's own attributes: the domain tenant, its id again (as the slug claim records
+/// it), and its lease.
 #[derive(Serialize, Deserialize)]
-struct TenantItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    #[serde(rename = "GSI1PK")]
-    gsi1pk: String,
-    #[serde(rename = "GSI1SK")]
-    gsi1sk: String,
-    entity: String,
+struct TenantAttributes {
     tenant_id: String,
     #[serde(flatten)]
     tenant: Tenant,
@@ -55,20 +48,17 @@ struct TenantItem {
     lease: Option<Lease>,
 }
 
-impl TenantItem {
-    fn from_record(record: &TenantRecord) -> Self {
-        let id = record.tenant.id;
-        TenantItem {
-            pk: tenant_pk(id),
-            sk: TENANT_PROFILE_SK.to_owned(),
-            gsi1pk: TENANTS_GSI1PK.to_owned(),
-            gsi1sk: id.to_string(),
-            entity: "tenant".to_owned(),
-            tenant_id: id.to_string(),
-            tenant: record.tenant.clone(),
-            lease: record.lease.clone(),
-        }
-    }
+type TenantItem = Stored<TenantAttributes>;
+
+/// A tenant's item: found by its key, and listed (in id order) through GSI1.
+fn tenant_item(record: &TenantRecord) -> Result<Item, StoreError> {
+    let id = record.tenant.id;
+    let attributes = TenantAttributes {
+        tenant_id: id.to_string(),
+        tenant: record.tenant.clone(),
+        lease: record.lease.clone(),
+    };
+    Stored::new(ItemKey::tenant(id), "tenant", attributes).indexed(TENANTS_GSI1PK, id.to_string()).to_item()
 }
 
 /// One page of a list, and the opaque cursor of the next one.
@@ -98,7 +88,7 @@ impl Store {
     /// Idempotency-Key) made it, so that request's retry can recognise its own tenant.
     pub async fn create_tenant_for(&self, tenant: &Tenant, request: Option<&str>) -> Result<(), StoreError> {
         let record = TenantRecord { tenant: tenant.clone(), lease: None };
-        let item: Item = serde_dynamo::to_item(TenantItem::from_record(&record))?;
+        let item = tenant_item(&record)?;
         let slug = tenant.slug.as_str();
         let mut slug_claim = ItemKey::slug(slug).into_item();
         slug_claim.insert("entity".to_owned(), s("slug_claim"));
@@ -116,7 +106,7 @@ impl Store {
 
     pub async fn get_tenant_record(&self, id: TenantId) -> Result<Option<TenantRecord>, StoreError> {
         let item = self.get_item::<TenantItem>(ItemKey::tenant(id)).await?;
-        Ok(item.map(|item| TenantRecord { tenant: item.tenant, lease: item.lease }))
+        Ok(item.map(|item| TenantRecord { tenant: item.record.tenant, lease: item.record.lease }))
     }
 
     pub async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>, StoreError> {
@@ -129,7 +119,7 @@ impl Store {
         let expected = record.tenant.version;
         let mut next = record.clone();
         next.tenant.version = expected + 1;
-        let item: Item = serde_dynamo::to_item(TenantItem::from_record(&next))?;
+        let item = tenant_item(&next)?;
         let unchanged =
             Expr::new("attribute_exists(PK) AND version = :expected").value(":expected", version(expected));
         self.put(item, Some(unchanged)).await?.map_err(|_| StoreError::VersionConflict { expected })?;
@@ -165,7 +155,7 @@ impl Store {
             .filter(brought_by)
             .limit(limit)
             .start(start);
-        self.page(query, GSI1SK, |item: TenantItem| item.tenant).await
+        self.page(query, GSI1SK, |item: TenantItem| item.record.tenant).await
     }
 
     /// Which tenant holds a slug, if any.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::dynamo::{Attributes, Expr, ITEM_EXISTS, Item, Query, Read, decode, decode_cursor};
-use crate::keys::{GSI1, ItemKey, SK, s, user_home_pk, user_lookup_pk, user_sk};
+use crate::keys::{GSI1, ItemKey, SK, Stored, s, user_home_pk, user_lookup_pk};
 use crate::tenants::Page;
 use crate::{Store, StoreError};
 
@@ -99,33 +99,12 @@ impl UserHome {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct UserItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    /// Lets platform staff find a user by id alone.
-    #[serde(rename = "GSI1PK")]
-    gsi1pk: String,
-    #[serde(rename = "GSI1SK")]
-    gsi1sk: String,
-    entity: String,
-    #[serde(flatten)]
-    user: UserRecord,
-}
+type UserItem = Stored<UserRecord>;
 
-impl UserItem {
-    fn from_record(user: &UserRecord) -> Self {
-        UserItem {
-            pk: user.home().pk(),
-            sk: user_sk(&user.id),
-            gsi1pk: user_lookup_pk(&user.id),
-            gsi1sk: "USER".to_owned(),
-            entity: "user".to_owned(),
-            user: user.clone(),
-        }
-    }
+/// A user's item, in its home; GSI1 lets platform staff find it by id alone.
+fn user_item(user: &UserRecord) -> Result<Item, StoreError> {
+    let stored = Stored::new(user_key(&user.home(), &user.id), "user", user);
+    stored.indexed(user_lookup_pk(&user.id), "USER").to_item()
 }
 
 fn user_key(home: &UserHome, id: &str) -> ItemKey {
@@ -161,7 +140,7 @@ impl Store {
     /// Creates a user and claims its e-mail in one transaction (`AlreadyExists` when the
     /// e-mail or the id is taken).
     pub async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
-        let item: Item = serde_dynamo::to_item(UserItem::from_record(user))?;
+        let item = user_item(user)?;
         let mut claim = email_claim_key(&user.email).into_item();
         claim.insert("entity".to_owned(), s("email_claim"));
         claim.insert(CLAIM_USER_ID.to_owned(), s(&user.id));
@@ -171,7 +150,7 @@ impl Store {
     }
 
     pub async fn get_user(&self, home: &UserHome, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        Ok(self.get_item::<UserItem>(ItemKey::user(home.pk(), id)).await?.map(|item| item.user))
+        Ok(self.get_item::<UserItem>(ItemKey::user(home.pk(), id)).await?.map(|item| item.record))
     }
 
     /// Where a user lives, by id alone (for platform staff, who are not scoped to one home).
@@ -181,7 +160,7 @@ impl Store {
         let by_id =
             Query::index(GSI1, Expr::new("GSI1PK = :pk").value(":pk", s(user_lookup_pk(id)))).limit(1);
         let (users, _) = self.query_page::<UserItem>(by_id).await?;
-        Ok(users.into_iter().next().map(|item| item.user.home()))
+        Ok(users.into_iter().next().map(|item| item.record.home()))
     }
 
     pub async fn get_user_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
@@ -189,7 +168,7 @@ impl Store {
             return Ok(None);
         };
         let (user_id, home) = (claim.string(CLAIM_USER_ID)?, claim.string(CLAIM_HOME)?);
-        Ok(self.get_item::<UserItem>(ItemKey::user(home, &user_id)).await?.map(|item| item.user))
+        Ok(self.get_item::<UserItem>(ItemKey::user(home, &user_id)).await?.map(|item| item.record))
     }
 
     /// The users of one home, in id order (ids are time-ordered), `limit` at a time.
@@ -203,7 +182,7 @@ impl Store {
         let users = Expr::new("PK = :pk AND begins_with(SK, :users)")
             .value(":pk", s(home.pk()))
             .value(":users", s(USER_SK_PREFIX));
-        self.page(Query::table(users).limit(limit).start(start), SK, |item: UserItem| item.user).await
+        self.page(Query::table(users).limit(limit).start(start), SK, |item: UserItem| item.record).await
     }
 
     /// Applies `changes` to an existing user and returns it as stored after (`None` when
@@ -233,7 +212,7 @@ impl Store {
         let update = update.with_text(format!("SET {}", sets.join(", ")));
         let exists = Some(Expr::new(ITEM_EXISTS));
         match self.update(user_key(home, id), update, exists, Some(ReturnValue::AllNew)).await? {
-            Ok(after) => Ok(after.map(decode::<UserItem>).transpose()?.map(|item| item.user)),
+            Ok(after) => Ok(after.map(decode::<UserItem>).transpose()?.map(|item| item.record)),
             // Refused: there is no such user.
             Err(_) => Ok(None),
         }

@@ -1,4 +1,4 @@
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -44,6 +44,12 @@ impl StoreError {
             }
         };
         StoreError::Dynamo { operation, message }
+    }
+
+    /// A request (or a transaction step) the SDK refused to build: a bug here, reported as
+    /// `Corrupt` like every other item this crate cannot make sense of.
+    pub(crate) fn request(error: BuildError) -> Self {
+        StoreError::Corrupt(error.to_string())
     }
 }
 

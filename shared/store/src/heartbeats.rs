@@ -2,10 +2,10 @@
 
 use dotmac_domain::TenantId;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use time::OffsetDateTime;
 
-use crate::keys::{HEARTBEAT_SK, PK, SK, s, tenant_pk};
+use crate::dynamo::{Expr, Item};
+use crate::keys::{ItemKey, n, s};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -28,33 +28,18 @@ pub struct Heartbeat {
 impl Store {
     /// Keeps the newest report only: an older one delivered late never overwrites it.
     pub async fn record_heartbeat(&self, tenant: TenantId, heartbeat: &Heartbeat) -> Result<(), StoreError> {
-        let mut item: HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
-            serde_dynamo::to_item(heartbeat)?;
-        item.insert(PK.to_owned(), s(tenant_pk(tenant)));
-        item.insert(SK.to_owned(), s(HEARTBEAT_SK));
+        let reported = n(heartbeat.reported_at.unix_timestamp());
+        let mut item: Item = serde_dynamo::to_item(heartbeat)?;
+        item.extend(ItemKey::heartbeat(tenant).into_item());
         item.insert("entity".to_owned(), s("heartbeat"));
-        item.insert("reported_epoch".to_owned(), crate::keys::n(heartbeat.reported_at.unix_timestamp()));
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK) OR reported_epoch <= :at")
-            .expression_attribute_values(":at", crate::keys::n(heartbeat.reported_at.unix_timestamp()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if crate::error::condition_failed(&error) => Ok(()),
-            Err(error) => Err(StoreError::dynamo("PutItem", error)),
-        }
+        item.insert("reported_epoch".to_owned(), reported.clone());
+        let newer = Expr::new("attribute_not_exists(PK) OR reported_epoch <= :at").value(":at", reported);
+        // Refused: the stored report is newer, and stays.
+        let _older = self.put(item, Some(newer)).await?;
+        Ok(())
     }
 
     pub async fn latest_heartbeat(&self, tenant: TenantId) -> Result<Option<Heartbeat>, StoreError> {
-        self.get_item(HashMap::from([
-            (PK.to_owned(), s(tenant_pk(tenant))),
-            (SK.to_owned(), s(HEARTBEAT_SK)),
-        ]))
-        .await
+        self.get_item(ItemKey::heartbeat(tenant)).await
     }
 }

@@ -1,17 +1,18 @@
 //! Idempotency keys: the first request with a key saves its response; a retry with the same
 //! key and the same body gets that response back instead of doing the work again.
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use std::collections::HashMap;
 use time::OffsetDateTime;
 
-use crate::keys::{EXPIRES_AT, IDEMPOTENCY_SK, PK, SK, idempotency_pk, n};
+use crate::dynamo::{Attributes, Expr, Read};
+use crate::keys::{EXPIRES_AT, ItemKey, n, s};
 use crate::{Store, StoreError};
 
 /// How long a saved response is replayed.
 pub const KEY_LIFETIME_SECONDS: i64 = 24 * 3600;
 /// A request that started but never finished (its process died) frees its key after this.
 pub const IN_PROGRESS_LOCK_SECONDS: i64 = 60;
+/// The `state` of a record whose request is still running.
+const IN_PROGRESS: &str = "in_progress";
 
 /// A client-chosen key: 1–255 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,13 @@ pub struct SavedResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim(String);
 
+impl Claim {
+    /// The condition that the record is still this claim's.
+    fn holds_key(&self) -> Expr {
+        Expr::new("#owner = :owner").name("#owner", "owner").value(":owner", s(&self.0))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
     /// First use of the key: do the work, then `complete_idempotent` (or
@@ -58,11 +66,8 @@ pub enum Begin {
     Mismatch,
 }
 
-fn key(scope: &str, key: &IdempotencyKey) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        (PK.to_owned(), AttributeValue::S(idempotency_pk(scope, key.as_str()))),
-        (SK.to_owned(), AttributeValue::S(IDEMPOTENCY_SK.to_owned())),
-    ])
+fn key(scope: &str, key: &IdempotencyKey) -> ItemKey {
+    ItemKey::idempotency(scope, key.as_str())
 }
 
 impl Store {
@@ -76,58 +81,40 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<Begin, StoreError> {
         let now_s = now.unix_timestamp();
-        let mut item = key(scope, idempotency_key);
-        item.insert("entity".into(), AttributeValue::S("idempotency".into()));
-        item.insert("state".into(), AttributeValue::S("in_progress".into()));
-        item.insert("fingerprint".into(), AttributeValue::S(fingerprint.to_owned()));
-        item.insert("locked_until".into(), n(now_s + IN_PROGRESS_LOCK_SECONDS));
         let claim = Claim(uuid::Uuid::new_v4().to_string());
-        item.insert("owner".into(), AttributeValue::S(claim.0.clone()));
-        item.insert(EXPIRES_AT.into(), n(now_s + KEY_LIFETIME_SECONDS));
+        let mut item = key(scope, idempotency_key).into_item();
+        item.extend([
+            ("entity".to_owned(), s("idempotency")),
+            ("state".to_owned(), s(IN_PROGRESS)),
+            ("fingerprint".to_owned(), s(fingerprint)),
+            ("locked_until".to_owned(), n(now_s + IN_PROGRESS_LOCK_SECONDS)),
+            ("owner".to_owned(), s(&claim.0)),
+            (EXPIRES_AT.to_owned(), n(now_s + KEY_LIFETIME_SECONDS)),
+        ]);
         // TTL deletion lags (and emulators never run it), so expiry is also checked here.
-        let claimed = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(
-                "attribute_not_exists(PK) OR expires_at < :now OR (#state = :in_progress AND locked_until < :now AND fingerprint = :fp)",
-            )
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":now", n(now_s))
-            .expression_attribute_values(":in_progress", AttributeValue::S("in_progress".into()))
-            .expression_attribute_values(":fp", AttributeValue::S(fingerprint.to_owned()))
-            .send()
-            .await;
-        match claimed {
-            Ok(_) => return Ok(Begin::Started(claim)),
-            Err(error) if crate::error::condition_failed(&error) => {}
-            Err(error) => return Err(StoreError::dynamo("PutItem", error)),
+        let free = Expr::new(
+            "attribute_not_exists(PK) OR expires_at < :now OR (#state = :in_progress AND locked_until < :now AND fingerprint = :fp)",
+        )
+        .name("#state", "state")
+        .value(":now", n(now_s))
+        .value(":in_progress", s(IN_PROGRESS))
+        .value(":fp", s(fingerprint));
+        if self.put(item, Some(free)).await?.is_ok() {
+            return Ok(Begin::Started(claim));
         }
-        let existing = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(scope, idempotency_key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?
-            .item
-            .unwrap_or_default();
-        let text = |name: &str| existing.get(name).and_then(|v| v.as_s().ok()).cloned();
-        if text("fingerprint").as_deref() != Some(fingerprint) {
+        let existing =
+            self.read_item(key(scope, idempotency_key), Read::Consistent, None).await?.unwrap_or_default();
+        if existing.optional_string("fingerprint").as_deref() != Some(fingerprint) {
             return Ok(Begin::Mismatch);
         }
-        if text("state").as_deref() != Some("completed") {
+        if existing.optional_string("state").as_deref() != Some("completed") {
             return Ok(Begin::InProgress);
         }
-        let status = existing
-            .get("status")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| StoreError::Corrupt("idempotency record without status".into()))?;
-        Ok(Begin::Replay(SavedResponse { status, body: text("body").unwrap_or_default() }))
+        let status = existing.number("status")?;
+        Ok(Begin::Replay(SavedResponse {
+            status,
+            body: existing.optional_string("body").unwrap_or_default(),
+        }))
     }
 
     /// Saves the response the key's retries will get.
@@ -138,22 +125,13 @@ impl Store {
         claim: &Claim,
         response: &SavedResponse,
     ) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(scope, idempotency_key)))
-            .update_expression("SET #state = :completed, #status = :status, body = :body REMOVE locked_until")
-            .condition_expression("#owner = :owner")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", AttributeValue::S(claim.0.clone()))
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":completed", AttributeValue::S("completed".into()))
-            .expression_attribute_values(":status", AttributeValue::N(response.status.to_string()))
-            .expression_attribute_values(":body", AttributeValue::S(response.body.clone()))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("UpdateItem", e))?;
+        let save = Expr::new("SET #state = :completed, #status = :status, body = :body REMOVE locked_until")
+            .name("#state", "state")
+            .name("#status", "status")
+            .value(":completed", s("completed"))
+            .value(":status", n(response.status.into()))
+            .value(":body", s(&response.body));
+        self.update(key(scope, idempotency_key), save, Some(claim.holds_key()), None).await??;
         Ok(())
     }
 
@@ -165,22 +143,13 @@ impl Store {
         idempotency_key: &IdempotencyKey,
         claim: &Claim,
     ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(scope, idempotency_key)))
-            .condition_expression("#owner = :owner AND #state = :in_progress")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":owner", AttributeValue::S(claim.0.clone()))
-            .expression_attribute_values(":in_progress", AttributeValue::S("in_progress".into()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if crate::error::condition_failed(&error) => Ok(()),
-            Err(error) => Err(StoreError::dynamo("DeleteItem", error)),
-        }
+        let ours_in_progress = claim
+            .holds_key()
+            .and("#state = :in_progress")
+            .name("#state", "state")
+            .value(":in_progress", s(IN_PROGRESS));
+        // Refused: the key is no longer ours, and stays.
+        let _taken_over = self.delete(key(scope, idempotency_key), Some(ours_in_progress)).await?;
+        Ok(())
     }
 }

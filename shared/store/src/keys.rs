@@ -2,6 +2,8 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use dotmac_domain::{PartnerId, TenantId};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
@@ -87,3 +89,129 @@ pub fn idempotency_pk(scope: &str, key: &str) -> String {
     format!("IDEMPOTENCY#{scope}#{key}")
 }
 pub const IDEMPOTENCY_SK: &str = "RESPONSE";
+
+/// The primary key of one item (partition and sort key), with one constructor per kind of
+/// item, so each kind's key is spelled out here only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ItemKey {
+    pk: String,
+    sk: String,
+}
+
+impl ItemKey {
+    fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Self { pk: pk.into(), sk: sk.into() }
+    }
+
+    /// A tenant's profile.
+    pub(crate) fn tenant(id: TenantId) -> Self {
+        Self::new(tenant_pk(id), TENANT_PROFILE_SK)
+    }
+
+    pub(crate) fn slug(slug: &str) -> Self {
+        Self::new(slug_pk(slug), SLUG_SK)
+    }
+
+    pub(crate) fn plan(id: &str) -> Self {
+        Self::new(plan_pk(id), PLAN_SK)
+    }
+
+    /// A user in the partition `home_pk` (`UserHome::pk`, or as an e-mail claim records it).
+    pub(crate) fn user(home_pk: impl Into<String>, id: &str) -> Self {
+        Self::new(home_pk, user_sk(id))
+    }
+
+    pub(crate) fn email(email: &str) -> Self {
+        Self::new(email_pk(email), EMAIL_SK)
+    }
+
+    pub(crate) fn role(tenant: TenantId, name: &str) -> Self {
+        Self::new(tenant_pk(tenant), role_sk(name))
+    }
+
+    pub(crate) fn heartbeat(tenant: TenantId) -> Self {
+        Self::new(tenant_pk(tenant), HEARTBEAT_SK)
+    }
+
+    pub(crate) fn session(family: &str) -> Self {
+        Self::new(session_pk(family), SESSION_SK)
+    }
+
+    pub(crate) fn denied_token(jti: &str) -> Self {
+        Self::new(denied_token_pk(jti), DENIED_TOKEN_SK)
+    }
+
+    pub(crate) fn idempotency(scope: &str, key: &str) -> Self {
+        Self::new(idempotency_pk(scope, key), IDEMPOTENCY_SK)
+    }
+
+    /// A rate counter's window (`window_pk` names the key and the window).
+    pub(crate) fn counter(window_pk: String) -> Self {
+        Self::new(window_pk, COUNTER_SK)
+    }
+
+    /// The key as DynamoDB takes it (and the start of an item with this key).
+    pub(crate) fn into_item(self) -> HashMap<String, AttributeValue> {
+        HashMap::from([(PK.to_owned(), s(self.pk)), (SK.to_owned(), s(self.sk))])
+    }
+}
+const COUNTER_SK: &str = "COUNT";
+
+/// A record as stored: its key, its GSI1 key (for the kinds found through the index), its
+/// kind (`entity`), and the record's own attributes beside them.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Stored<T> {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    #[serde(rename = "GSI1PK", default, skip_serializing_if = "Option::is_none")]
+    gsi1pk: Option<String>,
+    #[serde(rename = "GSI1SK", default, skip_serializing_if = "Option::is_none")]
+    gsi1sk: Option<String>,
+    entity: String,
+    #[serde(flatten)]
+    pub(crate) record: T,
+}
+
+impl<T: Serialize> Stored<T> {
+    pub(crate) fn new(key: ItemKey, entity: &str, record: T) -> Self {
+        Self { pk: key.pk, sk: key.sk, gsi1pk: None, gsi1sk: None, entity: entity.to_owned(), record }
+    }
+
+    /// The record is also found through GSI1, under this key.
+    pub(crate) fn indexed(self, gsi1pk: impl Into<String>, gsi1sk: impl Into<String>) -> Self {
+        Self { gsi1pk: Some(gsi1pk.into()), gsi1sk: Some(gsi1sk.into()), ..self }
+    }
+
+    pub(crate) fn to_item(&self) -> Result<HashMap<String, AttributeValue>, crate::StoreError> {
+        Ok(serde_dynamo::to_item(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_record_carries_its_key_kind_and_index_key_only_when_indexed() {
+        #[derive(Serialize)]
+        struct Record {
+            name: &'static str,
+        }
+        let plain =
+            Stored::new(ItemKey::plan("usage"), "plan", Record { name: "x" }).to_item().expect("item");
+        let mut keys: Vec<_> = plain.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["PK", "SK", "entity", "name"]);
+        assert_eq!(plain["PK"], s("PLAN#usage"));
+        assert_eq!(plain["SK"], s(PLAN_SK));
+        let indexed = Stored::new(ItemKey::user("PLATFORM", "u1"), "user", Record { name: "x" })
+            .indexed(user_lookup_pk("u1"), "USER")
+            .to_item()
+            .expect("item");
+        assert_eq!(indexed["SK"], s("USER#u1"));
+        assert_eq!(indexed[GSI1PK], s("USER#u1"));
+        assert_eq!(indexed[GSI1SK], s("USER"));
+    }
+}

@@ -1,46 +1,18 @@
-use aws_sdk_dynamodb::types::AttributeValue;
 use dotmac_domain::{Plan, PlanId};
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
-use crate::keys::{PK, PLAN_SK, SK, plan_pk};
+use crate::keys::{ItemKey, Stored};
 use crate::{Store, StoreError};
 
-#[derive(Serialize, Deserialize)]
-struct PlanItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    entity: String,
-    #[serde(flatten)]
-    plan: Plan,
-}
+type PlanItem = Stored<Plan>;
 
 impl Store {
     /// Writes (or overwrites) a plan; the bootstrap seeds the catalogue with it.
     pub async fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
-        let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(PlanItem {
-            pk: plan_pk(plan.id.as_str()),
-            sk: PLAN_SK.to_owned(),
-            entity: "plan".to_owned(),
-            plan: plan.clone(),
-        })?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("PutItem", e))?;
-        Ok(())
+        let item = Stored::new(ItemKey::plan(plan.id.as_str()), "plan", plan).to_item()?;
+        Ok(self.put(item, None).await??)
     }
 
     pub async fn get_plan(&self, id: &PlanId) -> Result<Option<Plan>, StoreError> {
-        let key = HashMap::from([
-            (PK.to_owned(), AttributeValue::S(plan_pk(id.as_str()))),
-            (SK.to_owned(), AttributeValue::S(PLAN_SK.to_owned())),
-        ]);
-        Ok(self.get_item::<PlanItem>(key).await?.map(|item| item.plan))
+        Ok(self.get_item::<PlanItem>(ItemKey::plan(id.as_str())).await?.map(|item| item.record))
     }
 }

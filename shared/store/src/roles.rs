@@ -1,12 +1,11 @@
 //! A tenant's custom roles, in the tenant's partition.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use dotmac_domain::{CustomRole, RoleName, TenantId};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use time::OffsetDateTime;
 
-use crate::keys::{PK, ROLE_SK_PREFIX, SK, role_sk, s, tenant_pk};
+use crate::dynamo::{Expr, ITEM_EXISTS, ITEM_IS_NEW, Query};
+use crate::keys::{ItemKey, ROLE_SK_PREFIX, Stored, s, tenant_pk};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,19 +17,10 @@ pub struct RoleRecord {
     pub updated_at: OffsetDateTime,
 }
 
-#[derive(Serialize, Deserialize)]
-struct RoleItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    entity: String,
-    #[serde(flatten)]
-    record: RoleRecord,
-}
+type RoleItem = Stored<RoleRecord>;
 
-fn role_key(tenant: TenantId, name: &RoleName) -> HashMap<String, AttributeValue> {
-    HashMap::from([(PK.to_owned(), s(tenant_pk(tenant))), (SK.to_owned(), s(role_sk(name.as_str())))])
+fn role_key(tenant: TenantId, name: &RoleName) -> ItemKey {
+    ItemKey::role(tenant, name.as_str())
 }
 
 /// Whether a write may create a role, replace one, or both.
@@ -44,31 +34,16 @@ pub enum RoleWrite {
 
 impl Store {
     pub async fn put_role(&self, record: &RoleRecord, mode: RoleWrite) -> Result<bool, StoreError> {
-        let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(RoleItem {
-            pk: tenant_pk(record.tenant_id),
-            sk: role_sk(record.role.name.as_str()),
-            entity: "role".to_owned(),
-            record: record.clone(),
-        })?;
+        let key = ItemKey::role(record.tenant_id, record.role.name.as_str());
+        let item = Stored::new(key, "role", record).to_item()?;
         let condition = match mode {
-            RoleWrite::Create => "attribute_not_exists(PK)",
-            RoleWrite::Replace => "attribute_exists(PK)",
+            RoleWrite::Create => ITEM_IS_NEW,
+            RoleWrite::Replace => ITEM_EXISTS,
         };
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if crate::error::condition_failed(&error) => match mode {
-                RoleWrite::Create => Err(StoreError::AlreadyExists),
-                RoleWrite::Replace => Ok(false),
-            },
-            Err(error) => Err(StoreError::dynamo("PutItem", error)),
+        match (self.put(item, Some(Expr::new(condition))).await?, mode) {
+            (Ok(()), _) => Ok(true),
+            (Err(_), RoleWrite::Create) => Err(StoreError::AlreadyExists),
+            (Err(_), RoleWrite::Replace) => Ok(false),
         }
     }
 
@@ -82,44 +57,15 @@ impl Store {
 
     /// Every custom role of a tenant (a tenant defines a handful; one query, all pages).
     pub async fn list_roles(&self, tenant: TenantId) -> Result<Vec<RoleRecord>, StoreError> {
-        let mut roles = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("PK = :pk AND begins_with(SK, :roles)")
-                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
-                .expression_attribute_values(":roles", s(ROLE_SK_PREFIX))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("Query", e))?;
-            for item in output.items.unwrap_or_default() {
-                roles.push(serde_dynamo::from_item::<_, RoleItem>(item)?.record);
-            }
-            match output.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok(roles),
-            }
-        }
+        let roles = Expr::new("PK = :pk AND begins_with(SK, :roles)")
+            .value(":pk", s(tenant_pk(tenant)))
+            .value(":roles", s(ROLE_SK_PREFIX));
+        let items: Vec<RoleItem> = self.query_all(Query::table(roles)).await?;
+        Ok(items.into_iter().map(|item| item.record).collect())
     }
 
     /// `false` when there was no such role.
     pub async fn delete_role(&self, tenant: TenantId, name: &RoleName) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(role_key(tenant, name)))
-            .condition_expression("attribute_exists(PK)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if crate::error::condition_failed(&error) => Ok(false),
-            Err(error) => Err(StoreError::dynamo("DeleteItem", error)),
-        }
+        Ok(self.delete(role_key(tenant, name), Some(Expr::new(ITEM_EXISTS))).await?.is_ok())
     }
 }

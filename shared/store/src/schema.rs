@@ -11,11 +11,7 @@ use crate::keys::{EXPIRES_AT, GSI1, GSI1PK, GSI1SK, PK, SK};
 use crate::{Store, StoreError};
 
 fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(kind)
-        .build()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
+    KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(StoreError::request)
 }
 
 fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
@@ -23,7 +19,7 @@ fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
         .attribute_name(name)
         .attribute_type(ScalarAttributeType::S)
         .build()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
+        .map_err(StoreError::request)
 }
 
 impl Store {
@@ -38,7 +34,7 @@ impl Store {
             .key_schema(key(GSI1SK, KeyType::Range)?)
             .projection(Projection::builder().projection_type(ProjectionType::All).build())
             .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .map_err(StoreError::request)?;
         let created = self
             .client
             .create_table()
@@ -60,16 +56,7 @@ impl Store {
             }
         }
         for _ in 0..60 {
-            let status = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("DescribeTable", e))?
-                .table
-                .and_then(|t| t.table_status);
-            if status == Some(TableStatus::Active) {
+            if self.table_status().await? == Some(TableStatus::Active) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -78,7 +65,7 @@ impl Store {
             .attribute_name(EXPIRES_AT)
             .enabled(true)
             .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .map_err(StoreError::request)?;
         // Some emulators answer "TTL already enabled" on a repeat; the table is usable either way.
         if let Err(error) = self
             .client

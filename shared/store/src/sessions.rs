@@ -3,9 +3,10 @@
 //! (a stolen refresh token is detected the moment either party uses it after the other).
 //! Signed-out access tokens sit on a deny-list until they would have expired.
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
-use crate::keys::{DENIED_TOKEN_SK, EXPIRES_AT, PK, SESSION_SK, SK, denied_token_pk, n, s, session_pk};
+use crate::dynamo::{Attributes, Expr, ITEM_EXISTS, ITEM_IS_NEW, Read};
+use crate::keys::{EXPIRES_AT, ItemKey, n, s};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,21 +29,15 @@ impl Store {
         refresh_jti: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item(PK, s(session_pk(family)))
-            .item(SK, s(SESSION_SK))
-            .item("entity", s("session"))
-            .item("user_id", s(user_id))
-            .item("current_jti", s(refresh_jti))
-            .item("revoked", AttributeValue::Bool(false))
-            .item(EXPIRES_AT, n(expires_at))
-            .condition_expression("attribute_not_exists(PK)")
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("PutItem", e))?;
-        Ok(())
+        let mut item = ItemKey::session(family).into_item();
+        item.extend([
+            ("entity".to_owned(), s("session")),
+            ("user_id".to_owned(), s(user_id)),
+            ("current_jti".to_owned(), s(refresh_jti)),
+            ("revoked".to_owned(), AttributeValue::Bool(false)),
+            (EXPIRES_AT.to_owned(), n(expires_at)),
+        ]);
+        Ok(self.put(item, Some(Expr::new(ITEM_IS_NEW))).await??)
     }
 
     /// Swaps `presented_jti` for `next_jti` if it is still the family's current token.
@@ -53,47 +48,21 @@ impl Store {
         next_jti: &str,
         expires_at: i64,
     ) -> Result<Rotation, StoreError> {
-        let swapped = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(session_pk(family)))
-            .key(SK, s(SESSION_SK))
-            .update_expression("SET current_jti = :next, expires_at = :expires")
-            .condition_expression("current_jti = :presented AND revoked = :no")
-            .expression_attribute_values(":next", s(next_jti))
-            .expression_attribute_values(":presented", s(presented_jti))
-            .expression_attribute_values(":no", AttributeValue::Bool(false))
-            .expression_attribute_values(":expires", n(expires_at))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .send()
-            .await;
-        match swapped {
-            Ok(output) => {
-                let user_id = output
-                    .attributes
-                    .and_then(|a| a.get("user_id").and_then(|v| v.as_s().ok()).cloned())
-                    .unwrap_or_default();
-                return Ok(Rotation::Rotated { user_id });
-            }
-            Err(error) if crate::error::condition_failed(&error) => {}
-            Err(error) => return Err(StoreError::dynamo("UpdateItem", error)),
+        let swap = Expr::new("SET current_jti = :next, expires_at = :expires")
+            .value(":next", s(next_jti))
+            .value(":expires", n(expires_at));
+        let current = Expr::new("current_jti = :presented AND revoked = :no")
+            .value(":presented", s(presented_jti))
+            .value(":no", AttributeValue::Bool(false));
+        let key = ItemKey::session(family);
+        if let Ok(after) = self.update(key.clone(), swap, Some(current), Some(ReturnValue::AllNew)).await? {
+            let user_id = after.and_then(|a| a.optional_string("user_id")).unwrap_or_default();
+            return Ok(Rotation::Rotated { user_id });
         }
-        let session = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(session_pk(family)))
-            .key(SK, s(SESSION_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?
-            .item;
-        let Some(session) = session else {
+        let Some(session) = self.read_item(key, Read::Consistent, None).await? else {
             return Ok(Rotation::Unknown);
         };
-        if session.get("revoked").and_then(|v| v.as_bool().ok()).copied().unwrap_or(true) {
+        if session.optional_bool("revoked").unwrap_or(true) {
             return Ok(Rotation::Revoked);
         }
         self.revoke_session(family).await?;
@@ -101,56 +70,24 @@ impl Store {
     }
 
     pub async fn revoke_session(&self, family: &str) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(session_pk(family)))
-            .key(SK, s(SESSION_SK))
-            .update_expression("SET revoked = :yes")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_values(":yes", AttributeValue::Bool(true))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Nothing to revoke: the family already expired.
-            Err(error) if crate::error::condition_failed(&error) => Ok(()),
-            Err(error) => Err(StoreError::dynamo("UpdateItem", error)),
-        }
+        let revoke = Expr::new("SET revoked = :yes").value(":yes", AttributeValue::Bool(true));
+        // Refused: nothing to revoke, the family already expired.
+        let _expired =
+            self.update(ItemKey::session(family), revoke, Some(Expr::new(ITEM_EXISTS)), None).await?;
+        Ok(())
     }
 
     /// Puts an access token on the deny-list until `expires_at` (its own `exp`).
     pub async fn deny_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item(PK, s(denied_token_pk(jti)))
-            .item(SK, s(DENIED_TOKEN_SK))
-            .item("entity", s("denied_token"))
-            .item(EXPIRES_AT, n(expires_at))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("PutItem", e))?;
-        Ok(())
+        let mut item = ItemKey::denied_token(jti).into_item();
+        item.extend([("entity".to_owned(), s("denied_token")), (EXPIRES_AT.to_owned(), n(expires_at))]);
+        Ok(self.put(item, None).await??)
     }
 
     /// One small eventually-consistent read: is this access token signed out?
     pub async fn is_token_denied(&self, jti: &str, now: i64) -> Result<bool, StoreError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(denied_token_pk(jti)))
-            .key(SK, s(DENIED_TOKEN_SK))
-            .projection_expression(EXPIRES_AT)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?
-            .item;
+        let item = self.read_item(ItemKey::denied_token(jti), Read::Eventual, Some(EXPIRES_AT)).await?;
         // TTL deletion lags, so expiry is checked here too.
-        Ok(item
-            .and_then(|i| i.get(EXPIRES_AT).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok()))
-            .is_some_and(|expires_at| expires_at > now))
+        Ok(item.and_then(|i| i.optional_number::<i64>(EXPIRES_AT)).is_some_and(|expires_at| expires_at > now))
     }
 }

@@ -2,11 +2,14 @@
 //! per source address, and request rates on the auth endpoints. One item per key and window,
 //! expired by TTL.
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::ReturnValue;
 
-use crate::keys::{EXPIRES_AT, PK, SK, s};
+use crate::dynamo::{Attributes, Expr, Read};
+use crate::keys::{EXPIRES_AT, ItemKey, n};
 use crate::{Store, StoreError};
-use std::collections::HashMap;
+
+/// The counter's attribute.
+const HITS: &str = "hits";
 
 /// Where a count stands in its window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +25,9 @@ fn window_key(key: &str, window_seconds: i64, now: i64) -> (String, i64) {
 }
 
 /// The item of `key`'s current window, and when that window ends.
-fn counter_item(key: &str, window_seconds: i64, now: i64) -> (HashMap<String, AttributeValue>, i64) {
+fn counter_item(key: &str, window_seconds: i64, now: i64) -> (ItemKey, i64) {
     let (pk, window_end) = window_key(key, window_seconds, now);
-    (HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s("COUNT"))]), window_end)
+    (ItemKey::counter(pk), window_end)
 }
 
 impl Store {
@@ -36,22 +39,11 @@ impl Store {
         now: i64,
     ) -> Result<WindowCount, StoreError> {
         let (item_key, window_end) = counter_item(key, window_seconds, now);
-        let output = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(item_key))
-            .update_expression("ADD hits :one SET expires_at = :expires")
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":expires", AttributeValue::N(window_end.to_string()))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("UpdateItem", e))?;
-        let count = output
-            .attributes
-            .and_then(|a| a.get("hits").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()))
-            .unwrap_or(1);
+        let add = Expr::new("ADD hits :one SET expires_at = :expires")
+            .value(":one", n(1))
+            .value(":expires", n(window_end));
+        let updated = self.update(item_key, add, None, Some(ReturnValue::UpdatedNew)).await??;
+        let count = updated.and_then(|a| a.optional_number(HITS)).unwrap_or(1);
         Ok(WindowCount { count, resets_in: window_end - now })
     }
 
@@ -63,19 +55,9 @@ impl Store {
         now: i64,
     ) -> Result<WindowCount, StoreError> {
         let (item_key, window_end) = counter_item(key, window_seconds, now);
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(item_key))
-            .projection_expression(format!("hits, {EXPIRES_AT}"))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?
-            .item;
-        let count = item
-            .and_then(|i| i.get("hits").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()))
-            .unwrap_or(0);
+        let projection = format!("{HITS}, {EXPIRES_AT}");
+        let item = self.read_item(item_key, Read::Eventual, Some(&projection)).await?;
+        let count = item.and_then(|i| i.optional_number(HITS)).unwrap_or(0);
         Ok(WindowCount { count, resets_in: window_end - now })
     }
 
@@ -83,14 +65,7 @@ impl Store {
     /// account's failures).
     pub async fn clear_count(&self, key: &str, window_seconds: i64, now: i64) -> Result<(), StoreError> {
         let (item_key, _) = counter_item(key, window_seconds, now);
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(item_key))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("DeleteItem", e))?;
-        Ok(())
+        Ok(self.delete(item_key, None).await??)
     }
 }
 

@@ -1,15 +1,13 @@
 //! Users live in their home partition (their tenant's, their partner's, or the platform's),
 //! so a tenant's users sit under keys that lead with `TENANT#<id>` like the rest of its data.
 
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use dotmac_domain::{Caller, Email, PartnerId, RoleName, TenantId};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use time::OffsetDateTime;
 
-use crate::keys::{EMAIL_SK, GSI1, PK, SK, email_pk, s, user_home_pk, user_lookup_pk, user_sk};
+use crate::dynamo::{Attributes, Expr, ITEM_EXISTS, Item, Query, Read, decode, decode_cursor};
+use crate::keys::{GSI1, ItemKey, SK, Stored, s, user_home_pk, user_lookup_pk};
 use crate::tenants::Page;
 use crate::{Store, StoreError};
 
@@ -101,42 +99,27 @@ impl UserHome {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct UserItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    /// Lets platform staff find a user by id alone.
-    #[serde(rename = "GSI1PK")]
-    gsi1pk: String,
-    #[serde(rename = "GSI1SK")]
-    gsi1sk: String,
-    entity: String,
-    #[serde(flatten)]
-    user: UserRecord,
+type UserItem = Stored<UserRecord>;
+
+/// A user's item, in its home; GSI1 lets platform staff find it by id alone.
+fn user_item(user: &UserRecord) -> Result<Item, StoreError> {
+    let stored = Stored::new(user_key(&user.home(), &user.id), "user", user);
+    stored.indexed(user_lookup_pk(&user.id), "USER").to_item()
 }
 
-impl UserItem {
-    fn from_record(user: &UserRecord) -> Self {
-        UserItem {
-            pk: user.home().pk(),
-            sk: user_sk(&user.id),
-            gsi1pk: user_lookup_pk(&user.id),
-            gsi1sk: "USER".to_owned(),
-            entity: "user".to_owned(),
-            user: user.clone(),
-        }
-    }
+fn user_key(home: &UserHome, id: &str) -> ItemKey {
+    ItemKey::user(home.pk(), id)
 }
 
-pub(crate) fn user_key(home: &UserHome, id: &str) -> HashMap<String, AttributeValue> {
-    HashMap::from([(PK.to_owned(), s(home.pk())), (SK.to_owned(), s(user_sk(id)))])
+fn email_claim_key(email: &Email) -> ItemKey {
+    ItemKey::email(email.as_str())
 }
 
-fn email_claim_key(email: &Email) -> HashMap<String, AttributeValue> {
-    HashMap::from([(PK.to_owned(), s(email_pk(email.as_str()))), (SK.to_owned(), s(EMAIL_SK))])
-}
+/// Every user's sort key starts so (`user_sk`).
+const USER_SK_PREFIX: &str = "USER#";
+/// The e-mail claim's attributes: its user, and the partition the user lives in.
+const CLAIM_USER_ID: &str = "user_id";
+const CLAIM_HOME: &str = "home";
 
 /// What an update may change. Everything else about a user (id, e-mail, tenant, partner) is
 /// fixed at creation.
@@ -146,90 +129,46 @@ pub struct UserChanges {
     pub active: Option<bool>,
 }
 
-fn transact_delete(
-    table: &str,
-    key: HashMap<String, AttributeValue>,
-    condition: &str,
-) -> Result<TransactWriteItem, StoreError> {
-    Delete::builder()
-        .table_name(table)
-        .set_key(Some(key))
-        .condition_expression(condition)
-        .build()
-        .map(|delete| TransactWriteItem::builder().delete(delete).build())
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn user_cursor(last: &HashMap<String, AttributeValue>) -> Option<String> {
-    let sk = last.get(SK)?.as_s().ok()?;
-    Some(URL_SAFE_NO_PAD.encode(sk))
+/// The start of the page after the user a cursor names (its sort key, `SK`).
+fn users_after(home: &UserHome, cursor: &str) -> Result<Item, StoreError> {
+    let sk = decode_cursor(cursor)?;
+    let id = sk.strip_prefix(USER_SK_PREFIX).ok_or(StoreError::BadCursor)?;
+    Ok(ItemKey::user(home.pk(), id).into_item())
 }
 
 impl Store {
     /// Creates a user and claims its e-mail in one transaction (`AlreadyExists` when the
     /// e-mail or the id is taken).
     pub async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
-        let item: HashMap<String, AttributeValue> = serde_dynamo::to_item(UserItem::from_record(user))?;
-        let mut claim = email_claim_key(&user.email);
+        let item = user_item(user)?;
+        let mut claim = email_claim_key(&user.email).into_item();
         claim.insert("entity".to_owned(), s("email_claim"));
-        claim.insert("user_id".to_owned(), s(&user.id));
-        claim.insert("home".to_owned(), s(user.home().pk()));
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(self.put_new(item)?)
-            .transact_items(self.put_new(claim)?)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => {
-                Err(StoreError::AlreadyExists)
-            }
-            Err(error) => Err(StoreError::dynamo("TransactWriteItems", error)),
-        }
+        claim.insert(CLAIM_USER_ID.to_owned(), s(&user.id));
+        claim.insert(CLAIM_HOME.to_owned(), s(user.home().pk()));
+        let steps = vec![self.put_new(item)?, self.put_new(claim)?];
+        self.transact(steps).await?.map_err(|_| StoreError::AlreadyExists)
     }
 
     pub async fn get_user(&self, home: &UserHome, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        Ok(self.get_item::<UserItem>(user_key(home, id)).await?.map(|item| item.user))
+        Ok(self.get_item::<UserItem>(ItemKey::user(home.pk(), id)).await?.map(|item| item.record))
     }
 
     /// Where a user lives, by id alone (for platform staff, who are not scoped to one home).
     /// Only the home is taken from the index: its copy of the user may lag, so callers read
     /// the user itself from its home, strongly consistent.
     pub async fn find_user_home(&self, id: &str) -> Result<Option<UserHome>, StoreError> {
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI1)
-            .key_condition_expression("GSI1PK = :pk")
-            .expression_attribute_values(":pk", s(user_lookup_pk(id)))
-            .limit(1)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("Query", e))?;
-        let Some(item) = output.items.unwrap_or_default().into_iter().next() else { return Ok(None) };
-        let user: UserItem = serde_dynamo::from_item(item)?;
-        Ok(Some(user.user.home()))
+        let by_id =
+            Query::index(GSI1, Expr::new("GSI1PK = :pk").value(":pk", s(user_lookup_pk(id)))).limit(1);
+        let (users, _) = self.query_page::<UserItem>(by_id).await?;
+        Ok(users.into_iter().next().map(|item| item.record.home()))
     }
 
     pub async fn get_user_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
-        let claim = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(email_claim_key(email)))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        let Some(claim) = claim.item else { return Ok(None) };
-        let field = |name: &str| claim.get(name).and_then(|v| v.as_s().ok()).cloned();
-        let (Some(user_id), Some(home)) = (field("user_id"), field("home")) else {
-            return Err(StoreError::Corrupt(format!("e-mail claim of {email} lacks its user")));
+        let Some(claim) = self.read_item(email_claim_key(email), Read::Eventual, None).await? else {
+            return Ok(None);
         };
-        let key = HashMap::from([(PK.to_owned(), s(home)), (SK.to_owned(), s(user_sk(&user_id)))]);
-        Ok(self.get_item::<UserItem>(key).await?.map(|item| item.user))
+        let (user_id, home) = (claim.string(CLAIM_USER_ID)?, claim.string(CLAIM_HOME)?);
+        Ok(self.get_item::<UserItem>(ItemKey::user(home, &user_id)).await?.map(|item| item.record))
     }
 
     /// The users of one home, in id order (ids are time-ordered), `limit` at a time.
@@ -239,36 +178,11 @@ impl Store {
         limit: i32,
         cursor: Option<&str>,
     ) -> Result<Page<UserRecord>, StoreError> {
-        let start = match cursor {
-            None => None,
-            Some(cursor) => {
-                let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::BadCursor)?;
-                let sk = String::from_utf8(raw).map_err(|_| StoreError::BadCursor)?;
-                if !sk.starts_with("USER#") {
-                    return Err(StoreError::BadCursor);
-                }
-                Some(HashMap::from([(PK.to_owned(), s(home.pk())), (SK.to_owned(), s(sk))]))
-            }
-        };
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("PK = :pk AND begins_with(SK, :users)")
-            .expression_attribute_values(":pk", s(home.pk()))
-            .expression_attribute_values(":users", s("USER#"))
-            .limit(limit)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("Query", e))?;
-        let items = output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| serde_dynamo::from_item::<_, UserItem>(item).map(|u| u.user))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page { items, next_cursor: output.last_evaluated_key.as_ref().and_then(user_cursor) })
+        let start = cursor.map(|cursor| users_after(home, cursor)).transpose()?;
+        let users = Expr::new("PK = :pk AND begins_with(SK, :users)")
+            .value(":pk", s(home.pk()))
+            .value(":users", s(USER_SK_PREFIX));
+        self.page(Query::table(users).limit(limit).start(start), SK, |item: UserItem| item.record).await
     }
 
     /// Applies `changes` to an existing user and returns it as stored after (`None` when
@@ -281,62 +195,36 @@ impl Store {
         changes: &UserChanges,
     ) -> Result<Option<UserRecord>, StoreError> {
         let mut sets = Vec::new();
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(user_key(home, id)))
-            .condition_expression("attribute_exists(PK)")
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        let mut update = Expr::new(String::new());
         if let Some(roles) = &changes.roles {
             sets.push("#roles = :roles");
-            request = request.expression_attribute_names("#roles", "roles").expression_attribute_values(
-                ":roles",
-                AttributeValue::L(roles.iter().map(|r| s(r.as_str())).collect()),
-            );
+            update = update
+                .name("#roles", "roles")
+                .value(":roles", AttributeValue::L(roles.iter().map(|r| s(r.as_str())).collect()));
         }
         if let Some(active) = changes.active {
             sets.push("active = :active");
-            request = request.expression_attribute_values(":active", AttributeValue::Bool(active));
+            update = update.value(":active", AttributeValue::Bool(active));
         }
         if sets.is_empty() {
             return self.get_user(home, id).await;
         }
-        match request.update_expression(format!("SET {}", sets.join(", "))).send().await {
-            Ok(output) => output
-                .attributes
-                .map(|item| serde_dynamo::from_item::<_, UserItem>(item).map(|u| u.user))
-                .transpose()
-                .map_err(StoreError::from),
-            Err(error) if crate::error::condition_failed(&error) => Ok(None),
-            Err(error) => Err(StoreError::dynamo("UpdateItem", error)),
+        let update = update.with_text(format!("SET {}", sets.join(", ")));
+        let exists = Some(Expr::new(ITEM_EXISTS));
+        match self.update(user_key(home, id), update, exists, Some(ReturnValue::AllNew)).await? {
+            Ok(after) => Ok(after.map(decode::<UserItem>).transpose()?.map(|item| item.record)),
+            // Refused: there is no such user.
+            Err(_) => Ok(None),
         }
     }
 
     /// Deletes a user and frees its e-mail, together. `false` when there was no such user.
     pub async fn delete_user(&self, user: &UserRecord) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(transact_delete(
-                &self.table,
-                user_key(&user.home(), &user.id),
-                "attribute_exists(PK)",
-            )?)
-            .transact_items(transact_delete(
-                &self.table,
-                email_claim_key(&user.email),
-                "attribute_exists(PK)",
-            )?)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => {
-                Ok(false)
-            }
-            Err(error) => Err(StoreError::dynamo("TransactWriteItems", error)),
-        }
+        let steps = vec![
+            self.delete_step(user_key(&user.home(), &user.id), Expr::new(ITEM_EXISTS))?,
+            self.delete_step(email_claim_key(&user.email), Expr::new(ITEM_EXISTS))?,
+        ];
+        Ok(self.transact(steps).await?.is_ok())
     }
 
     pub async fn record_login(&self, user: &UserRecord, at: OffsetDateTime) -> Result<(), StoreError> {
@@ -356,17 +244,8 @@ impl Store {
         name: &str,
         value: AttributeValue,
     ) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(user_key(&user.home(), &user.id)))
-            .update_expression("SET #name = :value")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_names("#name", name)
-            .expression_attribute_values(":value", value)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("UpdateItem", e))?;
+        let set = Expr::new("SET #name = :value").name("#name", name).value(":value", value);
+        self.update(user_key(&user.home(), &user.id), set, Some(Expr::new(ITEM_EXISTS)), None).await??;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO_FLAGS ?= --locked
 
-.PHONY: help dev test test-rust lint fmt infra-lint package bench clean
+.PHONY: help dev test test-rust contract lint fmt infra-lint package bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -11,10 +11,13 @@ help: ## list the targets
 dev: ## run the whole platform on http://127.0.0.1:8000 (emulator, resources, workers)
 	@local/stack.sh dev
 
-test: lint infra-lint test-rust ## the full suite: format, clippy, template lint, unit + emulator tests
+test: lint infra-lint test-rust contract ## the full suite: format, clippy, template lint, unit + emulator tests, schemathesis
 
 test-rust: ## unit, integration and end-to-end tests against a fresh emulator
 	@local/stack.sh with-emulator cargo test $(CARGO_FLAGS) --workspace
+
+contract: ## schemathesis (all checks, fixed seed) against the local server's own openapi.json
+	@CARGO_FLAGS="$(CARGO_FLAGS)" local/stack.sh contract
 
 lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all --check

@@ -2,6 +2,7 @@
 # The local stack: `make dev` and `make test` both come through here.
 #   local/stack.sh dev                  emulator + resources + the platform on :$DOTMAC_PORT
 #   local/stack.sh with-emulator CMD…   run CMD with a fresh emulator on a free port
+#   local/stack.sh contract             schemathesis against the platform's served OpenAPI document
 #   local/stack.sh venv                 install the Python tools (.venv)
 #   local/stack.sh sam-venv             install SAM CLI (.venv-sam)
 # DOTMAC_EMULATOR=external skips moto and uses the AWS_* variables as they are (LocalStack,
@@ -12,6 +13,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 VENV="$ROOT/.venv"
 SAM_VENV="$ROOT/.venv-sam"
+CONTRACT_VENV="$ROOT/.venv-contract"
 STATE="$ROOT/.local"
 mkdir -p "$STATE"
 
@@ -145,11 +147,37 @@ cmd_with_emulator() {
   exit "$status"
 }
 
+# The contract check (run inside `with-emulator`): the platform on a free port with its own
+# resources, and schemathesis against the OpenAPI document it serves.
+contract_run() {
+  ensure_venv "$CONTRACT_VENV" local/requirements-contract.txt
+  cargo build --quiet ${CARGO_FLAGS:-} -p dotmac-local
+  local port log="$STATE/contract-server.log"
+  port=$(free_port)
+  say "contract check: the platform on 127.0.0.1:$port (log: ${log#$ROOT/})"
+  DOTMAC_PORT=$port DOTMAC_PREFIX="contract$(date +%s)" DOTMAC_STATE_DIR= \
+    DOTMAC_ADMIN_EMAIL=admin@contract.test DOTMAC_ADMIN_PASSWORD=contract-admin-password \
+    "$ROOT/target/debug/dotmac-local" >"$log" 2>&1 &
+  APP_PID=$!
+  local status=0
+  "$CONTRACT_VENV/bin/python" local/contract_check.py "http://127.0.0.1:$port" \
+    admin@contract.test contract-admin-password || status=$?
+  if ! kill -0 "$APP_PID" 2>/dev/null; then
+    echo "the platform stopped during the contract check; the end of its log:" >&2
+    tail -n 30 "$log" >&2
+    status=1
+  fi
+  stop_app
+  return "$status"
+}
+
 case "${1:-}" in
   dev) cmd_dev ;;
+  contract) cmd_with_emulator contract_run ;;
   with-emulator) shift; cmd_with_emulator "$@" ;;
   venv) ensure_venv "$VENV" local/requirements.txt ;;
   sam-venv) ensure_venv "$SAM_VENV" local/requirements-sam.txt ;;
   package-venv) ensure_venv "$VENV" local/requirements-package.txt ;;
-  *) echo "usage: local/stack.sh dev | with-emulator CMD… | venv | sam-venv | package-venv" >&2; exit 2 ;;
+  contract-venv) ensure_venv "$CONTRACT_VENV" local/requirements-contract.txt ;;
+  *) echo "usage: local/stack.sh dev | with-emulator CMD… | contract | venv | sam-venv | package-venv | contract-venv" >&2; exit 2 ;;
 esac

@@ -1,9 +1,9 @@
 //! Signing keys from Secrets Manager: running instances pick up a rotation by themselves, a
 //! rotation signs nobody out, and a retired key's tokens are refused once the overlap ends.
 
-use dotmac_http::auth::{KeySet, StoredKey, generate_signing_key};
 use dotmac_secrets::{RotationOutcome, RotationPolicy};
 use dotmac_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, TestStack};
+use dotmac_tokens::{KeySet, StoredKey, generate_signing_key};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -277,7 +277,7 @@ async fn not_before_is_checked_on_tokens_and_honoured_on_keys() {
 
     let keys = &app.stack.platform.keys;
     let forge = |key: &StoredKey, kid: &str, nbf: i64| {
-        let claims = dotmac_http::Claims {
+        let claims = dotmac_tokens::Claims {
             iss: keys.issuer().to_owned(),
             aud: keys.audience().to_owned(),
             sub: me["id"].as_str().expect("id").to_owned(),
@@ -285,7 +285,7 @@ async fn not_before_is_checked_on_tokens_and_honoured_on_keys() {
             nbf,
             iat: now,
             jti: uuid::Uuid::new_v4().to_string(),
-            typ: dotmac_http::TokenKind::Access,
+            typ: dotmac_tokens::TokenKind::Access,
             tid: None,
             fam: None,
             pid: None,

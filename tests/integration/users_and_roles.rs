@@ -438,7 +438,6 @@ async fn the_user_list_pages_without_gaps_or_repeats_and_never_shows_a_hash() {
 
 /// A weak password on `POST /v1/users` is refused naming the field the client sent.
 #[tokio::test]
-#[ignore = "BUG: POST /v1/users names `new_password` (the password policy's field for a password change) instead of `password`"]
 async fn a_weak_password_on_a_new_user_names_the_password_field() {
     let app = TestApp::spawn().await;
     let (_, admin) = tenant_with_admin(&app, "boss@weak.example").await;

@@ -55,9 +55,9 @@ async fn jwks(State(state): State<AuthState>) -> impl IntoResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
+    #[schema(schema_with = dotmac_http::schema::email)]
     email: String,
-    /// 1–1024 bytes.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 1, max_length = 256)]
     password: String,
 }
 
@@ -87,10 +87,10 @@ async fn login(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangePasswordRequest {
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 1, max_length = 256)]
     current_password: String,
     /// 12–128 characters, not the e-mail, not built from breached words, no repeats or runs.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 12, max_length = 128)]
     new_password: String,
 }
 

@@ -11,6 +11,8 @@ use dotmac_domain::{
     TenantName, TenantSlug, authorize,
 };
 use dotmac_http::error::ErrorEnvelope;
+use dotmac_http::idempotency::IdempotencyKeyHeader;
+use dotmac_http::schema;
 use dotmac_http::{
     Access, ApiError, ApiRoutes, Authenticated, ErrorCode, Idempotent, Json, Page, PageQuery, Routes,
     idempotency_key, idempotent, request_fingerprint, routes,
@@ -62,17 +64,32 @@ pub fn router(state: TenantsState) -> ApiRoutes {
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantRequest {
-    /// The ISP's name, 1–100 characters.
+    /// The ISP's name, 1–120 characters.
+    #[schema(schema_with = schema::name)]
     name: String,
-    /// 3–40 characters of `a-z`, `0-9` and inner hyphens; unique across the platform.
+    /// 3–40 characters of `a-z`, `0-9` and inner hyphens; unique across the platform, and
+    /// not a reserved word (`admin`, `api`, ...: a 422).
+    #[schema(schema_with = schema::slug)]
     slug: String,
-    /// One of the seeded plans: `usage`, `scaled`, `enterprise`.
+    /// One of the plans (`usage`, `scaled`, `enterprise`).
+    #[schema(schema_with = seeded_plan)]
     plan: String,
+    #[schema(schema_with = schema::email)]
     contact_email: String,
     /// Platform staff may name the partner that brought the tenant; a partner's own
     /// onboardings are always its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::partner_id)]
     partner_id: Option<String>,
+}
+
+/// The plans every stack is seeded with; a plan id the store does not hold is a 422.
+fn seeded_plan() -> utoipa::openapi::Object {
+    let ids: Vec<String> = dotmac_domain::seed_plans().into_iter().map(|plan| plan.id.to_string()).collect();
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(ids))
+        .build()
 }
 
 impl CreateTenantRequest {
@@ -114,14 +131,13 @@ impl CreateTenantRequest {
     path = "/v1/tenants",
     tag = "tenants",
     operation_id = "create_tenant",
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "1–255 visible ASCII characters; a retry with the same key and body gets the first answer")),
+    params(IdempotencyKeyHeader),
     request_body = CreateTenantRequest,
     responses(
         (status = 202, description = "The tenant, in `provisioning`", body = TenantAnswer,
             headers(("idempotent-replayed" = String, description = "`true` when this is the saved answer of an earlier request with the same key"))),
         (status = 409, description = "`SLUG_TAKEN`, or `REQUEST_IN_PROGRESS` while the first request with this key runs", body = ErrorEnvelope),
-        (status = 422, description = "`VALIDATION_FAILED` naming the field, or `IDEMPOTENCY_KEY_REUSED` (same key, other body)", body = ErrorEnvelope),
+        (status = 422, description = "`VALIDATION_FAILED` naming the field (also a reserved slug or an unknown plan), or `IDEMPOTENCY_KEY_REUSED` (same key, other body)", body = ErrorEnvelope),
     )
 )]
 async fn create_tenant(
@@ -198,6 +214,7 @@ pub struct HealthReport {
     status: HealthStatus,
     /// At most 500 characters.
     #[serde(default)]
+    #[schema(max_length = 500)]
     detail: Option<String>,
 }
 
@@ -286,9 +303,13 @@ async fn list_tenants(
         .tenant_id
         .ok_or_else(|| ApiError::from(Denied { resource: Resource::Tenant, action: Action::Read }))?;
     authorize(&caller, Resource::Tenant, Action::Read, Target::tenant(own))?;
-    let items = match (query.cursor, state.store.fenced(caller.fence()).get_tenant(own).await?) {
-        (None, Some(tenant)) => vec![TenantAnswer::Tenant(TenantView::of(&tenant))],
-        _ => Vec::new(),
+    // Its list is one page long, so no cursor of ours leads anywhere from it.
+    if query.cursor.is_some() {
+        return Err(dotmac_store::StoreError::BadCursor.into());
+    }
+    let items = match state.store.fenced(caller.fence()).get_tenant(own).await? {
+        Some(tenant) => vec![TenantAnswer::Tenant(TenantView::of(&tenant))],
+        None => Vec::new(),
     };
     Ok(axum::Json(Page::new(items, None)))
 }

@@ -54,12 +54,46 @@ struct ScopeQuery {
     #[param(format = Uuid)]
     tenant_id: Option<String>,
     /// The partner whose staff to list (platform staff only).
+    #[param(schema_with = dotmac_http::schema::partner_id)]
     partner_id: Option<String>,
     /// Items per page, 1–100 (default 20).
     #[param(value_type = Option<i32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
     /// `next_cursor` from the previous page.
+    #[param(min_length = 1)]
     cursor: Option<String>,
+}
+
+/// Which tenant's roles a request is about: the caller's own unless platform staff name one.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RoleScopeQuery {
+    /// The tenant (platform staff name one; others get their own).
+    #[param(format = Uuid)]
+    tenant_id: Option<String>,
+}
+
+/// A role, by name, in the path.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct RolePath {
+    /// A role's name (the same rule as `dotmac_http::schema::role_name`; a test holds them
+    /// together: `schema_with` would drop the path parameter's `required`).
+    #[param(pattern = "^[a-z][a-z0-9_-]{1,39}$", min_length = 2, max_length = 40)]
+    name: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RoleScopeQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<RoleScopeQuery>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(query)| query)
+            .map_err(|rejection| ApiError::new(ErrorCode::ValidationFailed, rejection.body_text()))
+    }
 }
 
 impl ScopeQuery {
@@ -92,5 +126,19 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ScopeQuery {
             .await
             .map(|axum::extract::Query(query)| query)
             .map_err(|rejection| ApiError::new(ErrorCode::ValidationFailed, rejection.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::IntoParams;
+
+    #[test]
+    fn the_role_path_parameter_follows_the_role_name_rule() {
+        let parameters = serde_json::to_value(super::RolePath::into_params(|| None)).expect("parameters");
+        let rule = serde_json::to_value(dotmac_http::schema::role_name()).expect("rule");
+        assert_eq!(parameters[0]["required"], true);
+        assert_eq!(parameters[0]["schema"]["pattern"], rule["pattern"]);
+        assert_eq!(parameters[0]["schema"]["maxLength"], rule["maxLength"]);
     }
 }

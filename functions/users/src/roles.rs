@@ -14,10 +14,10 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::views::{RoleList, RoleView};
-use crate::{ScopeQuery, UsersState};
+use crate::{RolePath, RoleScopeQuery, UsersState};
 
 /// The tenant whose roles a request is about: the caller's own unless platform staff name one.
-fn tenant_of(query: &ScopeQuery, caller: &Caller) -> Result<Option<TenantId>, ApiError> {
+fn tenant_of(query: &RoleScopeQuery, caller: &Caller) -> Result<Option<TenantId>, ApiError> {
     match query.tenant_id.as_deref() {
         Some(raw) => Ok(Some(TenantId::parse_field(raw, "tenant_id")?)),
         None => Ok(caller.tenant_id),
@@ -42,13 +42,13 @@ fn parse_name(raw: &str) -> Result<RoleName, ApiError> {
     path = "/v1/roles",
     tag = "roles",
     operation_id = "list_roles",
-    params(ScopeQuery),
+    params(RoleScopeQuery),
     responses((status = 200, description = "Every role", body = RoleList))
 )]
 pub(crate) async fn list(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
-    query: ScopeQuery,
+    query: RoleScopeQuery,
 ) -> Result<axum::Json<RoleList>, ApiError> {
     let tenant = tenant_of(&query, &caller)?;
     authorize(&caller, Resource::Role, Action::Read, target(tenant))?;
@@ -63,12 +63,19 @@ pub(crate) async fn list(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateRoleRequest {
+    /// Not a built-in role's name.
+    #[schema(schema_with = dotmac_http::schema::role_name)]
     name: String,
     #[serde(default)]
+    #[schema(max_length = 200)]
     description: String,
+    /// 1–50 permissions, none reaching beyond the tenant (`own` or `tenant` scope) or beyond
+    /// what the caller holds.
+    #[schema(min_items = 1, max_items = 50)]
     permissions: Vec<Permission>,
     /// Platform staff name the tenant; others define roles in their own.
     #[serde(default)]
+    #[schema(format = Uuid)]
     tenant_id: Option<String>,
 }
 
@@ -141,7 +148,7 @@ pub(crate) async fn create(
     path = "/v1/roles/{name}",
     tag = "roles",
     operation_id = "get_role",
-    params(("name" = String, Path, description = "The role's name"), ScopeQuery),
+    params(RolePath, RoleScopeQuery),
     responses(
         (status = 200, description = "The role", body = RoleView),
         (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
@@ -151,7 +158,7 @@ pub(crate) async fn get(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
-    query: ScopeQuery,
+    query: RoleScopeQuery,
 ) -> Result<axum::Json<RoleView>, ApiError> {
     let tenant = tenant_of(&query, &caller)?;
     authorize(&caller, Resource::Role, Action::Read, target(tenant))?;
@@ -173,7 +180,10 @@ pub(crate) async fn get(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReplaceRoleRequest {
     #[serde(default)]
+    #[schema(max_length = 200)]
     description: String,
+    /// As for a new role.
+    #[schema(min_items = 1, max_items = 50)]
     permissions: Vec<Permission>,
 }
 
@@ -208,7 +218,7 @@ async fn changeable_role(
     path = "/v1/roles/{name}",
     tag = "roles",
     operation_id = "replace_role",
-    params(("name" = String, Path, description = "The role's name"), ScopeQuery),
+    params(RolePath, RoleScopeQuery),
     request_body = ReplaceRoleRequest,
     responses(
         (status = 200, description = "The role as replaced", body = RoleView),
@@ -219,7 +229,7 @@ pub(crate) async fn replace(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
-    query: ScopeQuery,
+    query: RoleScopeQuery,
     Json(request): Json<ReplaceRoleRequest>,
 ) -> Result<axum::Json<RoleView>, ApiError> {
     let tenant = tenant_of(&query, &caller)?;
@@ -241,7 +251,7 @@ pub(crate) async fn replace(
     path = "/v1/roles/{name}",
     tag = "roles",
     operation_id = "delete_role",
-    params(("name" = String, Path, description = "The role's name"), ScopeQuery),
+    params(RolePath, RoleScopeQuery),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
@@ -251,7 +261,7 @@ pub(crate) async fn delete(
     State(state): State<UsersState>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
-    query: ScopeQuery,
+    query: RoleScopeQuery,
 ) -> Result<StatusCode, ApiError> {
     let tenant = tenant_of(&query, &caller)?;
     authorize(&caller, Resource::Role, Action::Delete, target(tenant))?;

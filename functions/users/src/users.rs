@@ -7,6 +7,8 @@ use dotmac_domain::{
     Resource, RoleName, Target, TenantId, authorize, check_assignment,
 };
 use dotmac_http::error::ErrorEnvelope;
+use dotmac_http::idempotency::IdempotencyKeyHeader;
+use dotmac_http::schema;
 use dotmac_http::{
     ApiError, Authenticated, ErrorCode, Idempotent, Json, Page, idempotent, request_fingerprint,
 };
@@ -124,11 +126,14 @@ pub(crate) async fn list(
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateUserRequest {
+    #[schema(schema_with = schema::email)]
     email: String,
-    /// 12–128 characters, not the e-mail, not built from breached words, no repeats or runs.
-    #[schema(format = Password)]
+    /// 12–128 characters, not the e-mail, not built from breached words, no repeats or runs
+    /// (the policy's refusals are 422s naming `password`).
+    #[schema(format = Password, min_length = 12, max_length = 128)]
     password: String,
     /// Built-in or the tenant's custom roles, 1 to 10.
+    #[schema(min_items = 1, max_items = 10)]
     roles: Vec<String>,
     /// Platform staff name the tenant (or partner) of the new user; others create users in
     /// their own tenant and may leave it out.
@@ -136,6 +141,7 @@ pub(crate) struct CreateUserRequest {
     #[schema(format = Uuid)]
     tenant_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::partner_id)]
     partner_id: Option<String>,
 }
 
@@ -229,7 +235,9 @@ pub async fn check_new_user(store: &Store, caller: &Caller, new: &NewUser) -> Re
     let account = Account { user_id: "", tenant_id: new.tenant_id, partner_id: new.partner_id.as_ref() };
     let custom = tenant_roles(store, caller, new.tenant_id).await?;
     check_assignment(caller, account, &new.roles, &custom)?;
-    dotmac_domain::password_policy::check(&new.password, &new.email)?;
+    // The policy speaks of `new_password` (a password change); here the field is `password`.
+    dotmac_domain::password_policy::check(&new.password, &new.email)
+        .map_err(|refused| InvalidValue::new("password", refused.reason))?;
     Ok(())
 }
 
@@ -272,8 +280,7 @@ pub async fn create_user(
     path = "/v1/users",
     tag = "users",
     operation_id = "create_user",
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "1–255 visible ASCII characters; a retry with the same key and body gets the first answer")),
+    params(IdempotencyKeyHeader),
     request_body = CreateUserRequest,
     responses(
         (status = 201, description = "The user", body = UserView),
@@ -328,6 +335,7 @@ pub(crate) async fn get(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateUserRequest {
+    #[schema(min_items = 1, max_items = 10)]
     roles: Option<Vec<String>>,
     active: Option<bool>,
 }

@@ -71,10 +71,10 @@ pub enum Scope {
 #[serde(deny_unknown_fields)]
 pub struct Permission {
     #[serde(with = "star")]
-    #[schema(schema_with = star::any_resource)]
+    #[schema(schema_with = star::any_resource, required = true)]
     pub resource: Option<Resource>,
     #[serde(with = "star")]
-    #[schema(schema_with = star::any_action)]
+    #[schema(schema_with = star::any_action, required = true)]
     pub action: Option<Action>,
     pub scope: Scope,
 }

@@ -12,6 +12,15 @@ use crate::error::{ApiError, ErrorCode};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
+/// The `Idempotency-Key` header, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKeyHeader {
+    #[param(rename = "Idempotency-Key", schema_with = crate::schema::idempotency_key)]
+    idempotency_key: Option<String>,
+}
+
 /// Identifies a request's content, so a key reused with another body is caught.
 pub fn request_fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     let mut context = digest::Context::new(&digest::SHA256);

@@ -9,6 +9,7 @@ pub mod json;
 pub mod openapi;
 pub mod page;
 pub mod router;
+pub mod schema;
 pub mod source;
 
 pub use auth::{Authenticated, SignedIn, check_bearer, resolve_caller};

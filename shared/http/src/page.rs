@@ -31,6 +31,7 @@ pub struct PageQuery {
     #[param(value_type = Option<i32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// `next_cursor` from the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 

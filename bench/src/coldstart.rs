@@ -235,6 +235,14 @@ pub fn targets(events_dir: &Path) -> anyhow::Result<Vec<Target>> {
     unrouted["routeKey"] = "$default".into();
     unrouted["requestContext"]["http"]["path"] = path.into();
     unrouted["requestContext"]["routeKey"] = "$default".into();
+    // The docs function builds the OpenAPI document on its first request, not at init: this
+    // row is where that cost shows.
+    let mut openapi = health.clone();
+    let path = "/v1/openapi.json";
+    openapi["rawPath"] = path.into();
+    openapi["routeKey"] = format!("GET {path}").into();
+    openapi["requestContext"]["http"]["path"] = path.into();
+    openapi["requestContext"]["routeKey"] = format!("GET {path}").into();
     let sqs = read("sqs-provision-tenant.json")?;
     Ok(vec![
         Target { handler: "health", event: health, expect: Expect::HttpStatus(200), what: "GET /health" },
@@ -249,6 +257,12 @@ pub fn targets(events_dir: &Path) -> anyhow::Result<Vec<Target>> {
             event: unrouted,
             expect: Expect::HttpStatus(404),
             what: "unrouted GET → 404",
+        },
+        Target {
+            handler: "docs",
+            event: openapi,
+            expect: Expect::HttpStatus(200),
+            what: "GET /v1/openapi.json, built on this first request",
         },
         Target {
             handler: "provisioner",

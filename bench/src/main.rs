@@ -272,7 +272,7 @@ async fn cold_start_rows(paths: &Paths, stack: Option<&Result<e2e::Stack, String
         Ok(setup) => setup,
         Err(error) => {
             let note = format!("not measured: {error:#}");
-            return ["health", "auth", "tenants", "provisioner"]
+            return ["health", "auth", "tenants", "docs", "provisioner"]
                 .into_iter()
                 .map(|h| {
                     Row::missing(

@@ -291,3 +291,32 @@ async fn a_password_change_checks_the_old_one_and_the_policy() {
     assert_eq!(app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.status(), 401);
     assert_eq!(app.login(ADMIN_EMAIL, "a perfectly fine passphrase").await.status(), 200);
 }
+
+/// The sign-in limits count in fixed windows of the clock the use case is given, so the test
+/// sets that clock to either side of a window's boundary instead of racing the wall clock:
+/// locked one second before it (told to come back in exactly one second), free exactly at it.
+#[tokio::test]
+async fn an_account_lockout_ends_exactly_at_its_windows_boundary() {
+    use dotmac_auth::sign_in::{FAILURE_WINDOW_SECONDS, MAX_FAILURES_PER_ACCOUNT};
+    use dotmac_auth::{SignInError, sign_in};
+    let stack = dotmac_tests::TestStack::new(&[]).await;
+    let (store, keys) = (&stack.platform.store, &stack.platform.keys);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let boundary = (now / FAILURE_WINDOW_SECONDS + 1) * FAILURE_WINDOW_SECONDS;
+    let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).expect("time");
+    let source = "203.0.113.7";
+    let attempt = |password: &str, t: i64| {
+        sign_in(store, keys, source, dotmac_tests::ADMIN_EMAIL, password.to_owned(), at(t))
+    };
+    for n in 1..=MAX_FAILURES_PER_ACCOUNT {
+        let answer = attempt("not-the-password", boundary - 1).await;
+        assert!(matches!(answer, Err(SignInError::InvalidCredentials)), "failure {n}: {answer:?}");
+    }
+    let locked = attempt(dotmac_tests::ADMIN_PASSWORD, boundary - 1).await;
+    assert!(
+        matches!(locked, Err(SignInError::RateLimited { retry_after_seconds: 1, .. })),
+        "the right password is refused while locked, until the boundary: {locked:?}"
+    );
+    let free = attempt(dotmac_tests::ADMIN_PASSWORD, boundary).await;
+    assert!(free.is_ok(), "a new window starts at the boundary: {free:?}");
+}

@@ -125,11 +125,13 @@ async fn a_rotation_reaches_running_instances_and_a_retired_key_stops_verifying(
     assert!(public_set.keys.iter().all(|key| key.private_key.is_none()), "no private key in the public set");
     assert!(verifier.keys.verify(&after, dotmac_tokens::TokenKind::Access).is_ok());
     assert!(verifier.keys.verify(&before, dotmac_tokens::TokenKind::Access).is_ok());
-    assert!(
+    assert_eq!(
         verifier
             .keys
             .issue_machine(dotmac_domain::TenantId::generate(), 60, time::OffsetDateTime::now_utc())
-            .is_err()
+            .err(),
+        Some(dotmac_tokens::TokenError::NoSigningKey),
+        "a verifier cannot mint"
     );
     assert!(verifier.authorizer().decide(&authorizer_event(&after)).await.is_authorized);
     assert!(jwks_kids(&app).await.contains(&kid(&after)));
@@ -147,9 +149,15 @@ async fn a_rotation_reaches_running_instances_and_a_retired_key_stops_verifying(
     let published = jwks_kids(&app).await;
     assert!(!published.contains(&old_kid), "{published:?}");
     verifier.key_set_secret().expect("public secret").reload_into(&verifier.keys).await.expect("reload");
+    let refusal = verifier.keys.verify(&before, dotmac_tokens::TokenKind::Access).err();
     assert!(
-        verifier.keys.verify(&before, dotmac_tokens::TokenKind::Access).is_err(),
-        "retired for verifiers too"
+        matches!(
+            refusal,
+            Some(dotmac_tokens::TokenError::Rejected(
+                dotmac_tokens::Refusal::RetiredKey | dotmac_tokens::Refusal::UnknownKey
+            ))
+        ),
+        "retired for verifiers too: {refusal:?}"
     );
     assert!(verifier.keys.verify(&after, dotmac_tokens::TokenKind::Access).is_ok());
     let (set, _) = secret.load().await.expect("key set");

@@ -93,8 +93,23 @@ fn seeded_plan() -> utoipa::openapi::Object {
 }
 
 impl CreateTenantRequest {
+    /// Who is asking, and a digest of what: an `Idempotency-Key` is honoured per caller, and a
+    /// key reused with another body is caught by the digest.
+    fn scope_and_fingerprint(&self, caller: &Caller) -> Result<(String, String), ApiError> {
+        let canonical = serde_json::to_vec(self).map_err(ApiError::internal)?;
+        let fingerprint = request_fingerprint("POST", "/v1/tenants", &canonical);
+        Ok((format!("tenants#{}", caller.user_id), fingerprint))
+    }
+
+    /// Names this request, made by `caller` under `key`, as the slug claim records it: a retry
+    /// of the same keyed request finds the tenant it created even when its answer was lost.
+    pub fn request_ref(&self, caller: &Caller, key: &str) -> Result<String, ApiError> {
+        let (scope, fingerprint) = self.scope_and_fingerprint(caller)?;
+        Ok(format!("{scope}#{key}#{fingerprint}"))
+    }
+
     /// Parses every field and reports all that are wrong, the first one as `field`.
-    fn parse(&self) -> Result<NewTenant, ApiError> {
+    pub fn parse(&self) -> Result<NewTenant, ApiError> {
         let name = TenantName::parse(&self.name);
         let slug = TenantSlug::parse(&self.slug);
         let plan = PlanId::parse(&self.plan);
@@ -147,9 +162,7 @@ async fn create_tenant(
     Json(request): Json<CreateTenantRequest>,
 ) -> Result<Idempotent<TenantAnswer>, ApiError> {
     let new = onboarding::authorized(&caller, request.parse()?)?;
-    let canonical = serde_json::to_vec(&request).map_err(ApiError::internal)?;
-    let fingerprint = request_fingerprint("POST", "/v1/tenants", &canonical);
-    let scope = format!("tenants#{}", caller.user_id);
+    let (scope, fingerprint) = request.scope_and_fingerprint(&caller)?;
     let request_ref = idempotency_key(&headers).map(|key| format!("{scope}#{key}#{fingerprint}"));
     idempotent(&state.store, &scope, &headers, &fingerprint, || async {
         let tenant = state.onboarding().onboard(&caller, new, request_ref.as_deref()).await?;

@@ -4,99 +4,54 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-/// Every error code the API answers with; the status goes with the code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
-    ValidationFailed,
-    MalformedRequest,
-    UnsupportedMediaType,
-    PayloadTooLarge,
-    Unauthenticated,
-    InvalidCredentials,
-    InvalidToken,
-    TokenReused,
-    Forbidden,
-    NotFound,
-    TenantNotFound,
-    MethodNotAllowed,
-    SlugTaken,
-    AlreadyExists,
-    RequestInProgress,
-    IdempotencyKeyReused,
-    RateLimited,
-    DependencyUnavailable,
-    Internal,
+/// Declares the error codes once: the enum, its list, each code's status and its name (which
+/// is also what serde writes, so the document's enum and the answers agree).
+macro_rules! error_codes {
+    ($($code:ident = $name:literal => $status:ident,)*) => {
+        /// Every error code the API answers with; the status goes with the code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+        pub enum ErrorCode {
+            $(#[serde(rename = $name)] $code,)*
+        }
+
+        impl ErrorCode {
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$code,)*];
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ErrorCode::$code => StatusCode::$status,)*
+                }
+            }
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$code => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = {
-        use ErrorCode::*;
-        [
-            ValidationFailed,
-            MalformedRequest,
-            UnsupportedMediaType,
-            PayloadTooLarge,
-            Unauthenticated,
-            InvalidCredentials,
-            InvalidToken,
-            TokenReused,
-            Forbidden,
-            NotFound,
-            TenantNotFound,
-            MethodNotAllowed,
-            SlugTaken,
-            AlreadyExists,
-            RequestInProgress,
-            IdempotencyKeyReused,
-            RateLimited,
-            DependencyUnavailable,
-            Internal,
-        ]
-    };
-
-    pub fn status(self) -> StatusCode {
-        use ErrorCode::*;
-        match self {
-            ValidationFailed | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            MalformedRequest => StatusCode::BAD_REQUEST,
-            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Unauthenticated | InvalidCredentials | InvalidToken | TokenReused => StatusCode::UNAUTHORIZED,
-            Forbidden => StatusCode::FORBIDDEN,
-            NotFound | TenantNotFound => StatusCode::NOT_FOUND,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            SlugTaken | AlreadyExists | RequestInProgress => StatusCode::CONFLICT,
-            RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            DependencyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        use ErrorCode::*;
-        match self {
-            ValidationFailed => "VALIDATION_FAILED",
-            MalformedRequest => "MALFORMED_REQUEST",
-            UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
-            PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            Unauthenticated => "UNAUTHENTICATED",
-            InvalidCredentials => "INVALID_CREDENTIALS",
-            InvalidToken => "INVALID_TOKEN",
-            TokenReused => "TOKEN_REUSED",
-            Forbidden => "FORBIDDEN",
-            NotFound => "NOT_FOUND",
-            TenantNotFound => "TENANT_NOT_FOUND",
-            MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            SlugTaken => "SLUG_TAKEN",
-            AlreadyExists => "ALREADY_EXISTS",
-            RequestInProgress => "REQUEST_IN_PROGRESS",
-            IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            RateLimited => "RATE_LIMITED",
-            DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
-            Internal => "INTERNAL",
-        }
-    }
+error_codes! {
+    ValidationFailed = "VALIDATION_FAILED" => UNPROCESSABLE_ENTITY,
+    MalformedRequest = "MALFORMED_REQUEST" => BAD_REQUEST,
+    UnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE" => UNSUPPORTED_MEDIA_TYPE,
+    PayloadTooLarge = "PAYLOAD_TOO_LARGE" => PAYLOAD_TOO_LARGE,
+    Unauthenticated = "UNAUTHENTICATED" => UNAUTHORIZED,
+    InvalidCredentials = "INVALID_CREDENTIALS" => UNAUTHORIZED,
+    InvalidToken = "INVALID_TOKEN" => UNAUTHORIZED,
+    TokenReused = "TOKEN_REUSED" => UNAUTHORIZED,
+    Forbidden = "FORBIDDEN" => FORBIDDEN,
+    NotFound = "NOT_FOUND" => NOT_FOUND,
+    TenantNotFound = "TENANT_NOT_FOUND" => NOT_FOUND,
+    MethodNotAllowed = "METHOD_NOT_ALLOWED" => METHOD_NOT_ALLOWED,
+    SlugTaken = "SLUG_TAKEN" => CONFLICT,
+    AlreadyExists = "ALREADY_EXISTS" => CONFLICT,
+    RequestInProgress = "REQUEST_IN_PROGRESS" => CONFLICT,
+    IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED" => UNPROCESSABLE_ENTITY,
+    RateLimited = "RATE_LIMITED" => TOO_MANY_REQUESTS,
+    DependencyUnavailable = "DEPENDENCY_UNAVAILABLE" => SERVICE_UNAVAILABLE,
+    Internal = "INTERNAL" => INTERNAL_SERVER_ERROR,
 }
 
 /// The body of every error answer, as the OpenAPI document describes it.
@@ -233,7 +188,7 @@ mod tests {
 
     #[test]
     fn every_code_serialises_as_its_name() {
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(code).ok(), Some(Value::String(code.as_str().to_owned())));
         }
     }

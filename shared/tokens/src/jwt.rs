@@ -116,9 +116,53 @@ pub enum TokenError {
     #[error("the signing key is not a base64 PKCS#8 Ed25519 key")]
     BadSigningKey,
     #[error("token rejected: {0}")]
-    Rejected(String),
+    Rejected(Refusal),
     #[error("token could not be signed: {0}")]
     Signing(String),
+}
+
+/// Why a token was refused: each check of `JwtKeys::verify` has its own answer, so a test
+/// (or a log line) says which check stopped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("malformed token")]
+    Malformed,
+    #[error("algorithm not allowed")]
+    AlgorithmNotAllowed,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("signing key retired")]
+    RetiredKey,
+    #[error("wrong token type")]
+    WrongType,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("expired")]
+    Expired,
+    #[error("not valid yet")]
+    NotYetValid,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
+    #[error("a required claim is missing")]
+    MissingClaim,
+}
+
+impl From<jsonwebtoken::errors::Error> for Refusal {
+    fn from(error: jsonwebtoken::errors::Error) -> Self {
+        use jsonwebtoken::errors::ErrorKind;
+        match error.kind() {
+            ErrorKind::InvalidSignature => Refusal::BadSignature,
+            ErrorKind::ExpiredSignature => Refusal::Expired,
+            ErrorKind::ImmatureSignature => Refusal::NotYetValid,
+            ErrorKind::InvalidIssuer => Refusal::WrongIssuer,
+            ErrorKind::InvalidAudience => Refusal::WrongAudience,
+            ErrorKind::MissingRequiredClaim(_) => Refusal::MissingClaim,
+            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => Refusal::AlgorithmNotAllowed,
+            _ => Refusal::Malformed,
+        }
+    }
 }
 
 /// One key of the key set, as stored (the value of `DOTMAC_JWT_KEY_SET`, and of the secrets
@@ -461,10 +505,10 @@ impl JwtKeys {
 
     /// Checks signature, algorithm, `kid`, `typ`, issuer, audience and validity window.
     pub fn verify(&self, token: &str, expected: TokenKind) -> Result<Claims, TokenError> {
-        let reject = |why: &str| TokenError::Rejected(why.to_owned());
-        let header = jsonwebtoken::decode_header(token).map_err(|_| reject("malformed token"))?;
+        let reject = TokenError::Rejected;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| reject(Refusal::Malformed))?;
         if header.alg != Algorithm::EdDSA {
-            return Err(reject("algorithm not allowed"));
+            return Err(reject(Refusal::AlgorithmNotAllowed));
         }
         // The kid only ever selects among our own keys.
         let material = self.material.load();
@@ -472,12 +516,12 @@ impl JwtKeys {
             .verifying
             .iter()
             .find(|key| header.kid.as_deref() == Some(key.kid.as_str()))
-            .ok_or_else(|| reject("unknown signing key"))?;
+            .ok_or(reject(Refusal::UnknownKey))?;
         if key.retire_at.is_some_and(|at| at <= OffsetDateTime::now_utc().unix_timestamp()) {
-            return Err(reject("signing key retired"));
+            return Err(reject(Refusal::RetiredKey));
         }
         if header.typ.as_deref() != Some(expected.header_typ()) {
-            return Err(reject("wrong token type"));
+            return Err(reject(Refusal::WrongType));
         }
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
@@ -486,9 +530,9 @@ impl JwtKeys {
         validation.validate_nbf = true;
         validation.leeway = CLOCK_LEEWAY_SECONDS;
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
-            .map_err(|e| TokenError::Rejected(e.to_string()))?;
+            .map_err(|e| reject(e.into()))?;
         if data.claims.typ != expected {
-            return Err(reject("wrong token type"));
+            return Err(reject(Refusal::WrongType));
         }
         Ok(data.claims)
     }
@@ -529,6 +573,10 @@ mod tests {
         JwtKeys::from_settings(&settings(key)).expect("keys")
     }
 
+    fn refused(refusal: Refusal) -> Option<TokenError> {
+        Some(TokenError::Rejected(refusal))
+    }
+
     fn admin() -> Caller {
         Caller::new("u1", None, &[Role::PlatformAdmin])
     }
@@ -539,8 +587,8 @@ mod tests {
         let pair = keys.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair;
         let claims = keys.verify(&pair.access_token, TokenKind::Access).expect("valid");
         assert_eq!(claims.caller(), admin());
-        assert!(keys.verify(&pair.access_token, TokenKind::Refresh).is_err());
-        assert!(keys.verify(&pair.refresh_token, TokenKind::Access).is_err());
+        assert_eq!(keys.verify(&pair.access_token, TokenKind::Refresh).err(), refused(Refusal::WrongType));
+        assert_eq!(keys.verify(&pair.refresh_token, TokenKind::Access).err(), refused(Refusal::WrongType));
         assert!(keys.verify(&pair.refresh_token, TokenKind::Refresh).is_ok());
     }
 
@@ -549,12 +597,13 @@ mod tests {
         let keys = keys();
         let old = OffsetDateTime::now_utc() - time::Duration::hours(2);
         let expired = keys.issue(&admin(), "family", old).expect("issued").pair.access_token;
-        assert!(keys.verify(&expired, TokenKind::Access).is_err());
+        assert_eq!(keys.verify(&expired, TokenKind::Access).err(), refused(Refusal::Expired));
 
         let other = JwtKeys::from_settings(&settings(generate_signing_key().expect("key"))).expect("keys");
         let foreign =
             other.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
-        assert!(keys.verify(&foreign, TokenKind::Access).is_err());
+        // Another key set's key has another id: it is never even tried.
+        assert_eq!(keys.verify(&foreign, TokenKind::Access).err(), refused(Refusal::UnknownKey));
 
         let token =
             keys.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
@@ -563,7 +612,7 @@ mod tests {
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).expect("b64")).expect("json");
         payload["sub"] = "someone-else".into();
         parts[1] = URL_SAFE_NO_PAD.encode(payload.to_string());
-        assert!(keys.verify(&parts.join("."), TokenKind::Access).is_err());
+        assert_eq!(keys.verify(&parts.join("."), TokenKind::Access).err(), refused(Refusal::BadSignature));
     }
 
     #[test]
@@ -576,7 +625,12 @@ mod tests {
             r#"{{"iss":"https://issuer.test","aud":"dotmac-test","sub":"x","exp":{},"nbf":{now},"iat":{now},"jti":"j","typ":"at+jwt","roles":["platform_admin"]}}"#,
             now + 600
         ));
-        assert!(keys.verify(&format!("{header}.{payload}."), TokenKind::Access).is_err());
+        // `none` is not an algorithm the JWT library parses at all: refused before any key.
+        let refusal = keys.verify(&format!("{header}.{payload}."), TokenKind::Access).err();
+        assert!(
+            matches!(refusal, Some(TokenError::Rejected(Refusal::Malformed | Refusal::AlgorithmNotAllowed))),
+            "{refusal:?}"
+        );
     }
 
     fn admin_claims(iss: &str, aud: &str) -> Claims {
@@ -610,7 +664,7 @@ mod tests {
         let claims = admin_claims("https://issuer.test", "dotmac-test");
         let public = keys.material.load().verifying[0].public_key.clone();
         let forged = sign_with(&claims, Algorithm::HS256, &keys.kid(), &EncodingKey::from_secret(&public));
-        assert!(keys.verify(&forged, TokenKind::Access).is_err());
+        assert_eq!(keys.verify(&forged, TokenKind::Access).err(), refused(Refusal::AlgorithmNotAllowed));
     }
 
     #[test]
@@ -623,17 +677,25 @@ mod tests {
             keys.verify(&sign_with(&good, Algorithm::EdDSA, &keys.kid(), key), TokenKind::Access).is_ok()
         );
         let wrong_iss = admin_claims("https://evil.test", "dotmac-test");
-        assert!(
-            keys.verify(&sign_with(&wrong_iss, Algorithm::EdDSA, &keys.kid(), key), TokenKind::Access)
-                .is_err()
+        let signed = |claims: &Claims, kid: &str| sign_with(claims, Algorithm::EdDSA, kid, key);
+        assert_eq!(
+            keys.verify(&signed(&wrong_iss, &keys.kid()), TokenKind::Access).err(),
+            refused(Refusal::WrongIssuer)
         );
         let wrong_aud = admin_claims("https://issuer.test", "someone-else");
-        assert!(
-            keys.verify(&sign_with(&wrong_aud, Algorithm::EdDSA, &keys.kid(), key), TokenKind::Access)
-                .is_err()
+        assert_eq!(
+            keys.verify(&signed(&wrong_aud, &keys.kid()), TokenKind::Access).err(),
+            refused(Refusal::WrongAudience)
         );
-        assert!(
-            keys.verify(&sign_with(&good, Algorithm::EdDSA, "unknown-kid", key), TokenKind::Access).is_err()
+        assert_eq!(
+            keys.verify(&signed(&good, "unknown-kid"), TokenKind::Access).err(),
+            refused(Refusal::UnknownKey)
+        );
+        let mut early = good.clone();
+        early.nbf += 3600;
+        assert_eq!(
+            keys.verify(&signed(&early, &keys.kid()), TokenKind::Access).err(),
+            refused(Refusal::NotYetValid)
         );
     }
 
@@ -657,13 +719,13 @@ mod tests {
 
         // Past the overlap the old key is gone from the set...
         let later = JwtKeys::from_key_set(&rotated, &settings, now + 3601).expect("keys");
-        assert!(later.verify(&old_token, TokenKind::Access).is_err());
+        assert_eq!(later.verify(&old_token, TokenKind::Access).err(), refused(Refusal::UnknownKey));
         // ...and an instance that loaded the set earlier refuses it too once it retires.
         let mut retiring = rotated.clone();
         retiring.keys[0].retire_at = Some(now - 1);
         retiring.keys[1].not_before = now - 200;
         let stale_instance = JwtKeys::from_key_set(&retiring, &settings, now - 100).expect("keys");
-        assert!(stale_instance.verify(&old_token, TokenKind::Access).is_err());
+        assert_eq!(stale_instance.verify(&old_token, TokenKind::Access).err(), refused(Refusal::RetiredKey));
     }
 
     #[test]

@@ -96,6 +96,15 @@ impl Handler {
         }
     }
 
+    /// How often a scheduled function runs (its EventBridge Scheduler rate in the template;
+    /// the local server keeps the same pace). `None` for the others.
+    pub fn schedule_every(self) -> Option<std::time::Duration> {
+        match self {
+            Handler::RotateSigningKeys => Some(Duration::from_secs(3600)),
+            _ => None,
+        }
+    }
+
     /// Whether the function reaches AWS (and so needs the platform's clients and keys) at all.
     pub fn needs_platform(self) -> bool {
         !matches!(self, Handler::Docs | Handler::RotateSigningKeys)
@@ -240,6 +249,18 @@ impl Platform {
     /// Every HTTP route in one router: what the local server serves.
     pub fn api_router(&self) -> Router {
         with_defaults(self.api_routes().router, &self.config.cors_allowed_origins)
+    }
+
+    /// One run of a scheduled function (see `Handler::schedule_every`).
+    pub async fn run_schedule(&self, handler: Handler) -> anyhow::Result<()> {
+        match handler {
+            Handler::RotateSigningKeys => {
+                let outcome = self.rotate_signing_keys().await?;
+                tracing::debug!(?outcome, "signing key rotation checked");
+                Ok(())
+            }
+            other => anyhow::bail!("{} is not a scheduled function", other.name()),
+        }
     }
 
     pub fn provisioner(&self) -> Provisioner {

@@ -223,3 +223,39 @@ fn the_path_mapping_follows_the_gateway_syntax() {
     assert_eq!(gateway_path("/docs/{*file}"), "/docs/{file+}");
     assert_eq!(gateway_path("/v1/tenants/{id}"), "/v1/tenants/{id}");
 }
+
+/// `rate(1 hour)`, `rate(5 minutes)`: EventBridge Scheduler's rate expressions, in seconds.
+fn rate_seconds(expression: &str) -> Option<u64> {
+    let inner = expression.strip_prefix("rate(")?.strip_suffix(')')?;
+    let (count, unit) = inner.split_once(' ')?;
+    let count: u64 = count.parse().ok()?;
+    let unit = match unit.trim_end_matches('s') {
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        _ => return None,
+    };
+    Some(count * unit)
+}
+
+#[test]
+fn scheduled_functions_run_at_the_pace_the_local_server_keeps() {
+    let template = template();
+    for handler in Handler::ALL {
+        let Some(every) = handler.schedule_every() else { continue };
+        let resources = template["Resources"].as_mapping().expect("Resources");
+        let function = resources
+            .values()
+            .find(|r| r["Properties"]["Handler"].as_str() == Some(handler.name()))
+            .unwrap_or_else(|| panic!("no function for {}", handler.name()));
+        let rates: Vec<Option<u64>> = function["Properties"]["Events"]
+            .as_mapping()
+            .expect("a scheduled function has events")
+            .values()
+            .filter(|e| matches!(e["Type"].as_str(), Some("ScheduleV2" | "Schedule")))
+            .map(|e| e["Properties"]["ScheduleExpression"].as_str().and_then(rate_seconds))
+            .collect();
+        assert_eq!(rates, vec![Some(every.as_secs())], "{}: the template's schedule", handler.name());
+    }
+    assert_eq!(rate_seconds("rate(5 minutes)"), Some(300));
+}

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use dotmac_config::Config;
 use dotmac_domain::{Email, Role, seed_plans};
-use dotmac_platform::Platform;
+use dotmac_platform::{Handler, Kind, Platform};
 use dotmac_queue::worker::{SqsBackendConfig, run_worker};
 use dotmac_queue::{ProvisioningJob, QueueSettings, ensure_queue_with_dlq};
 use dotmac_secrets::KeySetSecret;
@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
@@ -154,20 +155,24 @@ pub async fn seed(platform: &Platform, local: &LocalSettings) -> anyhow::Result<
     }
 }
 
-/// The local stand-in for the EventBridge Scheduler rule that rotates the signing keys: the
-/// same handler, run hourly (it only rotates when a rotation is due).
-async fn rotation_schedule(platform: Platform, stopped: impl Future<Output = ()>) {
-    if platform.key_set_secret().is_none() {
+/// The local stand-in for a function's EventBridge Scheduler entry: the same handler, at the
+/// same pace (the rotation only rotates when one is due).
+async fn run_on_schedule(
+    platform: Platform,
+    handler: Handler,
+    every: Duration,
+    stopped: impl Future<Output = ()>,
+) {
+    if handler == Handler::RotateSigningKeys && platform.key_set_secret().is_none() {
         return;
     }
-    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(3600));
+    let mut ticks = tokio::time::interval(every);
     tokio::pin!(stopped);
     loop {
         tokio::select! {
             _ = &mut stopped => return,
-            _ = ticks.tick() => match platform.rotate_signing_keys().await {
-                Ok(outcome) => tracing::debug!(?outcome, "signing key rotation checked"),
-                Err(error) => tracing::warn!(error = format!("{error:#}"), "signing key rotation failed"),
+            _ = ticks.tick() => if let Err(error) = platform.run_schedule(handler).await {
+                tracing::warn!(handler = handler.name(), error = format!("{error:#}"), "scheduled run failed");
             },
         }
     }
@@ -187,6 +192,10 @@ pub async fn serve(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
+    // Every function of the table, as it is triggered in AWS: HTTP functions in the one router,
+    // the queue consumer as an apalis worker, scheduled ones on their interval.
+    let queue_consumers = Handler::ALL.iter().filter(|h| h.kind() == Kind::QueueConsumer).count();
+    anyhow::ensure!(queue_consumers == 1, "the local server runs one queue worker, the provisioner's");
     let worker = tokio::spawn(run_worker::<ProvisioningJob, _>(
         "provisioning",
         platform.provisioning.clone(),
@@ -210,13 +219,19 @@ pub async fn serve(
     .with_graceful_shutdown(stopped());
     let server = tokio::spawn(async move { server.await });
     let reload = platform.start_key_reload();
-    let rotation = tokio::spawn(rotation_schedule(platform.clone(), stopped()));
+    let schedules: Vec<_> = Handler::ALL
+        .into_iter()
+        .filter_map(|handler| Some((handler, handler.schedule_every()?)))
+        .map(|(handler, every)| tokio::spawn(run_on_schedule(platform.clone(), handler, every, stopped())))
+        .collect();
     shutdown.await;
     let _ = stop_tx.send(true);
     if let Some(reload) = reload {
         reload.abort();
     }
-    rotation.await.context("rotation schedule")?;
+    for schedule in schedules {
+        schedule.await.context("schedule")?;
+    }
     server.await.context("server task")?.context("server")?;
     worker.await.context("worker task")?.context("provisioning worker")?;
     Ok(())

@@ -45,10 +45,10 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use dotmac_config::Config;
 use dotmac_domain::TenantStatus;
-use dotmac_platform::{Handler, Platform, docs_router, rotate_signing_keys};
+use dotmac_platform::{Handler, Platform, docs_router, rotate_signing_keys, rotation_policy};
 use dotmac_queue::SqsQueue;
 use dotmac_queue::lambda::handle_sqs_event;
-use dotmac_secrets::RotationOutcome;
+use dotmac_secrets::{KeySetSecret, RotationOutcome};
 use futures::FutureExt;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -66,7 +66,20 @@ const ADMIN_PASSWORD: &str = "admin-password-for-the-iam-test";
 /// Statements (or single actions of one) that no function's work uses in this test, each with
 /// why it stays; `infra/README.md` lists the same. A new unused one, or one of these becoming
 /// used, fails the test, so the list cannot go stale.
-const EXPLAINED_UNUSED: &[&str] = &[];
+const EXPLAINED_UNUSED: &[&str] = &[
+    // Not called by our code in Lambda (the SQS event source mapping needs only Receive,
+    // Delete and GetQueueAttributes; the local apalis worker uses it, without IAM): a
+    // least-privilege candidate left to the lead, since the queue adapter is being changed.
+    "provisioner/ConsumeProvisioningJobs/sqs:ChangeMessageVisibility",
+    // Stopping a task a failed tenant already has: the last attempt after a launch that never
+    // reached RUNNING (tests/integration/task_lifecycle.rs drives it; here RunTask fails first).
+    "provisioner/ManageTenantTasks/ecs:StopTask",
+    // Renewing a machine token with a quarter of its life left (a later delivery).
+    "provisioner/TenantSecrets/secretsmanager:PutSecretValue",
+    // Taking an onboarding back when the queue refuses its job, and abandoning an
+    // idempotency record after a failure.
+    "tenants/TenantsTable/dynamodb:DeleteItem",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -758,7 +771,21 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
+    call_with(router, method, path, token, body, &[]).await
+}
+
+async fn call_with(
+    router: &axum::Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
     let mut request = http::Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -915,18 +942,23 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
     let outcome = tokio::time::timeout(Duration::from_secs(90), AssertUnwindSafe(async {
         // rotate-signing-keys: the first run on the fresh stack creates both sets, a later
         // run that is due adds a key.
-        let rotation = |rotate_after: u64| {
-            let mut config = config_of(Handler::RotateSigningKeys);
-            config.jwt.key_set_secret = Some(format!("{prefix}-jwt-key-set"));
-            config.jwt.rotate_after_seconds = rotate_after;
-            let client = aws_sdk_secretsmanager::Client::new(&sdk_of(Handler::RotateSigningKeys.name()));
-            async move { rotate_signing_keys(&config, client).await }
-        };
-        let first = rotation(2_592_000).await.expect("the first rotation");
+        let rotation_config = config_of(Handler::RotateSigningKeys);
+        let rotation_client = aws_sdk_secretsmanager::Client::new(&sdk_of(Handler::RotateSigningKeys.name()));
+        let first = rotate_signing_keys(&rotation_config, rotation_client.clone()).await.expect("the first rotation");
         assert!(matches!(first, RotationOutcome::Rotated { keys: 2, .. }), "{first:?}");
-        let again = rotation(2_592_000).await.expect("a rotation that is not due");
+        let again = rotate_signing_keys(&rotation_config, rotation_client.clone()).await.expect("a run not due");
         assert!(matches!(again, RotationOutcome::NotDue { .. }), "{again:?}");
-        let due = rotation(0).await.expect("a due rotation");
+        // A later rotation, once due: the schedule's own code (`rotate_signing_keys` is this
+        // with the clock's now) run when the next key (published to sign in `rotate_after`)
+        // is itself `rotate_after` old.
+        let later = time::OffsetDateTime::now_utc().unix_timestamp()
+            + 2 * i64::try_from(rotation_config.jwt.rotate_after_seconds).expect("seconds")
+            + 3600;
+        let secret_of = |id: &Option<String>| KeySetSecret::new(rotation_client.clone(), id.clone().expect("secret"));
+        let due = secret_of(&rotation_config.jwt.key_set_secret)
+            .rotate(later, rotation_policy(&rotation_config), Some(&secret_of(&rotation_config.jwt.public_key_set_secret)))
+            .await
+            .expect("a due rotation");
         assert!(matches!(due, RotationOutcome::Rotated { keys: 3, .. }), "{due:?}");
         let admin_secrets = aws_sdk_secretsmanager::Client::new(&admin_sdk);
         for name in [format!("{prefix}-jwt-key-set"), format!("{prefix}-jwt-public-key-set")] {
@@ -981,7 +1013,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         let (status, answer) = call(&health, Method::GET, "/ready", None, None).await;
         assert_eq!(status, 200, "readiness with the health function's rights: {answer}");
         let docs = docs_router(&[]);
-        for path in ["/v1/openapi.json", "/docs"] {
+        for path in ["/v1/openapi.json", "/docs/index.html"] {
             let (status, _) = call(&docs, Method::GET, path, None, None).await;
             assert_eq!(status, 200, "{path}");
         }
@@ -993,7 +1025,9 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
             let admin = admin.clone();
             async move {
                 let body = json!({"name": format!("ISP {slug}"), "slug": slug, "plan": "usage", "contact_email": format!("ops@{slug}.example")});
-                let (status, tenant) = call(&tenants, Method::POST, "/v1/tenants", Some(&admin), Some(body)).await;
+                // With an idempotency key, as a client retrying safely sends it.
+                let key = uuid::Uuid::new_v4().to_string();
+                let (status, tenant) = call_with(&tenants, Method::POST, "/v1/tenants", Some(&admin), Some(body), &[("idempotency-key", &key)]).await;
                 assert_eq!(status, 202, "{tenant}");
                 tenant["id"].as_str().expect("id").to_owned()
             }
@@ -1044,14 +1078,14 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         assert_eq!(status, 200, "{answer}");
         let (status, answer) = call(&users, Method::PATCH, &format!("/v1/users/{user_id}"), Some(&admin), Some(json!({"active": false}))).await;
         assert_eq!(status, 200, "{answer}");
-        let role = json!({"name": "billing-clerk", "permissions": [{"resource": "invoices", "action": "read", "scope": "tenant"}], "tenant_id": tenant_id});
+        let role = json!({"name": "billing-clerk", "permissions": [{"resource": "invoice", "action": "read", "scope": "tenant"}], "tenant_id": tenant_id});
         let (status, answer) = call(&users, Method::POST, "/v1/roles", Some(&admin), Some(role)).await;
         assert_eq!(status, 201, "{answer}");
         let (status, answer) = call(&users, Method::GET, &format!("/v1/roles?tenant_id={tenant_id}"), Some(&admin), None).await;
         assert_eq!(status, 200, "{answer}");
         let (status, answer) = call(&users, Method::GET, &format!("/v1/roles/billing-clerk?tenant_id={tenant_id}"), Some(&admin), None).await;
         assert_eq!(status, 200, "{answer}");
-        let (status, answer) = call(&users, Method::PUT, &format!("/v1/roles/billing-clerk?tenant_id={tenant_id}"), Some(&admin), Some(json!({"permissions": [{"resource": "invoices", "action": "*", "scope": "tenant"}]}))).await;
+        let (status, answer) = call(&users, Method::PUT, &format!("/v1/roles/billing-clerk?tenant_id={tenant_id}"), Some(&admin), Some(json!({"permissions": [{"resource": "invoice", "action": "*", "scope": "tenant"}]}))).await;
         assert_eq!(status, 200, "{answer}");
         let (status, answer) = call(&users, Method::DELETE, &format!("/v1/roles/billing-clerk?tenant_id={tenant_id}"), Some(&admin), None).await;
         assert_eq!(status, 204, "{answer}");

@@ -1,6 +1,7 @@
 //! One test binary (one link) for everything that talks to the emulator.
 
 mod authorizer;
+mod iam;
 mod interop;
 mod isolation;
 mod lambda_events;

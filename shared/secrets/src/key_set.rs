@@ -94,22 +94,25 @@ impl KeySetSecret {
         }
     }
 
-    /// Writes `set` as the secret's new value (creating the secret if needed). For the public
-    /// copy, which is derived: writing the same content twice is harmless.
+    /// Writes `set` as the secret's new value, creating the secret only when it does not exist
+    /// (the template creates both key set secrets, so in AWS this is PutSecretValue, all the
+    /// rotation's role is granted). For the public copy, which is derived: writing the same
+    /// content twice is harmless.
     pub async fn write(&self, set: &KeySet) -> Result<(), SecretsError> {
-        if self.create(set).await? {
-            return Ok(());
-        }
         let value = serde_json::to_string(set)
             .map_err(|e| SecretsError::Malformed { secret: self.secret_id.clone(), reason: e.to_string() })?;
-        self.client
-            .put_secret_value()
-            .secret_id(&self.secret_id)
-            .secret_string(value)
-            .send()
-            .await
-            .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
-        Ok(())
+        match self.client.put_secret_value().secret_id(&self.secret_id).secret_string(value).send().await {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                if self.create(set).await? {
+                    Ok(())
+                } else {
+                    // Created meanwhile by someone else: write over it.
+                    Box::pin(self.write(set)).await
+                }
+            }
+            Err(error) => Err(SecretsError::aws("PutSecretValue", error)),
+        }
     }
 
     /// Adds a new signing key when the newest one is old enough (or there is none), retiring
@@ -162,10 +165,11 @@ impl KeySetSecret {
         let created = current.is_none() && self.create(&rotated).await?;
         if !created {
             // Secrets Manager refuses a second, different version under the same token, so
-            // two runs that read the same version cannot both add a key. (Tokens are 32-64
-            // characters; a secret with no version yet pads to that.)
+            // two runs that read the same version cannot both add a key. The token becomes
+            // the new version's id, so it is a digest of the version it replaces: the version
+            // itself would grow past the 64 characters a token may have by the second rotation.
             let version = current.as_ref().map(|(_, version)| version.as_str()).unwrap_or("none");
-            let token = format!("rotation-after-{version:0>36}");
+            let token = rotation_token(version);
             self.client
                 .put_secret_value()
                 .secret_id(&self.secret_id)
@@ -186,6 +190,19 @@ impl KeySetSecret {
         keys.reload(&set, time::OffsetDateTime::now_utc().unix_timestamp())?;
         Ok(())
     }
+}
+
+/// The request token of the rotation that replaces `version`: 36 characters, the same for
+/// every run that read that version (the same binary: `DefaultHasher::new` is fixed), a
+/// different one for every other version.
+fn rotation_token(version: &str) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let digest = |salt: u8| {
+        let mut hasher = DefaultHasher::new();
+        (salt, version).hash(&mut hasher);
+        hasher.finish()
+    };
+    format!("rot-{:016x}{:016x}", digest(1), digest(2))
 }
 
 /// Reloads the key set every `every`, so rotations and retirements reach running instances

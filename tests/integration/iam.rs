@@ -1,0 +1,1133 @@
+//! IAM proven: every function does its real work holding only the statements
+//! `infra/template.yaml` grants it, against an emulator of its own that enforces IAM.
+//!
+//! What moto 5.2 enforces (read in `moto/core/authorization.py` and `moto/iam/access_control.py`,
+//! and measured here):
+//! - Nothing while `settings.INITIAL_NO_AUTH_ACTION_COUNT` (env `INITIAL_NO_AUTH_ACTION_COUNT`,
+//!   default infinite) is above the number of requests served; `POST /moto-api/reset-auth` with
+//!   a number sets that count and restarts the request counter, so `0` turns enforcement on at
+//!   once. It is process-wide, which is why this test starts its own moto: the shared emulator
+//!   of the other tests stays unauthenticated.
+//! - Once on, every request of a service answered through `BaseResponse.call_action`
+//!   (DynamoDB, SQS, ECS, Secrets Manager, IAM, ...) must be SigV4-signed with the access key of
+//!   an IAM user (or an assumed role) and the signature must match; the root `test` key is refused.
+//! - Actions: `<service>:<API operation>` against the user's inline and attached policies
+//!   (`*` wildcards, NotAction, an explicit Deny wins). The operation is the API call, not
+//!   AWS's authorization actions: TransactWriteItems is checked as `dynamodb:TransactWriteItems`,
+//!   where AWS checks PutItem/UpdateItem/DeleteItem/ConditionCheckItem per item.
+//! - Resources: only SQS (the queue's ARN), IAM and STS name one; every other service checks
+//!   against `*`, which a statement with a specific Resource never matches, so moto refuses it.
+//! - Conditions: evaluated against an empty request context, and a condition with no values
+//!   to compare passes (`TrustCondition.verify_condition`), so conditions are ignored.
+//! - No implied authorizations (iam:PassRole on RegisterTaskDefinition, TagResource for tags
+//!   given on create).
+//!
+//! So moto alone proves actions and signatures only. The rest is done here, by a gate between
+//! the functions and moto that evaluates every request the way AWS does, from the template's
+//! own statements (actions, resources resolved to this stack's ARNs, conditions with the
+//! request's context keys, the implied checks above), refuses what no statement allows with
+//! AccessDeniedException (so the function meets the failure it would meet in AWS), and records
+//! which statement allowed each call. moto gets each function's statements with what it cannot
+//! evaluate relaxed (resources `*` outside SQS, the transaction operations beside the item
+//! actions) and checks the signature and the action a second time.
+//!
+//! Measured on moto 5.2.5 (a boto3 probe): after `reset-auth 0` the root key's ListTables is
+//! 403; GetSecretValue allowed on the secret's own ARN is 403 and allowed on `*` passes;
+//! PutSecretValue under a policy granting only GetSecretValue is 403; GetQueueAttributes
+//! allowed on one queue's ARN passes there and is 403 on another queue; a StringEquals
+//! condition on `aws:SourceAccount` that the request cannot satisfy still passes.
+
+use aws_lambda_events::event::apigw::ApiGatewayV2CustomAuthorizerV2Request;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use dotmac_config::Config;
+use dotmac_domain::TenantStatus;
+use dotmac_platform::{Handler, Platform, docs_router, rotate_signing_keys, rotation_policy};
+use dotmac_queue::SqsQueue;
+use dotmac_queue::lambda::handle_sqs_event;
+use dotmac_secrets::{KeySetSecret, RotationOutcome};
+use futures::FutureExt;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tower::ServiceExt;
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+const ADMIN_EMAIL: &str = "admin@iam.test";
+const ADMIN_PASSWORD: &str = "admin-password-for-the-iam-test";
+
+/// Statements (or single actions of one) that no function's work uses in this test, each with
+/// why it stays; `infra/README.md` lists the same. A new unused one, or one of these becoming
+/// used, fails the test, so the list cannot go stale.
+const EXPLAINED_UNUSED: &[&str] = &[
+    // Not called by our code in Lambda (the SQS event source mapping needs only Receive,
+    // Delete and GetQueueAttributes; the local apalis worker uses it, without IAM): a
+    // least-privilege candidate left to the lead, since the queue adapter is being changed.
+    "provisioner/ConsumeProvisioningJobs/sqs:ChangeMessageVisibility",
+    // Stopping a task a failed tenant already has: the last attempt after a launch that never
+    // reached RUNNING (tests/integration/task_lifecycle.rs drives it; here RunTask fails first).
+    "provisioner/ManageTenantTasks/ecs:StopTask",
+    // Renewing a machine token with a quarter of its life left (a later delivery).
+    "provisioner/TenantSecrets/secretsmanager:PutSecretValue",
+    // Taking an onboarding back when the queue refuses its job, and abandoning an
+    // idempotency record after a failure.
+    "tenants/TenantsTable/dynamodb:DeleteItem",
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+// ------------------------------------------------------------------------------ the emulator
+
+/// A moto of this test's own on a free port, stopped when dropped.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+    subnet: String,
+    security_group: String,
+    log: PathBuf,
+}
+
+impl Moto {
+    async fn start() -> Moto {
+        let python = root().join(".venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: run through `make test` (local/stack.sh venv)",
+            python.display()
+        );
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let log = root().join(format!(".local/emulator-iam-{port}.log"));
+        std::fs::create_dir_all(root().join(".local")).expect(".local");
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(&python)
+            .arg(root().join("local/moto_server.py"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("moto starts");
+        let mut moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            subnet: String::new(),
+            security_group: String::new(),
+            log,
+        };
+        // The same preparation as the shared emulator: tasks stay RUNNING, the default VPC's
+        // subnet and security group for awsvpc. It waits for moto to answer.
+        let setup = tokio::process::Command::new(&python)
+            .arg(root().join("local/emulator_setup.py"))
+            .arg(port.to_string())
+            .output()
+            .await
+            .expect("emulator_setup.py runs");
+        assert!(setup.status.success(), "emulator set-up: {}", String::from_utf8_lossy(&setup.stderr));
+        for line in String::from_utf8_lossy(&setup.stdout).lines() {
+            if let Some(value) = line.strip_prefix("export DOTMAC_ECS_SUBNETS=") {
+                moto.subnet = value.to_owned();
+            }
+            if let Some(value) = line.strip_prefix("export DOTMAC_ECS_SECURITY_GROUPS=") {
+                moto.security_group = value.to_owned();
+            }
+        }
+        assert!(!moto.subnet.is_empty() && !moto.security_group.is_empty(), "no default network");
+        moto
+    }
+
+    /// An IAM call in moto's Query protocol, before enforcement is on (unsigned: moto reads
+    /// only the service and region from the Authorization header then).
+    async fn iam(&self, params: &[(&str, &str)]) -> String {
+        let mut form: Vec<(&str, &str)> = vec![("Version", "2010-05-08")];
+        form.extend_from_slice(params);
+        let response = reqwest::Client::new()
+            .post(&self.endpoint)
+            .header(
+                header::AUTHORIZATION.as_str(),
+                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .form(&form)
+            .send()
+            .await
+            .expect("IAM answers");
+        let status = response.status();
+        let text = response.text().await.expect("IAM body");
+        assert!(status.is_success(), "IAM {params:?}: {status} {text}");
+        text
+    }
+
+    /// An IAM user holding exactly `policy` (inline), and its access key.
+    async fn user(&self, name: &str, policy: &Value) -> (String, String) {
+        self.iam(&[("Action", "CreateUser"), ("UserName", name)]).await;
+        let document = policy.to_string();
+        self.iam(&[
+            ("Action", "PutUserPolicy"),
+            ("UserName", name),
+            ("PolicyName", "template"),
+            ("PolicyDocument", &document),
+        ])
+        .await;
+        let created = self.iam(&[("Action", "CreateAccessKey"), ("UserName", name)]).await;
+        let between = |tag: &str| {
+            let start = created.find(&format!("<{tag}>")).expect(tag) + tag.len() + 2;
+            let end = created.find(&format!("</{tag}>")).expect(tag);
+            created[start..end].to_owned()
+        };
+        (between("AccessKeyId"), between("SecretAccessKey"))
+    }
+
+    /// From now on every request must be signed by an IAM user its policies allow.
+    async fn enforce_iam(&self) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/moto-api/reset-auth", self.endpoint))
+            // moto reads the raw body (`request.data`), which a form content type would empty.
+            .header(header::CONTENT_TYPE.as_str(), "text/plain")
+            .body("0")
+            .send()
+            .await
+            .expect("reset-auth");
+        assert!(response.status().is_success(), "reset-auth: {}", response.status());
+    }
+
+    /// moto's own 5xx answers (a crash inside the emulator), as `local/stack.sh` counts them.
+    fn server_errors(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .filter(|line| line.contains("\" 5") && line.contains(" - - ["))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The SDK configuration of one principal: its static key, pointed at `endpoint`.
+async fn sdk_for(endpoint: &str, key: &str, secret: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(key, secret, None, None, "iam-test"))
+        .load()
+        .await
+}
+
+// ------------------------------------------------------------------------------ the template
+
+/// The test stack's real names and ARNs, which the template's intrinsics resolve to.
+struct StackNames {
+    prefix: String,
+    table: String,
+    queue_url: String,
+    cluster: String,
+    family: String,
+    private_secret_arn: String,
+    public_secret_arn: String,
+    execution_role_arn: String,
+    task_role_arn: String,
+}
+
+impl StackNames {
+    fn reference(&self, name: &str) -> String {
+        match name {
+            "AWS::AccountId" => ACCOUNT.to_owned(),
+            "AWS::Region" => REGION.to_owned(),
+            "AWS::Partition" => "aws".to_owned(),
+            "AWS::URLSuffix" => "amazonaws.com".to_owned(),
+            "AWS::StackName" => self.prefix.clone(),
+            "PlatformTable" => self.table.clone(),
+            "ProvisioningQueue" => self.queue_url.clone(),
+            "TenantCluster" => self.cluster.clone(),
+            "TaskFamily" => self.family.clone(),
+            "JwtKeySetSecret" => self.private_secret_arn.clone(),
+            "JwtPublicKeySetSecret" => self.public_secret_arn.clone(),
+            other => panic!("the IAM test cannot resolve !Ref {other}: add it to StackNames"),
+        }
+    }
+
+    fn attribute(&self, name: &str) -> String {
+        match name {
+            "PlatformTable.Arn" => format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", self.table),
+            "ProvisioningQueue.Arn" => queue_arn(&self.queue_url),
+            "ProvisioningDeadLetterQueue.Arn" => format!("{}-dlq", queue_arn(&self.queue_url)),
+            "TenantCluster.Arn" => cluster_arn(&self.cluster),
+            "TaskExecutionRole.Arn" => self.execution_role_arn.clone(),
+            "TaskRole.Arn" => self.task_role_arn.clone(),
+            other => panic!("the IAM test cannot resolve !GetAtt {other}: add it to StackNames"),
+        }
+    }
+
+    fn substitute(&self, text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..].find('}').expect("closed ${") + start;
+            let name = &rest[start + 2..end];
+            out.push_str(&if name.contains('.') { self.attribute(name) } else { self.reference(name) });
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// A template value as JSON, its intrinsics resolved.
+    fn resolve(&self, value: &yaml_serde::Value) -> Value {
+        use yaml_serde::Value as Y;
+        match value {
+            Y::Null => Value::Null,
+            Y::Bool(b) => Value::Bool(*b),
+            Y::Number(n) => Value::String(n.to_string()),
+            Y::String(s) => Value::String(s.clone()),
+            Y::Sequence(items) => Value::Array(items.iter().map(|v| self.resolve(v)).collect()),
+            Y::Mapping(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.as_str().expect("string keys").to_owned(), self.resolve(v)))
+                    .collect(),
+            ),
+            Y::Tagged(tagged) => {
+                let tag = tagged.tag.to_string();
+                let argument = tagged.value.as_str();
+                match (tag.trim_start_matches('!'), argument) {
+                    ("Ref", Some(name)) => Value::String(self.reference(name)),
+                    ("GetAtt", Some(name)) => Value::String(self.attribute(name)),
+                    ("Sub", Some(text)) => Value::String(self.substitute(text)),
+                    _ => panic!("the IAM test cannot resolve {tag} {:?}", tagged.value),
+                }
+            }
+        }
+    }
+}
+
+fn queue_arn(url: &str) -> String {
+    format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{}", url.rsplit('/').next().unwrap_or(url))
+}
+
+fn cluster_arn(cluster: &str) -> String {
+    if cluster.starts_with("arn:") {
+        cluster.to_owned()
+    } else {
+        format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{cluster}")
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Statement {
+    sid: String,
+    actions: Vec<String>,
+    resources: Vec<String>,
+    /// (operator, key, allowed values)
+    conditions: Vec<(String, String, Vec<String>)>,
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().flat_map(strings).collect(),
+        Value::Null => vec![],
+        other => panic!("expected a string or a list of strings, got {other}"),
+    }
+}
+
+/// What the template gives one function: its statements and whether it holds the private
+/// key set (its own `DOTMAC_JWT_KEY_SET_SECRET`).
+struct FunctionGrant {
+    statements: Vec<Statement>,
+    private_keys: bool,
+}
+
+fn template_grants(names: &StackNames) -> BTreeMap<&'static str, FunctionGrant> {
+    let text = std::fs::read_to_string(root().join("infra/template.yaml")).expect("infra/template.yaml");
+    let template: yaml_serde::Value = yaml_serde::from_str(&text).expect("the template is YAML");
+    let globals = &template["Globals"]["Function"];
+    for key in ["Policies", "Role"] {
+        assert!(globals.get(key).is_none(), "Globals.Function.{key}: not modelled by the IAM test");
+    }
+    let mut grants = BTreeMap::new();
+    for (logical, resource) in template["Resources"].as_mapping().expect("Resources") {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let logical = logical.as_str().expect("logical id");
+        let properties = &resource["Properties"];
+        let handler = properties["Handler"].as_str().and_then(Handler::parse).expect("a known handler");
+        assert!(properties.get("Role").is_none(), "{logical}: a Role of its own is not modelled");
+        // SAM adds policies of its own for some event sources (SQS, Kinesis, DynamoDB
+        // streams, ...); HTTP API and Scheduler events give the function none.
+        for event in properties["Events"].as_mapping().map(|m| m.values().collect()).unwrap_or_else(Vec::new)
+        {
+            let kind = event["Type"].as_str().unwrap_or_default();
+            assert!(
+                ["HttpApi", "ScheduleV2"].contains(&kind),
+                "{logical}: event type {kind} adds policies SAM writes; model them"
+            );
+        }
+        let mut statements = Vec::new();
+        for policy in
+            properties["Policies"].as_sequence().map(|s| s.iter().collect()).unwrap_or_else(Vec::new)
+        {
+            let policy = names.resolve(policy);
+            let Some(list) = policy.get("Statement") else {
+                panic!(
+                    "{logical}: policy {policy} is a managed policy or a SAM policy template: add its expansion here"
+                )
+            };
+            for (index, statement) in list.as_array().expect("Statement list").iter().enumerate() {
+                assert_eq!(statement["Effect"], "Allow", "{logical}: only Allow statements are modelled");
+                for unsupported in ["NotAction", "NotResource", "Principal"] {
+                    assert!(statement.get(unsupported).is_none(), "{logical}: {unsupported} is not modelled");
+                }
+                let mut conditions = Vec::new();
+                for (operator, keys) in statement["Condition"].as_object().into_iter().flatten() {
+                    for (key, values) in keys.as_object().expect("condition keys") {
+                        conditions.push((operator.clone(), key.clone(), strings(values)));
+                    }
+                }
+                statements.push(Statement {
+                    sid: statement["Sid"].as_str().map(str::to_owned).unwrap_or_else(|| format!("#{index}")),
+                    actions: strings(&statement["Action"]),
+                    resources: strings(&statement["Resource"]),
+                    conditions,
+                });
+            }
+        }
+        let private_keys = properties["Environment"]["Variables"].get("DOTMAC_JWT_KEY_SET_SECRET").is_some();
+        grants.insert(handler.name(), FunctionGrant { statements, private_keys });
+    }
+    grants
+}
+
+/// The statements as moto can evaluate them (see the module comment): what it cannot check
+/// is relaxed, so moto still checks the signature and the action.
+fn moto_policy(statements: &[Statement]) -> Value {
+    let statements: Vec<Value> = statements
+        .iter()
+        .map(|statement| {
+            let mut actions = statement.actions.clone();
+            for (item, transaction) in [
+                ("dynamodb:PutItem", "dynamodb:TransactWriteItems"),
+                ("dynamodb:UpdateItem", "dynamodb:TransactWriteItems"),
+                ("dynamodb:DeleteItem", "dynamodb:TransactWriteItems"),
+                ("dynamodb:GetItem", "dynamodb:TransactGetItems"),
+            ] {
+                if actions.iter().any(|a| a == item) && !actions.iter().any(|a| a == transaction) {
+                    actions.push(transaction.to_owned());
+                }
+            }
+            let only_sqs = actions.iter().all(|a| a.starts_with("sqs:"));
+            let resources = if only_sqs { json!(statement.resources) } else { json!("*") };
+            json!({
+                "Sid": statement.sid.replace(|c: char| !c.is_ascii_alphanumeric(), ""),
+                "Effect": "Allow",
+                "Action": actions,
+                "Resource": resources,
+            })
+        })
+        .collect();
+    // IAM refuses a policy without statements: a function with none gets one that allows
+    // nothing real.
+    let statements = if statements.is_empty() {
+        vec![json!({ "Effect": "Allow", "Action": "none:Nothing", "Resource": "*" })]
+    } else {
+        statements
+    };
+    json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+// ------------------------------------------------------------------------------ the gate
+
+fn glob(pattern: &str, value: &str) -> bool {
+    fn matches(p: &[char], v: &[char]) -> bool {
+        match (p.first(), v.first()) {
+            (None, None) => true,
+            (Some('*'), _) => matches(&p[1..], v) || (!v.is_empty() && matches(p, &v[1..])),
+            (Some('?'), Some(_)) => matches(&p[1..], &v[1..]),
+            (Some(a), Some(b)) => a == b && matches(&p[1..], &v[1..]),
+            _ => false,
+        }
+    }
+    matches(&pattern.chars().collect::<Vec<_>>(), &value.chars().collect::<Vec<_>>())
+}
+
+/// One authorization AWS makes for a request.
+#[derive(Debug, Clone)]
+struct Check {
+    action: String,
+    resource: String,
+    context: Vec<(&'static str, String)>,
+}
+
+impl Statement {
+    fn allows(&self, check: &Check) -> bool {
+        self.actions.iter().any(|a| glob(&a.to_ascii_lowercase(), &check.action.to_ascii_lowercase()))
+            && self.resources.iter().any(|r| glob(r, &check.resource))
+            && self.conditions.iter().all(|(operator, key, values)| {
+                let Some((_, actual)) = check.context.iter().find(|(k, _)| k == key) else { return false };
+                match operator.as_str() {
+                    "StringEquals" | "ArnEquals" => values.iter().any(|v| v == actual),
+                    "StringLike" | "ArnLike" => values.iter().any(|v| glob(v, actual)),
+                    other => panic!("condition operator {other} is not modelled"),
+                }
+            })
+    }
+}
+
+struct Principal {
+    function: &'static str,
+    statements: Vec<Statement>,
+}
+
+#[derive(Default)]
+struct Record {
+    /// (function, statement, action) that allowed at least one call.
+    used: BTreeSet<(String, String, String)>,
+    /// Calls no statement allowed, as "function: action on resource".
+    denied: Vec<String>,
+    /// Every check made, per function: "action on resource".
+    calls: BTreeMap<String, BTreeSet<String>>,
+}
+
+struct Gate {
+    upstream: String,
+    http: reqwest::Client,
+    principals: HashMap<String, Principal>,
+    /// Secret names to ARNs (AWS authorizes a secret by its ARN, however it is named).
+    secret_arns: Mutex<HashMap<String, String>>,
+    record: Mutex<Record>,
+}
+
+impl Gate {
+    fn secret_arn(&self, id: &str) -> String {
+        if id.starts_with("arn:") {
+            return id.to_owned();
+        }
+        self.secret_arns
+            .lock()
+            .expect("lock")
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{id}"))
+    }
+
+    /// What AWS authorizes for one request (documented per service in the Service
+    /// Authorization Reference), including the implied checks.
+    fn checks(&self, service: &str, operation: &str, body: &Value) -> Vec<Check> {
+        let check =
+            |action: &str, resource: String| Check { action: action.to_owned(), resource, context: vec![] };
+        let table = |name: &Value| {
+            format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", name.as_str().unwrap_or("*"))
+        };
+        let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
+        match service {
+            "dynamodb" => match operation {
+                "TransactWriteItems" | "TransactGetItems" => body["TransactItems"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|item| {
+                        [
+                            ("Put", "PutItem"),
+                            ("Update", "UpdateItem"),
+                            ("Delete", "DeleteItem"),
+                            ("ConditionCheck", "ConditionCheckItem"),
+                            ("Get", "GetItem"),
+                        ]
+                        .into_iter()
+                        .filter(|(kind, _)| item.get(*kind).is_some())
+                        .map(|(kind, action)| {
+                            check(&format!("dynamodb:{action}"), table(&item[kind]["TableName"]))
+                        })
+                        .collect::<Vec<_>>()
+                    })
+                    .collect(),
+                "BatchWriteItem" | "BatchGetItem" => body["RequestItems"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, _)| check(&format!("dynamodb:{operation}"), table(&json!(name))))
+                    .collect(),
+                _ => {
+                    let mut resource = table(&body["TableName"]);
+                    if let Some(index) = body["IndexName"].as_str() {
+                        resource = format!("{resource}/index/{index}");
+                    }
+                    vec![check(&format!("dynamodb:{operation}"), resource)]
+                }
+            },
+            "sqs" => {
+                let resource = if body["QueueUrl"].is_string() {
+                    queue_arn(&text("QueueUrl"))
+                } else {
+                    queue_arn(&text("QueueName"))
+                };
+                vec![check(&format!("sqs:{operation}"), resource)]
+            }
+            "secretsmanager" => {
+                let id = if body["SecretId"].is_string() { text("SecretId") } else { text("Name") };
+                let resource = self.secret_arn(&id);
+                let mut checks = vec![check(&format!("secretsmanager:{operation}"), resource.clone())];
+                if operation == "CreateSecret" && body["Tags"].as_array().is_some_and(|t| !t.is_empty()) {
+                    checks.push(check("secretsmanager:TagResource", resource));
+                }
+                checks
+            }
+            "ecs" => {
+                let cluster = cluster_arn(body["cluster"].as_str().unwrap_or("default"));
+                let cluster_name = cluster.rsplit('/').next().unwrap_or_default().to_owned();
+                let on_cluster = |action: &str, resource: String| Check {
+                    action: action.to_owned(),
+                    resource,
+                    context: vec![("ecs:cluster", cluster.clone())],
+                };
+                let task = |id: &str| {
+                    if id.starts_with("arn:") {
+                        id.to_owned()
+                    } else {
+                        format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task/{cluster_name}/{id}")
+                    }
+                };
+                let tagged = body["tags"].as_array().is_some_and(|t| !t.is_empty());
+                match operation {
+                    "RunTask" => {
+                        let definition = text("taskDefinition");
+                        let definition = if definition.starts_with("arn:") {
+                            definition
+                        } else if definition.contains(':') {
+                            format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{definition}")
+                        } else {
+                            format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{definition}:*")
+                        };
+                        let mut checks = vec![on_cluster("ecs:RunTask", definition)];
+                        if tagged {
+                            checks.push(check("ecs:TagResource", task("*")));
+                        }
+                        checks
+                    }
+                    "StopTask" => vec![on_cluster("ecs:StopTask", task(&text("task")))],
+                    "DescribeTasks" => body["tasks"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|t| on_cluster("ecs:DescribeTasks", task(t.as_str().unwrap_or_default())))
+                        .collect(),
+                    "ListTasks" => vec![on_cluster(
+                        "ecs:ListTasks",
+                        format!("arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/{cluster_name}/*"),
+                    )],
+                    "DescribeClusters" => {
+                        let clusters =
+                            body["clusters"].as_array().cloned().unwrap_or_else(|| vec![json!("default")]);
+                        clusters
+                            .iter()
+                            .map(|c| {
+                                check("ecs:DescribeClusters", cluster_arn(c.as_str().unwrap_or("default")))
+                            })
+                            .collect()
+                    }
+                    "RegisterTaskDefinition" => {
+                        let mut checks = vec![check("ecs:RegisterTaskDefinition", "*".to_owned())];
+                        for role in ["executionRoleArn", "taskRoleArn"] {
+                            if let Some(arn) = body[role].as_str() {
+                                checks.push(Check {
+                                    action: "iam:PassRole".to_owned(),
+                                    resource: arn.to_owned(),
+                                    context: vec![(
+                                        "iam:PassedToService",
+                                        "ecs-tasks.amazonaws.com".to_owned(),
+                                    )],
+                                });
+                            }
+                        }
+                        if tagged {
+                            checks.push(check(
+                                "ecs:TagResource",
+                                format!(
+                                    "arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{}:*",
+                                    text("family")
+                                ),
+                            ));
+                        }
+                        checks
+                    }
+                    "TagResource" => vec![check("ecs:TagResource", text("resourceArn"))],
+                    _ => vec![check(&format!("ecs:{operation}"), "*".to_owned())],
+                }
+            }
+            other => vec![check(&format!("{other}:{operation}"), "*".to_owned())],
+        }
+    }
+}
+
+const TARGETS: &[(&str, &str)] = &[
+    ("DynamoDB_20120810.", "dynamodb"),
+    ("AmazonSQS.", "sqs"),
+    ("secretsmanager.", "secretsmanager"),
+    ("AmazonEC2ContainerServiceV20141113.", "ecs"),
+];
+
+async fn gate_request(
+    State(gate): State<Arc<Gate>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let key = authorization.split("Credential=").nth(1).and_then(|c| c.split('/').next()).unwrap_or_default();
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let Some(principal) = gate.principals.get(key) else {
+        return (StatusCode::FORBIDDEN, format!("the gate knows no principal for key {key:?}"))
+            .into_response();
+    };
+    let Some((service, operation)) =
+        TARGETS.iter().find_map(|(prefix, service)| target.strip_prefix(prefix).map(|op| (*service, op)))
+    else {
+        let denied = format!(
+            "{}: a request the gate cannot read ({method} {uri}, target {target:?})",
+            principal.function
+        );
+        gate.record.lock().expect("lock").denied.push(denied.clone());
+        return access_denied(&denied);
+    };
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut refused = Vec::new();
+    {
+        let mut record = gate.record.lock().expect("lock");
+        for check in gate.checks(service, operation, &request) {
+            let call = format!("{} on {}", check.action, check.resource);
+            record.calls.entry(principal.function.to_owned()).or_default().insert(call.clone());
+            match principal.statements.iter().find(|s| s.allows(&check)) {
+                Some(statement) => {
+                    record.used.insert((
+                        principal.function.to_owned(),
+                        statement.sid.clone(),
+                        check.action.clone(),
+                    ));
+                }
+                None => refused.push(format!("{}: {call} (context {:?})", principal.function, check.context)),
+            }
+        }
+        record.denied.extend(refused.iter().cloned());
+    }
+    if !refused.is_empty() {
+        return access_denied(&refused.join("; "));
+    }
+    let mut upstream = gate.http.request(method, format!("{}{}", gate.upstream, uri)).body(body);
+    // Every header as signed (Host included: moto checks the signature over it).
+    for (name, value) in &headers {
+        if name != header::CONTENT_LENGTH {
+            upstream = upstream.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let answer = upstream.send().await.expect("moto answers");
+    let status = StatusCode::from_u16(answer.status().as_u16()).expect("status");
+    let mut response_headers = HeaderMap::new();
+    for (name, value) in answer.headers() {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_str().as_bytes()),
+            header::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            response_headers.insert(name, value);
+        }
+    }
+    let bytes = answer.bytes().await.expect("moto body");
+    if service == "secretsmanager" && operation == "CreateSecret" && status.is_success() {
+        let created: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if let (Some(name), Some(arn)) = (created["Name"].as_str(), created["ARN"].as_str()) {
+            gate.secret_arns.lock().expect("lock").insert(name.to_owned(), arn.to_owned());
+        }
+    }
+    (status, response_headers, bytes).into_response()
+}
+
+fn access_denied(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+        json!({ "__type": "AccessDeniedException", "message": format!("not allowed by infra/template.yaml: {message}") }).to_string(),
+    )
+        .into_response()
+}
+
+// ------------------------------------------------------------------------------ the functions
+
+async fn call(
+    router: &axum::Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    call_with(router, method, path, token, body, &[]).await
+}
+
+async fn call_with(
+    router: &axum::Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut request = http::Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    let request =
+        request.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).expect("request");
+    let response = router.clone().oneshot(request).await.expect("router answers");
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn authorizer_event(token: &str) -> ApiGatewayV2CustomAuthorizerV2Request {
+    let raw = include_str!("../../events/apigw-authorizer.json").replace("REPLACE_WITH_TOKEN", token);
+    serde_json::from_str(&raw).expect("authorizer event")
+}
+
+/// What AWS's SQS event source mapping does with the provisioner's role: it reads the queue's
+/// attributes, receives a batch, invokes the function and deletes what succeeded. Returns how
+/// many messages it received and the receipt handles of the batch's item failures.
+async fn poll_once(queue: &SqsQueue, platform: &Platform) -> (usize, Vec<String>) {
+    queue.approximate_depth().await.expect("GetQueueAttributes as the event source mapping");
+    let messages = queue.receive(10, 1).await.expect("ReceiveMessage as the event source mapping");
+    let mut event = SqsEvent::default();
+    for message in &messages {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(message.message_id.clone());
+        record.receipt_handle = Some(message.receipt_handle.clone());
+        record.body = Some(message.body.clone());
+        record.attributes.insert("ApproximateReceiveCount".into(), message.receive_count.to_string());
+        event.records.push(record);
+    }
+    let max = platform.config.provisioning_max_receive_count;
+    let answer = handle_sqs_event(&platform.provisioner(), event, max).await;
+    let failed: BTreeSet<String> =
+        answer.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    let mut failures = Vec::new();
+    for message in &messages {
+        if failed.contains(&message.message_id) {
+            failures.push(message.receipt_handle.clone());
+        } else {
+            queue.ack(&message.receipt_handle).await.expect("DeleteMessage as the event source mapping");
+        }
+    }
+    (messages.len(), failures)
+}
+
+#[tokio::test]
+async fn every_function_does_its_work_with_only_the_template_statements() {
+    let moto = Moto::start().await;
+    let prefix = format!("iam{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+
+    // Before enforcement: one administrator and the stack's two key set secrets exactly as
+    // the template creates them (empty), so the first rotation runs on a fresh stack.
+    let root_sdk = sdk_for(&moto.endpoint, "test", "test").await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&root_sdk);
+    let mut secret_arns = HashMap::new();
+    for name in [format!("{prefix}-jwt-key-set"), format!("{prefix}-jwt-public-key-set")] {
+        let created = secrets
+            .create_secret()
+            .name(&name)
+            .secret_string(r#"{"keys":[]}"#)
+            .send()
+            .await
+            .expect("empty key set");
+        secret_arns.insert(name, created.arn().expect("arn").to_owned());
+    }
+    let mut env: HashMap<String, String> = HashMap::new();
+    for (name, value) in [
+        ("DOTMAC_PREFIX", prefix.clone()),
+        ("DOTMAC_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+        ("DOTMAC_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+        ("DOTMAC_ECS_SUBNETS", moto.subnet.clone()),
+        ("DOTMAC_ECS_SECURITY_GROUPS", moto.security_group.clone()),
+        ("DOTMAC_TASK_START_TIMEOUT_SECONDS", "10".to_owned()),
+        ("DOTMAC_PROVISIONING_MAX_RECEIVE_COUNT", "2".to_owned()),
+        ("DOTMAC_TASK_FAMILY", format!("{prefix}-isp")),
+        ("DOTMAC_TASK_EXECUTION_ROLE_ARN", format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-execution")),
+        ("DOTMAC_TASK_ROLE_ARN", format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-task")),
+        ("DOTMAC_JWT_KEY_SET_SECRET", format!("{prefix}-jwt-key-set")),
+        ("DOTMAC_JWT_PUBLIC_KEY_SET_SECRET", format!("{prefix}-jwt-public-key-set")),
+    ] {
+        env.insert(name.to_owned(), value);
+    }
+    let local = dotmac_local::LocalSettings::from_env(&env).expect("local settings");
+    // The key set secrets exist, so prepare leaves them alone and creates the rest.
+    let config = dotmac_local::prepare(&root_sdk, &env, &local).await.expect("resources");
+
+    let names = StackNames {
+        prefix: prefix.clone(),
+        table: config.table_name.clone(),
+        queue_url: config.provisioning_queue_url.clone(),
+        cluster: config.ecs.cluster.clone(),
+        family: format!("{prefix}-isp"),
+        private_secret_arn: secret_arns[&format!("{prefix}-jwt-key-set")].clone(),
+        public_secret_arn: secret_arns[&format!("{prefix}-jwt-public-key-set")].clone(),
+        execution_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-execution"),
+        task_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-task"),
+    };
+    let grants = template_grants(&names);
+    for handler in Handler::ALL {
+        assert!(grants.contains_key(handler.name()), "no function of the template runs {}", handler.name());
+    }
+    let (admin_key, admin_secret) =
+        moto.user("administrator", &json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})).await;
+    let mut principals = HashMap::new();
+    let mut keys = HashMap::new();
+    for (function, grant) in &grants {
+        let (key, secret) = moto.user(&format!("fn-{function}"), &moto_policy(&grant.statements)).await;
+        principals.insert(key.clone(), Principal { function, statements: grant.statements.clone() });
+        keys.insert(*function, (key, secret));
+    }
+    moto.enforce_iam().await;
+    // Measured, not assumed: the root key no longer works, the administrator's does.
+    let refused = aws_sdk_dynamodb::Client::new(&root_sdk).list_tables().send().await;
+    assert!(refused.is_err(), "moto enforces IAM: the root key is refused");
+    let admin_sdk = sdk_for(&moto.endpoint, &admin_key, &admin_secret).await;
+    aws_sdk_dynamodb::Client::new(&admin_sdk)
+        .list_tables()
+        .send()
+        .await
+        .expect("the administrator is let in");
+
+    let gate = Arc::new(Gate {
+        upstream: moto.endpoint.clone(),
+        http: reqwest::Client::new(),
+        principals,
+        secret_arns: Mutex::new(secret_arns),
+        record: Mutex::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let gate_endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().fallback(gate_request).with_state(gate.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("gate serves") });
+
+    // Each function as deployed: its own credentials, and the private key set only where the
+    // template hands it one.
+    let mut sdks = HashMap::new();
+    for (function, (key, secret)) in &keys {
+        sdks.insert(*function, sdk_for(&gate_endpoint, key, secret).await);
+    }
+    let sdk_of = |function: &str| sdks[function].clone();
+    let config_of = |handler: Handler| {
+        let mut config: Config = config.clone();
+        if !grants[handler.name()].private_keys {
+            config.jwt.key_set_secret = None;
+        }
+        config
+    };
+    // A panic inside (a function answering 500 on a refused call, say) is held until the
+    // refusals are reported, so the failure names the call the template does not allow.
+    let outcome = tokio::time::timeout(Duration::from_secs(90), AssertUnwindSafe(async {
+        // rotate-signing-keys: the first run on the fresh stack creates both sets, a later
+        // run that is due adds a key.
+        let rotation_config = config_of(Handler::RotateSigningKeys);
+        let rotation_client = aws_sdk_secretsmanager::Client::new(&sdk_of(Handler::RotateSigningKeys.name()));
+        let first = rotate_signing_keys(&rotation_config, rotation_client.clone()).await.expect("the first rotation");
+        assert!(matches!(first, RotationOutcome::Rotated { keys: 2, .. }), "{first:?}");
+        let again = rotate_signing_keys(&rotation_config, rotation_client.clone()).await.expect("a run not due");
+        assert!(matches!(again, RotationOutcome::NotDue { .. }), "{again:?}");
+        // A later rotation, once due: the schedule's own code (`rotate_signing_keys` is this
+        // with the clock's now) run when the next key (published to sign in `rotate_after`)
+        // is itself `rotate_after` old.
+        let later = time::OffsetDateTime::now_utc().unix_timestamp()
+            + 2 * i64::try_from(rotation_config.jwt.rotate_after_seconds).expect("seconds")
+            + 3600;
+        let secret_of = |id: &Option<String>| KeySetSecret::new(rotation_client.clone(), id.clone().expect("secret"));
+        let due = secret_of(&rotation_config.jwt.key_set_secret)
+            .rotate(later, rotation_policy(&rotation_config), Some(&secret_of(&rotation_config.jwt.public_key_set_secret)))
+            .await
+            .expect("a due rotation");
+        assert!(matches!(due, RotationOutcome::Rotated { keys: 3, .. }), "{due:?}");
+        let admin_secrets = aws_sdk_secretsmanager::Client::new(&admin_sdk);
+        for name in [format!("{prefix}-jwt-key-set"), format!("{prefix}-jwt-public-key-set")] {
+            let value = admin_secrets.get_secret_value().secret_id(&name).send().await.expect("read back");
+            let set: Value = serde_json::from_str(value.secret_string().unwrap_or_default()).expect("json");
+            assert_eq!(set["keys"].as_array().map(Vec::len), Some(3), "{name} holds the rotated keys");
+        }
+
+        // Plans and the platform administrator, written by the administrator.
+        let admin_platform = Platform::with_sdk_config(config.clone(), &admin_sdk).await.expect("admin platform");
+        dotmac_local::seed(&admin_platform, &local).await.expect("seed");
+
+        let platform_of = |handler: Handler| {
+            let (config, sdk) = (config_of(handler), sdk_of(handler.name()));
+            async move { Platform::with_sdk_config(config, &sdk).await.expect("the function starts (cold start)") }
+        };
+        let auth = platform_of(Handler::Auth).await;
+        let auth_router = auth.router(Handler::Auth).expect("auth router");
+
+        // auth: a failed and a good sign-in, me, refresh, JWKS, password change, sign-out.
+        let (status, _) = call(&auth_router, Method::POST, "/v1/auth/login", None, Some(json!({"email": ADMIN_EMAIL, "password": "wrong-password-here"}))).await;
+        assert_eq!(status, 401);
+        let (status, pair) = call(&auth_router, Method::POST, "/v1/auth/login", None, Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))).await;
+        assert_eq!(status, 200, "{pair}");
+        let admin = pair["access_token"].as_str().expect("access").to_owned();
+        let (status, me) = call(&auth_router, Method::GET, "/v1/auth/me", Some(&admin), None).await;
+        assert_eq!(status, 200, "{me}");
+        let (status, jwks) = call(&auth_router, Method::GET, "/.well-known/jwks.json", None, None).await;
+        assert_eq!(status, 200, "{jwks}");
+        let (status, refreshed) = call(&auth_router, Method::POST, "/v1/auth/refresh", None, Some(json!({"refresh_token": pair["refresh_token"]}))).await;
+        assert_eq!(status, 200, "{refreshed}");
+        let (status, answer) = call(&auth_router, Method::POST, "/v1/auth/password", Some(&admin), Some(json!({"current_password": ADMIN_PASSWORD, "new_password": "Quiet-Harbour-Lantern-42"}))).await;
+        assert_eq!(status, 204, "{answer}");
+        let (status, pair) = call(&auth_router, Method::POST, "/v1/auth/login", None, Some(json!({"email": ADMIN_EMAIL, "password": "Quiet-Harbour-Lantern-42"}))).await;
+        assert_eq!(status, 200, "{pair}");
+        let admin = pair["access_token"].as_str().expect("access").to_owned();
+        let (status, signed_out_pair) = call(&auth_router, Method::POST, "/v1/auth/login", None, Some(json!({"email": ADMIN_EMAIL, "password": "Quiet-Harbour-Lantern-42"}))).await;
+        assert_eq!(status, 200);
+        let signed_out = signed_out_pair["access_token"].as_str().expect("access").to_owned();
+        let (status, answer) = call(&auth_router, Method::POST, "/v1/auth/logout", Some(&signed_out), None).await;
+        assert_eq!(status, 204, "{answer}");
+
+        // authorizer: a live token passes, a signed-out one (deny-list) does not.
+        let authorizer = platform_of(Handler::Authorizer).await.authorizer();
+        assert!(authorizer.decide(&authorizer_event(&admin)).await.is_authorized);
+        assert!(!authorizer.decide(&authorizer_event(&signed_out)).await.is_authorized);
+
+        // health and docs.
+        let health = platform_of(Handler::Health).await.router(Handler::Health).expect("health router");
+        let (status, answer) = call(&health, Method::GET, "/health", None, None).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = call(&health, Method::GET, "/ready", None, None).await;
+        assert_eq!(status, 200, "readiness with the health function's rights: {answer}");
+        let docs = docs_router(&[]);
+        for path in ["/v1/openapi.json", "/docs/index.html"] {
+            let (status, _) = call(&docs, Method::GET, path, None, None).await;
+            assert_eq!(status, 200, "{path}");
+        }
+
+        // tenants: onboarding (transaction + job), reads, health reports.
+        let tenants = platform_of(Handler::Tenants).await.router(Handler::Tenants).expect("tenants router");
+        let onboard = |slug: String| {
+            let tenants = tenants.clone();
+            let admin = admin.clone();
+            async move {
+                let body = json!({"name": format!("ISP {slug}"), "slug": slug, "plan": "usage", "contact_email": format!("ops@{slug}.example")});
+                // With an idempotency key, as a client retrying safely sends it.
+                let key = uuid::Uuid::new_v4().to_string();
+                let (status, tenant) = call_with(&tenants, Method::POST, "/v1/tenants", Some(&admin), Some(body), &[("idempotency-key", &key)]).await;
+                assert_eq!(status, 202, "{tenant}");
+                tenant["id"].as_str().expect("id").to_owned()
+            }
+        };
+        let tenant_id = onboard(format!("isp-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])).await;
+        let (status, page) = call(&tenants, Method::GET, "/v1/tenants?limit=5", Some(&admin), None).await;
+        assert_eq!(status, 200, "{page}");
+        let (status, answer) = call(&tenants, Method::POST, &format!("/v1/tenants/{tenant_id}/health"), Some(&admin), Some(json!({"status": "healthy"}))).await;
+        assert_eq!(status, 204, "{answer}");
+        let (status, answer) = call(&tenants, Method::GET, &format!("/v1/tenants/{tenant_id}/health"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{answer}");
+
+        // provisioner: the queued job, taken as the event source mapping takes it, reaches RUNNING.
+        let provisioner = platform_of(Handler::Provisioner).await;
+        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk_of(Handler::Provisioner.name())), &config.provisioning_queue_url);
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "one job, provisioned");
+        let (status, tenant) = call(&tenants, Method::GET, &format!("/v1/tenants/{tenant_id}"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{tenant}");
+        assert_eq!(tenant["status"], "active", "{tenant}");
+        assert_eq!(tenant["container"]["last_status"], "RUNNING", "{tenant}");
+
+        // ... and one that cannot launch (a subnet that does not exist) fails each attempt; the
+        // last one marks the tenant failed, stops what it has and revokes its token.
+        let mut broken = config_of(Handler::Provisioner);
+        broken.ecs.subnets = vec!["subnet-does-not-exist".to_owned()];
+        let broken = Platform::with_sdk_config(broken, &sdk_of(Handler::Provisioner.name())).await.expect("provisioner");
+        let failing = onboard(format!("isp-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])).await;
+        let (received, failures) = poll_once(&queue, &broken).await;
+        assert_eq!((received, failures.len()), (1, 1), "the first attempt is left for redelivery");
+        // SQS redelivers it after the queue's visibility timeout; the administrator makes it
+        // visible now instead of the test waiting that long.
+        let admin_queue = SqsQueue::new(aws_sdk_sqs::Client::new(&admin_sdk), &config.provisioning_queue_url);
+        admin_queue.retry_after(&failures[0], 0).await.expect("visible again");
+        let (received, failures) = poll_once(&queue, &broken).await;
+        assert_eq!((received, failures.len()), (1, 1), "the last attempt, left for the dead-letter queue");
+        let stored = admin_platform.store.get_tenant(dotmac_domain::TenantId::parse(&failing).expect("id")).await.expect("get").expect("exists");
+        assert_eq!(stored.status, TenantStatus::Failed, "{stored:?}");
+
+        // users: every route of /v1/users and /v1/roles.
+        let users = platform_of(Handler::Users).await.router(Handler::Users).expect("users router");
+        let (status, user) = call(&users, Method::POST, "/v1/users", Some(&admin), Some(json!({"email": "ops-lead@iam.test", "password": "Copper-Meadow-Signal-77", "roles": ["tenant_admin"], "tenant_id": tenant_id}))).await;
+        assert_eq!(status, 201, "{user}");
+        let user_id = user["id"].as_str().expect("id").to_owned();
+        let (status, page) = call(&users, Method::GET, &format!("/v1/users?tenant_id={tenant_id}"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{page}");
+        let (status, answer) = call(&users, Method::GET, &format!("/v1/users/{user_id}"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = call(&users, Method::PATCH, &format!("/v1/users/{user_id}"), Some(&admin), Some(json!({"active": false}))).await;
+        assert_eq!(status, 200, "{answer}");
+        let role = json!({"name": "billing-clerk", "permissions": [{"resource": "invoice", "action": "read", "scope": "tenant"}], "tenant_id": tenant_id});
+        let (status, answer) = call(&users, Method::POST, "/v1/roles", Some(&admin), Some(role)).await;
+        assert_eq!(status, 201, "{answer}");
+        let (status, answer) = call(&users, Method::GET, &format!("/v1/roles?tenant_id={tenant_id}"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = call(&users, Method::GET, &format!("/v1/roles/billing-clerk?tenant_id={tenant_id}"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = call(&users, Method::PUT, &format!("/v1/roles/billing-clerk?tenant_id={tenant_id}"), Some(&admin), Some(json!({"permissions": [{"resource": "invoice", "action": "*", "scope": "tenant"}]}))).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = call(&users, Method::DELETE, &format!("/v1/roles/billing-clerk?tenant_id={tenant_id}"), Some(&admin), None).await;
+        assert_eq!(status, 204, "{answer}");
+        let (status, answer) = call(&users, Method::DELETE, &format!("/v1/users/{user_id}"), Some(&admin), None).await;
+        assert_eq!(status, 204, "{answer}");
+    }).catch_unwind())
+    .await;
+    server.abort();
+
+    let record = gate.record.lock().expect("lock");
+    for (function, calls) in &record.calls {
+        println!("{function}: {}", calls.iter().cloned().collect::<Vec<_>>().join(", "));
+    }
+    assert!(
+        record.denied.is_empty(),
+        "calls infra/template.yaml does not allow:\n  {}",
+        record.denied.join("\n  ")
+    );
+    match outcome {
+        Err(_) => panic!("the functions' work took more than 90 s"),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Ok(Ok(())) => {}
+    }
+    let mut unused = Vec::new();
+    for (function, grant) in &grants {
+        for statement in &grant.statements {
+            for action in &statement.actions {
+                let used = record.used.iter().any(|(f, sid, a)| {
+                    f == function
+                        && sid == &statement.sid
+                        && glob(&action.to_ascii_lowercase(), &a.to_ascii_lowercase())
+                });
+                if !used {
+                    unused.push(format!("{function}/{}/{action}", statement.sid));
+                }
+            }
+        }
+    }
+    println!("statements (action by action) no function's work used: {unused:?}");
+    assert_eq!(
+        unused, EXPLAINED_UNUSED,
+        "unused grants changed: remove them from the template or explain them (infra/README.md and EXPLAINED_UNUSED)"
+    );
+    assert_eq!(moto.server_errors(), Vec::<String>::new(), "moto answered 5xx (log {})", moto.log.display());
+}

@@ -1,6 +1,7 @@
 //! One test binary (one link) for everything that talks to the emulator.
 
 mod authorizer;
+mod first_deploy;
 mod interop;
 mod isolation;
 mod lambda_events;
@@ -13,4 +14,5 @@ mod sessions;
 mod signing_keys;
 mod store;
 mod task_lifecycle;
+mod throttling;
 mod users_and_roles;

@@ -34,6 +34,32 @@ pub enum FleetError {
     Invalid(String),
     #[error("a dependency failed: {0}")]
     Dependency(String),
+    /// ECS refused the call for its rate (ThrottlingException and the like): retry later.
+    #[error("ECS {operation} throttled: {message}")]
+    Throttled { operation: &'static str, message: String },
+}
+
+/// The error codes AWS answers a request rate with (the SDK's own throttling list).
+const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+/// Whether ECS said "slow down" (an error code, or a RunTask failure reason naming it).
+pub fn is_throttling(code: &str) -> bool {
+    THROTTLING_CODES.contains(&code) || code.contains("Throttl") || code.contains("Rate exceeded")
 }
 
 impl FleetError {
@@ -41,10 +67,14 @@ impl FleetError {
         operation: &'static str,
         error: SdkError<E, R>,
     ) -> Self {
+        let code = error.as_service_error().and_then(|e| e.code()).map(str::to_owned);
         let message = match error.as_service_error() {
             Some(e) => format!("{}: {}", e.code().unwrap_or("ServiceError"), e.message().unwrap_or_default()),
             None => error.to_string(),
         };
+        if code.as_deref().is_some_and(is_throttling) {
+            return FleetError::Throttled { operation, message };
+        }
         FleetError::Ecs { operation, message }
     }
 }
@@ -310,14 +340,13 @@ impl Fleet {
         }
         let output = request.send().await.map_err(|e| FleetError::ecs("RunTask", e))?;
         if let Some(failure) = output.failures().first() {
-            return Err(FleetError::Ecs {
-                operation: "RunTask",
-                message: format!(
-                    "{}: {}",
-                    failure.reason().unwrap_or("failure"),
-                    failure.detail().unwrap_or_default()
-                ),
-            });
+            let reason = failure.reason().unwrap_or("failure");
+            let message = format!("{reason}: {}", failure.detail().unwrap_or_default());
+            // Fargate capacity answers in `failures` too ("Capacity is unavailable at this time").
+            if is_throttling(reason) || reason.contains("Capacity is unavailable") {
+                return Err(FleetError::Throttled { operation: "RunTask", message });
+            }
+            return Err(FleetError::Ecs { operation: "RunTask", message });
         }
         let task =
             output.tasks().first().ok_or_else(|| FleetError::Invalid("RunTask started no task".into()))?;

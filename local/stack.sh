@@ -26,8 +26,10 @@ ensure_venv() {
     return
   fi
   say "installing $(basename "$requirements") into $(basename "$venv") (first run only)"
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  # Explicit failures: this also runs where `set -e` is suspended (a function called in `||`),
+  # and a failed install must never leave the stamp that says it is done.
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || return 1
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" || return 1
   cp "$requirements" "$venv/.installed-$(basename "$requirements")"
 }
 
@@ -150,8 +152,9 @@ cmd_with_emulator() {
 # The contract check (run inside `with-emulator`): the platform on a free port with its own
 # resources, and schemathesis against the OpenAPI document it serves.
 contract_run() {
-  ensure_venv "$CONTRACT_VENV" local/requirements-contract.txt
-  cargo build --quiet ${CARGO_FLAGS:-} -p dotmac-local
+  # `set -e` is suspended here (`with-emulator` calls this in `||`): each step says it failed.
+  ensure_venv "$CONTRACT_VENV" local/requirements-contract.txt || return 1
+  cargo build --quiet ${CARGO_FLAGS:-} -p dotmac-local || return 1
   local port log="$STATE/contract-server.log"
   port=$(free_port)
   say "contract check: the platform on 127.0.0.1:$port (log: ${log#$ROOT/})"

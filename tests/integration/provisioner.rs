@@ -146,8 +146,12 @@ async fn failures_keep_the_reason_and_the_last_attempt_marks_the_tenant_failed()
     assert!(matches!(last, Err(JobError::Retry(_))), "left for the DLQ: {last:?}");
     let stored = stack.platform.store.get_tenant(tenant.id).await.expect("get").expect("exists");
     assert_eq!(stored.status, TenantStatus::Failed);
-    assert!(stored.failure_reason.is_some());
-    assert!(tenant_task_arns(&stack, &tenant).await.is_empty());
+    assert!(
+        stored.failure_reason.as_deref().is_some_and(|r| r.starts_with("ECS RunTask failed: ")),
+        "{stored:?}"
+    );
+    // (That the last attempt stops the tasks it started is proven with a task that really ran,
+    // in task_lifecycle.rs: here RunTask never started one.)
     assert!(
         stack.platform.store.is_token_denied(&credentials.token_id, now).await.expect("deny-list"),
         "a failed tenant's container token is revoked"

@@ -53,12 +53,13 @@ async fn tokens_are_only_good_for_their_own_purpose() {
     let pair: Value = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.json().await.expect("json");
     let access = pair["access_token"].as_str().expect("access");
     let refresh_token = pair["refresh_token"].as_str().expect("refresh");
-    let (status, _) = refresh(&app, access).await;
-    assert_eq!(status, 401, "an access token is not a refresh token");
-    let (status, _) = app.get_json(refresh_token, "/v1/auth/me").await;
-    assert_eq!(status, 401, "a refresh token is not an access token");
-    let (status, _) = refresh(&app, "not-a-token").await;
-    assert_eq!(status, 401);
+    let invalid = (401, json!("INVALID_TOKEN"));
+    let (status, body) = refresh(&app, access).await;
+    assert_eq!((status, body["error"]["code"].clone()), invalid, "an access token is not a refresh token");
+    let (status, body) = app.get_json(refresh_token, "/v1/auth/me").await;
+    assert_eq!((status, body["error"]["code"].clone()), invalid, "a refresh token is not an access token");
+    let (status, body) = refresh(&app, "not-a-token").await;
+    assert_eq!((status, body["error"]["code"].clone()), invalid);
 }
 
 #[tokio::test]
@@ -77,8 +78,12 @@ async fn logout_stops_the_access_token_at_once_and_ends_the_session() {
         let (status, body) = app.get_json(access, path).await;
         assert_eq!((status, body["error"]["code"].clone()), (401, json!("INVALID_TOKEN")), "{path}");
     }
-    let (status, _) = refresh(&app, pair["refresh_token"].as_str().expect("refresh")).await;
-    assert_eq!(status, 401, "the session's refresh token is gone too");
+    let (status, body) = refresh(&app, pair["refresh_token"].as_str().expect("refresh")).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (401, json!("INVALID_TOKEN")),
+        "the session's refresh token is gone too"
+    );
     // Another session of the same user is untouched.
     let other = app.admin_token().await;
     assert_eq!(app.get_json(&other, "/v1/auth/me").await.0, 200);

@@ -18,6 +18,26 @@ use utoipa::ToSchema;
 
 pub use sign_in::{SignInError, refresh as refresh_session, sign_in};
 
+impl From<SignInError> for ApiError {
+    fn from(error: SignInError) -> Self {
+        match error {
+            SignInError::RateLimited { message, retry_after_seconds } => {
+                ApiError::rate_limited(message, retry_after_seconds)
+            }
+            SignInError::InvalidCredentials => {
+                ApiError::new(ErrorCode::InvalidCredentials, "the e-mail or password is wrong")
+            }
+            SignInError::Invalid(invalid) => invalid.into(),
+            refused @ SignInError::RefreshRefused(_) => {
+                ApiError::new(ErrorCode::InvalidToken, refused.to_string())
+            }
+            reused @ SignInError::RefreshReused => ApiError::new(ErrorCode::TokenReused, reused.to_string()),
+            SignInError::Store(error) => error.into(),
+            SignInError::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AuthState {
     pub store: Store,

@@ -2,7 +2,6 @@
 //! exactly what `POST /v1/auth/login` and `/v1/auth/refresh` do, clock included.
 
 use dotmac_domain::{Email, InvalidValue};
-use dotmac_http::{ApiError, ErrorCode};
 use dotmac_store::{Rotation, Store, StoreError, UserHome};
 use dotmac_tokens::{Issued, JwtKeys, TokenKind, verify_password};
 use time::OffsetDateTime;
@@ -31,26 +30,6 @@ pub enum SignInError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Internal(String),
-}
-
-impl From<SignInError> for ApiError {
-    fn from(error: SignInError) -> Self {
-        match error {
-            SignInError::RateLimited { message, retry_after_seconds } => {
-                ApiError::rate_limited(message, retry_after_seconds)
-            }
-            SignInError::InvalidCredentials => {
-                ApiError::new(ErrorCode::InvalidCredentials, "the e-mail or password is wrong")
-            }
-            SignInError::Invalid(invalid) => invalid.into(),
-            refused @ SignInError::RefreshRefused(_) => {
-                ApiError::new(ErrorCode::InvalidToken, refused.to_string())
-            }
-            reused @ SignInError::RefreshReused => ApiError::new(ErrorCode::TokenReused, reused.to_string()),
-            SignInError::Store(error) => error.into(),
-            SignInError::Internal(cause) => ApiError::internal(cause),
-        }
-    }
 }
 
 /// Counts one hit on `key`; `Err` once `max` is passed in the window.

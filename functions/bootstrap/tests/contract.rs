@@ -42,6 +42,12 @@ fn template_routes() -> BTreeMap<&'static str, BTreeMap<Route, bool>> {
         let Some(events) = resource["Properties"]["Events"].as_mapping() else { continue };
         for event in events.values().filter(|e| e["Type"].as_str() == Some("HttpApi")) {
             let properties = &event["Properties"];
+            // Without it SAM puts the route on an implicit API of its own, with no authorizer.
+            assert_eq!(
+                tag(&properties["ApiId"]),
+                "!Ref HttpApi",
+                "{name:?}: an HttpApi event must name the HttpApi"
+            );
             let path = properties["Path"].as_str().expect("HttpApi event Path").to_owned();
             if path == "$default" {
                 continue;
@@ -55,6 +61,41 @@ fn template_routes() -> BTreeMap<&'static str, BTreeMap<Route, bool>> {
         }
     }
     routes
+}
+
+/// A CloudFormation value as written (`!Ref HttpApi`, `!GetAtt AuthorizerFunction.Arn`).
+fn tag(value: &yaml_serde::Value) -> String {
+    yaml_serde::to_string(value).unwrap_or_default().trim().to_owned()
+}
+
+#[test]
+fn every_route_not_declared_public_goes_through_the_authorizer() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    let api = &template["Resources"]["HttpApi"]["Properties"];
+    // Routes declared any other way would escape the inventory comparison above.
+    assert!(
+        api.get("DefinitionBody").is_none() && api.get("DefinitionUri").is_none(),
+        "routes come from events only"
+    );
+    for (name, resource) in resources {
+        let kind = resource["Type"].as_str().unwrap_or_default();
+        assert_ne!(kind, "AWS::ApiGatewayV2::Route", "{name:?}: routes come from function events only");
+    }
+    let default = api["Auth"]["DefaultAuthorizer"].as_str().expect("the HttpApi has a default authorizer");
+    let authorizer = &api["Auth"]["Authorizers"][default];
+    assert_eq!(tag(&authorizer["FunctionArn"]), "!GetAtt AuthorizerFunction.Arn");
+    assert_eq!(
+        template["Resources"]["AuthorizerFunction"]["Properties"]["Handler"]
+            .as_str()
+            .and_then(Handler::parse),
+        Some(Handler::Authorizer)
+    );
+    assert_eq!(
+        authorizer["Identity"]["ReauthorizeEvery"].as_u64(),
+        Some(0),
+        "a cached allow outlives a sign-out"
+    );
 }
 
 fn inventory_routes() -> BTreeMap<&'static str, BTreeMap<Route, bool>> {

@@ -2,10 +2,10 @@
 //! reference page rendering it (`GET /docs`, Swagger UI with its assets inside the binary, so
 //! it works with no internet). Both are built on first request, so they cost no cold start.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use dotmac_http::{Access, ApiError, ApiRoutes, Catalog, Routes, routes};
+use dotmac_http::{Access, ApiError, ApiRoutes, Catalog, Path, Routes, routes};
 use std::sync::{Arc, OnceLock};
 
 /// Where the document is served.
@@ -75,5 +75,58 @@ async fn docs_file(State(state): State<DocsState>, Path(file): Path<String>) -> 
         }
         Ok(None) => Err(ApiError::new(dotmac_http::ErrorCode::NotFound, "no such page of the docs")),
         Err(error) => Err(ApiError::internal(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    fn own_catalog() -> Catalog {
+        routes().catalog()
+    }
+
+    async fn get(path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+        let router = router(DocsState::new(own_catalog)).router;
+        let request = axum::http::Request::get(path).body(Body::empty()).expect("request");
+        let response = router.oneshot(request).await.expect("answer");
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 8 * 1024 * 1024).await.expect("body");
+        (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_docs_page_is_served_from_the_binary_and_reads_our_document() {
+        let (status, headers, _) = get("/docs").await;
+        assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(headers.get(header::LOCATION).and_then(|v| v.to_str().ok()), Some(DOCS_INDEX));
+        let (status, _, index) = get(DOCS_INDEX).await;
+        assert_eq!(status, StatusCode::OK);
+        // Offline: every asset the page loads is its own, relative to it; no CDN.
+        assert!(!index.contains("http://") && !index.contains("https://"), "{index}");
+        for asset in ["swagger-ui-bundle.js", "swagger-ui.css", "swagger-initializer.js"] {
+            assert!(index.contains(&format!("./{asset}")), "index.html loads {asset}");
+            let (status, _, body) = get(&format!("/docs/{asset}")).await;
+            assert_eq!(status, StatusCode::OK, "{asset}");
+            assert!(!body.is_empty(), "{asset}");
+        }
+        let (_, _, initializer) = get("/docs/swagger-initializer.js").await;
+        assert!(initializer.contains(OPENAPI_PATH), "the page renders our document: {initializer}");
+        let (status, _, missing) = get("/docs/no-such-file.css").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(missing.contains("\"NOT_FOUND\""), "in the envelope: {missing}");
+    }
+
+    #[tokio::test]
+    async fn the_document_is_json_and_describes_itself() {
+        let (status, headers, body) = get(OPENAPI_PATH).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()), Some("application/json"));
+        let document: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(document["openapi"], "3.1.0");
+        assert!(document["paths"][OPENAPI_PATH]["get"].is_object());
+        assert!(document["paths"][OPENAPI_PATH]["get"].get("security").is_none(), "public");
     }
 }

@@ -3,7 +3,7 @@
 pub mod onboarding;
 pub mod views;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use dotmac_domain::{
@@ -14,7 +14,7 @@ use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::idempotency::IdempotencyKeyHeader;
 use dotmac_http::schema;
 use dotmac_http::{
-    Access, ApiError, ApiRoutes, Authenticated, ErrorCode, Idempotent, Json, Page, PageQuery, Routes,
+    Access, ApiError, ApiRoutes, Authenticated, ErrorCode, Idempotent, Json, Page, PageQuery, Path, Routes,
     idempotency_key, idempotent, request_fingerprint, routes,
 };
 use dotmac_queue::SqsQueue;
@@ -28,6 +28,23 @@ use utoipa::ToSchema;
 
 pub use onboarding::{Onboarding, OnboardingError};
 pub use views::{HealthView, TenantAnswer, TenantStaffView, TenantView};
+
+impl From<OnboardingError> for ApiError {
+    fn from(error: OnboardingError) -> Self {
+        match error {
+            OnboardingError::Denied(denied) => denied.into(),
+            OnboardingError::UnknownPlan(plan) => {
+                ApiError::invalid_field("plan", format!("no plan {plan} exists"))
+            }
+            OnboardingError::SlugTaken(slug) => {
+                ApiError::new(ErrorCode::SlugTaken, format!("the slug {slug} is already taken"))
+                    .with_details(json!({ "field": "slug", "slug": slug }))
+            }
+            OnboardingError::QueueUnavailable(cause) => ApiError::unavailable("sqs", cause),
+            OnboardingError::Store(error) => error.into(),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct TenantsState {

@@ -4,10 +4,8 @@
 use dotmac_domain::{
     Action, Caller, Denied, NewTenant, PlanId, Resource, Target, Tenant, TenantStatus, authorize,
 };
-use dotmac_http::{ApiError, ErrorCode};
 use dotmac_queue::{ProvisioningJob, SqsQueue};
 use dotmac_store::{Store, StoreError};
-use serde_json::json;
 use time::OffsetDateTime;
 
 /// What onboarding needs.
@@ -36,23 +34,6 @@ impl From<StoreError> for OnboardingError {
         match error {
             StoreError::SlugTaken(slug) => OnboardingError::SlugTaken(slug),
             other => OnboardingError::Store(other),
-        }
-    }
-}
-
-impl From<OnboardingError> for ApiError {
-    fn from(error: OnboardingError) -> Self {
-        match error {
-            OnboardingError::Denied(denied) => denied.into(),
-            OnboardingError::UnknownPlan(plan) => {
-                ApiError::invalid_field("plan", format!("no plan {plan} exists"))
-            }
-            OnboardingError::SlugTaken(slug) => {
-                ApiError::new(ErrorCode::SlugTaken, format!("the slug {slug} is already taken"))
-                    .with_details(json!({ "field": "slug", "slug": slug }))
-            }
-            OnboardingError::QueueUnavailable(cause) => ApiError::unavailable("sqs", cause),
-            OnboardingError::Store(error) => error.into(),
         }
     }
 }

@@ -4,11 +4,12 @@
 //! the caller may do, and the store's fence keeps its reads and writes inside the caller's
 //! tenant whatever the policy said.
 
+pub mod new_user;
 mod roles;
 mod users;
 pub mod views;
 
-pub use users::{CreateUserError, NewUser, check_new_user, create_user};
+pub use new_user::{CreateUserError, NewUser, check_new_user, create_user};
 pub use views::{RoleView, UserView};
 
 use dotmac_domain::{Caller, PartnerId, TenantId};

@@ -1,12 +1,12 @@
 //! `/v1/roles`: the built-in roles and a tenant's custom roles.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use dotmac_domain::{
     Action, Caller, CustomRole, Permission, Resource, Role, RoleName, Target, TenantId, authorize, may_define,
 };
 use dotmac_http::error::ErrorEnvelope;
-use dotmac_http::{ApiError, Authenticated, ErrorCode, Json};
+use dotmac_http::{ApiError, Authenticated, ErrorCode, Json, Path};
 use dotmac_store::{RoleRecord, RoleWrite, StoreError};
 use serde::Deserialize;
 use serde_json::json;

@@ -1,23 +1,23 @@
 //! `/v1/users`: list, create, read, update (roles and the active flag only), delete.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use dotmac_domain::{
-    Account, Action, AssignmentError, Caller, CustomRole, Denied, Email, Fence, InvalidValue, PartnerId,
-    Resource, RoleName, Target, TenantId, authorize, check_assignment,
+    Account, Action, AssignmentError, Caller, CustomRole, Email, Fence, PartnerId, Resource, RoleName,
+    Target, TenantId, authorize, check_assignment,
 };
 use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::idempotency::IdempotencyKeyHeader;
 use dotmac_http::schema;
 use dotmac_http::{
-    ApiError, Authenticated, ErrorCode, Idempotent, Json, Page, idempotent, request_fingerprint,
+    ApiError, Authenticated, ErrorCode, Idempotent, Json, Page, Path, idempotent, request_fingerprint,
 };
 use dotmac_store::{Store, StoreError, UserChanges, UserHome, UserRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use crate::new_user::{CreateUserError, NewUser, create_user};
 use crate::views::UserView;
 use crate::{ScopeQuery, UsersState};
 
@@ -26,7 +26,7 @@ fn target(user: &UserRecord) -> Target<'_> {
     Target { tenant_id: user.tenant_id, partner_id: None, owner_id: Some(&user.id) }
 }
 
-fn home_target(home: &UserHome) -> Target<'_> {
+pub(crate) fn home_target(home: &UserHome) -> Target<'_> {
     match home {
         UserHome::Tenant(tenant) => Target::tenant(*tenant),
         UserHome::Partner(_) | UserHome::Platform => Target::default(),
@@ -64,7 +64,7 @@ fn beyond_yours() -> ApiError {
 }
 
 /// The custom roles defined in the account's tenant (what assignments are checked against).
-async fn tenant_roles(
+pub(crate) async fn tenant_roles(
     store: &Store,
     caller: &Caller,
     tenant: Option<TenantId>,
@@ -156,22 +156,6 @@ fn parse_roles(raw: &[String]) -> Result<Vec<RoleName>, ApiError> {
     Ok(roles)
 }
 
-/// A user to create, parsed and placed: its home (tenant, partner or the platform) is the one
-/// the request names, else the caller's own.
-pub struct NewUser {
-    pub email: Email,
-    pub password: String,
-    pub roles: Vec<RoleName>,
-    pub tenant_id: Option<TenantId>,
-    pub partner_id: Option<PartnerId>,
-}
-
-impl NewUser {
-    pub fn home(&self) -> UserHome {
-        UserHome::of(self.tenant_id, self.partner_id.as_ref())
-    }
-}
-
 impl CreateUserRequest {
     fn parse(&self, caller: &Caller) -> Result<NewUser, ApiError> {
         let email = Email::parse(&self.email)?;
@@ -196,22 +180,6 @@ impl CreateUserRequest {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CreateUserError {
-    #[error(transparent)]
-    Denied(#[from] Denied),
-    #[error(transparent)]
-    Assignment(#[from] AssignmentError),
-    #[error(transparent)]
-    Invalid(#[from] InvalidValue),
-    #[error("a user with this e-mail already exists")]
-    EmailTaken,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("password hashing failed: {0}")]
-    Hashing(String),
-}
-
 impl From<CreateUserError> for ApiError {
     fn from(error: CreateUserError) -> Self {
         match error {
@@ -226,52 +194,6 @@ impl From<CreateUserError> for ApiError {
             CreateUserError::Hashing(cause) => ApiError::internal(cause),
         }
     }
-}
-
-/// The checks that come before any work: the caller may create users there, may give these
-/// roles to this account, and the password passes the policy.
-pub async fn check_new_user(store: &Store, caller: &Caller, new: &NewUser) -> Result<(), CreateUserError> {
-    authorize(caller, Resource::User, Action::Create, home_target(&new.home()))?;
-    let account = Account { user_id: "", tenant_id: new.tenant_id, partner_id: new.partner_id.as_ref() };
-    let custom = tenant_roles(store, caller, new.tenant_id).await?;
-    check_assignment(caller, account, &new.roles, &custom)?;
-    // The policy speaks of `new_password` (a password change); here the field is `password`.
-    dotmac_domain::password_policy::check(&new.password, &new.email)
-        .map_err(|refused| InvalidValue::new("password", refused.reason))?;
-    Ok(())
-}
-
-/// Creates a user: checked as `check_new_user` says, its password hashed with argon2id, its
-/// e-mail claimed platform-wide (sign-in names are global).
-pub async fn create_user(
-    store: &Store,
-    caller: &Caller,
-    new: NewUser,
-) -> Result<UserRecord, CreateUserError> {
-    check_new_user(store, caller, &new).await?;
-    let password = new.password;
-    let password_hash = tokio::task::spawn_blocking(move || dotmac_tokens::hash_password(&password))
-        .await
-        .map_err(|e| CreateUserError::Hashing(e.to_string()))?
-        .map_err(|e| CreateUserError::Hashing(e.to_string()))?;
-    let user = UserRecord {
-        id: uuid::Uuid::now_v7().to_string(),
-        email: new.email,
-        password_hash,
-        tenant_id: new.tenant_id,
-        partner_id: new.partner_id,
-        roles: new.roles,
-        active: true,
-        created_at: OffsetDateTime::now_utc(),
-        last_login: None,
-    };
-    match store.fenced(caller.fence()).create_user(&user).await {
-        Ok(()) => {}
-        Err(StoreError::AlreadyExists) => return Err(CreateUserError::EmailTaken),
-        Err(error) => return Err(error.into()),
-    }
-    tracing::info!(user_id = %user.id, by = %caller.user_id, "user created");
-    Ok(user)
 }
 
 /// Create a user in the caller's tenant (or, for platform staff, where the body says).
@@ -295,7 +217,6 @@ pub(crate) async fn create(
     Json(mut request): Json<CreateUserRequest>,
 ) -> Result<Idempotent<UserView>, ApiError> {
     let new = request.parse(&caller)?;
-    check_new_user(&state.store, &caller, &new).await?;
     // The password stays out of the fingerprint: a plain digest of it would be stored with the
     // idempotency record, open to offline guessing.
     request.password.clear();

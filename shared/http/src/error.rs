@@ -9,9 +9,12 @@ use utoipa::ToSchema;
 macro_rules! error_codes {
     ($($code:ident = $name:literal => $status:ident,)*) => {
         /// Every error code the API answers with; the status goes with the code.
+        // The names come from `rename_all` (a rename per variant would not reach utoipa
+        // through the macro); a test holds them equal to the names listed here.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
         pub enum ErrorCode {
-            $(#[serde(rename = $name)] $code,)*
+            $($code,)*
         }
 
         impl ErrorCode {

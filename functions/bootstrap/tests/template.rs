@@ -188,6 +188,17 @@ fn defined_names(template: &Value) -> BTreeSet<String> {
         .filter_map(|section| template[*section].as_mapping())
         .flat_map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)))
         .collect();
+    // SAM names the role it generates for a function without `Role` `<function>Role`.
+    if let Some(resources) = template["Resources"].as_mapping() {
+        for (name, resource) in resources {
+            if resource["Type"].as_str() == Some("AWS::Serverless::Function")
+                && resource["Properties"]["Role"].is_null()
+                && let Some(name) = name.as_str()
+            {
+                names.insert(format!("{name}Role"));
+            }
+        }
+    }
     names.extend(
         [
             "AccountId",
@@ -253,4 +264,24 @@ fn the_reference_walk_sees_every_form() {
     let expected: BTreeSet<String> =
         ["One", "Two", "AWS::Partition", "Three", "Four", "Five", "Six", "Seven"].map(str::to_owned).into();
     assert_eq!(names, expected);
+}
+
+#[test]
+fn every_function_logs_json_and_every_alarm_says_when_it_clears() {
+    let template = template();
+    for (name, resource) in template["Resources"].as_mapping().expect("Resources") {
+        let name = name.as_str().expect("name");
+        match resource["Type"].as_str() {
+            Some("AWS::Serverless::Function") => assert_eq!(
+                resource["Properties"]["LoggingConfig"]["LogFormat"].as_str(),
+                Some("JSON"),
+                "{name} does not log JSON"
+            ),
+            Some("AWS::CloudWatch::Alarm") => assert!(
+                resource["Properties"]["OKActions"].as_sequence().is_some_and(|a| !a.is_empty()),
+                "{name} has no OKActions"
+            ),
+            _ => {}
+        }
+    }
 }

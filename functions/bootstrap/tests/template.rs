@@ -285,3 +285,54 @@ fn every_function_logs_json_and_every_alarm_says_when_it_clears() {
         }
     }
 }
+
+#[test]
+fn the_gateway_throttles_per_route_and_answers_cors_itself() {
+    let template = template();
+    let api = &resource(&template, "HttpApi")["Properties"];
+    let routes = api["RouteSettings"].as_mapping().expect("RouteSettings");
+    let rate = |route: &str| {
+        let settings = &routes[route];
+        let (name, parameter) = referenced_parameter(&template, &settings["ThrottlingRateLimit"])
+            .unwrap_or_else(|| panic!("{route}: the rate is a parameter"));
+        assert!(
+            referenced_parameter(&template, &settings["ThrottlingBurstLimit"]).is_some(),
+            "{route}: burst"
+        );
+        (name, number(&parameter["Default"]))
+    };
+    let (_, default_parameter) =
+        referenced_parameter(&template, &api["DefaultRouteSettings"]["ThrottlingRateLimit"])
+            .expect("default");
+    let default_rate = number(&default_parameter["Default"]);
+    let (_, container) = rate("POST /v1/tenants/{id}/health");
+    assert!(container > default_rate, "container routes get more than the default");
+    for route in ["POST /v1/auth/login", "POST /v1/auth/refresh", "GET /ready"] {
+        let (_, limited) = rate(route);
+        assert!(limited < default_rate, "{route} gets less than the default");
+    }
+    // Every route setting names a route some function declares.
+    let declared: BTreeSet<String> = template["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .values()
+        .filter_map(|r| r["Properties"]["Events"].as_mapping())
+        .flat_map(|events| events.values())
+        .filter(|e| e["Type"].as_str() == Some("HttpApi"))
+        .map(|e| {
+            let p = &e["Properties"];
+            format!(
+                "{} {}",
+                p["Method"].as_str().unwrap_or_default().to_uppercase(),
+                p["Path"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    for route in routes.keys().filter_map(Value::as_str) {
+        assert!(declared.contains(route), "RouteSettings names {route}, which no event declares");
+    }
+    let cors = &api["CorsConfiguration"];
+    assert!(!cors.is_null(), "CORS is configured on the HTTP API");
+    let text = yaml_serde::to_string(cors).expect("yaml");
+    assert!(text.contains("CorsAllowedOrigins"), "from the allowed-origins parameter: {text}");
+}

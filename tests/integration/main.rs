@@ -13,6 +13,7 @@ mod readiness;
 mod sessions;
 mod signing_keys;
 mod store;
+mod task_definitions;
 mod task_lifecycle;
 mod throttling;
 mod users_and_roles;

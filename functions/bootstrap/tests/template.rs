@@ -336,3 +336,21 @@ fn the_gateway_throttles_per_route_and_answers_cors_itself() {
     let text = yaml_serde::to_string(cors).expect("yaml");
     assert!(text.contains("CorsAllowedOrigins"), "from the allowed-origins parameter: {text}");
 }
+
+#[test]
+fn names_are_scoped_to_the_stack_and_the_image_is_pinned() {
+    let template = template();
+    let image = &template["Parameters"]["IspFrameworkImage"];
+    assert!(image["Default"].is_null(), "the image is required");
+    assert!(
+        image["AllowedPattern"].as_str().is_some_and(|p| p.contains("(?!latest$)") && p.contains("@sha256:"))
+    );
+    let env = &template["Globals"]["Function"]["Environment"]["Variables"];
+    for name in ["DOTMAC_TASK_FAMILY", "DOTMAC_TENANT_SECRET_PREFIX"] {
+        let (tag, value) = intrinsic(&env[name]).unwrap_or_else(|| panic!("{name} is computed"));
+        assert_eq!(tag, "!Sub", "{name}");
+        assert!(value.as_str().is_some_and(|v| v.starts_with("${AWS::StackName}")), "{name}: {value:?}");
+    }
+    let family = &resource(&template, "IspFrameworkTaskDefinition")["Properties"]["Family"];
+    assert_eq!(family, &env["DOTMAC_TASK_FAMILY"], "the baseline is the family the code looks up");
+}

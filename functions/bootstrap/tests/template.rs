@@ -354,3 +354,40 @@ fn names_are_scoped_to_the_stack_and_the_image_is_pinned() {
     let family = &resource(&template, "IspFrameworkTaskDefinition")["Properties"]["Family"];
     assert_eq!(family, &env["DOTMAC_TASK_FAMILY"], "the baseline is the family the code looks up");
 }
+
+/// infra/README.md's parameter table and infra/samconfig.toml name exactly the template's
+/// parameters.
+#[test]
+fn the_docs_and_samconfig_describe_exactly_the_parameters() {
+    let template = template();
+    let parameters: BTreeSet<String> = template["Parameters"]
+        .as_mapping()
+        .expect("Parameters")
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    let read = |file: &str| {
+        std::fs::read_to_string(format!("{}/../../infra/{file}", env!("CARGO_MANIFEST_DIR"))).expect(file)
+    };
+    let samconfig: BTreeSet<String> = read("samconfig.toml")
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix('"')?.split('=').next().map(str::to_owned))
+        .collect();
+    assert_eq!(samconfig, parameters, "samconfig.toml's parameter_overrides");
+    let readme = read("README.md");
+    let section = readme.split("## Parameters").nth(1).expect("a Parameters section");
+    let section = section.split("\n## ").next().unwrap_or_default();
+    let documented: BTreeSet<String> = section
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .flat_map(|line| {
+            line.split('|')
+                .nth(1)
+                .unwrap_or_default()
+                .split('/')
+                .map(|n| n.trim().trim_matches('`').to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(documented, parameters, "infra/README.md's parameter table");
+}

@@ -1,6 +1,7 @@
 //! One test binary (one link) for everything that talks to the emulator.
 
 mod authorizer;
+mod first_deploy;
 mod iam;
 mod interop;
 mod isolation;
@@ -13,5 +14,7 @@ mod readiness;
 mod sessions;
 mod signing_keys;
 mod store;
+mod task_definitions;
 mod task_lifecycle;
+mod throttling;
 mod users_and_roles;

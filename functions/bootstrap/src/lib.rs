@@ -15,6 +15,8 @@ use dotmac_tokens::JwtKeys;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod custom_resource;
+
 /// The Lambda handlers this binary can be (`_HANDLER`). This is the one table of functions:
 /// the Lambda entry point, the local server, the OpenAPI document and the infra consistency
 /// test all read it, so a function is added here or nowhere.
@@ -28,6 +30,18 @@ pub enum Handler {
     Provisioner,
     Authorizer,
     RotateSigningKeys,
+}
+
+/// Which signing keys a function holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// The private key set: it issues tokens (auth, the provisioner's machine tokens).
+    Sign,
+    /// The public key set only: it verifies tokens and can never mint one.
+    Verify,
+    /// None: it neither signs nor verifies (health, docs, the rotation itself), so its cold
+    /// start never waits on, or fails for, the key set.
+    None,
 }
 
 /// How a function is invoked.
@@ -105,6 +119,15 @@ impl Handler {
         }
     }
 
+    /// The keys the function loads at cold start.
+    pub fn keys(self) -> Keys {
+        match self {
+            Handler::Auth | Handler::Provisioner => Keys::Sign,
+            Handler::Tenants | Handler::Users | Handler::Authorizer => Keys::Verify,
+            Handler::Health | Handler::Docs | Handler::RotateSigningKeys => Keys::None,
+        }
+    }
+
     /// Whether the function reaches AWS (and so needs the platform's clients and keys) at all.
     pub fn needs_platform(self) -> bool {
         !matches!(self, Handler::Docs | Handler::RotateSigningKeys)
@@ -141,6 +164,40 @@ impl Platform {
         Self::with_sdk_config(config, &sdk).await
     }
 
+    /// What the Lambda entry point builds: the clients, and only the keys `handler` uses
+    /// (`Handler::keys`). A function that uses none loads none, so it starts (and `/health`
+    /// answers) even while the key set is still empty.
+    pub async fn connect_as(handler: Handler, config: Config) -> anyhow::Result<Self> {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::with_sdk_config_as(handler, config, &sdk).await
+    }
+
+    pub async fn with_sdk_config_as(
+        handler: Handler,
+        mut config: Config,
+        sdk: &aws_config::SdkConfig,
+    ) -> anyhow::Result<Self> {
+        match handler.keys() {
+            Keys::Sign => Self::with_sdk_config(config, sdk).await,
+            Keys::Verify => {
+                // Whatever the environment says, a verifier never loads the private set.
+                config.jwt.key_set_secret = None;
+                if config.jwt.public_key_set_secret.is_some() {
+                    config.jwt.key_set = None;
+                    config.jwt.signing_key = None;
+                }
+                Self::with_sdk_config(config, sdk).await
+            }
+            Keys::None => {
+                let jwt = &mut config.jwt;
+                (jwt.key_set_secret, jwt.public_key_set_secret, jwt.key_set, jwt.signing_key) =
+                    (None, None, None, None);
+                let keys = JwtKeys::none(&config.jwt);
+                Ok(Self::build(config, sdk, keys))
+            }
+        }
+    }
+
     /// Builds the clients and loads the signing keys: from their Secrets Manager secret when
     /// one is configured (as deployed), else from the inline settings.
     pub async fn with_sdk_config(config: Config, sdk: &aws_config::SdkConfig) -> anyhow::Result<Self> {
@@ -164,14 +221,18 @@ impl Platform {
             }
             (None, None) => JwtKeys::from_settings(&config.jwt)?,
         };
-        Ok(Platform {
+        Ok(Self::build(config, sdk, keys))
+    }
+
+    fn build(config: Config, sdk: &aws_config::SdkConfig, keys: JwtKeys) -> Self {
+        Platform {
             store: Store::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name),
             provisioning: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.provisioning_queue_url),
             ecs: aws_sdk_ecs::Client::new(sdk),
-            secrets,
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
             keys: Arc::new(keys),
             config,
-        })
+        }
     }
 
     /// The key set's secret (the private one for signers, else the public one), when the

@@ -4,8 +4,8 @@
 use aws_lambda_events::event::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use dotmac_config::Config;
-use dotmac_platform::{Handler, Kind, Platform, docs_router, rotate_signing_keys};
-use dotmac_queue::lambda::handle_sqs_event;
+use dotmac_platform::{Handler, Kind, Platform, custom_resource, docs_router, rotate_signing_keys};
+use dotmac_queue::lambda::{BatchLimits, handle_sqs_event_until};
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
 
@@ -19,14 +19,22 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     })?;
     let config = Config::from_env()?;
     if handler == Handler::RotateSigningKeys {
-        // Runs before any key exists (its first run creates the set), so it loads none.
+        // Runs before any key exists (its first run fills the sets), so it loads none.
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-        // EventBridge Scheduler's payload carries nothing we need: every run decides from
-        // the key set itself whether a rotation is due.
-        return lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
-            let (config, secrets) = (config.clone(), secrets.clone());
+        let http = custom_resource::http_client()?;
+        // Two callers: EventBridge Scheduler (its payload carries nothing we need: every run
+        // decides from the key set itself whether a rotation is due) and CloudFormation's
+        // custom resource at deploy time, which waits for an answer at its ResponseURL.
+        return lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+            let (config, secrets, http) = (config.clone(), secrets.clone(), http.clone());
             async move {
+                if let Some(request) = custom_resource::parse(&event.payload) {
+                    let response = custom_resource::handle(&config, secrets, &http, request)
+                        .await
+                        .map_err(|e| format!("{e:#}"))?;
+                    return Ok::<_, lambda_runtime::Error>(serde_json::to_value(response)?);
+                }
                 let outcome = rotate_signing_keys(&config, secrets).await.map_err(|e| format!("{e:#}"))?;
                 Ok::<_, lambda_runtime::Error>(serde_json::to_value(outcome)?)
             }
@@ -37,7 +45,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         // Reaches no AWS service and holds no key: nothing to connect at cold start.
         return Box::pin(lambda_http::run(docs_router(&config.cors_allowed_origins))).await;
     }
-    let platform = Platform::connect(config).await?;
+    // Only the keys this function uses: health loads none, so it answers before any exists.
+    let platform = Platform::connect_as(handler, config).await?;
     // Runs while the instance handles requests, so rotations reach warm instances too.
     let _reload = platform.start_key_reload();
     tracing::info!(handler = handler.name(), "cold start");
@@ -52,11 +61,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Kind::QueueConsumer => {
             let max_receive_count = platform.config.provisioning_max_receive_count;
             let provisioner = Arc::new(platform.provisioner());
+            let queue = platform.provisioning.clone();
             Box::pin(lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-                let provisioner = provisioner.clone();
+                let (provisioner, queue) = (provisioner.clone(), queue.clone());
                 async move {
+                    // Stops short of the invocation's deadline, handing unfinished records
+                    // back, and backs throttled ones off with a visibility change.
+                    let limits = BatchLimits::from_deadline_ms(event.context.deadline, Some(queue));
                     Ok::<SqsBatchResponse, lambda_runtime::Error>(
-                        handle_sqs_event(provisioner.as_ref(), event.payload, max_receive_count).await,
+                        handle_sqs_event_until(
+                            provisioner.as_ref(),
+                            event.payload,
+                            max_receive_count,
+                            &limits,
+                        )
+                        .await,
                     )
                 }
             })))

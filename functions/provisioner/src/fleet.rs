@@ -10,6 +10,7 @@ use aws_sdk_ecs::types::{
 };
 use dotmac_config::EcsSettings;
 use dotmac_domain::{TaskSize, Tenant, TenantId};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 pub const CONTAINER_NAME: &str = "isp-framework";
@@ -34,6 +35,32 @@ pub enum FleetError {
     Invalid(String),
     #[error("a dependency failed: {0}")]
     Dependency(String),
+    /// ECS refused the call for its rate (ThrottlingException and the like): retry later.
+    #[error("ECS {operation} throttled: {message}")]
+    Throttled { operation: &'static str, message: String },
+}
+
+/// The error codes AWS answers a request rate with (the SDK's own throttling list).
+const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+/// Whether ECS said "slow down" (an error code, or a RunTask failure reason naming it).
+pub fn is_throttling(code: &str) -> bool {
+    THROTTLING_CODES.contains(&code) || code.contains("Throttl") || code.contains("Rate exceeded")
 }
 
 impl FleetError {
@@ -41,10 +68,14 @@ impl FleetError {
         operation: &'static str,
         error: SdkError<E, R>,
     ) -> Self {
+        let code = error.as_service_error().and_then(|e| e.code()).map(str::to_owned);
         let message = match error.as_service_error() {
             Some(e) => format!("{}: {}", e.code().unwrap_or("ServiceError"), e.message().unwrap_or_default()),
             None => error.to_string(),
         };
+        if code.as_deref().is_some_and(is_throttling) {
+            return FleetError::Throttled { operation, message };
+        }
         FleetError::Ecs { operation, message }
     }
 }
@@ -80,6 +111,58 @@ impl LaunchedTask {
     }
 }
 
+/// A tenant task definition as it would be registered now.
+#[derive(Debug, Clone)]
+struct DesiredDefinition {
+    containers: Vec<ContainerDefinition>,
+    runtime_platform: Option<aws_sdk_ecs::types::RuntimePlatform>,
+    cpu: Option<String>,
+    memory: Option<String>,
+    execution_role_arn: Option<String>,
+    task_role_arn: Option<String>,
+}
+
+impl DesiredDefinition {
+    /// Whether `existing` runs the same thing: every field a task takes from its definition
+    /// that the provisioner sets or copies. Lists compare as sets (ECS may reorder them).
+    fn matches(&self, existing: &aws_sdk_ecs::types::TaskDefinition) -> bool {
+        fn env(c: &ContainerDefinition) -> BTreeSet<(String, String)> {
+            c.environment()
+                .iter()
+                .map(|p| (p.name().unwrap_or_default().to_owned(), p.value().unwrap_or_default().to_owned()))
+                .collect()
+        }
+        fn secrets(c: &ContainerDefinition) -> BTreeSet<(String, String)> {
+            c.secrets().iter().map(|s| (s.name().to_owned(), s.value_from().to_owned())).collect()
+        }
+        let same_container = |want: &ContainerDefinition| {
+            existing.container_definitions().iter().any(|have| {
+                have.name() == want.name()
+                    && have.image() == want.image()
+                    && have.cpu() == want.cpu()
+                    && have.memory() == want.memory()
+                    && have.memory_reservation() == want.memory_reservation()
+                    && env(have) == env(want)
+                    && secrets(have) == secrets(want)
+            })
+        };
+        // ECS fills in a default platform when none is given.
+        let platform_matches = self.runtime_platform.is_none()
+            || existing.runtime_platform().map(|p| (p.cpu_architecture(), p.operating_system_family()))
+                == self
+                    .runtime_platform
+                    .as_ref()
+                    .map(|p| (p.cpu_architecture(), p.operating_system_family()));
+        existing.container_definitions().len() == self.containers.len()
+            && self.containers.iter().all(same_container)
+            && existing.cpu() == self.cpu.as_deref()
+            && existing.memory() == self.memory.as_deref()
+            && existing.execution_role_arn() == self.execution_role_arn.as_deref()
+            && existing.task_role_arn() == self.task_role_arn.as_deref()
+            && platform_matches
+    }
+}
+
 pub struct Fleet {
     ecs: Client,
     settings: EcsSettings,
@@ -96,27 +179,24 @@ impl Fleet {
 
     /// The tenant's own task definition (family `<task family>-<tenant id>`): a copy of the
     /// stack's baseline definition (the family itself) with the tenant's secret wired in as
-    /// `secrets`. ECS resolves it with the platform's
-    /// execution role when the task starts, so the container's task role needs no access to
-    /// any secret and one tenant's container can never read another tenant's token. Reused when
-    /// it already matches (image and secret), so retries register nothing new.
+    /// `secrets`. ECS resolves it with the platform's execution role when the task starts, so
+    /// the container's task role needs no access to any secret and one tenant's container can
+    /// never read another tenant's token. The tenant's latest revision is reused only when it
+    /// matches what would be registered now — image, task and container CPU and memory,
+    /// environment, secrets, roles and CPU architecture —, so retries register nothing new and
+    /// a new image or a changed baseline (say, a new environment variable) does register.
     pub async fn ensure_tenant_task_definition(
         &self,
         tenant_id: TenantId,
         secret_arn: &str,
     ) -> Result<String, FleetError> {
         let family = format!("{}-{tenant_id}", self.settings.task_family);
-        let machine_token = format!("{secret_arn}:{MACHINE_TOKEN_KEY}::");
-        let existing = self.ecs.describe_task_definition().task_definition(&family).send().await;
-        match existing {
+        let desired = self.desired_definition(secret_arn).await?;
+        match self.ecs.describe_task_definition().task_definition(&family).send().await {
             Ok(output) => {
-                if let Some(definition) = output.task_definition()
-                    && definition.container_definitions().iter().any(|c| {
-                        c.name() == Some(CONTAINER_NAME)
-                            && c.image() == Some(self.settings.image.as_str())
-                            && c.secrets().iter().any(|s| s.value_from() == machine_token)
-                    })
-                    && let Some(arn) = definition.task_definition_arn()
+                if let Some(existing) = output.task_definition()
+                    && desired.matches(existing)
+                    && let Some(arn) = existing.task_definition_arn()
                 {
                     return Ok(arn.to_owned());
                 }
@@ -124,49 +204,18 @@ impl Fleet {
             Err(error) if error.as_service_error().is_some_and(|e| e.is_client_exception()) => {}
             Err(error) => return Err(FleetError::ecs("DescribeTaskDefinition", error)),
         }
-        let secret = Secret::builder()
-            .name(MACHINE_TOKEN_VARIABLE)
-            .value_from(machine_token)
-            .build()
-            .map_err(|e| FleetError::Invalid(e.to_string()))?;
-        let registration = match self.baseline().await? {
-            // The stack's baseline definition (logs, CPU architecture, roles) plus the secret.
-            Some(baseline) => {
-                let mut containers = baseline.container_definitions().to_vec();
-                for container in containers.iter_mut().filter(|c| c.name() == Some(CONTAINER_NAME)) {
-                    container.image = Some(self.settings.image.clone());
-                    container.secrets = Some(vec![secret.clone()]);
-                }
-                self.ecs
-                    .register_task_definition()
-                    .set_container_definitions(Some(containers))
-                    .set_runtime_platform(baseline.runtime_platform().cloned())
-                    .set_cpu(baseline.cpu().map(str::to_owned))
-                    .set_memory(baseline.memory().map(str::to_owned))
-            }
-            // No baseline (a local emulator): the same shape from the settings alone.
-            None => self
-                .ecs
-                .register_task_definition()
-                .container_definitions(
-                    ContainerDefinition::builder()
-                        .name(CONTAINER_NAME)
-                        .image(&self.settings.image)
-                        .essential(true)
-                        .memory(512)
-                        .port_mappings(PortMapping::builder().container_port(CONTAINER_PORT).build())
-                        .secrets(secret)
-                        .build(),
-                )
-                .cpu(BASE_CPU)
-                .memory(BASE_MEMORY),
-        };
-        let output = registration
+        let output = self
+            .ecs
+            .register_task_definition()
             .family(&family)
+            .set_container_definitions(Some(desired.containers))
+            .set_runtime_platform(desired.runtime_platform)
+            .set_cpu(desired.cpu)
+            .set_memory(desired.memory)
             .network_mode(NetworkMode::Awsvpc)
             .requires_compatibilities(Compatibility::Fargate)
-            .set_execution_role_arn(self.settings.execution_role_arn.clone())
-            .set_task_role_arn(self.settings.task_role_arn.clone())
+            .set_execution_role_arn(desired.execution_role_arn)
+            .set_task_role_arn(desired.task_role_arn)
             .tags(Tag::builder().key("managed-by").value("dotmac-platform").build())
             .tags(Tag::builder().key("tenant_id").value(tenant_id.to_string()).build())
             .send()
@@ -177,6 +226,56 @@ impl Fleet {
             .and_then(|d| d.task_definition_arn())
             .map(str::to_owned)
             .ok_or_else(|| FleetError::Invalid("RegisterTaskDefinition returned no ARN".into()))
+    }
+
+    /// What the tenant's definition would be if registered now.
+    async fn desired_definition(&self, secret_arn: &str) -> Result<DesiredDefinition, FleetError> {
+        let secret = Secret::builder()
+            .name(MACHINE_TOKEN_VARIABLE)
+            .value_from(format!("{secret_arn}:{MACHINE_TOKEN_KEY}::"))
+            .build()
+            .map_err(|e| FleetError::Invalid(e.to_string()))?;
+        let (containers, runtime_platform, cpu, memory) = match self.baseline().await? {
+            // The stack's baseline definition (logs, environment, CPU architecture) plus the
+            // image and the secret.
+            Some(baseline) => {
+                let mut containers = baseline.container_definitions().to_vec();
+                for container in containers.iter_mut().filter(|c| c.name() == Some(CONTAINER_NAME)) {
+                    container.image = Some(self.settings.image.clone());
+                    container.secrets = Some(vec![secret.clone()]);
+                }
+                (
+                    containers,
+                    baseline.runtime_platform().cloned(),
+                    baseline.cpu().map(str::to_owned),
+                    baseline.memory().map(str::to_owned),
+                )
+            }
+            // No baseline (a local emulator): the same shape from the settings alone.
+            None => (
+                vec![
+                    ContainerDefinition::builder()
+                        .name(CONTAINER_NAME)
+                        .image(&self.settings.image)
+                        .essential(true)
+                        .memory(512)
+                        .port_mappings(PortMapping::builder().container_port(CONTAINER_PORT).build())
+                        .secrets(secret)
+                        .build(),
+                ],
+                None,
+                Some(BASE_CPU.to_owned()),
+                Some(BASE_MEMORY.to_owned()),
+            ),
+        };
+        Ok(DesiredDefinition {
+            containers,
+            runtime_platform,
+            cpu,
+            memory,
+            execution_role_arn: self.settings.execution_role_arn.clone(),
+            task_role_arn: self.settings.task_role_arn.clone(),
+        })
     }
 
     /// The stack's baseline task definition (`DOTMAC_TASK_FAMILY`), if there is one.
@@ -310,14 +409,13 @@ impl Fleet {
         }
         let output = request.send().await.map_err(|e| FleetError::ecs("RunTask", e))?;
         if let Some(failure) = output.failures().first() {
-            return Err(FleetError::Ecs {
-                operation: "RunTask",
-                message: format!(
-                    "{}: {}",
-                    failure.reason().unwrap_or("failure"),
-                    failure.detail().unwrap_or_default()
-                ),
-            });
+            let reason = failure.reason().unwrap_or("failure");
+            let message = format!("{reason}: {}", failure.detail().unwrap_or_default());
+            // Fargate capacity answers in `failures` too ("Capacity is unavailable at this time").
+            if is_throttling(reason) || reason.contains("Capacity is unavailable") {
+                return Err(FleetError::Throttled { operation: "RunTask", message });
+            }
+            return Err(FleetError::Ecs { operation: "RunTask", message });
         }
         let task =
             output.tasks().first().ok_or_else(|| FleetError::Invalid("RunTask started no task".into()))?;

@@ -3,7 +3,7 @@
 
 mod fleet;
 
-pub use fleet::{Fleet, FleetError, LaunchedTask};
+pub use fleet::{Fleet, FleetError, LaunchedTask, is_throttling};
 
 use dotmac_config::EcsSettings;
 use dotmac_domain::{Container, TenantId, TenantStatus};
@@ -14,6 +14,12 @@ use dotmac_tokens::JwtKeys;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
+
+/// What one attempt spends beyond waiting for RUNNING (the secret, the plan, RunTask, the
+/// saves), and so how long its lease outlives the task start timeout. The function's timeout
+/// must hold both plus the SQS adapter's answer reserve (`infra/template.yaml`, checked by
+/// `functions/bootstrap/tests/template.rs`).
+pub const LEASE_MARGIN_SECONDS: i64 = 30;
 
 /// What the provisioner needs to give each container its machine token.
 #[derive(Clone)]
@@ -60,8 +66,8 @@ impl Provisioner {
             return Err(JobError::Retry("another attempt holds the provisioning lease".into()));
         }
         // Claim the work: the version check makes the claim exclusive across workers.
-        let lease_seconds =
-            i64::try_from(self.fleet.settings().task_start_timeout_seconds).unwrap_or(60) + 30;
+        let lease_seconds = i64::try_from(self.fleet.settings().task_start_timeout_seconds).unwrap_or(60)
+            + LEASE_MARGIN_SECONDS;
         record.lease = Some(Lease {
             token: uuid::Uuid::new_v4().to_string(),
             expires_at: now.unix_timestamp() + lease_seconds,
@@ -168,13 +174,14 @@ impl Provisioner {
     /// Keeps the reason on the tenant and frees the lease, so the next attempt starts at once.
     async fn release(&self, mut record: TenantRecord, error: FleetError) -> Result<(), JobError> {
         let reason = error.to_string();
+        let throttled = matches!(error, FleetError::Throttled { .. });
         record.lease = None;
         record.tenant.failure_reason = Some(reason.clone());
         record.tenant.updated_at = OffsetDateTime::now_utc();
         if let Err(save) = self.store.save_tenant(&mut record).await {
             tracing::warn!(tenant_id = %record.tenant.id, error = %save, "failure reason not recorded; the lease will expire");
         }
-        Err(JobError::Retry(reason))
+        Err(if throttled { JobError::Throttled(reason) } else { JobError::Retry(reason) })
     }
 
     /// The attempt SQS will not repeat: whatever made it fail, the tenant becomes `failed`
@@ -222,7 +229,7 @@ impl JobHandler<ProvisioningJob> for Provisioner {
         match job {
             ProvisioningJob::ProvisionTenant { tenant_id } => {
                 let outcome = self.provision(tenant_id).await;
-                if let Err(JobError::Retry(reason)) = &outcome
+                if let Err(JobError::Retry(reason) | JobError::Throttled(reason)) = &outcome
                     && delivery.is_last_attempt()
                 {
                     self.give_up(tenant_id, reason).await;

@@ -45,6 +45,11 @@ pub enum JobError {
     /// No attempt can succeed (the job refers to something gone): acknowledged and logged.
     #[error("discarded: {0}")]
     Discard(String),
+    /// A dependency throttled us (ECS ThrottlingException and the like): worth another
+    /// attempt, but later. The Lambda adapter backs the message off with a visibility change
+    /// instead of letting it come straight back into the same throttling.
+    #[error("throttled: {0}")]
+    Throttled(String),
 }
 
 /// The one trait every queue consumer implements; the Lambda adapter and the apalis worker
@@ -62,11 +67,13 @@ pub enum Outcome {
     Discarded(String),
     /// Leave the message for redelivery (and, after the last attempt, the DLQ).
     Retry(String),
+    /// Leave the message for redelivery after a back-off (a dependency throttled us).
+    Throttled(String),
 }
 
 impl Outcome {
     pub fn acknowledges(&self) -> bool {
-        !matches!(self, Outcome::Retry(_))
+        !matches!(self, Outcome::Retry(_) | Outcome::Throttled(_))
     }
 }
 
@@ -103,6 +110,10 @@ pub async fn process_message<J: Job, H: JobHandler<J>>(
         Err(JobError::Retry(reason)) => {
             tracing::warn!(queue = J::QUEUE, message_id, %reason, receive_count, "job failed; will retry");
             Outcome::Retry(reason)
+        }
+        Err(JobError::Throttled(reason)) => {
+            tracing::warn!(queue = J::QUEUE, message_id, %reason, receive_count, "job throttled; backing off");
+            Outcome::Throttled(reason)
         }
     }
 }

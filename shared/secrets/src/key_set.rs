@@ -68,7 +68,8 @@ impl KeySetSecret {
     }
 
     /// Creates the secret with `initial` unless it exists (then it is left alone): what the
-    /// local stack's bootstrap does; in AWS the rotation schedule's first run fills it.
+    /// local stack's bootstrap does; in AWS the stack creates it and the deploy-time rotation
+    /// (a custom resource) fills it.
     pub async fn ensure(&self, initial: &KeySet) -> Result<(), SecretsError> {
         self.create(initial).await.map(|_| ())
     }
@@ -94,22 +95,41 @@ impl KeySetSecret {
         }
     }
 
-    /// Writes `set` as the secret's new value, creating the secret only when it does not exist
-    /// (the template creates both key set secrets, so in AWS this is PutSecretValue, all the
-    /// rotation's role is granted). For the public copy, which is derived: writing the same
-    /// content twice is harmless.
+    /// Writes `set` as the secret's new value. For the public copy, which is derived: writing
+    /// the same content twice is harmless.
     pub async fn write(&self, set: &KeySet) -> Result<(), SecretsError> {
+        self.put_or_create(set, None).await
+    }
+
+    /// PutSecretValue, and CreateSecret only when the secret itself does not exist: deployed,
+    /// the stack creates both secrets, so the functions never need (nor hold) CreateSecret.
+    async fn put_or_create(&self, set: &KeySet, token: Option<String>) -> Result<(), SecretsError> {
         let value = serde_json::to_string(set)
             .map_err(|e| SecretsError::Malformed { secret: self.secret_id.clone(), reason: e.to_string() })?;
-        match self.client.put_secret_value().secret_id(&self.secret_id).secret_string(value).send().await {
+        let put = self
+            .client
+            .put_secret_value()
+            .secret_id(&self.secret_id)
+            .secret_string(&value)
+            .set_client_request_token(token.clone())
+            .send()
+            .await;
+        match put {
             Ok(_) => Ok(()),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
                 if self.create(set).await? {
-                    Ok(())
-                } else {
-                    // Created meanwhile by someone else: write over it.
-                    Box::pin(self.write(set)).await
+                    return Ok(());
                 }
+                // Created by someone else in between: write over it like any other version.
+                self.client
+                    .put_secret_value()
+                    .secret_id(&self.secret_id)
+                    .secret_string(value)
+                    .set_client_request_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
+                Ok(())
             }
             Err(error) => Err(SecretsError::aws("PutSecretValue", error)),
         }
@@ -156,29 +176,17 @@ impl KeySetSecret {
                 0,
             ),
         };
-        let value = serde_json::to_string(&rotated)
-            .map_err(|e| SecretsError::Malformed { secret: self.secret_id.clone(), reason: e.to_string() })?;
         if let Some(public) = public {
             public.write(&rotated.public()?).await?;
         }
-        // A secret that exists without a value yet (created bare) is written like any other.
-        let created = current.is_none() && self.create(&rotated).await?;
-        if !created {
-            // Secrets Manager refuses a second, different version under the same token, so
-            // two runs that read the same version cannot both add a key. The token becomes
-            // the new version's id, so it is a digest of the version it replaces: the version
-            // itself would grow past the 64 characters a token may have by the second rotation.
-            let version = current.as_ref().map(|(_, version)| version.as_str()).unwrap_or("none");
-            let token = rotation_token(version);
-            self.client
-                .put_secret_value()
-                .secret_id(&self.secret_id)
-                .secret_string(value)
-                .client_request_token(token)
-                .send()
-                .await
-                .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
-        }
+        // Secrets Manager refuses a second, different version under the same token, so two
+        // runs that read the same version cannot both add a key. The token becomes the new
+        // version's id, so it is a digest of the version it replaces: the version itself would
+        // grow past the 64 characters a token may have by the second rotation. A secret created
+        // bare, or empty as the template creates it, is written like any other; only a missing
+        // one is created.
+        let version = current.as_ref().map(|(_, version)| version.as_str()).unwrap_or("none");
+        self.put_or_create(&rotated, Some(rotation_token(version))).await?;
         let signs_from = now + lead;
         tracing::info!(secret = %self.secret_id, keys = rotated.keys.len(), signs_from, "signing keys rotated");
         Ok(RotationOutcome::Rotated { keys: rotated.keys.len(), signs_from })

@@ -332,6 +332,20 @@ impl JwtKeys {
         Self::with_use(KeyUse::VerifyOnly, set, settings, now)
     }
 
+    /// No keys at all: for a function that neither signs nor verifies (health), so its cold
+    /// start never depends on the key set (which is empty until the first rotation). Every
+    /// token is refused and nothing can be signed.
+    pub fn none(settings: &JwtSettings) -> Self {
+        Self {
+            key_use: KeyUse::VerifyOnly,
+            material: ArcSwap::from_pointee(KeyMaterial { signer: None, verifying: Vec::new() }),
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            access_ttl_seconds: settings.access_ttl_seconds,
+            refresh_ttl_seconds: settings.refresh_ttl_seconds,
+        }
+    }
+
     fn with_use(key_use: KeyUse, set: &KeySet, settings: &JwtSettings, now: i64) -> Result<Self, TokenError> {
         Ok(Self {
             key_use,

@@ -864,7 +864,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         ("DOTMAC_ECS_SECURITY_GROUPS", moto.security_group.clone()),
         ("DOTMAC_TASK_START_TIMEOUT_SECONDS", "10".to_owned()),
         ("DOTMAC_PROVISIONING_MAX_RECEIVE_COUNT", "2".to_owned()),
-        ("DOTMAC_TASK_FAMILY", format!("{prefix}-isp")),
+        ("DOTMAC_TASK_FAMILY", format!("{prefix}-isp-framework")),
         ("DOTMAC_TASK_EXECUTION_ROLE_ARN", format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-execution")),
         ("DOTMAC_TASK_ROLE_ARN", format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-task")),
         ("DOTMAC_JWT_KEY_SET_SECRET", format!("{prefix}-jwt-key-set")),
@@ -881,7 +881,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         table: config.table_name.clone(),
         queue_url: config.provisioning_queue_url.clone(),
         cluster: config.ecs.cluster.clone(),
-        family: format!("{prefix}-isp"),
+        family: format!("{prefix}-isp-framework"),
         private_secret_arn: secret_arns[&format!("{prefix}-jwt-key-set")].clone(),
         public_secret_arn: secret_arns[&format!("{prefix}-jwt-public-key-set")].clone(),
         execution_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-execution"),
@@ -973,7 +973,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
 
         let platform_of = |handler: Handler| {
             let (config, sdk) = (config_of(handler), sdk_of(handler.name()));
-            async move { Platform::with_sdk_config(config, &sdk).await.expect("the function starts (cold start)") }
+            async move { Platform::with_sdk_config_as(handler, config, &sdk).await.expect("the function starts (cold start)") }
         };
         let auth = platform_of(Handler::Auth).await;
         let auth_router = auth.router(Handler::Auth).expect("auth router");
@@ -1054,7 +1054,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         // last one marks the tenant failed, stops what it has and revokes its token.
         let mut broken = config_of(Handler::Provisioner);
         broken.ecs.subnets = vec!["subnet-does-not-exist".to_owned()];
-        let broken = Platform::with_sdk_config(broken, &sdk_of(Handler::Provisioner.name())).await.expect("provisioner");
+        let broken = Platform::with_sdk_config_as(Handler::Provisioner, broken, &sdk_of(Handler::Provisioner.name())).await.expect("provisioner");
         let failing = onboard(format!("isp-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])).await;
         let (received, failures) = poll_once(&queue, &broken).await;
         assert_eq!((received, failures.len()), (1, 1), "the first attempt is left for redelivery");

@@ -127,11 +127,6 @@ impl Handler {
             Handler::Health | Handler::Docs | Handler::RotateSigningKeys => Keys::None,
         }
     }
-
-    /// Whether the function reaches AWS (and so needs the platform's clients and keys) at all.
-    pub fn needs_platform(self) -> bool {
-        !matches!(self, Handler::Docs | Handler::RotateSigningKeys)
-    }
 }
 
 /// Every route of every HTTP function: what the OpenAPI document describes.

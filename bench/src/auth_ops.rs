@@ -41,6 +41,7 @@ pub fn rows() -> Vec<Row> {
         audience: "dotmac-platform".into(),
         access_ttl_seconds: 900,
         refresh_ttl_seconds: 3600,
+        session_max_seconds: 30 * 24 * 3600,
     };
     let keys = match JwtKeys::from_settings(&settings) {
         Ok(keys) => keys,
@@ -48,7 +49,11 @@ pub fn rows() -> Vec<Row> {
     };
     let tenant = TenantId::generate();
     let caller = Caller::new("u-bench", Some(tenant), &[Role::TenantAdmin]);
-    let token = match keys.issue(&caller, "bench", OffsetDateTime::now_utc()) {
+    let token = match keys.issue(
+        &caller,
+        &dotmac_tokens::SessionTerm { family: "bench", ends_at: i64::MAX },
+        OffsetDateTime::now_utc(),
+    ) {
         Ok(issued) => issued.pair.access_token,
         Err(error) => return fail(format!("failed: {error}")),
     };
@@ -66,7 +71,14 @@ pub fn rows() -> Vec<Row> {
         black_box(keys.verify(black_box(&token), TokenKind::Access).ok());
     });
     let token_issues = ops_per_second(10_000, budget, || {
-        black_box(keys.issue(black_box(&caller), "bench", OffsetDateTime::now_utc()).ok());
+        black_box(
+            keys.issue(
+                black_box(&caller),
+                &dotmac_tokens::SessionTerm { family: "bench", ends_at: i64::MAX },
+                OffsetDateTime::now_utc(),
+            )
+            .ok(),
+        );
     });
     let target = Target::tenant(tenant);
     let decisions = ops_per_second(2_000_000, budget, || {

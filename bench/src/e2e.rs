@@ -9,6 +9,7 @@ use dotmac_platform::Platform;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -20,6 +21,7 @@ pub const ADMIN_PASSWORD: &str = "bench-admin-password";
 pub struct Stack {
     pub platform: Platform,
     pub local: LocalSettings,
+    pub sdk: aws_config::SdkConfig,
 }
 
 pub async fn prepare_stack(sdk: &aws_config::SdkConfig) -> anyhow::Result<Stack> {
@@ -35,7 +37,7 @@ pub async fn prepare_stack(sdk: &aws_config::SdkConfig) -> anyhow::Result<Stack>
     let config = dotmac_local::prepare(sdk, &env, &local).await.context("resources on the emulator")?;
     let platform = Platform::with_sdk_config(config, sdk).await?;
     dotmac_local::seed(&platform, &local).await.context("seeding")?;
-    Ok(Stack { platform, local })
+    Ok(Stack { platform, local, sdk: sdk.clone() })
 }
 
 /// The local server, running until dropped or shut down.
@@ -381,6 +383,57 @@ pub async fn load(
         per_second: requests as f64 / elapsed.max(f64::EPSILON),
         latency_ms: summarize(&latencies).context("no request was sent")?,
     })
+}
+
+/// Counts every DynamoDB request attempt its client sends (retries included): the round
+/// trips a request costs, whatever the backend.
+#[derive(Debug)]
+struct CountAttempts(Arc<AtomicU64>);
+
+impl aws_sdk_dynamodb::config::Intercept for CountAttempts {
+    fn name(&self) -> &'static str {
+        "CountAttempts"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// DynamoDB round trips the tenants function makes per authenticated `GET /v1/tenants/{id}`
+/// (`requests` of them, through its router in process, with a client that counts).
+pub async fn dynamo_round_trips_per_get(
+    stack: &Stack,
+    token: &str,
+    id: &str,
+    requests: u32,
+) -> anyhow::Result<f64> {
+    use tower::ServiceExt;
+    let attempts = Arc::new(AtomicU64::new(0));
+    let config = aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
+        .interceptor(CountAttempts(attempts.clone()))
+        .build();
+    let mut counted = stack.platform.clone();
+    counted.store =
+        dotmac_store::Store::new(aws_sdk_dynamodb::Client::from_conf(config), stack.platform.store.table());
+    let router =
+        counted.router(dotmac_platform::Handler::Tenants).context("the tenants function serves routes")?;
+    for _ in 0..requests {
+        let request = http::Request::get(format!("/v1/tenants/{id}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())?;
+        let status = router.clone().oneshot(request).await?.status();
+        if status != 200 {
+            bail!("GET /v1/tenants/{id} answered {status}");
+        }
+    }
+    Ok(attempts.load(Ordering::Relaxed) as f64 / f64::from(requests.max(1)))
 }
 
 /// An active tenant for the authenticated GET load: onboards one and waits for it.

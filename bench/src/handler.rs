@@ -57,6 +57,7 @@ fn settings(signing_key: &str, issuer: &str, audience: &str) -> JwtSettings {
         audience: audience.to_owned(),
         access_ttl_seconds: 3600,
         refresh_ttl_seconds: 7200,
+        session_max_seconds: 30 * 24 * 3600,
     }
 }
 
@@ -70,7 +71,10 @@ pub fn make_fixture() -> anyhow::Result<Fixture> {
     let now = OffsetDateTime::now_utc();
     let tenant_id = TenantId::generate();
     let caller = Caller::new("u-bench", Some(tenant_id), &[Role::TenantAdmin]);
-    let token = keys.issue(&caller, "bench-session", now)?.pair.access_token;
+    let token = keys
+        .issue(&caller, &dotmac_tokens::SessionTerm { family: "bench-session", ends_at: i64::MAX }, now)?
+        .pair
+        .access_token;
     let tenant = Tenant {
         id: tenant_id,
         slug: TenantSlug::parse("bench-isp")?,

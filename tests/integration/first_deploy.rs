@@ -162,11 +162,26 @@ async fn a_fresh_stack_with_no_keys_serves_after_the_deploy_time_rotation() {
     let tenants =
         Platform::with_sdk_config_as(Handler::Tenants, config.clone(), &stack.sdk).await.expect("tenants");
     let admin = dotmac_domain::Caller::new("admin", None, &[dotmac_domain::Role::PlatformAdmin]);
-    let token =
-        auth.keys.issue(&admin, "test", time::OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+    let token = auth
+        .keys
+        .issue(
+            &admin,
+            &dotmac_tokens::SessionTerm { family: "test", ends_at: i64::MAX },
+            time::OffsetDateTime::now_utc(),
+        )
+        .expect("issued")
+        .pair
+        .access_token;
     tenants.keys.verify(&token, dotmac_tokens::TokenKind::Access).expect("verified by a verifier");
     assert!(
-        tenants.keys.issue(&admin, "test", time::OffsetDateTime::now_utc()).is_err(),
+        tenants
+            .keys
+            .issue(
+                &admin,
+                &dotmac_tokens::SessionTerm { family: "test", ends_at: i64::MAX },
+                time::OffsetDateTime::now_utc()
+            )
+            .is_err(),
         "a verifier cannot sign"
     );
 

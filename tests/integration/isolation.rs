@@ -122,6 +122,8 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
         .keys
         .issue_machine(tenant_a, 600, time::OffsetDateTime::now_utc())
         .expect("machine token");
+    app.create_user("self-admin@a.example", Some(tenant_a), None, &[Role::TenantAdmin.name()]).await;
+    app.create_user("self-customer@a.example", Some(tenant_a), None, &[Role::CustomerUser.name()]).await;
     app.create_user("staff@other-partner.example", None, Some("other-partner"), &["partner"]).await;
     let stranger_partner = app.token_for("staff@other-partner.example", dotmac_tests::USER_PASSWORD).await;
 
@@ -147,8 +149,9 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
             }
         }
         if route.access == Access::SelfService {
-            // Every role may call it, about itself only (fresh sign-ins: sign-out ends one).
-            for email in ["admin@a.example", "customer@a.example"] {
+            // Every role may call it, about itself only. Accounts of their own, signed in
+            // afresh each time: sign-out ends a session, sign-out everywhere all of them.
+            for email in ["self-admin@a.example", "self-customer@a.example"] {
                 let token = app.token_for(email, dotmac_tests::USER_PASSWORD).await;
                 let answer = app.exchange(route.method.clone(), &path, Some(&token), body.as_ref()).await;
                 // Allowed for every role (a 422 for this generic body still means "let in").

@@ -3,6 +3,7 @@
 mod authorizer;
 mod first_deploy;
 mod iam;
+mod identity_attacks;
 mod interop;
 mod isolation;
 mod lambda_events;

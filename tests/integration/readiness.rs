@@ -49,9 +49,7 @@ async fn a_tenant_whose_job_cannot_be_queued_is_taken_back() {
     let mut config = stack.config().clone();
     config.provisioning_queue_url = format!("{}-missing", config.provisioning_queue_url);
     let broken = Platform::with_sdk_config(config, &stack.sdk).await.expect("platform");
-    let admin = dotmac_domain::Caller::new("admin", None, &[dotmac_domain::Role::PlatformAdmin]);
-    let token =
-        broken.keys.issue(&admin, "test", time::OffsetDateTime::now_utc()).expect("token").pair.access_token;
+    let token = stack.staff_token(&broken.keys).await;
     let body = dotmac_tests::new_tenant_body("usage");
     let request = http::Request::post("/v1/tenants")
         .header("authorization", format!("Bearer {token}"))

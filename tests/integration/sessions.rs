@@ -302,7 +302,7 @@ async fn a_password_change_checks_the_old_one_and_the_policy() {
 /// locked one second before it (told to come back in exactly one second), free exactly at it.
 #[tokio::test]
 async fn an_account_lockout_ends_exactly_at_its_windows_boundary() {
-    use dotmac_auth::sign_in::{FAILURE_WINDOW_SECONDS, MAX_FAILURES_PER_ACCOUNT};
+    use dotmac_auth::sign_in::{FAILURE_WINDOW_SECONDS, MAX_FAILURES_PER_PAIR};
     use dotmac_auth::{SignInError, sign_in};
     let stack = dotmac_tests::TestStack::new(&[]).await;
     let (store, keys) = (&stack.platform.store, &stack.platform.keys);
@@ -313,7 +313,7 @@ async fn an_account_lockout_ends_exactly_at_its_windows_boundary() {
     let attempt = |password: &str, t: i64| {
         sign_in(store, keys, source, dotmac_tests::ADMIN_EMAIL, password.to_owned(), at(t))
     };
-    for n in 1..=MAX_FAILURES_PER_ACCOUNT {
+    for n in 1..=MAX_FAILURES_PER_PAIR {
         let answer = attempt("not-the-password", boundary - 1).await;
         assert!(matches!(answer, Err(SignInError::InvalidCredentials)), "failure {n}: {answer:?}");
     }

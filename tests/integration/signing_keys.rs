@@ -284,6 +284,8 @@ async fn not_before_is_checked_on_tokens_and_honoured_on_keys() {
     let ahead_kid = kids.iter().find(|k| **k != signing_kid).expect("the next key is in the JWKS").clone();
 
     let keys = &app.stack.platform.keys;
+    // The hand-made tokens join the signed-in admin's session, as every person's token must.
+    let signed_in = keys.verify(&token, dotmac_tokens::TokenKind::Access).expect("the admin's claims");
     let forge = |key: &StoredKey, kid: &str, nbf: i64| {
         let claims = dotmac_tokens::Claims {
             iss: keys.issuer().to_owned(),
@@ -295,7 +297,8 @@ async fn not_before_is_checked_on_tokens_and_honoured_on_keys() {
             jti: uuid::Uuid::new_v4().to_string(),
             typ: dotmac_tokens::TokenKind::Access,
             tid: None,
-            fam: None,
+            fam: signed_in.fam.clone(),
+            sxp: signed_in.sxp,
             pid: None,
             roles: vec![dotmac_domain::RoleName::from(dotmac_domain::Role::PlatformAdmin)],
         };

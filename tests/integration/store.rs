@@ -142,6 +142,7 @@ async fn a_fenced_view_refuses_every_key_outside_its_tenant() {
         active: true,
         created_at: OffsetDateTime::now_utc(),
         last_login: None,
+        sessions_valid_after_ms: 0,
     };
     store.create_user(&b_user).await.expect("b's user");
     let b_role = RoleRecord {
@@ -153,6 +154,7 @@ async fn a_fenced_view_refuses_every_key_outside_its_tenant() {
         .expect("role"),
         tenant_id: b.id,
         updated_at: OffsetDateTime::now_utc(),
+        retiring: false,
     };
     store.put_role(&b_role, RoleWrite::Create).await.expect("b's role");
 
@@ -166,7 +168,7 @@ async fn a_fenced_view_refuses_every_key_outside_its_tenant() {
     out(fenced.list_users(&b_home, 10, None).await.map(|_| ()), "list B's users");
     out(
         fenced
-            .update_user(&b_home, &b_user.id, &UserChanges { active: Some(false), roles: None })
+            .update_user(&b_home, &b_user.id, &UserChanges { active: Some(false), roles: None }, 0)
             .await
             .map(|_| ()),
         "change B's user",
@@ -178,7 +180,7 @@ async fn a_fenced_view_refuses_every_key_outside_its_tenant() {
     out(fenced.create_user(&planted).await, "create a user in B");
     out(fenced.list_roles(b.id).await.map(|_| ()), "list B's roles");
     out(fenced.put_role(&b_role, RoleWrite::Replace).await.map(|_| ()), "change B's role");
-    out(fenced.delete_role(b.id, &b_role.role.name).await.map(|_| ()), "delete B's role");
+    out(fenced.delete_role(b.id, &b_role.role.name, 0).await.map(|_| ()), "delete B's role");
     out(fenced.list_tenants(10, None).await.map(|_| ()), "list every tenant");
     out(fenced.create_tenant(&tenant("fence-c"), None).await, "create a tenant");
     // Its own rows it reaches.

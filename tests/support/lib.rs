@@ -56,6 +56,38 @@ impl TestStack {
         TestStack { platform, local, sdk }
     }
 
+    /// A platform admin's access token in a real session (user and session in the store),
+    /// signed by `keys`: for tests that drive a router directly rather than signing in.
+    pub async fn staff_token(&self, keys: &dotmac_tokens::JwtKeys) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let user = dotmac_store::UserRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            email: dotmac_domain::Email::parse(&format!("staff-{}@dotmac.test", uuid::Uuid::new_v4()))
+                .expect("email"),
+            password_hash: String::new(),
+            tenant_id: None,
+            partner_id: None,
+            roles: vec![dotmac_domain::Role::PlatformAdmin.into()],
+            active: true,
+            created_at: now,
+            last_login: None,
+            sessions_valid_after_ms: 0,
+        };
+        self.platform.store.create_user(&user).await.expect("user");
+        let family = uuid::Uuid::new_v4().to_string();
+        let session = dotmac_tokens::SessionTerm { family: &family, ends_at: keys.session_ends_at(now) };
+        let issued = keys.issue(&user.caller(), &session, now).expect("issued");
+        let started = dotmac_store::NewSession {
+            family: &family,
+            user_id: &user.id,
+            refresh_jti: &issued.refresh_jti,
+            started_at_ms: dotmac_store::unix_ms(now),
+            ends_at: session.ends_at,
+        };
+        self.platform.store.start_session(&started).await.expect("session");
+        issued.pair.access_token
+    }
+
     pub fn config(&self) -> &Config {
         &self.platform.config
     }
@@ -161,6 +193,7 @@ impl TestApp {
             active: true,
             created_at: time::OffsetDateTime::now_utc(),
             last_login: None,
+            sessions_valid_after_ms: 0,
         };
         self.stack.platform.store.create_user(&user).await.expect("user");
         user.id

@@ -1,5 +1,5 @@
-//! The auth function: sign-in, rotating refresh, sign-out, "who am I", password change and
-//! the JWKS.
+//! The auth function: sign-in, rotating refresh, sign-out (here or everywhere), "who am I",
+//! password change and the JWKS.
 
 pub mod sign_in;
 
@@ -51,6 +51,7 @@ pub fn routes() -> Routes<AuthState> {
         .route(Access::Public, routes!(login))
         .route(Access::Public, routes!(refresh))
         .route(Access::SelfService, routes!(logout))
+        .route(Access::SelfService, routes!(logout_all))
         .route(Access::SelfService, routes!(me))
         .route(Access::SelfService, routes!(change_password))
         .route(Access::Public, routes!(jwks))
@@ -115,7 +116,8 @@ struct ChangePasswordRequest {
 }
 
 /// Changes the signed-in user's password after checking the current one; the new one must
-/// pass the password policy.
+/// pass the password policy. Every other session of the user ends at once (their refresh
+/// and access tokens are refused); this one carries on.
 #[utoipa::path(
     post,
     path = "/v1/auth/password",
@@ -142,7 +144,7 @@ async fn change_password(
         &state.store,
         &guesses,
         sign_in::FAILURE_WINDOW_SECONDS,
-        sign_in::MAX_FAILURES_PER_ACCOUNT,
+        sign_in::MAX_FAILURES_PER_PAIR,
         message,
         now,
     )
@@ -180,8 +182,12 @@ async fn apply_password_change(
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    state.store.set_password_hash(&user, &hash).await?;
-    tracing::info!(user_id = %user.id, "password changed");
+    // Every other session ends with the old password; the caller's own carries on.
+    let at_ms = dotmac_store::unix_ms(OffsetDateTime::now_utc());
+    if !state.store.end_sessions(&user, at_ms, Some(&hash), claims.fam.as_deref()).await? {
+        return Err(ApiError::new(ErrorCode::InvalidToken, "the session ended meanwhile; sign in again"));
+    }
+    tracing::info!(user_id = %user.id, "password changed; other sessions ended");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -216,8 +222,8 @@ async fn refresh(
     Ok(axum::Json(issued.pair))
 }
 
-/// Signs out: this access token stops working at once (on every instance, through the
-/// deny-list) and the session's refresh token with it.
+/// Signs out: the session ends at once, on every instance — every access token issued in it
+/// (earlier refreshes' too) and its refresh token. A machine token is signed out alone.
 #[utoipa::path(
     post,
     path = "/v1/auth/logout",
@@ -226,10 +232,34 @@ async fn refresh(
     responses((status = 204, description = "Signed out"))
 )]
 async fn logout(State(state): State<AuthState>, SignedIn(claims): SignedIn) -> Result<StatusCode, ApiError> {
-    dotmac_tokens::revoke_token(&state.store, &claims.jti, claims.exp).await?;
-    if let Some(family) = &claims.fam {
-        state.store.revoke_session(family).await?;
+    match &claims.fam {
+        Some(family) => state.store.revoke_session(family).await?,
+        None => dotmac_tokens::revoke_token(&state.store, &claims.jti, claims.exp).await?,
     }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Signs out everywhere: every session of the signed-in user ends at once, this one too.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout-all",
+    tag = "auth",
+    operation_id = "logout_all",
+    responses(
+        (status = 204, description = "Every session ended"),
+        (status = 404, description = "`NOT_FOUND`: the signed-in account has no user record (a machine token)", body = ErrorEnvelope),
+    )
+)]
+async fn logout_all(
+    State(state): State<AuthState>,
+    SignedIn(claims): SignedIn,
+) -> Result<StatusCode, ApiError> {
+    let user = signed_in_user(&state, &claims).await?;
+    let at_ms = dotmac_store::unix_ms(OffsetDateTime::now_utc());
+    if !state.store.end_sessions(&user, at_ms, None, None).await? {
+        return Err(ApiError::new(ErrorCode::NotFound, "the signed-in account has no user record"));
+    }
+    tracing::info!(user_id = %user.id, "signed out everywhere");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -14,11 +14,11 @@ use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::idempotency::IdempotencyKeyHeader;
 use dotmac_http::schema;
 use dotmac_http::{
-    Access, ApiError, ApiRoutes, Authenticated, ErrorCode, Idempotent, Json, Page, PageQuery, Path, Routes,
-    idempotency_key, idempotent, request_fingerprint, routes,
+    Access, ApiError, ApiRoutes, Authenticated, Bearer, ErrorCode, Idempotent, Json, Page, PageQuery, Path,
+    Routes, idempotency_key, idempotent, request_fingerprint, routes,
 };
 use dotmac_queue::SqsQueue;
-use dotmac_store::{HealthStatus, Heartbeat, Store};
+use dotmac_store::{Also, HealthStatus, Heartbeat, Store};
 use dotmac_tokens::JwtKeys;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -206,29 +206,27 @@ fn parse_tenant_id(raw: &str) -> Result<TenantId, ApiError> {
 )]
 async fn get_tenant(
     State(state): State<TenantsState>,
-    Authenticated(caller): Authenticated,
+    bearer: Bearer,
     Path(id): Path<String>,
 ) -> Result<axum::Json<TenantAnswer>, ApiError> {
     let id = parse_tenant_id(&id)?;
-    let tenant = readable_tenant(&state, &caller, id).await?;
-    Ok(axum::Json(TenantAnswer::for_caller(&caller, &tenant)))
+    // The tenant is read in the same round trip as the token's checks.
+    let admitted = bearer.admit(&state.store, Some(Also::Tenant(id))).await?;
+    let tenant = readable_tenant(&admitted.caller, id, admitted.tenant)?;
+    Ok(axum::Json(TenantAnswer::for_caller(&admitted.caller, &tenant)))
 }
 
-/// The tenant, if the caller may read it: its own, one its partner brought, or any for the
-/// platform's staff.
-async fn readable_tenant(state: &TenantsState, caller: &Caller, id: TenantId) -> Result<Tenant, ApiError> {
+/// The tenant `found` (read through the caller's fence), if the caller may read it: its own,
+/// one its partner brought, or any for the platform's staff.
+fn readable_tenant(caller: &Caller, id: TenantId, found: Option<Tenant>) -> Result<Tenant, ApiError> {
     let direct = authorize(caller, Resource::Tenant, Action::Read, Target::tenant(id));
+    // A partner's reach depends on what the tenant records; anyone else is refused without
+    // learning whether it exists.
     if let (Err(denied), None) = (&direct, &caller.partner_id) {
         return Err(denied.clone().into());
     }
-    // A partner's reach depends on what the tenant records, so it is read first (through the
-    // partner's fence, which refuses other partners' tenants on its own).
-    let tenant = state
-        .store
-        .fenced(caller.fence())
-        .get_tenant(id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, "no such tenant where you can see"))?;
+    let tenant =
+        found.ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, "no such tenant where you can see"))?;
     authorize(
         caller,
         Resource::Tenant,

@@ -78,6 +78,7 @@ pub async fn create_user(
         active: true,
         created_at: OffsetDateTime::now_utc(),
         last_login: None,
+        sessions_valid_after_ms: 0,
     };
     match store.fenced(caller.fence()).create_user(&user).await {
         Ok(()) => {}

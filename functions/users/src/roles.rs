@@ -55,7 +55,7 @@ pub(crate) async fn list(
     let mut items: Vec<RoleView> = Role::ALL.into_iter().map(RoleView::builtin).collect();
     if let Some(tenant) = tenant {
         let custom = state.store.fenced(caller.fence()).list_roles(tenant).await?;
-        items.extend(custom.iter().map(RoleView::custom));
+        items.extend(custom.iter().filter(|record| !record.retiring).map(RoleView::custom));
     }
     Ok(axum::Json(RoleList { items }))
 }
@@ -120,13 +120,19 @@ pub(crate) async fn create(
     let tenant =
         tenant.ok_or_else(|| ApiError::invalid_field("tenant_id", "name the tenant the role belongs to"))?;
     let role = definition(&caller, parse_name(&request.name)?, request.description, request.permissions)?;
-    let record = RoleRecord { role, tenant_id: tenant, updated_at: OffsetDateTime::now_utc() };
+    let record =
+        RoleRecord { role, tenant_id: tenant, updated_at: OffsetDateTime::now_utc(), retiring: false };
     match state.store.fenced(caller.fence()).put_role(&record, RoleWrite::Create).await {
         Ok(_) => {}
         Err(StoreError::AlreadyExists) => {
             // The same definition again is a retry, not a conflict.
             let existing = state.store.fenced(caller.fence()).get_role(tenant, &record.role.name).await?;
             return match existing {
+                Some(existing) if existing.retiring => Err(ApiError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("the role {} is being deleted; repeat the DELETE to finish it", record.role.name),
+                )
+                .with_details(json!({ "field": "name" }))),
                 Some(existing) if existing.role == record.role => {
                     Ok((StatusCode::OK, axum::Json(RoleView::custom(&existing))))
                 }
@@ -172,6 +178,7 @@ pub(crate) async fn get(
         .fenced(caller.fence())
         .get_role(tenant, &name)
         .await?
+        .filter(|record| !record.retiring)
         .ok_or_else(|| role_not_found(name.as_str()))?;
     Ok(axum::Json(RoleView::custom(&record)))
 }
@@ -237,7 +244,8 @@ pub(crate) async fn replace(
     let name = parse_name(&name)?;
     let tenant = changeable_role(&state, &caller, tenant, &name).await?;
     let role = definition(&caller, name, request.description, request.permissions)?;
-    let record = RoleRecord { role, tenant_id: tenant, updated_at: OffsetDateTime::now_utc() };
+    let record =
+        RoleRecord { role, tenant_id: tenant, updated_at: OffsetDateTime::now_utc(), retiring: false };
     if !state.store.fenced(caller.fence()).put_role(&record, RoleWrite::Replace).await? {
         return Err(role_not_found(record.role.name.as_str()));
     }
@@ -245,7 +253,9 @@ pub(crate) async fn replace(
     Ok(axum::Json(RoleView::custom(&record)))
 }
 
-/// Deletes a custom role; users who held it keep the name but it grants nothing.
+/// Deletes a custom role and takes it from every user holding it (their sessions end, as
+/// with any change of roles), so a role defined later under the same name grants nothing to
+/// anyone who held this one. Interrupted, it answers 5xx and is finished by repeating it.
 #[utoipa::path(
     delete,
     path = "/v1/roles/{name}",
@@ -267,7 +277,8 @@ pub(crate) async fn delete(
     authorize(&caller, Resource::Role, Action::Delete, target(tenant))?;
     let name = RoleName::parse(&name).map_err(|_| role_not_found(&name))?;
     let tenant = changeable_role(&state, &caller, tenant, &name).await?;
-    if !state.store.fenced(caller.fence()).delete_role(tenant, &name).await? {
+    let now_ms = dotmac_store::unix_ms(OffsetDateTime::now_utc());
+    if !state.store.fenced(caller.fence()).delete_role(tenant, &name, now_ms).await? {
         return Err(role_not_found(name.as_str()));
     }
     tracing::info!(role = %name, %tenant, by = %caller.user_id, "role deleted");

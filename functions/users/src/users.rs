@@ -71,7 +71,8 @@ pub(crate) async fn tenant_roles(
 ) -> Result<Vec<CustomRole>, StoreError> {
     let Some(tenant) = tenant else { return Ok(Vec::new()) };
     let records = store.fenced(caller.fence()).list_roles(tenant).await?;
-    Ok(records.into_iter().map(|r| r.role).collect())
+    // A role being deleted can no longer be handed out.
+    Ok(records.into_iter().filter(|r| !r.retiring).map(|r| r.role).collect())
 }
 
 /// Finds the user `id` where the caller may look: in its own tenant (or partner), or, for
@@ -303,7 +304,7 @@ pub(crate) async fn update(
     let updated = state
         .store
         .fenced(caller.fence())
-        .update_user(&user.home(), &user.id, &changes)
+        .update_user(&user.home(), &user.id, &changes, dotmac_store::unix_ms(time::OffsetDateTime::now_utc()))
         .await?
         .ok_or_else(|| user_not_found(&id))?;
     tracing::info!(user_id = %updated.id, by = %caller.user_id, "user updated");

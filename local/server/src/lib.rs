@@ -148,6 +148,7 @@ pub async fn seed(platform: &Platform, local: &LocalSettings) -> anyhow::Result<
         active: true,
         created_at: OffsetDateTime::now_utc(),
         last_login: None,
+        sessions_valid_after_ms: 0,
     };
     match platform.store.create_user(&admin).await {
         Ok(()) | Err(StoreError::AlreadyExists) => Ok(()),

@@ -48,7 +48,10 @@ pub struct JwtSettings {
     pub issuer: String,
     pub audience: String,
     pub access_ttl_seconds: u64,
+    /// How long a refresh token stays good unused.
     pub refresh_ttl_seconds: u64,
+    /// A sign-in session's absolute lifetime: refreshing never extends it.
+    pub session_max_seconds: u64,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -192,6 +195,7 @@ impl Config {
                 audience: env.or("DOTMAC_JWT_AUDIENCE", "dotmac-platform"),
                 access_ttl_seconds: env.number("DOTMAC_ACCESS_TOKEN_TTL_SECONDS", 900u64)?,
                 refresh_ttl_seconds: env.number("DOTMAC_REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600u64)?,
+                session_max_seconds: env.number("DOTMAC_SESSION_MAX_AGE_SECONDS", 30 * 24 * 3600u64)?,
             },
         })
     }
@@ -243,6 +247,7 @@ impl fmt::Debug for JwtSettings {
             .field("audience", &self.audience)
             .field("access_ttl_seconds", &self.access_ttl_seconds)
             .field("refresh_ttl_seconds", &self.refresh_ttl_seconds)
+            .field("session_max_seconds", &self.session_max_seconds)
             .finish()
     }
 }

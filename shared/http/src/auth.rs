@@ -1,12 +1,15 @@
-//! The bearer extractors: who is calling, from the `Authorization: Bearer` access token
-//! (signature and claims by `dotmac_tokens`, then the deny-list), and the one check the
-//! Lambda authorizer shares with the functions.
+//! The bearer extractors: who is calling, from the `Authorization: Bearer` access token.
+//! The token is verified (signature and claims, by `dotmac_tokens`), then admitted: one
+//! strongly consistent read of its deny entry, its session, its user and the custom roles it
+//! names (`dotmac_store::admission`), which ends it the moment it is signed out, its session
+//! ends or its user is deactivated, deleted or has its roles changed. The Lambda authorizer
+//! runs the very same check.
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use dotmac_domain::Caller;
-use dotmac_store::Store;
+use dotmac_domain::{Caller, Role, Tenant};
+use dotmac_store::{Admission, Also, Presented, SessionOf, SessionRefusal, Store, UserHome};
 use dotmac_tokens::{Claims, JwtKeys, TokenKind};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -32,7 +35,7 @@ macro_rules! bearer_state {
     };
 }
 
-/// The caller of a request, resolved from its `Authorization: Bearer` access token.
+/// The caller of a request, resolved from its admitted access token.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Caller);
 
@@ -40,16 +43,32 @@ pub struct Authenticated(pub Caller);
 #[derive(Debug, Clone)]
 pub struct SignedIn(pub Claims);
 
-/// Verifies the bearer token and that it has not been signed out. Fails closed: if the
-/// deny-list cannot be read, the request is refused.
-async fn authenticate(parts: &Parts, keys: &JwtKeys, store: &Store) -> Result<Claims, ApiError> {
-    check_bearer(parts.headers.get(AUTHORIZATION).map(|v| v.to_str().unwrap_or_default()), keys, store).await
+/// A verified but not yet admitted token: for a route that reads one object and wants it
+/// fetched in the admission's round trip (`admit`). The only way to a caller is `admit`.
+#[derive(Debug)]
+pub struct Bearer {
+    claims: Claims,
 }
 
-/// The one check of an `Authorization` header's access token, shared by the functions'
-/// extractors and API Gateway's Lambda authorizer: signature and claims, then the
-/// deny-list (failing closed if it cannot be read).
-pub async fn check_bearer(header: Option<&str>, keys: &JwtKeys, store: &Store) -> Result<Claims, ApiError> {
+/// What `Bearer::admit` lets in: the caller, and the object asked for (when it exists
+/// within the caller's reach).
+#[derive(Debug)]
+pub struct Admitted {
+    pub caller: Caller,
+    pub claims: Claims,
+    pub tenant: Option<Tenant>,
+}
+
+impl Bearer {
+    pub async fn admit(self, store: &Store, also: Option<Also>) -> Result<Admitted, ApiError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let (caller, admission) = admit(store, &self.claims, also, now).await?;
+        Ok(Admitted { caller, claims: self.claims, tenant: admission.tenant })
+    }
+}
+
+/// Checks an `Authorization` header's access token: signature and claims only (no I/O).
+pub fn verify_bearer(header: Option<&str>, keys: &JwtKeys) -> Result<Claims, ApiError> {
     let header = header
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "send an Authorization: Bearer token"))?;
     let token = Some(header)
@@ -59,34 +78,101 @@ pub async fn check_bearer(header: Option<&str>, keys: &JwtKeys, store: &Store) -
         .ok_or_else(|| {
             ApiError::new(ErrorCode::Unauthenticated, "the Authorization header must be Bearer <token>")
         })?;
-    let invalid = || ApiError::new(ErrorCode::InvalidToken, "the access token is invalid or expired");
-    let claims = keys.verify(token, TokenKind::Access).map_err(|error| {
+    keys.verify(token, TokenKind::Access).map_err(|error| {
         tracing::info!(%error, "bearer token refused");
-        invalid()
-    })?;
+        ApiError::new(ErrorCode::InvalidToken, "the access token is invalid or expired")
+    })
+}
+
+/// The one check of an `Authorization` header's access token, shared by the functions'
+/// extractors and API Gateway's Lambda authorizer: verified, then admitted (failing closed
+/// if the store cannot be read).
+pub async fn check_bearer(header: Option<&str>, keys: &JwtKeys, store: &Store) -> Result<Claims, ApiError> {
+    let claims = verify_bearer(header, keys)?;
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    if store.is_token_denied(&claims.jti, now).await.map_err(ApiError::from)? {
-        tracing::info!(jti = %claims.jti, "signed-out token refused");
-        return Err(invalid());
-    }
+    admit(store, &claims, None, now).await?;
     Ok(claims)
 }
 
-/// Adds what the caller's custom roles grant, as its tenant defines them now (a role's
-/// change applies to the next request, not the next sign-in). Read through the caller's own
-/// fence, so a token naming roles can never load another tenant's.
-pub async fn resolve_caller(store: &Store, mut caller: Caller) -> Result<Caller, ApiError> {
-    let Some(tenant) = caller.tenant_id else { return Ok(caller) };
-    if caller.custom_roles().next().is_none() {
-        return Ok(caller);
+/// A token without a session must be a tenant container's machine token; a person's token
+/// always names its session.
+fn is_machine_token(claims: &Claims) -> bool {
+    claims.sub.starts_with("machine:")
+        && claims.roles.iter().map(|r| r.builtin()).eq([Some(Role::TenantMachine)])
+}
+
+/// Reads and decides, in one round trip, whether `claims` may act now, and with which
+/// custom permissions.
+async fn admit(
+    store: &Store,
+    claims: &Claims,
+    also: Option<Also>,
+    now: i64,
+) -> Result<(Caller, Admission), ApiError> {
+    let mut caller = claims.caller();
+    let session = match &claims.fam {
+        Some(family) => Some(SessionOf {
+            family,
+            home: UserHome::of(claims.tid, claims.pid.as_ref()),
+            user_id: &claims.sub,
+        }),
+        None if is_machine_token(claims) => None,
+        None => return Err(refused(SessionRefusal::Unknown)),
+    };
+    let custom: Vec<_> = caller.custom_roles().collect();
+    let presented = Presented {
+        jti: &claims.jti,
+        session,
+        custom_roles: caller.tenant_id.filter(|_| !custom.is_empty()).map(|tenant| (tenant, custom)),
+    };
+    let admission = store.fenced(caller.fence()).admission(&presented, also, now).await?;
+    if let Some(refusal) = admission.refusal {
+        tracing::info!(jti = %claims.jti, %refusal, "access token refused");
+        return Err(refused(refusal));
     }
-    let defined = store.fenced(dotmac_domain::Fence::Tenant(tenant)).list_roles(tenant).await?;
-    caller.custom_permissions = defined
-        .into_iter()
-        .filter(|record| caller.roles.contains(&record.role.name))
-        .flat_map(|record| record.role.permissions)
+    // A custom role grants what its tenant defines now, and only while its holder still
+    // holds it and it is not being deleted.
+    let held = admission.user.as_ref().map(|user| user.roles.as_slice()).unwrap_or_default();
+    caller.custom_permissions = admission
+        .roles
+        .iter()
+        .filter(|record| !record.retiring && held.contains(&record.role.name))
+        .flat_map(|record| record.role.permissions.iter().copied())
         .collect();
-    Ok(caller)
+    Ok((caller, admission))
+}
+
+fn refused(refusal: SessionRefusal) -> ApiError {
+    ApiError::new(ErrorCode::InvalidToken, format!("the access token is no longer good: {refusal}"))
+}
+
+async fn admitted_claims<S>(parts: &Parts, state: &S) -> Result<(Caller, Claims), ApiError>
+where
+    Arc<JwtKeys>: FromRef<S>,
+    Store: FromRef<S>,
+{
+    let bearer = Bearer::from_parts(parts, &Arc::<JwtKeys>::from_ref(state))?;
+    let admitted = bearer.admit(&Store::from_ref(state), None).await?;
+    Ok((admitted.caller, admitted.claims))
+}
+
+impl Bearer {
+    fn from_parts(parts: &Parts, keys: &JwtKeys) -> Result<Bearer, ApiError> {
+        let header = parts.headers.get(AUTHORIZATION).map(|v| v.to_str().unwrap_or_default());
+        verify_bearer(header, keys).map(|claims| Bearer { claims })
+    }
+}
+
+impl<S> FromRequestParts<S> for Bearer
+where
+    Arc<JwtKeys>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Bearer::from_parts(parts, &Arc::<JwtKeys>::from_ref(state))
+    }
 }
 
 impl<S> FromRequestParts<S> for Authenticated
@@ -98,9 +184,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let SignedIn(claims) = SignedIn::from_request_parts(parts, state).await?;
-        let caller = resolve_caller(&Store::from_ref(state), claims.caller()).await?;
-        Ok(Authenticated(caller))
+        admitted_claims(parts, state).await.map(|(caller, _)| Authenticated(caller))
     }
 }
 
@@ -113,6 +197,6 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        authenticate(parts, &Arc::<JwtKeys>::from_ref(state), &Store::from_ref(state)).await.map(SignedIn)
+        admitted_claims(parts, state).await.map(|(_, claims)| SignedIn(claims))
     }
 }

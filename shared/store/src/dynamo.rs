@@ -8,8 +8,10 @@ use aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder;
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::builders::DeleteBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TableStatus, TransactWriteItem};
+use aws_sdk_dynamodb::types::builders::{DeleteBuilder, UpdateBuilder};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, TableStatus, TransactWriteItem, Update,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeOwned;
@@ -17,7 +19,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use crate::error::condition_failed;
-use crate::keys::ItemKey;
+use crate::keys::{ItemKey, PK, SK};
 use crate::tenants::Page;
 use crate::{Store, StoreError};
 
@@ -87,6 +89,12 @@ impl Expr {
         self.with_text(text)
     }
 
+    /// This update's `SET` clause with one more assignment.
+    pub(crate) fn and_set(self, assignment: &str) -> Self {
+        let text = format!("{}, {assignment}", self.text);
+        self.with_text(text)
+    }
+
     /// `#placeholder` stands for the attribute `attribute`.
     pub(crate) fn name(mut self, placeholder: &str, attribute: &str) -> Self {
         self.names.insert(placeholder.to_owned(), attribute.to_owned());
@@ -143,7 +151,13 @@ macro_rules! conditioned {
     )+};
 }
 
-conditioned!(PutItemFluentBuilder, UpdateItemFluentBuilder, DeleteItemFluentBuilder, DeleteBuilder);
+conditioned!(
+    PutItemFluentBuilder,
+    UpdateItemFluentBuilder,
+    DeleteItemFluentBuilder,
+    DeleteBuilder,
+    UpdateBuilder
+);
 
 /// A conditional write that did not happen because its condition did not hold. It keeps the
 /// error, for the writes that treat that as a failure (`??`).
@@ -396,6 +410,68 @@ impl Store {
             .build()
             .map(|delete| TransactWriteItem::builder().delete(delete).build())
             .map_err(StoreError::request)
+    }
+
+    /// A transaction step applying `update` to the item with `key` if `condition` holds.
+    pub(crate) fn update_step(
+        &self,
+        key: ItemKey,
+        update: Expr,
+        condition: Expr,
+    ) -> Result<TransactWriteItem, StoreError> {
+        Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key.into_item()))
+            .conditioned(Some(&condition), [&update])
+            .update_expression(update.text)
+            .build()
+            .map(|update| TransactWriteItem::builder().update(update).build())
+            .map_err(StoreError::request)
+    }
+
+    /// Reads several items in one strongly consistent round trip (`BatchGetItem`), answering
+    /// in the order of `keys` (`None` for a key with no item). Keys DynamoDB leaves
+    /// unprocessed (throttling) are asked again a few times before the read fails: a partial
+    /// answer would read as "no such item", which for a deny entry means "allowed".
+    pub(crate) async fn read_items(&self, keys: Vec<ItemKey>) -> Result<Vec<Option<Item>>, StoreError> {
+        const ATTEMPTS: u32 = 4;
+        let wanted: Vec<Item> = keys.into_iter().map(ItemKey::into_item).collect();
+        let mut unique = wanted.clone();
+        unique.dedup();
+        let mut found: Vec<Item> = Vec::with_capacity(wanted.len());
+        let mut pending = unique;
+        for attempt in 0..ATTEMPTS {
+            if pending.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(true)
+                .build()
+                .map_err(StoreError::request)?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("BatchGetItem", e))?;
+            found.extend(output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default());
+            pending = output
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+        }
+        if !pending.is_empty() {
+            let message = format!("{} keys left unprocessed after {ATTEMPTS} attempts", pending.len());
+            return Err(StoreError::Dynamo { operation: "BatchGetItem", message });
+        }
+        let same_key = |item: &Item, key: &Item| item.get(PK) == key.get(PK) && item.get(SK) == key.get(SK);
+        Ok(wanted.iter().map(|key| found.iter().find(|item| same_key(item, key)).cloned()).collect())
     }
 
     /// Runs `steps` as one transaction: all happen, or (`Cancelled`) none.

@@ -43,6 +43,20 @@ impl Fenced<'_> {
         }
     }
 
+    pub(crate) fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// Whether a tenant read without its key being checked (a partner's) is one this fence
+    /// may see.
+    pub(crate) fn may_see(&self, tenant: &Tenant) -> bool {
+        !matches!(self.fence, Fence::Partner(_)) || self.partner_brought(tenant)
+    }
+
     fn partner_brought(&self, tenant: &Tenant) -> bool {
         matches!(&self.fence, Fence::Partner(partner) if tenant.partner_id.as_ref() == Some(partner))
     }
@@ -100,9 +114,10 @@ impl Fenced<'_> {
         home: &UserHome,
         id: &str,
         changes: &UserChanges,
+        now_ms: i64,
     ) -> Result<Option<UserRecord>, StoreError> {
         self.admit(&home.pk())?;
-        self.store.update_user(home, id, changes).await
+        self.store.update_user(home, id, changes, now_ms).await
     }
 
     pub async fn delete_user(&self, user: &UserRecord) -> Result<bool, StoreError> {
@@ -129,9 +144,14 @@ impl Fenced<'_> {
         self.store.put_role(record, mode).await
     }
 
-    pub async fn delete_role(&self, tenant: TenantId, name: &RoleName) -> Result<bool, StoreError> {
+    pub async fn delete_role(
+        &self,
+        tenant: TenantId,
+        name: &RoleName,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         self.admit(&tenant_pk(tenant))?;
-        self.store.delete_role(tenant, name).await
+        self.store.delete_role(tenant, name, now_ms).await
     }
 
     pub async fn latest_heartbeat(

@@ -5,6 +5,7 @@
 //! tenant. Platform-level items (plans, slug claims, platform staff, idempotency records)
 //! have their own prefixes.
 
+pub mod admission;
 mod dynamo;
 mod error;
 pub mod fence;
@@ -19,12 +20,13 @@ pub mod tenants;
 pub mod throttle;
 pub mod users;
 
+pub use admission::{Admission, Also, Presented, SessionOf};
 pub use error::StoreError;
 pub use fence::Fenced;
 pub use heartbeats::{HealthStatus, Heartbeat};
 pub use idempotency::{Begin, IdempotencyKey, SavedResponse};
 pub use roles::{RoleRecord, RoleWrite};
-pub use sessions::Rotation;
+pub use sessions::{NewSession, Rotation, Session, SessionRefusal, unix_ms};
 pub use tenants::{Lease, Page, TenantRecord};
 pub use throttle::WindowCount;
 pub use users::{UserChanges, UserHome, UserRecord};

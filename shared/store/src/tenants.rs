@@ -40,15 +40,15 @@ pub struct TenantRecord {
 /// A tenant's own attributes: the domain tenant, its id again (as the slug claim records
 /// it), and its lease.
 #[derive(Serialize, Deserialize)]
-struct TenantAttributes {
-    tenant_id: String,
+pub(crate) struct TenantAttributes {
+    pub(crate) tenant_id: String,
     #[serde(flatten)]
-    tenant: Tenant,
+    pub(crate) tenant: Tenant,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    lease: Option<Lease>,
+    pub(crate) lease: Option<Lease>,
 }
 
-type TenantItem = Stored<TenantAttributes>;
+pub(crate) type TenantItem = Stored<TenantAttributes>;
 
 /// A tenant's item: found by its key, and listed (in id order) through GSI1.
 fn tenant_item(record: &TenantRecord) -> Result<Item, StoreError> {

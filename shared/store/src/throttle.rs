@@ -47,6 +47,18 @@ impl Store {
         Ok(WindowCount { count, resets_in: window_end - now })
     }
 
+    /// Takes one back from `key`'s count in the current window (an attempt counted up front
+    /// that turned out not to be a failure). Never creates a count, so never goes below zero
+    /// for a window that has none.
+    pub async fn uncount_hit(&self, key: &str, window_seconds: i64, now: i64) -> Result<(), StoreError> {
+        let (item_key, _) = counter_item(key, window_seconds, now);
+        let take = Expr::new("ADD hits :minus_one").value(":minus_one", n(-1));
+        let positive = Expr::new("hits > :zero").value(":zero", n(0));
+        // Refused: the window closed (or was cleared) meanwhile; nothing to give back.
+        let _gone = self.update(item_key, take, Some(positive), None).await?;
+        Ok(())
+    }
+
     /// `key`'s count in the current window, without adding to it.
     pub async fn count_in_window(
         &self,

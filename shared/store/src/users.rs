@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::dynamo::{Attributes, Expr, ITEM_EXISTS, Item, Query, Read, decode, decode_cursor};
-use crate::keys::{GSI1, ItemKey, SK, Stored, s, user_home_pk, user_lookup_pk};
+use crate::keys::{GSI1, ItemKey, SK, Stored, n, s, user_home_pk, user_lookup_pk};
+use crate::sessions::SESSIONS_VALID_AFTER;
 use crate::tenants::Page;
 use crate::{Store, StoreError};
 
@@ -28,6 +29,10 @@ pub struct UserRecord {
     pub created_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_login: Option<OffsetDateTime>,
+    /// Every session started at or before this moment (ms since the epoch) is over: set by a
+    /// password change, "sign out everywhere", a deactivation or a change of roles.
+    #[serde(default)]
+    pub sessions_valid_after_ms: i64,
 }
 
 impl UserRecord {
@@ -43,36 +48,6 @@ impl UserRecord {
             partner_id: self.partner_id.clone(),
             roles: self.roles.clone(),
             custom_permissions: Vec::new(),
-        }
-    }
-}
-
-/// A user as the API shows it: never the password hash.
-#[derive(Debug, Serialize)]
-pub struct PublicUser<'a> {
-    pub id: &'a str,
-    pub email: &'a Email,
-    pub tenant_id: Option<TenantId>,
-    pub partner_id: Option<&'a PartnerId>,
-    pub roles: &'a [RoleName],
-    pub active: bool,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub last_login: Option<OffsetDateTime>,
-}
-
-impl UserRecord {
-    pub fn public(&self) -> PublicUser<'_> {
-        PublicUser {
-            id: &self.id,
-            email: &self.email,
-            tenant_id: self.tenant_id,
-            partner_id: self.partner_id.as_ref(),
-            roles: &self.roles,
-            active: self.active,
-            created_at: self.created_at,
-            last_login: self.last_login,
         }
     }
 }
@@ -186,13 +161,15 @@ impl Store {
     }
 
     /// Applies `changes` to an existing user and returns it as stored after (`None` when
-    /// there is no such user). Setting the same values again changes nothing, so retries are
-    /// safe.
+    /// there is no such user). New roles or a deactivation end the user's sessions (as of
+    /// `now_ms`) in the same write: a token must not keep powers its user lost. Setting the
+    /// same values again changes nothing else, so retries are safe.
     pub async fn update_user(
         &self,
         home: &UserHome,
         id: &str,
         changes: &UserChanges,
+        now_ms: i64,
     ) -> Result<Option<UserRecord>, StoreError> {
         let mut sets = Vec::new();
         let mut update = Expr::new(String::new());
@@ -208,6 +185,10 @@ impl Store {
         }
         if sets.is_empty() {
             return self.get_user(home, id).await;
+        }
+        if changes.roles.is_some() || changes.active == Some(false) {
+            sets.push("#ended = :now");
+            update = update.name("#ended", SESSIONS_VALID_AFTER).value(":now", n(now_ms));
         }
         let update = update.with_text(format!("SET {}", sets.join(", ")));
         let exists = Some(Expr::new(ITEM_EXISTS));
@@ -225,6 +206,53 @@ impl Store {
             self.delete_step(email_claim_key(&user.email), Expr::new(ITEM_EXISTS))?,
         ];
         Ok(self.transact(steps).await?.is_ok())
+    }
+
+    /// Takes the role `name` from every user of `tenant` holding it, ending their sessions.
+    /// Each user is changed only if its roles are still what was read, so a concurrent change
+    /// of its roles is never overwritten (it is read again and retried).
+    pub(crate) async fn take_role_from_holders(
+        &self,
+        tenant: TenantId,
+        name: &RoleName,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        const ATTEMPTS_PER_USER: usize = 5;
+        let home = UserHome::Tenant(tenant);
+        let holders = Expr::new("PK = :pk AND begins_with(SK, :users)")
+            .value(":pk", s(home.pk()))
+            .value(":users", s(USER_SK_PREFIX));
+        let holding =
+            Expr::new("contains(#roles, :role)").name("#roles", "roles").value(":role", s(name.as_str()));
+        let users: Vec<UserItem> = self.query_all(Query::table(holders).filter(Some(holding))).await?;
+        let mut taken = 0;
+        for mut user in users.into_iter().map(|item| item.record) {
+            for attempt in 1..=ATTEMPTS_PER_USER {
+                if !user.roles.contains(name) {
+                    break;
+                }
+                let kept: Vec<AttributeValue> =
+                    user.roles.iter().filter(|role| *role != name).map(|role| s(role.as_str())).collect();
+                let read: Vec<AttributeValue> = user.roles.iter().map(|role| s(role.as_str())).collect();
+                let update = Expr::new(format!("SET #roles = :kept, {SESSIONS_VALID_AFTER} = :now"))
+                    .name("#roles", "roles")
+                    .value(":kept", AttributeValue::L(kept))
+                    .value(":now", n(now_ms));
+                let unchanged = Expr::new("#roles = :read").value(":read", AttributeValue::L(read));
+                if self.update(user_key(&home, &user.id), update, Some(unchanged), None).await?.is_ok() {
+                    taken += 1;
+                    break;
+                }
+                match self.get_user(&home, &user.id).await? {
+                    Some(current) if attempt < ATTEMPTS_PER_USER => user = current,
+                    Some(_) => {
+                        return Err(StoreError::VersionConflict { expected: 0 });
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok(taken)
     }
 
     pub async fn record_login(&self, user: &UserRecord, at: OffsetDateTime) -> Result<(), StoreError> {

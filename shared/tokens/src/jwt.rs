@@ -49,6 +49,10 @@ pub struct Claims {
     /// The sign-in session (refresh-token family) the token belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fam: Option<String>,
+    /// The absolute end of the token's session (seconds since the epoch): a refresh never
+    /// issues a token that outlives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sxp: Option<i64>,
     /// The partner a partner's staff member works for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<PartnerId>,
@@ -291,6 +295,7 @@ pub struct JwtKeys {
     audience: String,
     access_ttl_seconds: u64,
     refresh_ttl_seconds: u64,
+    session_max_seconds: u64,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -343,6 +348,7 @@ impl JwtKeys {
             audience: settings.audience.clone(),
             access_ttl_seconds: settings.access_ttl_seconds,
             refresh_ttl_seconds: settings.refresh_ttl_seconds,
+            session_max_seconds: settings.session_max_seconds,
         }
     }
 
@@ -354,6 +360,7 @@ impl JwtKeys {
             audience: settings.audience.clone(),
             access_ttl_seconds: settings.access_ttl_seconds,
             refresh_ttl_seconds: settings.refresh_ttl_seconds,
+            session_max_seconds: settings.session_max_seconds,
         })
     }
 
@@ -449,26 +456,33 @@ impl JwtKeys {
         &self.audience
     }
 
+    /// When a session started at `now` must end, however often it is refreshed.
+    pub fn session_ends_at(&self, now: OffsetDateTime) -> i64 {
+        now.unix_timestamp().saturating_add(i64::try_from(self.session_max_seconds).unwrap_or(i64::MAX / 2))
+    }
+
     fn sign(
         &self,
         caller: &Caller,
-        family: Option<&str>,
+        session: Option<&SessionTerm<'_>>,
         kind: TokenKind,
         ttl: u64,
         now: OffsetDateTime,
     ) -> Result<(String, Claims), TokenError> {
         let iat = now.unix_timestamp();
+        let exp = iat.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX / 2));
         let claims = Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: caller.user_id.clone(),
-            exp: iat + i64::try_from(ttl).unwrap_or(i64::MAX / 2),
+            exp: session.map_or(exp, |session| exp.min(session.ends_at)),
             nbf: iat,
             iat,
             jti: uuid::Uuid::new_v4().to_string(),
             typ: kind,
             tid: caller.tenant_id,
-            fam: family.map(str::to_owned),
+            fam: session.map(|session| session.family.to_owned()),
+            sxp: session.map(|session| session.ends_at),
             pid: caller.partner_id.clone(),
             roles: caller.roles.clone(),
         };
@@ -482,12 +496,17 @@ impl JwtKeys {
         Ok((token, claims))
     }
 
-    /// An access and a refresh token for `caller`, both in the sign-in session `family`.
-    pub fn issue(&self, caller: &Caller, family: &str, now: OffsetDateTime) -> Result<Issued, TokenError> {
+    /// An access and a refresh token for `caller`, both in `session` and neither outliving it.
+    pub fn issue(
+        &self,
+        caller: &Caller,
+        session: &SessionTerm<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Issued, TokenError> {
         let (access_token, _) =
-            self.sign(caller, Some(family), TokenKind::Access, self.access_ttl_seconds, now)?;
+            self.sign(caller, Some(session), TokenKind::Access, self.access_ttl_seconds, now)?;
         let (refresh_token, refresh) =
-            self.sign(caller, Some(family), TokenKind::Refresh, self.refresh_ttl_seconds, now)?;
+            self.sign(caller, Some(session), TokenKind::Refresh, self.refresh_ttl_seconds, now)?;
         Ok(Issued {
             pair: TokenPair {
                 access_token,
@@ -552,6 +571,14 @@ impl JwtKeys {
     }
 }
 
+/// The sign-in session tokens are issued in: its id (the refresh-token family) and its
+/// absolute end.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionTerm<'a> {
+    pub family: &'a str,
+    pub ends_at: i64,
+}
+
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const CLOCK_LEEWAY_SECONDS: u64 = 30;
 
@@ -579,6 +606,7 @@ mod tests {
             audience: "dotmac-test".into(),
             access_ttl_seconds: 900,
             refresh_ttl_seconds: 3600,
+            session_max_seconds: 7200,
         }
     }
 
@@ -591,6 +619,23 @@ mod tests {
         Some(TokenError::Rejected(refusal))
     }
 
+    const SESSION: SessionTerm<'static> = SessionTerm { family: "family", ends_at: i64::MAX };
+
+    #[test]
+    fn no_token_outlives_its_session() {
+        let keys = keys();
+        let now = OffsetDateTime::now_utc();
+        let ends_at = now.unix_timestamp() + 60;
+        let session = SessionTerm { family: "f", ends_at };
+        let issued = keys.issue(&admin(), &session, now).expect("issued");
+        let access = keys.verify(&issued.pair.access_token, TokenKind::Access).expect("access");
+        assert_eq!((access.exp, access.sxp, access.fam.as_deref()), (ends_at, Some(ends_at), Some("f")));
+        assert_eq!(issued.refresh_expires_at, ends_at, "the refresh token ends with the session");
+        let roomy = SessionTerm { family: "f", ends_at: now.unix_timestamp() + 1_000_000 };
+        let issued = keys.issue(&admin(), &roomy, now).expect("issued");
+        assert_eq!(issued.refresh_expires_at, now.unix_timestamp() + 3600, "its own ttl when shorter");
+    }
+
     fn admin() -> Caller {
         Caller::new("u1", None, &[Role::PlatformAdmin])
     }
@@ -598,7 +643,7 @@ mod tests {
     #[test]
     fn access_tokens_round_trip_and_are_not_refresh_tokens() {
         let keys = keys();
-        let pair = keys.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair;
+        let pair = keys.issue(&admin(), &SESSION, OffsetDateTime::now_utc()).expect("issued").pair;
         let claims = keys.verify(&pair.access_token, TokenKind::Access).expect("valid");
         assert_eq!(claims.caller(), admin());
         assert_eq!(keys.verify(&pair.access_token, TokenKind::Refresh).err(), refused(Refusal::WrongType));
@@ -610,17 +655,17 @@ mod tests {
     fn refuses_expired_foreign_and_tampered_tokens() {
         let keys = keys();
         let old = OffsetDateTime::now_utc() - time::Duration::hours(2);
-        let expired = keys.issue(&admin(), "family", old).expect("issued").pair.access_token;
+        let expired = keys.issue(&admin(), &SESSION, old).expect("issued").pair.access_token;
         assert_eq!(keys.verify(&expired, TokenKind::Access).err(), refused(Refusal::Expired));
 
         let other = JwtKeys::from_settings(&settings(generate_signing_key().expect("key"))).expect("keys");
         let foreign =
-            other.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+            other.issue(&admin(), &SESSION, OffsetDateTime::now_utc()).expect("issued").pair.access_token;
         // Another key set's key has another id: it is never even tried.
         assert_eq!(keys.verify(&foreign, TokenKind::Access).err(), refused(Refusal::UnknownKey));
 
         let token =
-            keys.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+            keys.issue(&admin(), &SESSION, OffsetDateTime::now_utc()).expect("issued").pair.access_token;
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         let mut payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).expect("b64")).expect("json");
@@ -660,6 +705,7 @@ mod tests {
             typ: TokenKind::Access,
             tid: None,
             fam: None,
+            sxp: None,
             pid: None,
             roles: vec![Role::PlatformAdmin.into()],
         }
@@ -720,7 +766,7 @@ mod tests {
         let first = KeySet { keys: vec![StoredKey::private(generate_signing_key().expect("key"), now - 10)] };
         let before = JwtKeys::from_key_set(&first, &settings, now).expect("keys");
         let old_token =
-            before.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+            before.issue(&admin(), &SESSION, OffsetDateTime::now_utc()).expect("issued").pair.access_token;
 
         let rotated = first.rotate(generate_signing_key().expect("key"), now, 0, 3600);
         let after = JwtKeys::from_key_set(&rotated, &settings, now).expect("keys");
@@ -728,7 +774,7 @@ mod tests {
         assert_eq!(after.jwks().keys.len(), 2, "both keys are published");
         assert!(after.verify(&old_token, TokenKind::Access).is_ok(), "nobody is signed out by a rotation");
         let new_token =
-            after.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+            after.issue(&admin(), &SESSION, OffsetDateTime::now_utc()).expect("issued").pair.access_token;
         assert!(after.verify(&new_token, TokenKind::Access).is_ok());
 
         // Past the overlap the old key is gone from the set...
@@ -755,7 +801,7 @@ mod tests {
         let after = JwtKeys::from_key_set(&rotated, &settings, now + 601).expect("keys");
         assert_ne!(after.kid(), before.kid(), "the new key signs after the switch");
         let new_token =
-            after.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+            after.issue(&admin(), &SESSION, OffsetDateTime::now_utc()).expect("issued").pair.access_token;
         assert!(during.verify(&new_token, TokenKind::Access).is_ok(), "instances mid-rotation accept it");
     }
 
@@ -769,11 +815,11 @@ mod tests {
         assert!(public.keys.iter().all(|k| k.private_key.is_none()));
         let verifier = JwtKeys::verifier(&public, &settings, now).expect("verifier");
         let token =
-            signer.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+            signer.issue(&admin(), &SESSION, OffsetDateTime::now_utc()).expect("issued").pair.access_token;
         assert!(verifier.verify(&token, TokenKind::Access).is_ok());
         assert_eq!(verifier.jwks(), signer.jwks(), "the same published keys");
         assert_eq!(
-            verifier.issue(&admin(), "family", OffsetDateTime::now_utc()),
+            verifier.issue(&admin(), &SESSION, OffsetDateTime::now_utc()),
             Err(TokenError::NoSigningKey)
         );
         assert!(
@@ -816,7 +862,7 @@ mod tests {
         let next = JwtKeys::from_key_set(&next_only, &settings, now).expect("keys");
         assert_ne!(current.kid(), next.kid(), "the current key still signs");
         let token =
-            next.issue(&admin(), "family", OffsetDateTime::now_utc()).expect("issued").pair.access_token;
+            next.issue(&admin(), &SESSION, OffsetDateTime::now_utc()).expect("issued").pair.access_token;
         assert!(current.verify(&token, TokenKind::Access).is_ok(), "tokens of the next key already verify");
     }
 }

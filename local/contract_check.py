@@ -23,8 +23,10 @@ from pathlib import Path
 
 from openapi_spec_validator import validate
 
-# Sign-out ends the token the pass runs with, so it gets a pass (and a token) of its own.
+# Sign-out ends the token the pass runs with, so it gets a pass (and a token) of its own;
+# sign-out everywhere ends every session of its user, so its pass runs as a user of its own.
 SIGN_OUT = "logout"
+SIGN_OUT_EVERYWHERE = "logout_all"
 
 
 def call(base: str, method: str, path: str, body: dict | None = None, token: str | None = None) -> dict:
@@ -55,6 +57,13 @@ def wait_until_up(base: str, seconds: float = 120.0) -> None:
 
 def sign_in(base: str, email: str, password: str) -> str:
     return call(base, "POST", "/v1/auth/login", {"email": email, "password": password})["access_token"]
+
+
+def own_staff_token(base: str, admin: str) -> str:
+    """A platform admin of its own (platform staff create staff directly), signed in."""
+    email, password = f"staff-{uuid.uuid4().hex[:8]}@contract.example", f"Kx9#{uuid.uuid4().hex}"
+    call(base, "POST", "/v1/users", {"email": email, "password": password, "roles": ["platform_admin"]}, admin)
+    return sign_in(base, email, password)
 
 
 def tenant_admin_token(base: str, admin: str) -> str:
@@ -111,11 +120,14 @@ def main() -> None:
     admin = sign_in(base, admin_email, admin_password)
     tenant_admin = tenant_admin_token(base, admin)
     sign_out_token = sign_in(base, admin_email, admin_password)
+    everywhere_token = own_staff_token(base, admin)
 
+    keep_signed_in = ["--exclude-operation-id", SIGN_OUT, "--exclude-operation-id", SIGN_OUT_EVERYWHERE]
     passes = [
-        ("platform admin", admin, ["--exclude-operation-id", SIGN_OUT]),
-        ("tenant admin", tenant_admin, ["--exclude-operation-id", SIGN_OUT]),
+        ("platform admin", admin, keep_signed_in),
+        ("tenant admin", tenant_admin, keep_signed_in),
         ("sign-out", sign_out_token, ["--include-operation-id", SIGN_OUT]),
+        ("sign-out everywhere", everywhere_token, ["--include-operation-id", SIGN_OUT_EVERYWHERE]),
     ]
     failed = [label for label, token, operations in passes if not schemathesis(base, token, label, operations)]
     if failed:

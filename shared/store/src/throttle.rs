@@ -4,8 +4,8 @@
 
 use aws_sdk_dynamodb::types::ReturnValue;
 
-use crate::dynamo::{Attributes, Expr, Read};
-use crate::keys::{EXPIRES_AT, ItemKey, n};
+use crate::dynamo::{Attributes, Expr};
+use crate::keys::{ItemKey, n};
 use crate::{Store, StoreError};
 
 /// The counter's attribute.
@@ -57,20 +57,6 @@ impl Store {
         // Refused: the window closed (or was cleared) meanwhile; nothing to give back.
         let _gone = self.update(item_key, take, Some(positive), None).await?;
         Ok(())
-    }
-
-    /// `key`'s count in the current window, without adding to it.
-    pub async fn count_in_window(
-        &self,
-        key: &str,
-        window_seconds: i64,
-        now: i64,
-    ) -> Result<WindowCount, StoreError> {
-        let (item_key, window_end) = counter_item(key, window_seconds, now);
-        let projection = format!("{HITS}, {EXPIRES_AT}");
-        let item = self.read_item(item_key, Read::Eventual, Some(&projection)).await?;
-        let count = item.and_then(|i| i.optional_number(HITS)).unwrap_or(0);
-        Ok(WindowCount { count, resets_in: window_end - now })
     }
 
     /// Forgets `key`'s count in the current window (a successful sign-in clears the

@@ -262,10 +262,6 @@ impl Store {
         self.set_user_attribute(user, "last_login", s(at)).await
     }
 
-    pub async fn set_password_hash(&self, user: &UserRecord, password_hash: &str) -> Result<(), StoreError> {
-        self.set_user_attribute(user, "password_hash", s(password_hash)).await
-    }
-
     async fn set_user_attribute(
         &self,
         user: &UserRecord,

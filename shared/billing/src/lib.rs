@@ -1,0 +1,22 @@
+//! The platform's billing rules, as pure functions: no I/O, no clock, so every figure an
+//! invoice shows can be recomputed and tested exactly.
+//!
+//! - `money`: amounts in integer minor units of one currency; the one rounding rule.
+//! - `period`: a calendar month in UTC, its boundaries and its days.
+//! - `aggregation`: the billable customer count of a period from usage reports.
+//! - `pricing`: per-customer prices (graduated, volume or package tiers, a monthly minimum)
+//!   turned into invoice lines.
+//! - `proration`: a monthly amount for part of a month, so the parts of a month always sum
+//!   back to the whole.
+
+pub mod aggregation;
+pub mod money;
+pub mod period;
+pub mod pricing;
+pub mod proration;
+
+pub use aggregation::{Aggregation, Reading, billable_count};
+pub use money::{Currency, Money, MoneyError, round_to_minor};
+pub use period::{Period, PeriodError};
+pub use pricing::{Line, LineKind, PerCustomer, Price, PriceError, Tier, TierMode};
+pub use proration::prorate;

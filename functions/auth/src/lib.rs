@@ -1,6 +1,7 @@
 //! The auth function: sign-in, rotating refresh, sign-out (here or everywhere), "who am I",
 //! password change and the JWKS.
 
+pub mod account;
 pub mod sign_in;
 
 use axum::extract::State;
@@ -8,15 +9,32 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Json, Routes, SignedIn, SourceIp, routes};
-use dotmac_store::{Store, UserHome, UserRecord};
-use dotmac_tokens::{JwkSet, JwtKeys, TokenPair, hash_password, verify_password};
+use dotmac_store::Store;
+use dotmac_tokens::{JwkSet, JwtKeys, TokenPair};
 use dotmac_users::UserView;
 use serde::Deserialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+pub use account::AccountError;
 pub use sign_in::{SignInError, refresh as refresh_session, sign_in};
+
+impl From<AccountError> for ApiError {
+    fn from(error: AccountError) -> Self {
+        match error {
+            missing @ AccountError::NoUserRecord => ApiError::new(ErrorCode::NotFound, missing.to_string()),
+            wrong @ AccountError::WrongCurrentPassword => {
+                ApiError::invalid_field("current_password", wrong.to_string())
+            }
+            AccountError::Policy(invalid) => invalid.into(),
+            ended @ AccountError::SessionEnded => ApiError::new(ErrorCode::InvalidToken, ended.to_string()),
+            AccountError::Limited(limited) => limited.into(),
+            AccountError::Store(error) => error.into(),
+            AccountError::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
 
 impl From<SignInError> for ApiError {
     fn from(error: SignInError) -> Self {
@@ -136,58 +154,9 @@ async fn change_password(
     SignedIn(claims): SignedIn,
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    // Per caller: a stolen access token must not become a password-guessing oracle.
-    let guesses = format!("password-checks#{}", claims.sub);
-    let message = "too many password changes; try again later";
-    sign_in::within_limit(
-        &state.store,
-        &guesses,
-        sign_in::FAILURE_WINDOW_SECONDS,
-        sign_in::MAX_FAILURES_PER_PAIR,
-        message,
-        now,
-    )
-    .await?;
-    apply_password_change(&state, &claims, request).await
-}
-
-async fn signed_in_user(state: &AuthState, claims: &dotmac_tokens::Claims) -> Result<UserRecord, ApiError> {
-    state
-        .store
-        .get_user(&UserHome::of(claims.tid, claims.pid.as_ref()), &claims.sub)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "the signed-in account has no user record"))
-}
-
-async fn apply_password_change(
-    state: &AuthState,
-    claims: &dotmac_tokens::Claims,
-    request: ChangePasswordRequest,
-) -> Result<StatusCode, ApiError> {
-    let user = signed_in_user(state, claims).await?;
-    let current = request.current_password;
-    let stored = user.password_hash.clone();
-    let matches = current.len() <= 1024
-        && tokio::task::spawn_blocking(move || verify_password(&current, Some(&stored)))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
-    if !matches {
-        return Err(ApiError::invalid_field("current_password", "is not this account's password"));
-    }
-    dotmac_domain::password_policy::check(&request.new_password, &user.email)?;
-    let new_password = request.new_password;
-    let hash = tokio::task::spawn_blocking(move || hash_password(&new_password))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
-    // Every other session ends with the old password; the caller's own carries on.
-    let at_ms = dotmac_store::unix_ms(OffsetDateTime::now_utc());
-    if !state.store.end_sessions(&user, at_ms, Some(&hash), claims.fam.as_deref()).await? {
-        return Err(ApiError::new(ErrorCode::InvalidToken, "the session ended meanwhile; sign in again"));
-    }
-    tracing::info!(user_id = %user.id, "password changed; other sessions ended");
+    let now = OffsetDateTime::now_utc();
+    account::change_password(&state.store, &claims, request.current_password, request.new_password, now)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -232,10 +201,7 @@ async fn refresh(
     responses((status = 204, description = "Signed out"))
 )]
 async fn logout(State(state): State<AuthState>, SignedIn(claims): SignedIn) -> Result<StatusCode, ApiError> {
-    match &claims.fam {
-        Some(family) => state.store.revoke_session(family).await?,
-        None => dotmac_tokens::revoke_token(&state.store, &claims.jti, claims.exp).await?,
-    }
+    account::sign_out(&state.store, &claims).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -254,12 +220,7 @@ async fn logout_all(
     State(state): State<AuthState>,
     SignedIn(claims): SignedIn,
 ) -> Result<StatusCode, ApiError> {
-    let user = signed_in_user(&state, &claims).await?;
-    let at_ms = dotmac_store::unix_ms(OffsetDateTime::now_utc());
-    if !state.store.end_sessions(&user, at_ms, None, None).await? {
-        return Err(ApiError::new(ErrorCode::NotFound, "the signed-in account has no user record"));
-    }
-    tracing::info!(user_id = %user.id, "signed out everywhere");
+    account::sign_out_everywhere(&state.store, &claims, OffsetDateTime::now_utc()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -278,6 +239,6 @@ async fn me(
     State(state): State<AuthState>,
     SignedIn(claims): SignedIn,
 ) -> Result<axum::Json<UserView>, ApiError> {
-    let user = signed_in_user(&state, &claims).await?;
+    let user = account::me(&state.store, &claims).await?;
     Ok(axum::Json(UserView::of(&user)))
 }

@@ -1040,6 +1040,18 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         let (status, answer) = call(&tenants, Method::GET, &format!("/v1/tenants/{tenant_id}/health"), Some(&admin), None).await;
         assert_eq!(status, 200, "{answer}");
 
+        // usage: a report (one conditional put), its retry (the same put, answering what is
+        // recorded), and the period's figure (the tenant with the token's checks, then GSI1).
+        let usage = platform_of(Handler::Usage).await.router(Handler::Usage).expect("usage router");
+        let observed = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("time");
+        let report = json!({"tenant_id": tenant_id, "report_id": "iam-1", "customer_count": 42, "observed_at": observed});
+        let (status, answer) = call(&usage, Method::POST, "/v1/usage", Some(&admin), Some(report.clone())).await;
+        assert_eq!(status, 202, "{answer}");
+        let (status, answer) = call(&usage, Method::POST, "/v1/usage", Some(&admin), Some(report)).await;
+        assert_eq!((status, answer["outcome"].clone()), (200, json!("duplicate")), "{answer}");
+        let (status, answer) = call(&usage, Method::GET, &format!("/v1/tenants/{tenant_id}/usage"), Some(&admin), None).await;
+        assert_eq!((status, answer["billable_customers"].clone()), (200, json!(42)), "{answer}");
+
         // provisioner: the queued job, taken as the event source mapping takes it, reaches RUNNING.
         let provisioner = platform_of(Handler::Provisioner).await;
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk_of(Handler::Provisioner.name())), &config.provisioning_queue_url);

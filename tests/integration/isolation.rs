@@ -55,6 +55,14 @@ impl Objects {
             }
             ("PUT", "/v1/roles/{name}") => json!({ "permissions": permissions }),
             ("POST", "/v1/tenants/{id}/health") => json!({ "status": "unhealthy" }),
+            ("POST", "/v1/usage") => json!({
+                "tenant_id": self.tenant,
+                "report_id": format!("intruder-{}", &slug[..8]),
+                "customer_count": 1,
+                "observed_at": time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("time"),
+            }),
             _ => new_tenant_body("usage"),
         })
     }

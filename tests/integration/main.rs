@@ -18,4 +18,5 @@ mod store;
 mod task_definitions;
 mod task_lifecycle;
 mod throttling;
+mod usage;
 mod users_and_roles;

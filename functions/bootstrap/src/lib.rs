@@ -25,6 +25,7 @@ pub enum Handler {
     Auth,
     Tenants,
     Users,
+    Usage,
     Health,
     Docs,
     Provisioner,
@@ -57,11 +58,16 @@ pub enum Kind {
     Schedule,
 }
 
+fn seconds(seconds: u64) -> time::Duration {
+    time::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX))
+}
+
 impl Handler {
-    pub const ALL: [Handler; 8] = [
+    pub const ALL: [Handler; 9] = [
         Handler::Auth,
         Handler::Tenants,
         Handler::Users,
+        Handler::Usage,
         Handler::Health,
         Handler::Docs,
         Handler::Provisioner,
@@ -80,6 +86,7 @@ impl Handler {
             Handler::Auth => "auth",
             Handler::Tenants => "tenants",
             Handler::Users => "users",
+            Handler::Usage => "usage",
             Handler::Health => "health",
             Handler::Docs => "docs",
             Handler::Provisioner => "provisioner",
@@ -90,7 +97,12 @@ impl Handler {
 
     pub fn kind(self) -> Kind {
         match self {
-            Handler::Auth | Handler::Tenants | Handler::Users | Handler::Health | Handler::Docs => Kind::Http,
+            Handler::Auth
+            | Handler::Tenants
+            | Handler::Users
+            | Handler::Usage
+            | Handler::Health
+            | Handler::Docs => Kind::Http,
             Handler::Provisioner => Kind::QueueConsumer,
             Handler::Authorizer => Kind::Authorizer,
             Handler::RotateSigningKeys => Kind::Schedule,
@@ -104,6 +116,7 @@ impl Handler {
             Handler::Auth => dotmac_auth::routes().catalog(),
             Handler::Tenants => dotmac_tenants::routes().catalog(),
             Handler::Users => dotmac_users::routes().catalog(),
+            Handler::Usage => dotmac_usage::routes().catalog(),
             Handler::Health => dotmac_health::routes().catalog(),
             Handler::Docs => dotmac_docs::routes().catalog(),
             Handler::Provisioner | Handler::Authorizer | Handler::RotateSigningKeys => Catalog::default(),
@@ -123,7 +136,7 @@ impl Handler {
     pub fn keys(self) -> Keys {
         match self {
             Handler::Auth | Handler::Provisioner => Keys::Sign,
-            Handler::Tenants | Handler::Users | Handler::Authorizer => Keys::Verify,
+            Handler::Tenants | Handler::Users | Handler::Usage | Handler::Authorizer => Keys::Verify,
             Handler::Health | Handler::Docs | Handler::RotateSigningKeys => Keys::None,
         }
     }
@@ -264,6 +277,17 @@ impl Platform {
         }
     }
 
+    fn usage_state(&self) -> dotmac_usage::UsageState {
+        dotmac_usage::UsageState {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            window: dotmac_usage::ReportingWindow {
+                max_future: seconds(self.config.usage_max_future_seconds),
+                max_age: seconds(self.config.usage_max_age_seconds),
+            },
+        }
+    }
+
     fn users_state(&self) -> dotmac_users::UsersState {
         dotmac_users::UsersState { store: self.store.clone(), keys: self.keys.clone() }
     }
@@ -282,6 +306,7 @@ impl Platform {
             Handler::Auth => Some(dotmac_auth::router(self.auth_state())),
             Handler::Tenants => Some(dotmac_tenants::router(self.tenants_state())),
             Handler::Users => Some(dotmac_users::router(self.users_state())),
+            Handler::Usage => Some(dotmac_usage::router(self.usage_state())),
             Handler::Health => Some(dotmac_health::router(self.health_state())),
             Handler::Docs => Some(dotmac_docs::router(dotmac_docs::DocsState::new(api_catalog))),
             Handler::Provisioner | Handler::Authorizer | Handler::RotateSigningKeys => None,

@@ -70,6 +70,10 @@ pub struct Config {
     /// Lifetime of a tenant container's machine token (renewed by re-provisioning when less
     /// than a quarter of it is left).
     pub machine_token_ttl_seconds: u64,
+    /// How far ahead of the server's clock a usage report's `observed_at` may be.
+    pub usage_max_future_seconds: u64,
+    /// How old a usage report's `observed_at` may be (covers last month's late reports).
+    pub usage_max_age_seconds: u64,
 }
 
 /// Reads variables from any source (the process environment, or a map in tests).
@@ -184,6 +188,8 @@ impl Config {
             cors_allowed_origins: env.list("DOTMAC_CORS_ALLOWED_ORIGINS"),
             tenant_secret_prefix: env.or("DOTMAC_TENANT_SECRET_PREFIX", "dotmac/tenants"),
             machine_token_ttl_seconds: env.number("DOTMAC_MACHINE_TOKEN_TTL_SECONDS", 30 * 24 * 3600u64)?,
+            usage_max_future_seconds: env.number("DOTMAC_USAGE_MAX_FUTURE_SECONDS", 300u64)?,
+            usage_max_age_seconds: env.number("DOTMAC_USAGE_MAX_AGE_SECONDS", 35 * 24 * 3600u64)?,
             jwt: JwtSettings {
                 signing_key: source.get("DOTMAC_JWT_SIGNING_KEY"),
                 key_set: source.get("DOTMAC_JWT_KEY_SET"),
@@ -213,6 +219,8 @@ impl fmt::Debug for Config {
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("tenant_secret_prefix", &self.tenant_secret_prefix)
             .field("machine_token_ttl_seconds", &self.machine_token_ttl_seconds)
+            .field("usage_max_future_seconds", &self.usage_max_future_seconds)
+            .field("usage_max_age_seconds", &self.usage_max_age_seconds)
             .finish()
     }
 }

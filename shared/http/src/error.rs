@@ -50,6 +50,7 @@ error_codes! {
     MethodNotAllowed = "METHOD_NOT_ALLOWED" => METHOD_NOT_ALLOWED,
     SlugTaken = "SLUG_TAKEN" => CONFLICT,
     AlreadyExists = "ALREADY_EXISTS" => CONFLICT,
+    ReportConflict = "REPORT_CONFLICT" => CONFLICT,
     RequestInProgress = "REQUEST_IN_PROGRESS" => CONFLICT,
     IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED" => UNPROCESSABLE_ENTITY,
     RateLimited = "RATE_LIMITED" => TOO_MANY_REQUESTS,

@@ -5,12 +5,14 @@
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::builders::{DeleteBuilder, UpdateBuilder};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, TableStatus, TransactWriteItem, Update,
+    AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TableStatus, TransactWriteItem, Update,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -221,11 +223,17 @@ pub(crate) struct Query {
     filter: Option<Expr>,
     limit: Option<i32>,
     start: Option<Item>,
+    descending: bool,
 }
 
 impl Query {
     pub(crate) fn table(key: Expr) -> Self {
-        Self { index: None, key, filter: None, limit: None, start: None }
+        Self { index: None, key, filter: None, limit: None, start: None, descending: false }
+    }
+
+    /// Sort keys from the highest down.
+    pub(crate) fn descending(self) -> Self {
+        Self { descending: true, ..self }
     }
 
     pub(crate) fn index(index: &'static str, key: Expr) -> Self {
@@ -310,6 +318,30 @@ impl Store {
         Ok(settle("PutItem", result)?.map(|_| ()))
     }
 
+    /// Creates `item` if its key is free; otherwise leaves the stored item alone and returns
+    /// it, from the same request (so "was it there, and with what" is one round trip).
+    pub(crate) async fn put_new_or_read(&self, item: Item) -> Result<Option<Item>, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(ITEM_IS_NEW)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(None),
+            Err(error) => match error.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                    let existing = failed.item().cloned().unwrap_or_default();
+                    Ok(Some(existing))
+                }
+                _ => Err(StoreError::dynamo("PutItem", error)),
+            },
+        }
+    }
+
     /// Applies `update` to the item with `key` if `condition` (when given) holds, and returns
     /// the attributes `returning` asks for.
     pub(crate) async fn update(
@@ -354,6 +386,7 @@ impl Store {
             .set_expression_attribute_values(values)
             .set_limit(query.limit)
             .set_exclusive_start_key(query.start)
+            .set_scan_index_forward(query.descending.then_some(false))
             .send()
             .await
             .map_err(|e| StoreError::dynamo("Query", e))?;

@@ -154,6 +154,31 @@ impl Fenced<'_> {
         self.store.delete_role(tenant, name, now_ms).await
     }
 
+    pub async fn record_usage(
+        &self,
+        report: &crate::usage::UsageReport,
+    ) -> Result<crate::usage::Recorded, StoreError> {
+        self.admit(&tenant_pk(report.tenant_id))?;
+        self.store.record_usage(report).await
+    }
+
+    pub async fn usage_between(
+        &self,
+        tenant: TenantId,
+        from: time::OffsetDateTime,
+        to: time::OffsetDateTime,
+    ) -> Result<crate::usage::UsageWindow, StoreError> {
+        if matches!(self.fence, Fence::Partner(_)) {
+            // A partner reaches the usage of the tenants it brought, by what they record.
+            if self.get_tenant(tenant).await?.is_none() {
+                return Err(StoreError::OutOfFence { key: tenant_pk(tenant) });
+            }
+        } else {
+            self.admit(&tenant_pk(tenant))?;
+        }
+        self.store.usage_between(tenant, from, to).await
+    }
+
     pub async fn latest_heartbeat(
         &self,
         tenant: TenantId,

@@ -129,6 +129,11 @@ impl ItemKey {
         Self::new(tenant_pk(tenant), role_sk(name))
     }
 
+    /// A usage report of a tenant, by its report id.
+    pub(crate) fn usage(tenant: TenantId, report_id: &str) -> Self {
+        Self::new(tenant_pk(tenant), format!("USAGE#{report_id}"))
+    }
+
     pub(crate) fn heartbeat(tenant: TenantId) -> Self {
         Self::new(tenant_pk(tenant), HEARTBEAT_SK)
     }

@@ -18,6 +18,7 @@ pub mod schema;
 pub mod sessions;
 pub mod tenants;
 pub mod throttle;
+pub mod usage;
 pub mod users;
 
 pub use admission::{Admission, Also, Presented, SessionOf};
@@ -29,6 +30,7 @@ pub use roles::{RoleRecord, RoleWrite};
 pub use sessions::{NewSession, Rotation, Session, SessionRefusal, unix_ms};
 pub use tenants::{Lease, Page, TenantRecord};
 pub use throttle::WindowCount;
+pub use usage::{Recorded, UsageReport, UsageWindow};
 pub use users::{UserChanges, UserHome, UserRecord};
 
 use aws_sdk_dynamodb::Client;

@@ -61,6 +61,7 @@ pub struct ReportBody {
     /// The sender's own id for this report: sending it again is safe.
     #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     report_id: String,
+    #[serde(deserialize_with = "whole_number")]
     #[schema(minimum = 0, maximum = 100_000_000)]
     customer_count: u64,
     /// RFC 3339 with its offset; at most a few minutes ahead of the platform's clock and not
@@ -69,14 +70,42 @@ pub struct ReportBody {
     observed_at: String,
 }
 
-impl ReportBody {
-    fn sent(&self) -> SentReport {
-        SentReport {
-            report_id: self.report_id.clone(),
-            customer_count: self.customer_count,
-            observed_at: self.observed_at.clone(),
-        }
+/// A report in a batch. Each is checked on its own, so the rules of `ReportBody` are not the
+/// batch's: a report breaking them is answered `invalid` beside the others.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchedReport {
+    /// As in a single report (1–64 of `A-Za-z0-9._:-`); anything else is answered `invalid`.
+    report_id: String,
+    /// At most 100,000,000; more is answered `invalid`.
+    #[serde(deserialize_with = "whole_number")]
+    #[schema(minimum = 0, maximum = 9_000_000_000_000_000_i64)]
+    customer_count: u64,
+    /// As in a single report; a malformed or out-of-window time is answered `invalid`.
+    observed_at: String,
+}
+
+/// The largest count a body may carry at all (a batch answers counts above
+/// `metering::MAX_CUSTOMERS` as `invalid`; beyond this the body is malformed).
+const LARGEST_COUNT: u64 = 9_000_000_000_000_000;
+
+/// A count as JSON may write a whole number: `5` or `5.0`.
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(whole) = number.as_u64().filter(|n| *n <= LARGEST_COUNT) {
+        return Ok(whole);
     }
+    match number.as_f64() {
+        Some(float) if float.fract() == 0.0 && (0.0..=9.0e15).contains(&float) => {
+            // Integral and far below 2^53: the conversion is exact.
+            Ok(float as u64)
+        }
+        _ => Err(serde::de::Error::custom(format!("{number} is not a whole number of customers"))),
+    }
+}
+
+fn sent(report_id: &str, customer_count: u64, observed_at: &str) -> SentReport {
+    SentReport { report_id: report_id.to_owned(), customer_count, observed_at: observed_at.to_owned() }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -98,7 +127,7 @@ pub struct BatchOfReports {
     tenant_id: Option<String>,
     /// 1 to 100 reports, each answered on its own.
     #[schema(min_items = 1, max_items = 100)]
-    reports: Vec<ReportBody>,
+    reports: Vec<BatchedReport>,
 }
 
 /// One report, or a batch of up to 100 under `reports`.
@@ -218,7 +247,8 @@ async fn report(
     match request {
         UsageRequest::Single(single) => {
             let tenant = metering::reporting_tenant(&caller, named(&single.tenant_id)?)?;
-            let sent = [single.report.sent()];
+            let report = &single.report;
+            let sent = [sent(&report.report_id, report.customer_count, &report.observed_at)];
             let outcome = report_usage(&state.store, &caller, tenant, &sent, state.window, now).await?;
             let report_id = single.report.report_id;
             let answer = |outcome, status| {
@@ -246,7 +276,8 @@ async fn report(
         }
         UsageRequest::Batch(batch) => {
             let tenant = metering::reporting_tenant(&caller, named(&batch.tenant_id)?)?;
-            let sent: Vec<SentReport> = batch.reports.iter().map(ReportBody::sent).collect();
+            let sent: Vec<SentReport> =
+                batch.reports.iter().map(|r| sent(&r.report_id, r.customer_count, &r.observed_at)).collect();
             let outcomes = report_usage(&state.store, &caller, tenant, &sent, state.window, now).await?;
             let results: Vec<ReportResult> = sent
                 .into_iter()
@@ -272,7 +303,7 @@ async fn report(
 #[into_params(parameter_in = Query)]
 pub struct PeriodQuery {
     /// `YYYY-MM` (UTC calendar month); the current one by default.
-    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+    #[param(pattern = r"^([2-9][0-9]{3})-(0[1-9]|1[0-2])$")]
     period: Option<String>,
     /// The newest reports shown, 1–1000 (default 100); the figure counts them all.
     #[param(value_type = Option<i32>, minimum = 1, maximum = 1000)]

@@ -28,6 +28,8 @@ pub(crate) fn delivery(receive_count: u32, max: u32) -> Delivery {
         job_id: None,
         receive_count,
         max_receive_count: max,
+        throttles: 0,
+        resends_throttled: false,
     }
 }
 

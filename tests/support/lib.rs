@@ -338,3 +338,18 @@ pub fn new_tenant_body(plan: &str) -> Value {
     let slug = format!("isp-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     json!({ "name": format!("ISP {slug}"), "slug": slug, "plan": plan, "contact_email": format!("ops@{slug}.example") })
 }
+
+/// The SQS event Lambda's event source mapping would invoke the provisioner with for these
+/// received messages (id, receipt, body, receive count).
+pub fn sqs_event(messages: &[dotmac_queue::ReceivedMessage]) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    for message in messages {
+        let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+        record.message_id = Some(message.message_id.clone());
+        record.receipt_handle = Some(message.receipt_handle.clone());
+        record.body = Some(message.body.clone());
+        record.attributes.insert("ApproximateReceiveCount".into(), message.receive_count.to_string());
+        event.records.push(record);
+    }
+    event
+}

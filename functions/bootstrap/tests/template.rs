@@ -391,3 +391,86 @@ fn the_docs_and_samconfig_describe_exactly_the_parameters() {
         .collect();
     assert_eq!(documented, parameters, "infra/README.md's parameter table");
 }
+
+/// Whether a trust policy statement lets only this account's resources have the service
+/// assume the role: `aws:SourceAccount` = `!Ref AWS::AccountId`, and any `aws:SourceArn` in
+/// that same account.
+fn conditioned_on_the_account(statement: &Value) -> Result<(), String> {
+    let account = &statement["Condition"]["StringEquals"]["aws:SourceAccount"];
+    match intrinsic(account) {
+        Some((tag, name)) if tag == "!Ref" && name.as_str() == Some("AWS::AccountId") => {}
+        _ => return Err(format!("no StringEquals aws:SourceAccount = !Ref AWS::AccountId ({account:?})")),
+    }
+    for operator in ["StringEquals", "StringLike", "ArnEquals", "ArnLike"] {
+        let arn = &statement["Condition"][operator]["aws:SourceArn"];
+        if arn.is_null() {
+            continue;
+        }
+        let text = yaml_serde::to_string(arn).unwrap_or_default();
+        if !text.contains("${AWS::AccountId}") {
+            return Err(format!("aws:SourceArn names another account: {text}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_trust_policy(role: &str, document: &Value, problems: &mut Vec<String>) {
+    let statements = document["Statement"].as_sequence().map(Vec::as_slice).unwrap_or_default();
+    if statements.is_empty() {
+        problems
+            .push(format!("{role}: no trust policy of the template's own (SAM's default has no condition)"));
+    }
+    for statement in statements {
+        if let Err(problem) = conditioned_on_the_account(statement) {
+            problems.push(format!("{role}: {problem}"));
+        }
+    }
+}
+
+#[test]
+fn every_role_a_service_assumes_trusts_only_this_account() {
+    let template = template();
+    let globals = &template["Globals"]["Function"]["AssumeRolePolicyDocument"];
+    let mut problems = Vec::new();
+    let mut roles = 0;
+    for (name, resource) in template["Resources"].as_mapping().expect("Resources") {
+        let name = name.as_str().expect("name");
+        let properties = &resource["Properties"];
+        match resource["Type"].as_str() {
+            Some("AWS::IAM::Role") => {
+                roles += 1;
+                check_trust_policy(name, &properties["AssumeRolePolicyDocument"], &mut problems);
+            }
+            // SAM generates `<Function>Role` from the function's trust policy, else from
+            // Globals', else from a default with no condition.
+            Some("AWS::Serverless::Function") => {
+                if properties["Role"].is_null() {
+                    roles += 1;
+                    let own = &properties["AssumeRolePolicyDocument"];
+                    let document = if own.is_null() { globals } else { own };
+                    check_trust_policy(&format!("{name}Role"), document, &mut problems);
+                }
+                // Event sources SAM would give a role of its own, unconditioned, must name one
+                // of the template's; HTTP API events need none.
+                for (event, spec) in properties["Events"].as_mapping().into_iter().flatten() {
+                    let event = event.as_str().unwrap_or_default();
+                    match spec["Type"].as_str() {
+                        Some("HttpApi") => {}
+                        Some("ScheduleV2") if !spec["Properties"]["RoleArn"].is_null() => {}
+                        other => problems.push(format!(
+                            "{name}.{event}: a {} event gets a role SAM writes (no condition): give it RoleArn or model it here",
+                            other.unwrap_or("untyped")
+                        )),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "trust policies not conditioned on the account:\n  {}",
+        problems.join("\n  ")
+    );
+    assert!(roles >= dotmac_platform::Handler::ALL.len() + 3, "the walk saw the roles ({roles})");
+}

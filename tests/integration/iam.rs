@@ -144,7 +144,7 @@ impl Moto {
     async fn iam(&self, params: &[(&str, &str)]) -> String {
         let mut form: Vec<(&str, &str)> = vec![("Version", "2010-05-08")];
         form.extend_from_slice(params);
-        let response = reqwest::Client::new()
+        let response = dotmac_tests::http_client()
             .post(&self.endpoint)
             .header(
                 header::AUTHORIZATION.as_str(),
@@ -182,7 +182,7 @@ impl Moto {
 
     /// From now on every request must be signed by an IAM user its policies allow.
     async fn enforce_iam(&self) {
-        let response = reqwest::Client::new()
+        let response = dotmac_tests::http_client()
             .post(format!("{}/moto-api/reset-auth", self.endpoint))
             // moto reads the raw body (`request.data`), which a form content type would empty.
             .header(header::CONTENT_TYPE.as_str(), "text/plain")
@@ -911,7 +911,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
 
     let gate = Arc::new(Gate {
         upstream: moto.endpoint.clone(),
-        http: reqwest::Client::new(),
+        http: dotmac_tests::http_client(),
         principals,
         secret_arns: Mutex::new(secret_arns),
         record: Mutex::default(),

@@ -14,6 +14,13 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 /// The password of every user `TestApp::user_token` creates.
 pub const USER_PASSWORD: &str = "user-password-for-tests";
 
+/// An HTTP client for the tests (aws-lc-rs TLS, as the Lambda binary: see
+/// `dotmac_platform::install_tls_provider`).
+pub fn http_client() -> reqwest::Client {
+    dotmac_platform::install_tls_provider();
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+}
+
 /// The SDK configuration for the emulator `make test` started.
 pub async fn sdk() -> aws_config::SdkConfig {
     assert!(
@@ -103,13 +110,7 @@ impl TestApp {
                 let _ = stopped.await;
             },
         ));
-        TestApp {
-            address,
-            stack,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
-            stop: Some(stop),
-            server: Some(server),
-        }
+        TestApp { address, stack, http: http_client(), stop: Some(stop), server: Some(server) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -201,6 +202,7 @@ impl TestApp {
     /// A client whose connections come from `source` (any 127.x.y.z address reaches the
     /// server on Linux), so a test can start per-source counters afresh.
     pub fn client_from(&self, source: std::net::Ipv4Addr) -> reqwest::Client {
+        dotmac_platform::install_tls_provider();
         reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .local_address(std::net::IpAddr::V4(source))

@@ -114,7 +114,26 @@ async fn send(http: &reqwest::Client, url: &str, response: &Response) -> anyhow:
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
 }
 
-/// The HTTP client for the answers (TLS with the system's roots, a bounded wait).
+/// The HTTP client for the answers (TLS with the system's roots and aws-lc-rs, a bounded wait).
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    crate::install_tls_provider();
     Ok(reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_client_builds_on_aws_lc_rs() {
+        // reqwest has no provider of its own, so this would panic had none been installed.
+        http_client().expect("client");
+        let provider = rustls::crypto::CryptoProvider::get_default().expect("a process provider");
+        let aws_lc_rs = rustls::crypto::aws_lc_rs::default_provider();
+        let suites = |p: &rustls::crypto::CryptoProvider| {
+            p.cipher_suites.iter().map(|s| s.suite()).collect::<Vec<_>>()
+        };
+        assert_eq!(suites(provider), suites(&aws_lc_rs), "the installed provider is aws-lc-rs");
+        assert_eq!(provider.kx_groups.len(), aws_lc_rs.kx_groups.len());
+    }
 }

@@ -17,6 +17,15 @@ use std::time::Duration;
 
 pub mod custom_resource;
 
+/// Makes aws-lc-rs the process's TLS crypto provider, as it already is the AWS SDK's. reqwest
+/// is built without a provider of its own (one would bring ring, a second TLS stack, into the
+/// Lambda binary) and takes the process default, so this runs before any reqwest client is
+/// built; without it building one panics. Calling it again is harmless.
+pub fn install_tls_provider() {
+    // An `Err` only says a provider is installed already, which is all that is needed.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// The Lambda handlers this binary can be (`_HANDLER`). This is the one table of functions:
 /// the Lambda entry point, the local server, the OpenAPI document and the infra consistency
 /// test all read it, so a function is added here or nowhere.

@@ -365,6 +365,29 @@ pub fn rotation_policy(config: &Config) -> RotationPolicy {
     }
 }
 
+/// One invocation of the rotation function, whoever sent it: EventBridge Scheduler's runs
+/// rotate when due and return the outcome; CloudFormation's custom resource requests are run
+/// and answered at their response URL before `deadline` (the invocation's, from the Lambda
+/// context), including requests that cannot be read or run.
+pub async fn rotation_function(
+    config: &Config,
+    secrets: aws_sdk_secretsmanager::Client,
+    http: &reqwest::Client,
+    event: serde_json::Value,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<serde_json::Value> {
+    use custom_resource::Invocation;
+    Ok(match custom_resource::classify(&event) {
+        Invocation::Scheduled => serde_json::to_value(rotate_signing_keys(config, secrets).await?)?,
+        Invocation::CustomResource(request) => {
+            serde_json::to_value(custom_resource::handle(config, secrets, http, *request, deadline).await?)?
+        }
+        Invocation::Unreadable { event, error } => {
+            serde_json::to_value(custom_resource::refuse(config, http, &event, &error, deadline).await?)?
+        }
+    })
+}
+
 /// One run of the rotation schedule: adds a key when one is due (or when the set does not
 /// exist yet: the first run after a deploy creates it), else does nothing, so it is safe to
 /// run as often as wanted. Needs no keys of its own.

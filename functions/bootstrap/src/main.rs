@@ -4,10 +4,11 @@
 use aws_lambda_events::event::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use dotmac_config::Config;
-use dotmac_platform::{Handler, Kind, Platform, custom_resource, docs_router, rotate_signing_keys};
-use dotmac_queue::lambda::{Backoff, BatchLimits, Resend, handle_sqs_event_until};
+use dotmac_platform::{Handler, Kind, Platform, custom_resource, docs_router, rotation_function};
+use dotmac_queue::lambda::{Backoff, BatchLimits, Resend, handle_sqs_event_until, stop_at};
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -29,14 +30,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         return lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
             let (config, secrets, http) = (config.clone(), secrets.clone(), http.clone());
             async move {
-                if let Some(request) = custom_resource::parse(&event.payload) {
-                    let response = custom_resource::handle(&config, secrets, &http, request)
-                        .await
-                        .map_err(|e| format!("{e:#}"))?;
-                    return Ok::<_, lambda_runtime::Error>(serde_json::to_value(response)?);
-                }
-                let outcome = rotate_signing_keys(&config, secrets).await.map_err(|e| format!("{e:#}"))?;
-                Ok::<_, lambda_runtime::Error>(serde_json::to_value(outcome)?)
+                let deadline = stop_at(event.context.deadline, Duration::ZERO);
+                let answer = rotation_function(&config, secrets, &http, event.payload, deadline)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                Ok::<_, lambda_runtime::Error>(answer)
             }
         }))
         .await;

@@ -474,3 +474,30 @@ fn every_role_a_service_assumes_trusts_only_this_account() {
     );
     assert!(roles >= dotmac_platform::Handler::ALL.len() + 3, "the walk saw the roles ({roles})");
 }
+
+/// The sample custom resource requests in `events/` (what the emulator test drives the
+/// rotation function with) are the ones `InitialSigningKeys` makes CloudFormation send: its
+/// type and every property the template gives it.
+#[test]
+fn the_sample_custom_resource_requests_match_initial_signing_keys() {
+    let template = template();
+    let resource = resource(&template, "InitialSigningKeys");
+    let declared: BTreeSet<String> = resource["Properties"]
+        .as_mapping()
+        .expect("Properties")
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    assert!(declared.contains("ServiceToken"), "{declared:?}");
+    for kind in ["create", "update", "delete"] {
+        let path =
+            format!("{}/../../events/cloudformation-signing-keys-{kind}.json", env!("CARGO_MANIFEST_DIR"));
+        let event: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("sample event")).expect("JSON");
+        assert_eq!(event["ResourceType"].as_str(), resource["Type"].as_str(), "{kind}");
+        assert_eq!(event["LogicalResourceId"], "InitialSigningKeys", "{kind}");
+        let sent: BTreeSet<String> =
+            event["ResourceProperties"].as_object().expect("ResourceProperties").keys().cloned().collect();
+        assert_eq!(sent, declared, "{kind}: ResourceProperties are the template's Properties");
+    }
+}

@@ -287,7 +287,7 @@ fn every_function_logs_json_and_every_alarm_says_when_it_clears() {
 }
 
 #[test]
-fn the_gateway_throttles_per_route_and_answers_cors_itself() {
+fn the_gateway_throttles_per_route() {
     let template = template();
     let api = &resource(&template, "HttpApi")["Properties"];
     let routes = api["RouteSettings"].as_mapping().expect("RouteSettings");
@@ -312,7 +312,16 @@ fn the_gateway_throttles_per_route_and_answers_cors_itself() {
         assert!(limited < default_rate, "{route} gets less than the default");
     }
     // Every route setting names a route some function declares.
-    let declared: BTreeSet<String> = template["Resources"]
+    let declared: BTreeSet<String> =
+        http_api_routes(&template).into_iter().map(|(method, path)| format!("{method} {path}")).collect();
+    for route in routes.keys().filter_map(Value::as_str) {
+        assert!(declared.contains(route), "RouteSettings names {route}, which no event declares");
+    }
+}
+
+/// Every HTTP API route the functions' events declare, as (METHOD, path).
+fn http_api_routes(template: &Value) -> BTreeSet<(String, String)> {
+    template["Resources"]
         .as_mapping()
         .expect("Resources")
         .values()
@@ -321,20 +330,64 @@ fn the_gateway_throttles_per_route_and_answers_cors_itself() {
         .filter(|e| e["Type"].as_str() == Some("HttpApi"))
         .map(|e| {
             let p = &e["Properties"];
-            format!(
-                "{} {}",
+            (
                 p["Method"].as_str().unwrap_or_default().to_uppercase(),
-                p["Path"].as_str().unwrap_or_default()
+                p["Path"].as_str().unwrap_or_default().to_owned(),
             )
         })
-        .collect();
-    for route in routes.keys().filter_map(Value::as_str) {
-        assert!(declared.contains(route), "RouteSettings names {route}, which no event declares");
+        .collect()
+}
+
+/// The list a CORS setting holds, lower-cased (header names and methods compare so).
+fn lowercase_list(value: &Value) -> BTreeSet<String> {
+    value.as_sequence().into_iter().flatten().filter_map(Value::as_str).map(str::to_ascii_lowercase).collect()
+}
+
+/// The gateway answers CORS itself (its own 401, 403 and 429 included): for exactly the origins
+/// of `CorsAllowedOrigins` (none when it is empty, never `*`), with the headers browsers send
+/// (the bearer token, JSON, the idempotency key) and every method a route uses.
+#[test]
+fn the_gateway_answers_cors_from_the_origins_parameter_for_every_route() {
+    let template = template();
+    let cors = &resource(&template, "HttpApi")["Properties"]["CorsConfiguration"];
+    let (tag, branches) = intrinsic(cors).expect("CorsConfiguration is an !If on the origins");
+    let branches = branches.as_sequence().expect("!If [condition, then, else]");
+    assert_eq!((tag.as_str(), branches.len()), ("!If", 3));
+    let condition = branches[0].as_str().expect("a condition name");
+    let condition_text = yaml_serde::to_string(&template["Conditions"][condition]).expect("yaml");
+    assert!(
+        condition_text.contains("CorsAllowedOrigins") && condition_text.contains("!Not"),
+        "{condition} holds when CorsAllowedOrigins is not empty: {condition_text}"
+    );
+    let (tag, none) = intrinsic(&branches[2]).expect("the other branch");
+    assert_eq!((tag.as_str(), none.as_str()), ("!Ref", Some("AWS::NoValue")), "no origins, no CORS");
+
+    let config = &branches[1];
+    let (tag, split) = intrinsic(&config["AllowOrigins"]).expect("AllowOrigins is computed");
+    assert_eq!(tag, "!Split", "AllowOrigins: {:?}", config["AllowOrigins"]);
+    let split = split.as_sequence().expect("!Split [delimiter, value]");
+    assert_eq!(split[0].as_str(), Some(","), "the parameter is comma-separated");
+    let parameter = referenced_parameter(&template, &split[1]).map(|(name, _)| name);
+    assert_eq!(parameter.as_deref(), Some("CorsAllowedOrigins"));
+    assert!(!yaml_serde::to_string(config).expect("yaml").contains("'*'"), "never a wildcard");
+
+    let headers = lowercase_list(&config["AllowHeaders"]);
+    for header in ["authorization", "content-type", dotmac_http::idempotency::IDEMPOTENCY_KEY_HEADER] {
+        assert!(headers.contains(header), "AllowHeaders lacks {header}: {headers:?}");
     }
-    let cors = &api["CorsConfiguration"];
-    assert!(!cors.is_null(), "CORS is configured on the HTTP API");
-    let text = yaml_serde::to_string(cors).expect("yaml");
-    assert!(text.contains("CorsAllowedOrigins"), "from the allowed-origins parameter: {text}");
+    let methods = lowercase_list(&config["AllowMethods"]);
+    let routes = http_api_routes(&template);
+    assert!(routes.len() > 20, "the walk found the routes ({routes:?})");
+    for (method, path) in routes {
+        // `ANY $default` only turns unmatched requests into the error envelope.
+        if method == "ANY" {
+            continue;
+        }
+        assert!(
+            methods.contains(&method.to_ascii_lowercase()),
+            "AllowMethods lacks {method} ({path}): {methods:?}"
+        );
+    }
 }
 
 #[test]

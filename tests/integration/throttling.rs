@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::provisioner::{delivery, onboarded};
+use crate::provisioner::{delivery, onboarded, tenant_task_arns};
 
 /// An ECS client whose every call is throttled (same credentials and region as `sdk`); counts
 /// the calls it refused.
@@ -66,19 +66,43 @@ async fn ecs_throttling_is_reported_as_throttling_and_the_lease_is_freed() {
     assert!(record.lease.is_none(), "the next attempt may start at once");
 }
 
-/// A queue of the test's own (with its dead-letter queue) holding the tenant's job.
-async fn queue_with_job(
-    stack: &TestStack,
-    tenant: &Tenant,
-    settings: QueueSettings,
-) -> (SqsQueue, SqsQueue, uuid::Uuid) {
-    let client = aws_sdk_sqs::Client::new(&stack.sdk);
-    let name =
-        format!("{}-throttled-{}", stack.local.prefix, &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    let (queue, dlq) = ensure_queue_with_dlq(&client, &name, settings).await.expect("queues");
-    let envelope = Envelope::new(ProvisioningJob::ProvisionTenant { tenant_id: tenant.id });
-    queue.send(&envelope).await.expect("enqueued");
-    (queue, dlq, envelope.job_id)
+/// A tenant whose job waits on a queue of the test's own (with its dead-letter queue), a
+/// platform whose ECS throttles everything, and the adapter's limits re-sending to that queue
+/// (1 s delays) up to `max_resends` times.
+struct Scene {
+    stack: TestStack,
+    tenant: Tenant,
+    queue: SqsQueue,
+    dlq: SqsQueue,
+    job_id: uuid::Uuid,
+    throttled: dotmac_platform::Platform,
+    refused: Arc<AtomicUsize>,
+    limits: BatchLimits,
+}
+
+impl Scene {
+    async fn new(settings: QueueSettings, max_resends: u32) -> Scene {
+        let stack = TestStack::new(&[]).await;
+        let tenant = onboarded(&stack, "usage").await;
+        let client = aws_sdk_sqs::Client::new(&stack.sdk);
+        let name =
+            format!("{}-throttled-{}", stack.local.prefix, &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let (queue, dlq) = ensure_queue_with_dlq(&client, &name, settings).await.expect("queues");
+        let envelope = Envelope::new(ProvisioningJob::ProvisionTenant { tenant_id: tenant.id });
+        queue.send(&envelope).await.expect("enqueued");
+        let (ecs, refused) = throttling_ecs(&stack.sdk).await;
+        let mut throttled = stack.platform.clone();
+        throttled.ecs = ecs;
+        let limits = BatchLimits {
+            stop_at: Instant::now() + Duration::from_secs(60),
+            throttled: Some(Resend {
+                queue: queue.clone(),
+                backoff: Backoff { base_seconds: 1, max_seconds: 1 },
+                max_resends,
+            }),
+        };
+        Scene { stack, tenant, queue, dlq, job_id: envelope.job_id, throttled, refused, limits }
+    }
 }
 
 /// The next message, waiting up to `within` for it (a re-sent copy is delayed).
@@ -89,17 +113,6 @@ async fn next_message(queue: &SqsQueue, within: Duration) -> ReceivedMessage {
             return message;
         }
         assert!(Instant::now() < deadline, "no message came back within {within:?}");
-    }
-}
-
-fn limits(queue: &SqsQueue, max_resends: u32) -> BatchLimits {
-    BatchLimits {
-        stop_at: Instant::now() + Duration::from_secs(60),
-        throttled: Some(Resend {
-            queue: queue.clone(),
-            backoff: Backoff { base_seconds: 1, max_seconds: 1 },
-            max_resends,
-        }),
     }
 }
 
@@ -127,17 +140,11 @@ fn envelope(message: &ReceivedMessage) -> Envelope<ProvisioningJob> {
 
 #[tokio::test]
 async fn a_throttled_job_comes_back_with_its_receive_count_unused_and_runs_once_ecs_recovers() {
-    let stack = TestStack::new(&[]).await;
-    let tenant = onboarded(&stack, "usage").await;
     // Two receives before the dead-letter queue: the job is throttled three times, more than
     // that, and must still be on the queue (not in the DLQ) afterwards.
     let max_receive_count = 2;
-    let settings = QueueSettings { visibility_timeout_seconds: 30, max_receive_count };
-    let (queue, dlq, job_id) = queue_with_job(&stack, &tenant, settings).await;
-    let (ecs, refused) = throttling_ecs(&stack.sdk).await;
-    let mut throttled = stack.platform.clone();
-    throttled.ecs = ecs;
-    let limits = limits(&queue, 5);
+    let Scene { stack, tenant, queue, dlq, job_id, throttled, refused, limits } =
+        Scene::new(QueueSettings { visibility_timeout_seconds: 30, max_receive_count }, 5).await;
 
     for throttle in 0..3 {
         let message = next_message(&queue, Duration::from_secs(10)).await;
@@ -161,32 +168,17 @@ async fn a_throttled_job_comes_back_with_its_receive_count_unused_and_runs_once_
     assert!(failed.is_empty(), "{failed:?}");
     let stored = stack.platform.store.get_tenant(tenant.id).await.expect("get").expect("exists");
     assert_eq!(stored.status, TenantStatus::Active, "{stored:?}");
-    let tasks = aws_sdk_ecs::Client::new(&stack.sdk)
-        .list_tasks()
-        .cluster(&stack.config().ecs.cluster)
-        .started_by(tenant.id.to_string())
-        .send()
-        .await
-        .expect("ListTasks")
-        .task_arns
-        .unwrap_or_default();
-    assert_eq!(tasks.len(), 1, "one task: the job ran once");
+    assert_eq!(tenant_task_arns(&stack, &tenant).await.len(), 1, "one task: the job ran once");
     assert!(queue.receive(1, 2).await.expect("receive").is_empty(), "nothing left on the queue");
     assert!(dlq.receive(1, 0).await.expect("receive").is_empty(), "nothing in the dead-letter queue");
 }
 
 #[tokio::test]
 async fn past_its_re_sends_a_throttled_job_fails_normally_and_reaches_the_dlq() {
-    let stack = TestStack::new(&[]).await;
-    let tenant = onboarded(&stack, "usage").await;
     // One receive before the DLQ, one re-send allowed: the second throttle is the end.
     let max_receive_count = 1;
-    let settings = QueueSettings { visibility_timeout_seconds: 1, max_receive_count };
-    let (queue, dlq, job_id) = queue_with_job(&stack, &tenant, settings).await;
-    let (ecs, _) = throttling_ecs(&stack.sdk).await;
-    let mut throttled = stack.platform.clone();
-    throttled.ecs = ecs;
-    let limits = limits(&queue, 1);
+    let Scene { stack, tenant, queue, dlq, job_id, throttled, limits, .. } =
+        Scene::new(QueueSettings { visibility_timeout_seconds: 1, max_receive_count }, 1).await;
 
     let first = next_message(&queue, Duration::from_secs(10)).await;
     let failed = invoke(&throttled, &queue, &first, max_receive_count, &limits).await;

@@ -56,35 +56,8 @@ struct Identity {
 }
 
 impl Identity {
-    fn of(request: &Request) -> Option<Identity> {
-        let identity = match request {
-            Request::Create(r) => Identity {
-                response_url: r.response_url.clone(),
-                stack_id: r.stack_id.clone(),
-                request_id: r.request_id.clone(),
-                logical_id: r.logical_resource_id.clone(),
-                physical_id: None,
-            },
-            Request::Update(r) => Identity {
-                response_url: r.response_url.clone(),
-                stack_id: r.stack_id.clone(),
-                request_id: r.request_id.clone(),
-                logical_id: r.logical_resource_id.clone(),
-                physical_id: Some(r.physical_resource_id.clone()),
-            },
-            Request::Delete(r) => Identity {
-                response_url: r.response_url.clone(),
-                stack_id: r.stack_id.clone(),
-                request_id: r.request_id.clone(),
-                logical_id: r.logical_resource_id.clone(),
-                physical_id: Some(r.physical_resource_id.clone()),
-            },
-            _ => return None,
-        };
-        Some(identity)
-    }
-
-    /// From the event as sent, for a request that does not decode.
+    /// From the event as sent (or a decoded request serialised back: the same field names), so
+    /// a request that does not decode is answered like one that does.
     fn from_raw(event: &Value) -> Identity {
         let text = |key: &str| event.get(key).and_then(Value::as_str).map(str::to_owned);
         Identity {
@@ -124,21 +97,21 @@ pub async fn handle(
     request: Request,
     deadline: Instant,
 ) -> anyhow::Result<Response> {
-    let Some(identity) = Identity::of(&request) else {
-        let event = serde_json::to_value(&request)?;
-        return refuse(config, http, &event, "an unknown custom resource request type", deadline).await;
-    };
+    let event = serde_json::to_value(&request)?;
+    let identity = Identity::from_raw(&event);
     let mut response = identity.response(config);
-    if matches!(request, Request::Delete(_)) {
-        response.status = Status::Success;
-    } else {
-        let work = crate::rotate_signing_keys(config, secrets);
-        let stop = deadline.checked_sub(ANSWER_RESERVE).unwrap_or(deadline);
-        let outcome = match tokio::time::timeout_at(stop, work).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(anyhow::anyhow!("it did not finish within the invocation's time")),
-        };
-        record(&mut response, outcome);
+    match request {
+        Request::Create(_) | Request::Update(_) => {
+            let work = crate::rotate_signing_keys(config, secrets);
+            let stop = deadline.checked_sub(ANSWER_RESERVE).unwrap_or(deadline);
+            let outcome = match tokio::time::timeout_at(stop, work).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(anyhow::anyhow!("it did not finish within the invocation's time")),
+            };
+            record(&mut response, outcome);
+        }
+        Request::Delete(_) => response.status = Status::Success,
+        _ => return refuse(config, http, &event, "an unknown custom resource request type", deadline).await,
     }
     send(http, &identity.response_url, &response, deadline).await?;
     Ok(response)

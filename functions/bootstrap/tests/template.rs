@@ -16,6 +16,11 @@ fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
     resource
 }
 
+/// The keys of a mapping (a section's names, a resource's properties).
+fn keys(mapping: &Value) -> BTreeSet<String> {
+    mapping.as_mapping().into_iter().flatten().filter_map(|(k, _)| k.as_str().map(str::to_owned)).collect()
+}
+
 /// `(tag, value)` when `value` is a short-form intrinsic (`!Ref X`, `!GetAtt X.Y`, ...).
 fn intrinsic(value: &Value) -> Option<(String, &Value)> {
     match value {
@@ -413,12 +418,7 @@ fn names_are_scoped_to_the_stack_and_the_image_is_pinned() {
 #[test]
 fn the_docs_and_samconfig_describe_exactly_the_parameters() {
     let template = template();
-    let parameters: BTreeSet<String> = template["Parameters"]
-        .as_mapping()
-        .expect("Parameters")
-        .keys()
-        .filter_map(|k| k.as_str().map(str::to_owned))
-        .collect();
+    let parameters = keys(&template["Parameters"]);
     let read = |file: &str| {
         std::fs::read_to_string(format!("{}/../../infra/{file}", env!("CARGO_MANIFEST_DIR"))).expect(file)
     };
@@ -535,12 +535,7 @@ fn every_role_a_service_assumes_trusts_only_this_account() {
 fn the_sample_custom_resource_requests_match_initial_signing_keys() {
     let template = template();
     let resource = resource(&template, "InitialSigningKeys");
-    let declared: BTreeSet<String> = resource["Properties"]
-        .as_mapping()
-        .expect("Properties")
-        .keys()
-        .filter_map(|k| k.as_str().map(str::to_owned))
-        .collect();
+    let declared = keys(&resource["Properties"]);
     assert!(declared.contains("ServiceToken"), "{declared:?}");
     for kind in ["create", "update", "delete"] {
         let path =

@@ -19,9 +19,13 @@ test-rust: ## unit, integration and end-to-end tests against a fresh emulator
 contract: ## schemathesis (all checks, fixed seed) against the local server's own openapi.json
 	@CARGO_FLAGS="$(CARGO_FLAGS)" local/stack.sh contract
 
-lint: ## rustfmt and clippy, warnings are errors
+lint: ## rustfmt and clippy, warnings are errors; one TLS stack (no ring in any crate)
 	cargo fmt --all --check
 	cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+	@# The Lambda binary carries aws-lc-rs only; features unify across the workspace, so ring in
+	@# any crate (reqwest's rustls-tls-* features bring it) would reach it. See Cargo.toml.
+	@if cargo tree $(CARGO_FLAGS) -e all -i ring --workspace --target all 2>/dev/null | grep -q '^ring v'; then \
+		echo "ring is in the dependency graph again: cargo tree -e all -i ring --workspace --target all"; exit 1; fi
 
 fmt: ## format the code
 	cargo fmt --all

@@ -61,6 +61,7 @@ impl Server {
                 let _ = stopped.await;
             },
         ));
+        dotmac_platform::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)

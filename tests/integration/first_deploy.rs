@@ -5,11 +5,13 @@
 use aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_secretsmanager::error::BoxError;
-use dotmac_platform::{Handler, Platform, custom_resource};
+use dotmac_config::Config;
+use dotmac_platform::{Handler, Platform, custom_resource, rotation_function};
 use dotmac_secrets::KeySetSecret;
 use dotmac_tests::TestStack;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tower::ServiceExt;
 
 /// Records the Secrets Manager operations a client sends (from `X-Amz-Target`), so the test
@@ -37,7 +39,7 @@ impl Intercept for Operations {
 }
 
 /// The two secrets exactly as the template creates them: `{"keys":[]}`.
-async fn empty_key_sets(stack: &TestStack) -> dotmac_config::Config {
+async fn empty_key_sets(stack: &TestStack) -> Config {
     let client = aws_sdk_secretsmanager::Client::new(&stack.sdk);
     let mut config = stack.config().clone();
     let mut ids = Vec::new();
@@ -81,22 +83,35 @@ async fn response_url() -> (String, Answers) {
     (url, seen)
 }
 
+/// A sample CloudFormation request from `events/` (what the template's `InitialSigningKeys`
+/// sends), answered at `url`, for the resource CloudFormation knows as `physical_id`.
 fn request(kind: &str, url: &str, physical_id: Option<&str>) -> Value {
-    let mut event = json!({
-        "RequestType": kind,
-        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:rotate",
-        "ResponseURL": url,
-        "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/dotmac/guid",
-        "RequestId": format!("request-{kind}"),
-        "ResourceType": "Custom::SigningKeys",
-        "LogicalResourceId": "InitialSigningKeys",
-        "ResourceProperties": {"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:rotate"}
-    });
+    let raw = match kind {
+        "Create" => include_str!("../../events/cloudformation-signing-keys-create.json"),
+        "Update" => include_str!("../../events/cloudformation-signing-keys-update.json"),
+        "Delete" => include_str!("../../events/cloudformation-signing-keys-delete.json"),
+        other => panic!("no sample {other} request"),
+    };
+    let mut event: Value =
+        serde_json::from_str(&raw.replace("REPLACE_WITH_RESPONSE_URL", url)).expect("event");
+    assert_eq!(event["RequestType"], kind);
     if let Some(id) = physical_id {
         event["PhysicalResourceId"] = json!(id);
-        event["OldResourceProperties"] = json!({});
     }
     event
+}
+
+/// The invocation's deadline as the Lambda context gives it: `left` from now.
+fn deadline_in(left: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + left
+}
+
+/// What the rotation function's entry point does with one event, with a minute to spare.
+async fn invoke(config: &Config, secrets: &aws_sdk_secretsmanager::Client, event: Value) -> Value {
+    let http = custom_resource::http_client().expect("client");
+    rotation_function(config, secrets.clone(), &http, event, deadline_in(Duration::from_secs(60)))
+        .await
+        .expect("answered")
 }
 
 #[tokio::test]
@@ -125,18 +140,19 @@ async fn a_fresh_stack_with_no_keys_serves_after_the_deploy_time_rotation() {
         aws_sdk_secretsmanager::config::Builder::from(&stack.sdk).interceptor(operations.clone()).build(),
     );
     let (url, answers) = response_url().await;
-    let http = custom_resource::http_client().expect("client");
-    let create = custom_resource::parse(&request("Create", &url, None)).expect("a custom resource request");
-    let answer = custom_resource::handle(&config, secrets.clone(), &http, create).await.expect("answered");
+    let answer = invoke(&config, &secrets, request("Create", &url, None)).await;
     let sent = answers.lock().expect("lock").clone();
     assert_eq!(sent.len(), 1, "one answer at the response URL");
     let (content_type, body) = &sent[0];
     assert_eq!(content_type, &None, "the presigned URL is signed for no content type");
     assert_eq!(body["Status"], "SUCCESS", "{body}");
-    assert_eq!(body["RequestId"], "request-Create");
+    assert_eq!(body["RequestId"], "7c0d1e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f");
     assert_eq!(body["LogicalResourceId"], "InitialSigningKeys");
+    assert!(body["StackId"].as_str().is_some_and(|id| id.contains(":stack/dotmac-platform/")), "{body}");
     assert_eq!(body["Data"]["Outcome"], "rotated");
-    assert_eq!(body["PhysicalResourceId"], json!(answer.physical_resource_id));
+    let physical = body["PhysicalResourceId"].as_str().expect("a PhysicalResourceId").to_owned();
+    assert!(physical.starts_with("InitialSigningKeys:"), "{physical}");
+    assert_eq!(answer, *body, "the function returns what it answered");
 
     // Only reads and PutSecretValue: the policy needs no CreateSecret.
     let used = operations.0.lock().expect("lock").clone();
@@ -185,41 +201,116 @@ async fn a_fresh_stack_with_no_keys_serves_after_the_deploy_time_rotation() {
         "a verifier cannot sign"
     );
 
-    // A stack update runs it again (nothing due), and a stack deletion leaves the keys alone.
-    let physical = answer.physical_resource_id.clone();
-    let update = custom_resource::parse(&request("Update", &url, Some(&physical))).expect("update");
-    let updated = custom_resource::handle(&config, secrets.clone(), &http, update).await.expect("answered");
-    assert_eq!(updated.data.get("Outcome").map(String::as_str), Some("not_due"));
-    assert_eq!(updated.physical_resource_id, physical, "same resource, never a replacement");
-    let delete = custom_resource::parse(&request("Delete", &url, Some(&physical))).expect("delete");
-    custom_resource::handle(&config, secrets, &http, delete).await.expect("answered");
+    // A stack update runs it again (nothing due, the same resource), and a stack deletion
+    // answers without a single Secrets Manager call.
+    let updated = invoke(&config, &secrets, request("Update", &url, Some(&physical))).await;
+    assert_eq!(
+        (updated["Status"].as_str(), updated["Data"]["Outcome"].as_str()),
+        (Some("SUCCESS"), Some("not_due"))
+    );
+    assert_eq!(updated["PhysicalResourceId"], json!(physical), "same resource, never a replacement");
+    let calls_before_delete = operations.0.lock().expect("lock").len();
+    let deleted = invoke(&config, &secrets, request("Delete", &url, Some(&physical))).await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    assert_eq!(deleted["PhysicalResourceId"], json!(physical));
+    assert_eq!(operations.0.lock().expect("lock").len(), calls_before_delete, "a deletion touches no key");
     let sent = answers.lock().expect("lock").clone();
     assert_eq!(sent.iter().map(|(_, b)| b["Status"].clone()).collect::<Vec<_>>(), vec!["SUCCESS"; 3]);
     assert_eq!(private.load().await.expect("set").0, private_set, "untouched by the deletion");
 }
 
+/// The one answer the response URL got.
+fn only_answer(answers: &Answers) -> Value {
+    let sent = answers.lock().expect("lock").clone();
+    assert_eq!(sent.len(), 1, "exactly one answer: {sent:?}");
+    sent[0].1.clone()
+}
+
 #[tokio::test]
-async fn a_failed_rotation_answers_failed_instead_of_leaving_the_deploy_waiting() {
+async fn a_failed_rotation_answers_failed_and_its_rollback_delete_succeeds() {
     let stack = TestStack::new(&[]).await;
     let mut config = stack.config().clone();
     config.jwt.key_set_secret = None;
-    let (url, answers) = response_url().await;
-    let http = custom_resource::http_client().expect("client");
-    let create = custom_resource::parse(&request("Create", &url, None)).expect("request");
     let secrets = aws_sdk_secretsmanager::Client::new(&stack.sdk);
-    custom_resource::handle(&config, secrets, &http, create).await.expect("answered");
-    let sent = answers.lock().expect("lock").clone();
-    assert_eq!(sent[0].1["Status"], "FAILED");
+    let (url, answers) = response_url().await;
+    invoke(&config, &secrets, request("Create", &url, None)).await;
+    let failed = only_answer(&answers);
+    assert_eq!(failed["Status"], "FAILED");
+    assert!(failed["Reason"].as_str().is_some_and(|r| r.contains("DOTMAC_JWT_KEY_SET_SECRET")), "{failed}");
     assert!(
-        sent[0].1["Reason"].as_str().is_some_and(|r| r.contains("DOTMAC_JWT_KEY_SET_SECRET")),
-        "{:?}",
-        sent[0]
+        failed["PhysicalResourceId"].as_str().is_some_and(|id| !id.is_empty()),
+        "CloudFormation needs one"
     );
+
+    // The rollback deletes the resource it was told about; that must not fail too, or the
+    // stack is stuck in ROLLBACK_FAILED.
+    let (url, answers) = response_url().await;
+    let physical = failed["PhysicalResourceId"].as_str().expect("id").to_owned();
+    invoke(&config, &secrets, request("Delete", &url, Some(&physical))).await;
+    assert_eq!(only_answer(&answers)["Status"], "SUCCESS");
 }
 
-#[test]
-fn schedule_events_are_not_custom_resource_requests() {
+#[tokio::test]
+async fn a_request_it_cannot_read_is_answered_failed_not_run() {
+    let stack = TestStack::new(&[]).await;
+    let config = empty_key_sets(&stack).await;
+    let operations = Operations::default();
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&stack.sdk).interceptor(operations.clone()).build(),
+    );
+    let (url, answers) = response_url().await;
+    let mut odd = request("Create", &url, None);
+    odd["RequestType"] = json!("Import");
+    invoke(&config, &secrets, odd).await;
+    let answer = only_answer(&answers);
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert!(answer["Reason"].as_str().is_some_and(|r| r.contains("Import")), "{answer}");
+    assert_eq!(answer["RequestId"], "7c0d1e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f", "echoed from the raw event");
+    assert_eq!(answer["LogicalResourceId"], "InitialSigningKeys");
+    assert!(operations.0.lock().expect("lock").is_empty(), "nothing was rotated");
+}
+
+/// A Secrets Manager endpoint that accepts connections and never answers.
+async fn silent_secrets_manager(stack: &TestStack) -> aws_sdk_secretsmanager::Client {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&stack.sdk).endpoint_url(url).build(),
+    )
+}
+
+#[tokio::test]
+async fn a_rotation_still_running_near_the_deadline_is_answered_failed_before_it() {
+    let stack = TestStack::new(&[]).await;
+    let config = empty_key_sets(&stack).await;
+    let secrets = silent_secrets_manager(&stack).await;
+    let (url, answers) = response_url().await;
+    let http = custom_resource::http_client().expect("client");
+    let left = custom_resource::ANSWER_RESERVE + Duration::from_secs(2);
+    let started = tokio::time::Instant::now();
+    rotation_function(&config, secrets, &http, request("Create", &url, None), deadline_in(left))
+        .await
+        .expect("answered");
+    let spent = started.elapsed();
+    assert!(spent < left, "answered before the deadline ({spent:?} of {left:?})");
+    let answer = only_answer(&answers);
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert!(answer["Reason"].as_str().is_some_and(|r| r.contains("did not finish")), "{answer}");
+}
+
+#[tokio::test]
+async fn a_scheduled_run_rotates_and_answers_no_one() {
+    let stack = TestStack::new(&[]).await;
+    let config = empty_key_sets(&stack).await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&stack.sdk);
     let schedule: Value =
         serde_json::from_str(include_str!("../../events/schedule-rotate-signing-keys.json")).expect("event");
-    assert!(custom_resource::parse(&schedule).is_none());
+    let outcome = invoke(&config, &secrets, schedule).await;
+    assert_eq!(outcome["outcome"], "rotated", "{outcome}");
 }

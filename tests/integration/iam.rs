@@ -38,7 +38,6 @@
 //! condition on `aws:SourceAccount` that the request cannot satisfy still passes.
 
 use aws_lambda_events::event::apigw::ApiGatewayV2CustomAuthorizerV2Request;
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -47,7 +46,7 @@ use dotmac_config::Config;
 use dotmac_domain::TenantStatus;
 use dotmac_platform::{Handler, Platform, docs_router, rotate_signing_keys, rotation_policy};
 use dotmac_queue::SqsQueue;
-use dotmac_queue::lambda::handle_sqs_event;
+use dotmac_queue::lambda::{Backoff, BatchLimits, Resend, handle_sqs_event_until};
 use dotmac_secrets::{KeySetSecret, RotationOutcome};
 use futures::FutureExt;
 use serde_json::{Value, json};
@@ -67,10 +66,6 @@ const ADMIN_PASSWORD: &str = "admin-password-for-the-iam-test";
 /// why it stays; `infra/README.md` lists the same. A new unused one, or one of these becoming
 /// used, fails the test, so the list cannot go stale.
 const EXPLAINED_UNUSED: &[&str] = &[
-    // Not called by our code in Lambda (the SQS event source mapping needs only Receive,
-    // Delete and GetQueueAttributes; the local apalis worker uses it, without IAM): a
-    // least-privilege candidate left to the lead, since the queue adapter is being changed.
-    "provisioner/ConsumeProvisioningJobs/sqs:ChangeMessageVisibility",
     // Stopping a task a failed tenant already has: the last attempt after a launch that never
     // reached RUNNING (tests/integration/task_lifecycle.rs drives it; here RunTask fails first).
     "provisioner/ManageTenantTasks/ecs:StopTask",
@@ -149,7 +144,7 @@ impl Moto {
     async fn iam(&self, params: &[(&str, &str)]) -> String {
         let mut form: Vec<(&str, &str)> = vec![("Version", "2010-05-08")];
         form.extend_from_slice(params);
-        let response = reqwest::Client::new()
+        let response = dotmac_tests::http_client()
             .post(&self.endpoint)
             .header(
                 header::AUTHORIZATION.as_str(),
@@ -187,7 +182,7 @@ impl Moto {
 
     /// From now on every request must be signed by an IAM user its policies allow.
     async fn enforce_iam(&self) {
-        let response = reqwest::Client::new()
+        let response = dotmac_tests::http_client()
             .post(format!("{}/moto-api/reset-auth", self.endpoint))
             // moto reads the raw body (`request.data`), which a form content type would empty.
             .header(header::CONTENT_TYPE.as_str(), "text/plain")
@@ -806,22 +801,25 @@ fn authorizer_event(token: &str) -> ApiGatewayV2CustomAuthorizerV2Request {
 }
 
 /// What AWS's SQS event source mapping does with the provisioner's role: it reads the queue's
-/// attributes, receives a batch, invokes the function and deletes what succeeded. Returns how
-/// many messages it received and the receipt handles of the batch's item failures.
+/// attributes, receives a batch, invokes the function and deletes what succeeded (a throttled
+/// job's original included, once its copy is re-sent). Returns how many messages it received
+/// and the receipt handles of the batch's item failures.
 async fn poll_once(queue: &SqsQueue, platform: &Platform) -> (usize, Vec<String>) {
     queue.approximate_depth().await.expect("GetQueueAttributes as the event source mapping");
-    let messages = queue.receive(10, 1).await.expect("ReceiveMessage as the event source mapping");
-    let mut event = SqsEvent::default();
-    for message in &messages {
-        let mut record = SqsMessage::default();
-        record.message_id = Some(message.message_id.clone());
-        record.receipt_handle = Some(message.receipt_handle.clone());
-        record.body = Some(message.body.clone());
-        record.attributes.insert("ApproximateReceiveCount".into(), message.receive_count.to_string());
-        event.records.push(record);
-    }
+    let messages = queue.receive(10, 5).await.expect("ReceiveMessage as the event source mapping");
+    let event = dotmac_tests::sqs_event(&messages);
     let max = platform.config.provisioning_max_receive_count;
-    let answer = handle_sqs_event(&platform.provisioner(), event, max).await;
+    // As `bootstrap` runs it: a deadline, and throttled jobs re-sent to the queue (with the
+    // function's own credentials, so the re-send is checked against its statements too).
+    let limits = BatchLimits {
+        stop_at: tokio::time::Instant::now() + Duration::from_secs(60),
+        throttled: Some(Resend {
+            queue: queue.clone(),
+            backoff: Backoff { base_seconds: 1, max_seconds: 1 },
+            max_resends: platform.config.provisioning_max_throttle_resends,
+        }),
+    };
+    let answer = handle_sqs_event_until(&platform.provisioner(), event, max, &limits).await;
     let failed: BTreeSet<String> =
         answer.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
     let mut failures = Vec::new();
@@ -913,7 +911,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
 
     let gate = Arc::new(Gate {
         upstream: moto.endpoint.clone(),
-        http: reqwest::Client::new(),
+        http: dotmac_tests::http_client(),
         principals,
         secret_arns: Mutex::new(secret_arns),
         record: Mutex::default(),
@@ -1055,6 +1053,12 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         // provisioner: the queued job, taken as the event source mapping takes it, reaches RUNNING.
         let provisioner = platform_of(Handler::Provisioner).await;
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk_of(Handler::Provisioner.name())), &config.provisioning_queue_url);
+        // First ECS throttles it: the job is re-sent (SendMessage as the provisioner) and its
+        // original deleted, no failure reported.
+        let mut throttled = provisioner.clone();
+        throttled.ecs = crate::throttling::throttling_ecs(&sdk_of(Handler::Provisioner.name())).await.0;
+        let (received, failures) = poll_once(&queue, &throttled).await;
+        assert_eq!((received, failures.len()), (1, 0), "one job, throttled and re-sent");
         let (received, failures) = poll_once(&queue, &provisioner).await;
         assert_eq!((received, failures.len()), (1, 0), "one job, provisioned");
         let (status, tenant) = call(&tenants, Method::GET, &format!("/v1/tenants/{tenant_id}"), Some(&admin), None).await;

@@ -28,10 +28,12 @@ pub(crate) fn delivery(receive_count: u32, max: u32) -> Delivery {
         job_id: None,
         receive_count,
         max_receive_count: max,
+        throttles: 0,
+        resends_throttled: false,
     }
 }
 
-async fn tenant_task_arns(stack: &TestStack, tenant: &Tenant) -> Vec<String> {
+pub(crate) async fn tenant_task_arns(stack: &TestStack, tenant: &Tenant) -> Vec<String> {
     aws_sdk_ecs::Client::new(&stack.sdk)
         .list_tasks()
         .cluster(&stack.config().ecs.cluster)

@@ -79,7 +79,7 @@ impl EcsProxy {
         let upstream = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (run through make test)");
         let relay = Arc::new(Relay {
             upstream,
-            http: reqwest::Client::new(),
+            http: dotmac_tests::http_client(),
             script: Box::new(script),
             describes: Mutex::default(),
             requests: Mutex::default(),

@@ -14,6 +14,13 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 /// The password of every user `TestApp::user_token` creates.
 pub const USER_PASSWORD: &str = "user-password-for-tests";
 
+/// An HTTP client for the tests (aws-lc-rs TLS, as the Lambda binary: see
+/// `dotmac_platform::install_tls_provider`).
+pub fn http_client() -> reqwest::Client {
+    dotmac_platform::install_tls_provider();
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+}
+
 /// The SDK configuration for the emulator `make test` started.
 pub async fn sdk() -> aws_config::SdkConfig {
     assert!(
@@ -135,13 +142,7 @@ impl TestApp {
                 let _ = stopped.await;
             },
         ));
-        TestApp {
-            address,
-            stack,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
-            stop: Some(stop),
-            server: Some(server),
-        }
+        TestApp { address, stack, http: http_client(), stop: Some(stop), server: Some(server) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -234,6 +235,7 @@ impl TestApp {
     /// A client whose connections come from `source` (any 127.x.y.z address reaches the
     /// server on Linux), so a test can start per-source counters afresh.
     pub fn client_from(&self, source: std::net::Ipv4Addr) -> reqwest::Client {
+        dotmac_platform::install_tls_provider();
         reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .local_address(std::net::IpAddr::V4(source))
@@ -370,4 +372,19 @@ pub fn with_query(path: &str, name: &str, value: &str) -> String {
 pub fn new_tenant_body(plan: &str) -> Value {
     let slug = format!("isp-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     json!({ "name": format!("ISP {slug}"), "slug": slug, "plan": plan, "contact_email": format!("ops@{slug}.example") })
+}
+
+/// The SQS event Lambda's event source mapping would invoke the provisioner with for these
+/// received messages (id, receipt, body, receive count).
+pub fn sqs_event(messages: &[dotmac_queue::ReceivedMessage]) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    for message in messages {
+        let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+        record.message_id = Some(message.message_id.clone());
+        record.receipt_handle = Some(message.receipt_handle.clone());
+        record.body = Some(message.body.clone());
+        record.attributes.insert("ApproximateReceiveCount".into(), message.receive_count.to_string());
+        event.records.push(record);
+    }
+    event
 }

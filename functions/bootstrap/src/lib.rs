@@ -17,6 +17,15 @@ use std::time::Duration;
 
 pub mod custom_resource;
 
+/// Makes aws-lc-rs the process's TLS crypto provider, as it already is the AWS SDK's. reqwest
+/// is built without a provider of its own (one would bring ring, a second TLS stack, into the
+/// Lambda binary) and takes the process default, so this runs before any reqwest client is
+/// built; without it building one panics. Calling it again is harmless.
+pub fn install_tls_provider() {
+    // An `Err` only says a provider is installed already, which is all that is needed.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// The Lambda handlers this binary can be (`_HANDLER`). This is the one table of functions:
 /// the Lambda entry point, the local server, the OpenAPI document and the infra consistency
 /// test all read it, so a function is added here or nowhere.
@@ -379,6 +388,29 @@ pub fn rotation_policy(config: &Config) -> RotationPolicy {
         ) + 60,
         rotate_after_seconds: seconds(jwt.rotate_after_seconds),
     }
+}
+
+/// One invocation of the rotation function, whoever sent it: EventBridge Scheduler's runs
+/// rotate when due and return the outcome; CloudFormation's custom resource requests are run
+/// and answered at their response URL before `deadline` (the invocation's, from the Lambda
+/// context), including requests that cannot be read or run.
+pub async fn rotation_function(
+    config: &Config,
+    secrets: aws_sdk_secretsmanager::Client,
+    http: &reqwest::Client,
+    event: serde_json::Value,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<serde_json::Value> {
+    use custom_resource::Invocation;
+    Ok(match custom_resource::classify(&event) {
+        Invocation::Scheduled => serde_json::to_value(rotate_signing_keys(config, secrets).await?)?,
+        Invocation::CustomResource(request) => {
+            serde_json::to_value(custom_resource::handle(config, secrets, http, *request, deadline).await?)?
+        }
+        Invocation::Unreadable { event, error } => {
+            serde_json::to_value(custom_resource::refuse(config, http, &event, &error, deadline).await?)?
+        }
+    })
 }
 
 /// One run of the rotation schedule: adds a key when one is due (or when the set does not

@@ -4,10 +4,11 @@
 use aws_lambda_events::event::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use dotmac_config::Config;
-use dotmac_platform::{Handler, Kind, Platform, custom_resource, docs_router, rotate_signing_keys};
-use dotmac_queue::lambda::{BatchLimits, handle_sqs_event_until};
+use dotmac_platform::{Handler, Kind, Platform, custom_resource, docs_router, rotation_function};
+use dotmac_queue::lambda::{Backoff, BatchLimits, Resend, handle_sqs_event_until, stop_at};
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -29,14 +30,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         return lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
             let (config, secrets, http) = (config.clone(), secrets.clone(), http.clone());
             async move {
-                if let Some(request) = custom_resource::parse(&event.payload) {
-                    let response = custom_resource::handle(&config, secrets, &http, request)
-                        .await
-                        .map_err(|e| format!("{e:#}"))?;
-                    return Ok::<_, lambda_runtime::Error>(serde_json::to_value(response)?);
-                }
-                let outcome = rotate_signing_keys(&config, secrets).await.map_err(|e| format!("{e:#}"))?;
-                Ok::<_, lambda_runtime::Error>(serde_json::to_value(outcome)?)
+                let deadline = stop_at(event.context.deadline, Duration::ZERO);
+                let answer = rotation_function(&config, secrets, &http, event.payload, deadline)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                Ok::<_, lambda_runtime::Error>(answer)
             }
         }))
         .await;
@@ -61,13 +59,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Kind::QueueConsumer => {
             let max_receive_count = platform.config.provisioning_max_receive_count;
             let provisioner = Arc::new(platform.provisioner());
-            let queue = platform.provisioning.clone();
+            let resend = Resend {
+                queue: platform.provisioning.clone(),
+                backoff: Backoff::default(),
+                max_resends: platform.config.provisioning_max_throttle_resends,
+            };
             Box::pin(lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-                let (provisioner, queue) = (provisioner.clone(), queue.clone());
+                let (provisioner, resend) = (provisioner.clone(), resend.clone());
                 async move {
                     // Stops short of the invocation's deadline, handing unfinished records
-                    // back, and backs throttled ones off with a visibility change.
-                    let limits = BatchLimits::from_deadline_ms(event.context.deadline, Some(queue));
+                    // back, and re-sends throttled jobs with a delay instead of letting each
+                    // throttle use up a receive count.
+                    let limits = BatchLimits::from_deadline_ms(event.context.deadline, Some(resend));
                     Ok::<SqsBatchResponse, lambda_runtime::Error>(
                         handle_sqs_event_until(
                             provisioner.as_ref(),

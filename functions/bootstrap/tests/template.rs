@@ -16,6 +16,11 @@ fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
     resource
 }
 
+/// The keys of a mapping (a section's names, a resource's properties).
+fn keys(mapping: &Value) -> BTreeSet<String> {
+    mapping.as_mapping().into_iter().flatten().filter_map(|(k, _)| k.as_str().map(str::to_owned)).collect()
+}
+
 /// `(tag, value)` when `value` is a short-form intrinsic (`!Ref X`, `!GetAtt X.Y`, ...).
 fn intrinsic(value: &Value) -> Option<(String, &Value)> {
     match value {
@@ -287,7 +292,7 @@ fn every_function_logs_json_and_every_alarm_says_when_it_clears() {
 }
 
 #[test]
-fn the_gateway_throttles_per_route_and_answers_cors_itself() {
+fn the_gateway_throttles_per_route() {
     let template = template();
     let api = &resource(&template, "HttpApi")["Properties"];
     let routes = api["RouteSettings"].as_mapping().expect("RouteSettings");
@@ -312,7 +317,16 @@ fn the_gateway_throttles_per_route_and_answers_cors_itself() {
         assert!(limited < default_rate, "{route} gets less than the default");
     }
     // Every route setting names a route some function declares.
-    let declared: BTreeSet<String> = template["Resources"]
+    let declared: BTreeSet<String> =
+        http_api_routes(&template).into_iter().map(|(method, path)| format!("{method} {path}")).collect();
+    for route in routes.keys().filter_map(Value::as_str) {
+        assert!(declared.contains(route), "RouteSettings names {route}, which no event declares");
+    }
+}
+
+/// Every HTTP API route the functions' events declare, as (METHOD, path).
+fn http_api_routes(template: &Value) -> BTreeSet<(String, String)> {
+    template["Resources"]
         .as_mapping()
         .expect("Resources")
         .values()
@@ -321,20 +335,64 @@ fn the_gateway_throttles_per_route_and_answers_cors_itself() {
         .filter(|e| e["Type"].as_str() == Some("HttpApi"))
         .map(|e| {
             let p = &e["Properties"];
-            format!(
-                "{} {}",
+            (
                 p["Method"].as_str().unwrap_or_default().to_uppercase(),
-                p["Path"].as_str().unwrap_or_default()
+                p["Path"].as_str().unwrap_or_default().to_owned(),
             )
         })
-        .collect();
-    for route in routes.keys().filter_map(Value::as_str) {
-        assert!(declared.contains(route), "RouteSettings names {route}, which no event declares");
+        .collect()
+}
+
+/// The list a CORS setting holds, lower-cased (header names and methods compare so).
+fn lowercase_list(value: &Value) -> BTreeSet<String> {
+    value.as_sequence().into_iter().flatten().filter_map(Value::as_str).map(str::to_ascii_lowercase).collect()
+}
+
+/// The gateway answers CORS itself (its own 401, 403 and 429 included): for exactly the origins
+/// of `CorsAllowedOrigins` (none when it is empty, never `*`), with the headers browsers send
+/// (the bearer token, JSON, the idempotency key) and every method a route uses.
+#[test]
+fn the_gateway_answers_cors_from_the_origins_parameter_for_every_route() {
+    let template = template();
+    let cors = &resource(&template, "HttpApi")["Properties"]["CorsConfiguration"];
+    let (tag, branches) = intrinsic(cors).expect("CorsConfiguration is an !If on the origins");
+    let branches = branches.as_sequence().expect("!If [condition, then, else]");
+    assert_eq!((tag.as_str(), branches.len()), ("!If", 3));
+    let condition = branches[0].as_str().expect("a condition name");
+    let condition_text = yaml_serde::to_string(&template["Conditions"][condition]).expect("yaml");
+    assert!(
+        condition_text.contains("CorsAllowedOrigins") && condition_text.contains("!Not"),
+        "{condition} holds when CorsAllowedOrigins is not empty: {condition_text}"
+    );
+    let (tag, none) = intrinsic(&branches[2]).expect("the other branch");
+    assert_eq!((tag.as_str(), none.as_str()), ("!Ref", Some("AWS::NoValue")), "no origins, no CORS");
+
+    let config = &branches[1];
+    let (tag, split) = intrinsic(&config["AllowOrigins"]).expect("AllowOrigins is computed");
+    assert_eq!(tag, "!Split", "AllowOrigins: {:?}", config["AllowOrigins"]);
+    let split = split.as_sequence().expect("!Split [delimiter, value]");
+    assert_eq!(split[0].as_str(), Some(","), "the parameter is comma-separated");
+    let parameter = referenced_parameter(&template, &split[1]).map(|(name, _)| name);
+    assert_eq!(parameter.as_deref(), Some("CorsAllowedOrigins"));
+    assert!(!yaml_serde::to_string(config).expect("yaml").contains("'*'"), "never a wildcard");
+
+    let headers = lowercase_list(&config["AllowHeaders"]);
+    for header in ["authorization", "content-type", dotmac_http::idempotency::IDEMPOTENCY_KEY_HEADER] {
+        assert!(headers.contains(header), "AllowHeaders lacks {header}: {headers:?}");
     }
-    let cors = &api["CorsConfiguration"];
-    assert!(!cors.is_null(), "CORS is configured on the HTTP API");
-    let text = yaml_serde::to_string(cors).expect("yaml");
-    assert!(text.contains("CorsAllowedOrigins"), "from the allowed-origins parameter: {text}");
+    let methods = lowercase_list(&config["AllowMethods"]);
+    let routes = http_api_routes(&template);
+    assert!(routes.len() > 20, "the walk found the routes ({routes:?})");
+    for (method, path) in routes {
+        // `ANY $default` only turns unmatched requests into the error envelope.
+        if method == "ANY" {
+            continue;
+        }
+        assert!(
+            methods.contains(&method.to_ascii_lowercase()),
+            "AllowMethods lacks {method} ({path}): {methods:?}"
+        );
+    }
 }
 
 #[test]
@@ -360,12 +418,7 @@ fn names_are_scoped_to_the_stack_and_the_image_is_pinned() {
 #[test]
 fn the_docs_and_samconfig_describe_exactly_the_parameters() {
     let template = template();
-    let parameters: BTreeSet<String> = template["Parameters"]
-        .as_mapping()
-        .expect("Parameters")
-        .keys()
-        .filter_map(|k| k.as_str().map(str::to_owned))
-        .collect();
+    let parameters = keys(&template["Parameters"]);
     let read = |file: &str| {
         std::fs::read_to_string(format!("{}/../../infra/{file}", env!("CARGO_MANIFEST_DIR"))).expect(file)
     };
@@ -390,4 +443,109 @@ fn the_docs_and_samconfig_describe_exactly_the_parameters() {
         })
         .collect();
     assert_eq!(documented, parameters, "infra/README.md's parameter table");
+}
+
+/// Whether a trust policy statement lets only this account's resources have the service
+/// assume the role: `aws:SourceAccount` = `!Ref AWS::AccountId`, and any `aws:SourceArn` in
+/// that same account.
+fn conditioned_on_the_account(statement: &Value) -> Result<(), String> {
+    let account = &statement["Condition"]["StringEquals"]["aws:SourceAccount"];
+    match intrinsic(account) {
+        Some((tag, name)) if tag == "!Ref" && name.as_str() == Some("AWS::AccountId") => {}
+        _ => return Err(format!("no StringEquals aws:SourceAccount = !Ref AWS::AccountId ({account:?})")),
+    }
+    for operator in ["StringEquals", "StringLike", "ArnEquals", "ArnLike"] {
+        let arn = &statement["Condition"][operator]["aws:SourceArn"];
+        if arn.is_null() {
+            continue;
+        }
+        let text = yaml_serde::to_string(arn).unwrap_or_default();
+        if !text.contains("${AWS::AccountId}") {
+            return Err(format!("aws:SourceArn names another account: {text}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_trust_policy(role: &str, document: &Value, problems: &mut Vec<String>) {
+    let statements = document["Statement"].as_sequence().map(Vec::as_slice).unwrap_or_default();
+    if statements.is_empty() {
+        problems
+            .push(format!("{role}: no trust policy of the template's own (SAM's default has no condition)"));
+    }
+    for statement in statements {
+        if let Err(problem) = conditioned_on_the_account(statement) {
+            problems.push(format!("{role}: {problem}"));
+        }
+    }
+}
+
+#[test]
+fn every_role_a_service_assumes_trusts_only_this_account() {
+    let template = template();
+    let globals = &template["Globals"]["Function"]["AssumeRolePolicyDocument"];
+    let mut problems = Vec::new();
+    let mut roles = 0;
+    for (name, resource) in template["Resources"].as_mapping().expect("Resources") {
+        let name = name.as_str().expect("name");
+        let properties = &resource["Properties"];
+        match resource["Type"].as_str() {
+            Some("AWS::IAM::Role") => {
+                roles += 1;
+                check_trust_policy(name, &properties["AssumeRolePolicyDocument"], &mut problems);
+            }
+            // SAM generates `<Function>Role` from the function's trust policy, else from
+            // Globals', else from a default with no condition.
+            Some("AWS::Serverless::Function") => {
+                if properties["Role"].is_null() {
+                    roles += 1;
+                    let own = &properties["AssumeRolePolicyDocument"];
+                    let document = if own.is_null() { globals } else { own };
+                    check_trust_policy(&format!("{name}Role"), document, &mut problems);
+                }
+                // Event sources SAM would give a role of its own, unconditioned, must name one
+                // of the template's; HTTP API events need none.
+                for (event, spec) in properties["Events"].as_mapping().into_iter().flatten() {
+                    let event = event.as_str().unwrap_or_default();
+                    match spec["Type"].as_str() {
+                        Some("HttpApi") => {}
+                        Some("ScheduleV2") if !spec["Properties"]["RoleArn"].is_null() => {}
+                        other => problems.push(format!(
+                            "{name}.{event}: a {} event gets a role SAM writes (no condition): give it RoleArn or model it here",
+                            other.unwrap_or("untyped")
+                        )),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "trust policies not conditioned on the account:\n  {}",
+        problems.join("\n  ")
+    );
+    assert!(roles >= dotmac_platform::Handler::ALL.len() + 3, "the walk saw the roles ({roles})");
+}
+
+/// The sample custom resource requests in `events/` (what the emulator test drives the
+/// rotation function with) are the ones `InitialSigningKeys` makes CloudFormation send: its
+/// type and every property the template gives it.
+#[test]
+fn the_sample_custom_resource_requests_match_initial_signing_keys() {
+    let template = template();
+    let resource = resource(&template, "InitialSigningKeys");
+    let declared = keys(&resource["Properties"]);
+    assert!(declared.contains("ServiceToken"), "{declared:?}");
+    for kind in ["create", "update", "delete"] {
+        let path =
+            format!("{}/../../events/cloudformation-signing-keys-{kind}.json", env!("CARGO_MANIFEST_DIR"));
+        let event: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("sample event")).expect("JSON");
+        assert_eq!(event["ResourceType"].as_str(), resource["Type"].as_str(), "{kind}");
+        assert_eq!(event["LogicalResourceId"], "InitialSigningKeys", "{kind}");
+        let sent: BTreeSet<String> =
+            event["ResourceProperties"].as_object().expect("ResourceProperties").keys().cloned().collect();
+        assert_eq!(sent, declared, "{kind}: ResourceProperties are the template's Properties");
+    }
 }

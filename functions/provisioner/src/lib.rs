@@ -229,8 +229,10 @@ impl JobHandler<ProvisioningJob> for Provisioner {
         match job {
             ProvisioningJob::ProvisionTenant { tenant_id } => {
                 let outcome = self.provision(tenant_id).await;
-                if let Err(JobError::Retry(reason) | JobError::Throttled(reason)) = &outcome
-                    && delivery.is_last_attempt()
+                // A throttle the adapter will re-send is not the end, even on the last receive:
+                // the tenant stays provisioning for the re-sent copy.
+                if let Err(error @ (JobError::Retry(reason) | JobError::Throttled(reason))) = &outcome
+                    && delivery.ends_the_job(error)
                 {
                     self.give_up(tenant_id, reason).await;
                 }

@@ -61,6 +61,9 @@ pub struct Config {
     /// Must equal the queue's redrive `maxReceiveCount`: the attempt that reaches it marks the
     /// tenant failed before the message moves to the DLQ.
     pub provisioning_max_receive_count: u32,
+    /// How often the provisioner re-sends a job ECS throttled (a new, delayed message, which
+    /// uses no receive count) before a throttle counts as a failed attempt.
+    pub provisioning_max_throttle_resends: u32,
     pub ecs: EcsSettings,
     pub jwt: JwtSettings,
     /// Browser origins allowed to call the API (CORS); empty allows none.
@@ -173,6 +176,8 @@ impl Config {
             table_name: env.required("DOTMAC_TABLE_NAME")?,
             provisioning_queue_url: env.required("DOTMAC_PROVISIONING_QUEUE_URL")?,
             provisioning_max_receive_count,
+            provisioning_max_throttle_resends: env
+                .number("DOTMAC_PROVISIONING_MAX_THROTTLE_RESENDS", 10u32)?,
             ecs: EcsSettings {
                 cluster: env.required("DOTMAC_ECS_CLUSTER")?,
                 task_family: env.or("DOTMAC_TASK_FAMILY", DEFAULT_TASK_FAMILY),
@@ -214,6 +219,7 @@ impl fmt::Debug for Config {
             .field("table_name", &self.table_name)
             .field("provisioning_queue_url", &self.provisioning_queue_url)
             .field("provisioning_max_receive_count", &self.provisioning_max_receive_count)
+            .field("provisioning_max_throttle_resends", &self.provisioning_max_throttle_resends)
             .field("ecs", &self.ecs)
             .field("jwt", &self.jwt)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
@@ -284,6 +290,10 @@ mod tests {
         assert_eq!(config.ecs.subnets, vec!["subnet-a", "subnet-b"]);
         assert_eq!(config.ecs.launch_type, "FARGATE");
         assert_eq!(config.provisioning_max_receive_count, 5);
+        assert_eq!(config.provisioning_max_throttle_resends, 10);
+        env.insert("DOTMAC_PROVISIONING_MAX_THROTTLE_RESENDS".into(), "0".into());
+        let config = Config::from_source(&env).expect("0 turns re-sending off");
+        assert_eq!(config.provisioning_max_throttle_resends, 0);
     }
 
     #[test]

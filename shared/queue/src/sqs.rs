@@ -9,7 +9,8 @@ use crate::job::{Envelope, Job};
 pub enum QueueError {
     #[error("SQS call {operation} failed: {message}")]
     Sqs { operation: &'static str, message: String },
-    #[error("job could not be encoded: {0}")]
+    /// A job that does not encode, or a received body that does not decode.
+    #[error("job message could not be encoded or decoded: {0}")]
     Encode(#[from] serde_json::Error),
 }
 
@@ -25,6 +26,9 @@ impl QueueError {
         QueueError::Sqs { operation, message }
     }
 }
+
+/// The longest `DelaySeconds` SQS accepts on a message (15 minutes).
+pub const MAX_DELAY_SECONDS: u32 = 900;
 
 /// A message taken off the queue, still invisible to other consumers until acknowledged or
 /// its visibility timeout runs out.
@@ -62,12 +66,26 @@ impl SqsQueue {
     }
 
     pub async fn send<T: Serialize>(&self, body: &T) -> Result<String, QueueError> {
+        self.send_delayed(body, 0).await
+    }
+
+    /// Sends a message that stays invisible for `delay_seconds` (at most `MAX_DELAY_SECONDS`,
+    /// SQS's limit: more is clamped to it), returning its message id.
+    pub async fn send_delayed<T: Serialize>(
+        &self,
+        body: &T,
+        delay_seconds: u32,
+    ) -> Result<String, QueueError> {
         let body = serde_json::to_string(body)?;
+        let delay = i32::try_from(delay_seconds.min(MAX_DELAY_SECONDS)).unwrap_or(0);
         let output = self
             .client
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
+            // Left out when 0, so the queue's own delay applies (and FIFO queues, which refuse
+            // per-message delays, still take the message).
+            .set_delay_seconds((delay > 0).then_some(delay))
             .send()
             .await
             .map_err(|e| QueueError::sqs("SendMessage", e))?;

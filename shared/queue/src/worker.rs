@@ -283,6 +283,9 @@ pub async fn run_worker<J: Job, H: JobHandler<J>>(
                     &message.body,
                     message.receive_count,
                     max_receive_count,
+                    // Nothing re-sends throttled jobs here (a local stack, no ECS limits):
+                    // a throttle is an ordinary retry.
+                    0,
                 )
                 .await;
                 if outcome.acknowledges() { Ok(()) } else { Err(Redeliver(format!("{outcome:?}"))) }

@@ -95,6 +95,8 @@ cmd_dev() {
   fi
   say "building and starting the platform"
   export DOTMAC_STATE_DIR="${DOTMAC_STATE_DIR:-$STATE}"
+  # A person follows an invitation's link from the terminal: the e-mail only reaches moto.
+  export DOTMAC_INVITATION_PRINT_LINKS="${DOTMAC_INVITATION_PRINT_LINKS:-true}"
   cargo build --quiet -p dotmac-local
   "$ROOT/target/debug/dotmac-local" &
   APP_PID=$!

@@ -233,6 +233,7 @@ struct StackNames {
     public_secret_arn: String,
     execution_role_arn: String,
     task_role_arn: String,
+    invitation_sender: String,
 }
 
 impl StackNames {
@@ -249,6 +250,7 @@ impl StackNames {
             "TaskFamily" => self.family.clone(),
             "JwtKeySetSecret" => self.private_secret_arn.clone(),
             "JwtPublicKeySetSecret" => self.public_secret_arn.clone(),
+            "InvitationSender" => self.invitation_sender.clone(),
             other => panic!("the IAM test cannot resolve !Ref {other}: add it to StackNames"),
         }
     }
@@ -661,6 +663,12 @@ impl Gate {
                     _ => vec![check(&format!("ecs:{operation}"), "*".to_owned())],
                 }
             }
+            // SES authorizes a send on the identity it sends as (the From address here; the
+            // template grants exactly that one).
+            "ses" => vec![check(
+                &format!("ses:{operation}"),
+                format!("arn:aws:ses:{REGION}:{ACCOUNT}:identity/{}", text("FromEmailAddress")),
+            )],
             other => vec![check(&format!("{other}:{operation}"), "*".to_owned())],
         }
     }
@@ -672,6 +680,11 @@ const TARGETS: &[(&str, &str)] = &[
     ("secretsmanager.", "secretsmanager"),
     ("AmazonEC2ContainerServiceV20141113.", "ecs"),
 ];
+
+/// The REST-JSON calls the functions make (no `X-Amz-Target`: the method and path name the
+/// operation): (method, path, service, operation).
+const REST_OPERATIONS: &[(&str, &str, &str, &str)] =
+    &[("POST", "/v2/email/outbound-emails", "ses", "SendEmail")];
 
 async fn gate_request(
     State(gate): State<Arc<Gate>>,
@@ -687,9 +700,13 @@ async fn gate_request(
         return (StatusCode::FORBIDDEN, format!("the gate knows no principal for key {key:?}"))
             .into_response();
     };
-    let Some((service, operation)) =
+    let rest = REST_OPERATIONS
+        .iter()
+        .find(|(verb, path, _, _)| target.is_empty() && method.as_str() == *verb && uri.path() == *path)
+        .map(|(_, _, service, operation)| (*service, *operation));
+    let Some((service, operation)) = rest.or_else(|| {
         TARGETS.iter().find_map(|(prefix, service)| target.strip_prefix(prefix).map(|op| (*service, op)))
-    else {
+    }) else {
         let denied = format!(
             "{}: a request the gate cannot read ({method} {uri}, target {target:?})",
             principal.function
@@ -867,6 +884,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         ("DOTMAC_TASK_ROLE_ARN", format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-task")),
         ("DOTMAC_JWT_KEY_SET_SECRET", format!("{prefix}-jwt-key-set")),
         ("DOTMAC_JWT_PUBLIC_KEY_SET_SECRET", format!("{prefix}-jwt-public-key-set")),
+        ("DOTMAC_INVITATION_SENDER", format!("invitations@{prefix}.example")),
     ] {
         env.insert(name.to_owned(), value);
     }
@@ -884,6 +902,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         public_secret_arn: secret_arns[&format!("{prefix}-jwt-public-key-set")].clone(),
         execution_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-execution"),
         task_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-task"),
+        invitation_sender: config.invitations.sender.clone(),
     };
     let grants = template_grants(&names);
     for handler in Handler::ALL {
@@ -1107,6 +1126,42 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         assert_eq!(status, 204, "{answer}");
         let (status, answer) = call(&users, Method::DELETE, &format!("/v1/users/{user_id}"), Some(&admin), None).await;
         assert_eq!(status, 204, "{answer}");
+
+        // invitations: invite (a transaction and an SES send), list, resend, revoke, the page
+        // and the public accept (a transaction consuming the invitation, creating the user).
+        let invite = |email: String| {
+            let users = users.clone();
+            let admin = admin.clone();
+            let tenant_id = tenant_id.clone();
+            async move {
+                let body = json!({"email": email, "roles": ["customer_user"], "tenant_id": tenant_id});
+                let (status, invitation) = call(&users, Method::POST, "/v1/invitations", Some(&admin), Some(body)).await;
+                assert_eq!((status, invitation["delivery"].as_str()), (202, Some("sent")), "{invitation}");
+                invitation["id"].as_str().expect("id").to_owned()
+            }
+        };
+        let kept = invite(format!("kept@{prefix}.example")).await;
+        let withdrawn = invite(format!("withdrawn@{prefix}.example")).await;
+        let (status, page) = call(&users, Method::GET, &format!("/v1/invitations?tenant_id={tenant_id}"), Some(&admin), None).await;
+        assert_eq!((status, page["items"].as_array().map(Vec::len)), (200, Some(2)), "{page}");
+        let (status, answer) = call(&users, Method::POST, &format!("/v1/invitations/{kept}/resend"), Some(&admin), None).await;
+        assert_eq!((status, answer["delivery"].as_str()), (202, Some("sent")), "{answer}");
+        let (status, answer) = call(&users, Method::DELETE, &format!("/v1/invitations/{withdrawn}"), Some(&admin), None).await;
+        assert_eq!(status, 204, "{answer}");
+        let page_answer = users.clone().oneshot(http::Request::get("/invitations/accept").body(Body::empty()).expect("request")).await.expect("page");
+        assert_eq!(page_answer.status(), 200);
+        // The newest e-mail to the invitee (the resend's) carries the live link.
+        let sent: Vec<Value> = reqwest::get(format!("{}/moto-api/dotmac/ses/sent?to=kept@{prefix}.example", moto.endpoint))
+            .await
+            .expect("moto answers")
+            .json()
+            .await
+            .expect("sent e-mails");
+        assert_eq!(sent.len(), 2, "the invitation and its resend: {sent:?}");
+        let body = sent[1]["body"].as_str().expect("body");
+        let token = dotmac_tests::invitation_token(body.split(['"', '<', ' ', '\n']).find(|part| part.contains("#token=")).expect("a link"));
+        let (status, user) = call(&users, Method::POST, "/v1/invitations/accept", None, Some(json!({"token": token, "password": "Amber-Orchard-Compass-58"}))).await;
+        assert_eq!((status, user["tenant_id"].as_str()), (201, Some(tenant_id.as_str())), "{user}");
     }).catch_unwind())
     .await;
     server.abort();

@@ -12,23 +12,24 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// One tenant's objects a route can be aimed at: the tenant, one of its users, one of its
-/// custom roles.
+/// custom roles, one of its pending invitations.
 struct Objects {
     tenant: TenantId,
     user: String,
     role: &'static str,
+    invitation: String,
 }
 
 impl Objects {
     /// The route's path and query aimed at these objects.
     fn path(&self, route: &RouteSpec) -> String {
-        let mut path = route.path.replace("{name}", self.role);
+        let mut path = route.path.replace("{name}", self.role).replace("{invitation_id}", &self.invitation);
         path = if route.path.starts_with("/v1/users/") {
             path.replace("{id}", &self.user)
         } else {
             path.replace("{id}", &self.tenant.to_string())
         };
-        if route.path.starts_with("/v1/users") || route.path.starts_with("/v1/roles") {
+        if ["/v1/users", "/v1/roles", "/v1/invitations"].iter().any(|p| route.path.starts_with(p)) {
             path = format!("{path}?tenant_id={}", self.tenant);
         }
         path
@@ -50,6 +51,11 @@ impl Objects {
                 "tenant_id": self.tenant,
             }),
             ("PATCH", "/v1/users/{id}") => json!({ "active": false, "roles": ["customer_user"] }),
+            ("POST", "/v1/invitations") => json!({
+                "email": format!("invitee-{}@b.example", &slug[..8]),
+                "roles": ["tenant_admin"],
+                "tenant_id": self.tenant,
+            }),
             ("POST", "/v1/roles") => {
                 json!({ "name": format!("r{}", &slug[..8]), "permissions": permissions, "tenant_id": self.tenant })
             }
@@ -92,8 +98,9 @@ async fn stored_state(app: &TestApp, tenant: TenantId) -> Vec<HashMap<String, At
     output.items.unwrap_or_default()
 }
 
-/// Creates a user and a custom role in `tenant` (so every route has an object to aim at) and
-/// waits until the tenant is active (so provisioning no longer writes to it).
+/// Creates a user, a custom role and a pending invitation in `tenant` (so every route has an
+/// object to aim at) and waits until the tenant is active (so provisioning no longer writes
+/// to it).
 async fn furnished(app: &TestApp, admin: &str, tenant: TenantId, label: &str) -> Objects {
     let user =
         app.create_user(&format!("someone@{label}.example"), Some(tenant), None, &["customer_user"]).await;
@@ -101,9 +108,13 @@ async fn furnished(app: &TestApp, admin: &str, tenant: TenantId, label: &str) ->
     let definition = json!({ "name": role, "permissions": [{ "resource": "invoice", "action": "*", "scope": "tenant" }], "tenant_id": tenant });
     let (status, body) = app.send(Method::POST, "/v1/roles", Some(admin), Some(&definition)).await;
     assert_eq!(status, 201, "{body}");
+    let invited = json!({ "email": format!("invited@{label}.example"), "roles": ["customer_user"], "tenant_id": tenant });
+    let invitation = app.invite(admin, &invited).await;
+    assert_eq!(invitation.status, 202, "{}", invitation.text);
+    let invitation = invitation.json["id"].as_str().expect("id").to_owned();
     app.wait_for_tenant(admin, &tenant.to_string(), Duration::from_secs(60), |t| t["status"] == "active")
         .await;
-    Objects { tenant, user, role }
+    Objects { tenant, user, role, invitation }
 }
 
 #[tokio::test]
@@ -177,6 +188,11 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
             let answer = app.exchange(route.method.clone(), &path, Some(token), body.as_ref()).await;
             assert!(!answer.text.contains(&b_id), "{what} leaked tenant B to {who}: {}", answer.text);
             assert!(!answer.text.contains(&b.user), "{what} leaked B's user to {who}: {}", answer.text);
+            assert!(
+                !answer.text.contains(&b.invitation),
+                "{what} leaked B's invitation to {who}: {}",
+                answer.text
+            );
             assert!(!answer.text.contains("B's own report"), "{what} leaked B's health to {who}");
             if Objects::addressed_by(route) {
                 assert!(matches!(answer.status, 403 | 404), "{what} as {who}: {answer:?}");
@@ -192,6 +208,15 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
     let (_, users) =
         app.send(Method::GET, &format!("/v1/users?tenant_id={tenant_b}"), Some(&admin), None).await;
     assert_eq!(users["items"].as_array().map(Vec::len), Some(1), "nobody added users to B: {users}");
+    let (_, invitations) =
+        app.send(Method::GET, &format!("/v1/invitations?tenant_id={tenant_b}"), Some(&admin), None).await;
+    assert_eq!(
+        invitations["items"]
+            .as_array()
+            .map(|items| items.iter().map(|i| i["id"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!(b.invitation)]),
+        "nobody invited into B, revoked or resent B's invitation: {invitations}"
+    );
     app.shutdown().await;
 }
 
@@ -206,7 +231,7 @@ async fn a_customer_user_reaches_no_admin_route_of_its_own_tenant() {
     let customer = app.user_token("customer@a.example", tenant, Role::CustomerUser).await;
     // Its own account's id, so the user routes are tried on itself too.
     let me = app.get_json(&customer, "/v1/auth/me").await.1["id"].as_str().expect("id").to_owned();
-    let itself = Objects { tenant, user: me, role: own.role };
+    let itself = Objects { tenant, user: me, role: own.role, invitation: own.invitation.clone() };
 
     let inventory = app.stack.platform.api_routes().inventory;
     let admin_routes: Vec<_> = inventory.iter().filter(|r| r.access == Access::Authenticated).collect();

@@ -5,6 +5,7 @@ mod first_deploy;
 mod iam;
 mod identity_attacks;
 mod interop;
+mod invitations;
 mod isolation;
 mod lambda_events;
 mod machine_tokens;

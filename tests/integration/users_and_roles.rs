@@ -1,5 +1,7 @@
-//! `/v1/users` and `/v1/roles`: management scoped by the caller's rights, custom roles that
-//! apply at once, no escalation and no mass assignment.
+//! `/v1/users`, `/v1/roles` and inviting: management scoped by the caller's rights, custom
+//! roles that apply at once, no escalation and no mass assignment. A tenant's admin creates
+//! accounts by inviting (the invitee accepts with a password); platform staff also create
+//! them directly. `invitations.rs` holds the invitation's own rules.
 
 use dotmac_domain::Role;
 use dotmac_tests::{TestApp, USER_PASSWORD};
@@ -12,12 +14,21 @@ async fn tenant_with_admin(app: &TestApp, email: &str) -> (dotmac_domain::Tenant
     (tenant, app.user_token(email, tenant, Role::TenantAdmin).await)
 }
 
+/// The password of every account these tests create through the API.
+const PASSWORD: &str = "correct-horse-battery";
+
 fn new_user(email: &str, roles: &[&str]) -> Value {
-    json!({ "email": email, "password": "correct-horse-battery", "roles": roles })
+    json!({ "email": email, "password": PASSWORD, "roles": roles })
 }
 
-async fn create_user(app: &TestApp, token: &str, email: &str, roles: &[&str]) -> (u16, Value) {
-    app.send(Method::POST, "/v1/users", Some(token), Some(&new_user(email, roles))).await
+/// A tenant's admin creates accounts by inviting: the invitee accepts with `PASSWORD`.
+async fn invite_and_accept(app: &TestApp, admin: &str, email: &str, roles: &[&str]) -> Value {
+    app.invite_and_accept(admin, email, roles, PASSWORD).await
+}
+
+async fn invite(app: &TestApp, token: &str, email: &str, roles: &[&str]) -> (u16, Value) {
+    let answer = app.invite(token, &json!({ "email": email, "roles": roles })).await;
+    (answer.status, answer.json)
 }
 
 #[tokio::test]
@@ -26,18 +37,34 @@ async fn a_tenant_admin_manages_its_own_users_only() {
     let (tenant, admin) = tenant_with_admin(&app, "boss@users-a.example").await;
     let (other_tenant, other_admin) = tenant_with_admin(&app, "boss@users-b.example").await;
 
-    let (status, created) = create_user(&app, &admin, "agent@users-a.example", &["customer_user"]).await;
-    assert_eq!(status, 201, "{created}");
+    // Not directly: a tenant's admin invites.
+    let answer = app
+        .exchange(
+            Method::POST,
+            "/v1/users",
+            Some(&admin),
+            Some(&new_user("agent@users-a.example", &["customer_user"])),
+        )
+        .await;
+    answer.assert_error(403, "FORBIDDEN");
+    assert_eq!(answer.json["error"]["details"]["invite"], json!("/v1/invitations"), "{}", answer.text);
+    let created = invite_and_accept(&app, &admin, "agent@users-a.example", &["customer_user"]).await;
     assert_eq!(created["tenant_id"], json!(tenant), "created in the caller's tenant");
     assert!(created.get("password_hash").is_none());
     let id = created["id"].as_str().expect("id").to_owned();
 
-    // The same e-mail again is a conflict; a weak password is refused with its field.
-    let (status, error) = create_user(&app, &admin, "agent@users-a.example", &["customer_user"]).await;
-    assert_eq!((status, error["error"]["code"].clone()), (409, json!("ALREADY_EXISTS")));
-    let weak = json!({ "email": "weak@users-a.example", "password": "short", "roles": ["customer_user"] });
-    let (status, error) = app.send(Method::POST, "/v1/users", Some(&admin), Some(&weak)).await;
-    assert_eq!(status, 422, "{error}");
+    // The same e-mail again is a conflict, told to whoever accepts; a weak password is
+    // refused with its field.
+    let (status, _) = invite(&app, &admin, "agent@users-a.example", &["customer_user"]).await;
+    assert_eq!(status, 202, "inviting says nothing of the address");
+    let again = dotmac_tests::invitation_token(&app.invitation_link("agent@users-a.example").await);
+    let answer = app.accept_invitation(&again, PASSWORD).await;
+    answer.assert_error(409, "ALREADY_EXISTS");
+    let (status, _) = invite(&app, &admin, "weak@users-a.example", &["customer_user"]).await;
+    assert_eq!(status, 202);
+    let weak = dotmac_tests::invitation_token(&app.invitation_link("weak@users-a.example").await);
+    let answer = app.accept_invitation(&weak, "short").await;
+    assert_eq!(answer.status, 422, "{}", answer.text);
 
     let (status, list) = app.send(Method::GET, "/v1/users", Some(&admin), None).await;
     assert_eq!(status, 200, "{list}");
@@ -46,8 +73,8 @@ async fn a_tenant_admin_manages_its_own_users_only() {
     assert_eq!(emails.len(), 2, "the admin and the new user: {emails:?}");
     assert!(!emails.contains(&"boss@users-b.example"));
 
-    // The new user signs in with the password it was given.
-    let response = app.login("agent@users-a.example", "correct-horse-battery").await;
+    // The new user signs in with the password it chose.
+    let response = app.login("agent@users-a.example", PASSWORD).await;
     assert_eq!(response.status(), 200);
 
     // Another tenant's admin cannot see, change or delete it.
@@ -68,13 +95,14 @@ async fn a_tenant_admin_manages_its_own_users_only() {
         .send(Method::PATCH, &format!("/v1/users/{id}"), Some(&admin), Some(&json!({ "active": false })))
         .await;
     assert_eq!((status, updated["active"].clone()), (200, json!(false)), "{updated}");
-    assert_eq!(app.login("agent@users-a.example", "correct-horse-battery").await.status(), 401);
+    assert_eq!(app.login("agent@users-a.example", PASSWORD).await.status(), 401);
     let (status, _) = app.send(Method::DELETE, &format!("/v1/users/{id}"), Some(&admin), None).await;
     assert_eq!(status, 204);
     let (status, _) = app.send(Method::GET, &format!("/v1/users/{id}"), Some(&admin), None).await;
     assert_eq!(status, 404);
-    let (status, again) = create_user(&app, &admin, "agent@users-a.example", &["customer_user"]).await;
-    assert_eq!(status, 201, "{again}");
+    // The pending invitation to the address accepts now that the address is free.
+    let answer = app.accept_invitation(&again, PASSWORD).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
     app.shutdown().await;
 }
 
@@ -122,19 +150,39 @@ async fn no_body_sets_roles_tenant_or_identity_it_should_not() {
             assert!(matches!(status, 403 | 422), "{who} PATCH {field}: {status} {answer}");
         }
     }
+    // An invitation sets the e-mail, the roles and the home, nothing else: not a password
+    // (the invitee sets it), a hash, an id, an expiry or a token.
+    for (field, value) in [
+        ("password", json!(PASSWORD)),
+        ("password_hash", json!("$argon2id$forged")),
+        ("id", json!("chosen-id")),
+        ("expires_at", json!("2099-01-01T00:00:00Z")),
+        ("token_digest", json!("forged")),
+        ("delivery", json!("sent")),
+    ] {
+        let mut body = json!({ "email": "sneaky@mass-a.example", "roles": ["customer_user"] });
+        body[field] = value;
+        let answer = app.invite(&admin, &body).await;
+        answer.assert_error(422, "VALIDATION_FAILED");
+        assert_eq!(answer.json["error"]["details"]["field"], json!(field), "{}", answer.text);
+    }
     let mut create = new_user("sneaky@mass-a.example", &["customer_user"]);
     create["password_hash"] = json!("$argon2id$forged");
-    let (status, answer) = app.send(Method::POST, "/v1/users", Some(&admin), Some(&create)).await;
+    let admin_of_platform = app.admin_token().await;
+    let (status, answer) = app.send(Method::POST, "/v1/users", Some(&admin_of_platform), Some(&create)).await;
     assert_eq!(
         (status, answer["error"]["details"]["field"].clone()),
         (422, json!("password_hash")),
         "{answer}"
     );
-    // A tenant admin cannot create users in another tenant by naming it.
-    let mut elsewhere = new_user("planted@mass-b.example", &["tenant_admin"]);
-    elsewhere["tenant_id"] = json!(other_tenant);
-    let (status, _) = app.send(Method::POST, "/v1/users", Some(&admin), Some(&elsewhere)).await;
-    assert_eq!(status, 403);
+    // A tenant admin cannot invite into another tenant by naming it.
+    let elsewhere =
+        json!({ "email": "planted@mass-b.example", "roles": ["tenant_admin"], "tenant_id": other_tenant });
+    app.invite(&admin, &elsewhere).await.assert_error(403, "FORBIDDEN");
+    assert!(app.emails_to("planted@mass-b.example").await.is_empty(), "no invitation went out");
+    let (_, pending) =
+        app.get_json(&admin_of_platform, &format!("/v1/invitations?tenant_id={other_tenant}")).await;
+    assert_eq!(pending["items"], json!([]), "nothing was recorded in the other tenant: {pending}");
 
     // Nothing changed.
     let (_, me) = app.get_json(&customer, "/v1/auth/me").await;
@@ -149,17 +197,13 @@ async fn roles_are_handed_out_only_within_ones_own_rights() {
     let app = TestApp::spawn().await;
     let (_, admin) = tenant_with_admin(&app, "boss@escalate.example").await;
     for roles in [["platform_admin"], ["partner"], ["tenant_machine"]] {
-        let answer = app
-            .exchange(Method::POST, "/v1/users", Some(&admin), Some(&new_user("up@escalate.example", &roles)))
-            .await;
+        let answer = app.invite(&admin, &json!({ "email": "up@escalate.example", "roles": roles })).await;
         answer.assert_error(403, "FORBIDDEN");
     }
-    assert_eq!(
-        app.login("up@escalate.example", "correct-horse-battery").await.status(),
-        401,
-        "nobody was created"
-    );
-    let (status, answer) = create_user(&app, &admin, "up@escalate.example", &["ghost-role"]).await;
+    let (_, pending) = app.get_json(&admin, "/v1/invitations").await;
+    assert_eq!(pending["items"], json!([]), "nobody was invited: {pending}");
+    assert!(app.emails_to("up@escalate.example").await.is_empty(), "no invitation went out");
+    let (status, answer) = invite(&app, &admin, "up@escalate.example", &["ghost-role"]).await;
     assert_eq!((status, answer["error"]["details"]["field"].clone()), (422, json!("roles")), "{answer}");
     // A custom role reaches no further than the tenant.
     let global =
@@ -194,13 +238,13 @@ async fn a_custom_role_grants_what_it_defines_and_a_change_applies_at_once() {
         roles["items"].as_array().expect("items").iter().filter_map(|r| r["name"].as_str()).collect();
     assert!(names.contains(&"user-auditor") && names.contains(&"tenant_admin"), "{names:?}");
 
-    let (status, created) = create_user(&app, &admin, "auditor@custom.example", &["user-auditor"]).await;
-    assert_eq!(status, 201, "{created}");
-    let token = app.token_for("auditor@custom.example", "correct-horse-battery").await;
+    let created = invite_and_accept(&app, &admin, "auditor@custom.example", &["user-auditor"]).await;
+    assert_eq!(created["roles"], json!(["user-auditor"]), "{created}");
+    let token = app.token_for("auditor@custom.example", PASSWORD).await;
     let (status, users) = app.send(Method::GET, "/v1/users", Some(&token), None).await;
     assert_eq!(status, 200, "the custom role lets it read users: {users}");
-    let (status, _) = create_user(&app, &token, "x@custom.example", &["customer_user"]).await;
-    assert_eq!(status, 403, "but not create them");
+    let (status, _) = invite(&app, &token, "x@custom.example", &["customer_user"]).await;
+    assert_eq!(status, 403, "but not invite them");
     let (status, _) = app.send(Method::GET, &format!("/v1/tenants/{tenant}"), Some(&token), None).await;
     assert_eq!(status, 403, "nor read the tenant");
 
@@ -251,10 +295,8 @@ async fn a_narrow_role_touches_no_one_and_nothing_that_holds_more() {
         let (status, answer) = app.send(Method::POST, "/v1/roles", Some(&admin), Some(&body)).await;
         assert_eq!(status, 201, "{answer}");
     }
-    let (status, _) =
-        create_user(&app, &admin, "editor@narrow.example", &["user-editor", "role-editor"]).await;
-    assert_eq!(status, 201);
-    let editor = app.token_for("editor@narrow.example", "correct-horse-battery").await;
+    invite_and_accept(&app, &admin, "editor@narrow.example", &["user-editor", "role-editor"]).await;
+    let editor = app.token_for("editor@narrow.example", PASSWORD).await;
 
     // Updating users is not enough to lock out an admin (or re-enable one), ...
     let (status, answer) = app
@@ -281,31 +323,31 @@ async fn a_narrow_role_touches_no_one_and_nothing_that_holds_more() {
 async fn bad_input_is_refused_with_the_field_named() {
     let app = TestApp::spawn().await;
     let (tenant, admin) = tenant_with_admin(&app, "boss@bad-input.example").await;
-    let (_, created) = create_user(&app, &admin, "someone@bad-input.example", &["customer_user"]).await;
+    let created = invite_and_accept(&app, &admin, "someone@bad-input.example", &["customer_user"]).await;
     let user = created["id"].as_str().expect("id").to_owned();
     let cases: Vec<(Method, String, Option<Value>, &str)> = vec![
         (
             Method::POST,
-            "/v1/users".into(),
-            Some(
-                json!({ "email": "not-an-email", "password": "correct-horse-battery", "roles": ["customer_user"] }),
-            ),
+            "/v1/invitations".into(),
+            Some(json!({ "email": "not-an-email", "roles": ["customer_user"] })),
             "email",
         ),
         (
             Method::POST,
-            "/v1/users".into(),
-            Some(
-                json!({ "email": "x@bad-input.example", "password": "correct-horse-battery", "roles": ["Not A Role"] }),
-            ),
+            "/v1/invitations".into(),
+            Some(json!({ "email": "x@bad-input.example", "roles": ["Not A Role"] })),
             "roles",
         ),
         (
             Method::POST,
-            "/v1/users".into(),
-            Some(json!({ "email": "x@bad-input.example", "password": "correct-horse-battery", "roles": [] })),
+            "/v1/invitations".into(),
+            Some(json!({ "email": "x@bad-input.example", "roles": [] })),
             "roles",
         ),
+        (Method::GET, "/v1/invitations?limit=0".into(), None, "limit"),
+        (Method::GET, "/v1/invitations?cursor=not-ours".into(), None, "cursor"),
+        (Method::DELETE, "/v1/invitations/not-a-uuid".into(), None, "invitation_id"),
+        (Method::POST, "/v1/invitations/not-a-uuid/resend".into(), None, "invitation_id"),
         (Method::PATCH, format!("/v1/users/{user}"), Some(json!({ "roles": ["BAD"] })), "roles"),
         (Method::PATCH, format!("/v1/users/{user}"), Some(json!({ "active": "yes" })), "active"),
         (Method::GET, "/v1/users?limit=0".into(), None, "limit"),
@@ -360,6 +402,8 @@ async fn bad_input_is_refused_with_the_field_named() {
     }
     let (_, users) = app.send(Method::GET, "/v1/users", Some(&admin), None).await;
     assert_eq!(users["items"].as_array().map(Vec::len), Some(2), "nothing was created: {users}");
+    let (_, pending) = app.get_json(&admin, "/v1/invitations").await;
+    assert_eq!(pending["items"], json!([]), "nobody was invited: {pending}");
     assert_eq!(app.stack.platform.store.latest_heartbeat(tenant).await.expect("get"), None);
     app.shutdown().await;
 }
@@ -436,14 +480,21 @@ async fn the_user_list_pages_without_gaps_or_repeats_and_never_shows_a_hash() {
     app.shutdown().await;
 }
 
-/// A weak password on `POST /v1/users` is refused naming the field the client sent.
+/// A weak password is refused naming the field the client sent: on platform staff's direct
+/// `POST /v1/users` and on an invitee's acceptance alike.
 #[tokio::test]
 async fn a_weak_password_on_a_new_user_names_the_password_field() {
     let app = TestApp::spawn().await;
-    let (_, admin) = tenant_with_admin(&app, "boss@weak.example").await;
-    let weak =
-        json!({ "email": "weak@weak.example", "password": "password1234", "roles": ["customer_user"] });
-    let answer = app.exchange(Method::POST, "/v1/users", Some(&admin), Some(&weak)).await;
+    let (tenant, admin) = tenant_with_admin(&app, "boss@weak.example").await;
+    let staff = app.admin_token().await;
+    let weak = json!({ "email": "weak@weak.example", "password": "password1234", "roles": ["customer_user"], "tenant_id": tenant });
+    let answer = app.exchange(Method::POST, "/v1/users", Some(&staff), Some(&weak)).await;
+    answer.assert_error(422, "VALIDATION_FAILED");
+    assert_eq!(answer.json["error"]["details"]["field"], "password", "{}", answer.text);
+    let (status, _) = invite(&app, &admin, "weak@weak.example", &["customer_user"]).await;
+    assert_eq!(status, 202);
+    let token = dotmac_tests::invitation_token(&app.invitation_link("weak@weak.example").await);
+    let answer = app.accept_invitation(&token, "password1234").await;
     answer.assert_error(422, "VALIDATION_FAILED");
     assert_eq!(answer.json["error"]["details"]["field"], "password", "{}", answer.text);
     app.shutdown().await;

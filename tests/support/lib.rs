@@ -130,9 +130,13 @@ impl TestApp {
     }
 
     pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
-        let stack = TestStack::new(overrides).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = format!("http://{}", listener.local_addr().expect("addr"));
+        // Invitation links open this server's page, as `make dev`'s open its own.
+        let accept_url = format!("{address}{}", dotmac_users::ACCEPT_PAGE_PATH);
+        let mut overrides = overrides.to_vec();
+        overrides.insert(0, ("DOTMAC_INVITATION_ACCEPT_URL", accept_url.as_str()));
+        let stack = TestStack::new(&overrides).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(dotmac_local::serve(
             stack.platform.clone(),
@@ -241,6 +245,61 @@ impl TestApp {
             .local_address(std::net::IpAddr::V4(source))
             .build()
             .expect("client")
+    }
+
+    /// `POST /v1/invitations` as `token`.
+    pub async fn invite(&self, token: &str, body: &Value) -> Answer {
+        self.exchange(http::Method::POST, "/v1/invitations", Some(token), Some(body)).await
+    }
+
+    /// `POST /v1/invitations/accept` with the token of an invitation's link.
+    pub async fn accept_invitation(&self, invitation_token: &str, password: &str) -> Answer {
+        let body = json!({ "token": invitation_token, "password": password });
+        self.exchange(http::Method::POST, "/v1/invitations/accept", None, Some(&body)).await
+    }
+
+    /// Invites `email` with `roles` into the inviter's own home (a tenant's or partner's
+    /// admin), reads the link from the e-mail SES sent and accepts it with `password`:
+    /// how an account other than platform staff's comes to be. Returns the new user.
+    pub async fn invite_and_accept(
+        &self,
+        inviter: &str,
+        email: &str,
+        roles: &[&str],
+        password: &str,
+    ) -> Value {
+        let invited = self.invite(inviter, &json!({ "email": email, "roles": roles })).await;
+        assert_eq!(invited.status, 202, "inviting {email}: {}", invited.text);
+        let token = invitation_token(&self.invitation_link(email).await);
+        let accepted = self.accept_invitation(&token, password).await;
+        assert_eq!(accepted.status, 201, "accepting {email}'s invitation: {}", accepted.text);
+        accepted.json
+    }
+
+    /// The e-mails SES has sent to `to`, oldest first, as the emulator recorded them
+    /// (`{"id","source","subject","body","destinations"}`; see `local/moto_server.py`).
+    pub async fn emails_to(&self, to: &str) -> Vec<Value> {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+        let url =
+            reqwest::Url::parse_with_params(&format!("{endpoint}/moto-api/dotmac/ses/sent"), [("to", to)])
+                .expect("url");
+        let answer = self.http.get(url).send().await.expect("the emulator answers");
+        assert!(answer.status().is_success(), "reading sent e-mails: {}", answer.status());
+        answer.json::<Vec<Value>>().await.expect("a list of e-mails")
+    }
+
+    /// The link in the newest invitation e-mail to `email`.
+    pub async fn invitation_link(&self, email: &str) -> String {
+        let emails = self.emails_to(email).await;
+        let body =
+            emails.last().and_then(|e| e["body"].as_str()).unwrap_or_else(|| panic!("no e-mail to {email}"));
+        let start =
+            body.find(&self.stack.config().invitations.accept_url).expect("the e-mail links the accept page");
+        body[start..]
+            .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
+            .next()
+            .expect("a link")
+            .to_owned()
     }
 
     pub async fn admin_token(&self) -> String {
@@ -387,4 +446,11 @@ pub fn sqs_event(messages: &[dotmac_queue::ReceivedMessage]) -> aws_lambda_event
         event.records.push(record);
     }
     event
+}
+
+/// The token in an invitation link (after `#token=`).
+pub fn invitation_token(link: &str) -> String {
+    let (_, token) = link.split_once("#token=").unwrap_or_else(|| panic!("no token in {link}"));
+    assert_eq!(token.len(), dotmac_tokens::INVITATION_TOKEN_LENGTH, "{link}");
+    token.to_owned()
 }

@@ -169,6 +169,8 @@ pub struct Platform {
     pub provisioning: SqsQueue,
     pub ecs: aws_sdk_ecs::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// Invitation e-mails (the users function's).
+    pub ses: aws_sdk_sesv2::Client,
     pub keys: Arc<JwtKeys>,
 }
 
@@ -247,6 +249,7 @@ impl Platform {
             provisioning: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.provisioning_queue_url),
             ecs: aws_sdk_ecs::Client::new(sdk),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            ses: aws_sdk_sesv2::Client::new(sdk),
             keys: Arc::new(keys),
             config,
         }
@@ -297,8 +300,25 @@ impl Platform {
         }
     }
 
+    /// How invitations go out: from the configured sender, linking to the accept page.
+    pub fn invitations(&self) -> dotmac_users::Invitations {
+        let settings = &self.config.invitations;
+        let mail = dotmac_users::InvitationMail::new(
+            self.ses.clone(),
+            &settings.sender,
+            &settings.accept_url,
+            settings.print_links,
+        );
+        // The configuration bounds it to a year, so adding it to a date cannot overflow.
+        dotmac_users::Invitations { mail, ttl: seconds(settings.ttl_seconds) }
+    }
+
     fn users_state(&self) -> dotmac_users::UsersState {
-        dotmac_users::UsersState { store: self.store.clone(), keys: self.keys.clone() }
+        dotmac_users::UsersState {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            invitations: self.invitations(),
+        }
     }
 
     fn health_state(&self) -> dotmac_health::HealthState {

@@ -156,10 +156,12 @@ fn the_document_describes_exactly_the_documented_routes() {
         .map(|r| (r.method.to_string(), r.path.clone()))
         .collect();
     assert_eq!(described, documented);
-    // The pages of the docs UI are the only routes left out, and they are all public GETs.
+    // Pages for browsers are the only routes left out (the docs UI, the page an invitation's
+    // link opens), and they are all public GETs.
     for route in api_catalog().routes.iter().filter(|r| !r.documented()) {
-        assert!(route.path.starts_with("/docs"), "{route:?} is missing from the document");
-        assert_eq!(route.access, Access::Public);
+        let page = route.path.starts_with("/docs") || route.path == dotmac_users::ACCEPT_PAGE_PATH;
+        assert!(page, "{route:?} is missing from the document");
+        assert_eq!((route.method.clone(), route.access), (http::Method::GET, Access::Public), "{route:?}");
     }
 }
 

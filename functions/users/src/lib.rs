@@ -1,16 +1,25 @@
-//! The users function: user and role management under `/v1/users` and `/v1/roles`.
+//! The users function: user and role management under `/v1/users` and `/v1/roles`, and the
+//! invitations (`/v1/invitations`) through which accounts other than platform staff's come to
+//! be.
 //!
 //! Every request is scoped twice: the policy (`authorize`, `check_assignment`) decides what
 //! the caller may do, and the store's fence keeps its reads and writes inside the caller's
 //! tenant whatever the policy said.
 
+mod accept_page;
+mod invitations;
+pub mod invite;
+pub mod mail;
 pub mod new_user;
 mod roles;
 mod users;
 pub mod views;
 
-pub use new_user::{CreateUserError, NewUser, check_new_user, create_user};
-pub use views::{RoleView, UserView};
+pub use accept_page::ACCEPT_PAGE_PATH;
+pub use invite::{InvitationError, Invitations};
+pub use mail::InvitationMail;
+pub use new_user::{CreateUserError, NewAccount, NewUser, check_new_user, create_user};
+pub use views::{InvitationView, RoleView, UserView};
 
 use dotmac_domain::{Caller, PartnerId, TenantId};
 use dotmac_http::{Access, ApiError, ApiRoutes, ErrorCode, Routes, routes};
@@ -23,6 +32,7 @@ use std::sync::Arc;
 pub struct UsersState {
     pub store: Store,
     pub keys: Arc<JwtKeys>,
+    pub invitations: Invitations,
 }
 
 dotmac_http::bearer_state!(UsersState);
@@ -39,14 +49,20 @@ pub fn routes() -> Routes<UsersState> {
         .route(Access::Authenticated, routes!(roles::get))
         .route(Access::Authenticated, routes!(roles::replace))
         .route(Access::Authenticated, routes!(roles::delete))
+        .route(Access::Authenticated, routes!(invitations::create))
+        .route(Access::Authenticated, routes!(invitations::list))
+        .route(Access::Authenticated, routes!(invitations::delete))
+        .route(Access::Authenticated, routes!(invitations::send_again))
+        .route(Access::Public, routes!(invitations::accept_invitation))
+        .page(ACCEPT_PAGE_PATH, accept_page::accept_page)
 }
 
 pub fn router(state: UsersState) -> ApiRoutes {
     routes().with_state(state)
 }
 
-/// Which tenant (or partner) a collection request is about: the caller's own unless
-/// platform staff name another.
+/// Which tenant (or partner) a collection request (users, invitations) is about: the
+/// caller's own unless platform staff name another.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -54,7 +70,7 @@ struct ScopeQuery {
     /// The tenant (platform staff and partners name one; others get their own).
     #[param(format = Uuid)]
     tenant_id: Option<String>,
-    /// The partner whose staff to list (platform staff only).
+    /// The partner whose staff (or invitations) to list (platform staff only).
     #[param(schema_with = dotmac_http::schema::partner_id)]
     partner_id: Option<String>,
     /// Items per page, 1–100 (default 20).

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::new_user::{CreateUserError, NewUser, create_user};
+use crate::new_user::{CreateUserError, NewAccount, NewUser, create_user};
 use crate::views::UserView;
 use crate::{ScopeQuery, UsersState};
 
@@ -38,7 +38,7 @@ fn user_not_found(_id: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such user where you can see")
 }
 
-fn assignment_refused(error: AssignmentError) -> ApiError {
+pub(crate) fn assignment_refused(error: AssignmentError) -> ApiError {
     match error {
         AssignmentError::UnknownRole(role) => {
             ApiError::invalid_field("roles", format!("the tenant has no role {role}"))
@@ -50,7 +50,12 @@ fn assignment_refused(error: AssignmentError) -> ApiError {
 
 /// Whether the caller could have given the account the roles it holds (roles since deleted
 /// from the tenant grant nothing and are ignored).
-fn may_manage(caller: &Caller, account: Account<'_>, held: &[RoleName], custom: &[CustomRole]) -> bool {
+pub(crate) fn may_manage(
+    caller: &Caller,
+    account: Account<'_>,
+    held: &[RoleName],
+    custom: &[CustomRole],
+) -> bool {
     let known: Vec<RoleName> = held
         .iter()
         .filter(|role| role.builtin().is_some() || custom.iter().any(|c| &c.name == *role))
@@ -146,7 +151,7 @@ pub(crate) struct CreateUserRequest {
     partner_id: Option<String>,
 }
 
-fn parse_roles(raw: &[String]) -> Result<Vec<RoleName>, ApiError> {
+pub(crate) fn parse_roles(raw: &[String]) -> Result<Vec<RoleName>, ApiError> {
     let mut roles: Vec<RoleName> = raw
         .iter()
         .map(|r| RoleName::parse(r))
@@ -159,32 +164,56 @@ fn parse_roles(raw: &[String]) -> Result<Vec<RoleName>, ApiError> {
 
 impl CreateUserRequest {
     fn parse(&self, caller: &Caller) -> Result<NewUser, ApiError> {
-        let email = Email::parse(&self.email)?;
-        let roles = parse_roles(&self.roles)?;
-        let tenant_id = match self.tenant_id.as_deref() {
-            Some(raw) => Some(TenantId::parse_field(raw, "tenant_id")?),
-            None if self.partner_id.is_none() => caller.tenant_id,
-            None => None,
-        };
-        let partner_id = match self.partner_id.as_deref() {
-            Some(raw) => Some(PartnerId::parse(raw)?),
-            None if tenant_id.is_none() => caller.partner_id.clone(),
-            None => None,
-        };
-        if tenant_id.is_some() && partner_id.is_some() {
-            return Err(ApiError::invalid_field(
-                "partner_id",
-                "a user belongs to a tenant or to a partner, not both",
-            ));
-        }
-        Ok(NewUser { email, password: self.password.clone(), roles, tenant_id, partner_id })
+        let account = new_account(
+            caller,
+            &self.email,
+            &self.roles,
+            self.tenant_id.as_deref(),
+            self.partner_id.as_deref(),
+        )?;
+        Ok(NewUser { account, password: self.password.clone() })
     }
+}
+
+/// An account as a body describes it (`POST /v1/users`, `POST /v1/invitations`): the e-mail,
+/// the roles, and the home, which is the tenant or partner the body names, else the caller's.
+pub(crate) fn new_account(
+    caller: &Caller,
+    email: &str,
+    roles: &[String],
+    tenant_id: Option<&str>,
+    partner_id: Option<&str>,
+) -> Result<NewAccount, ApiError> {
+    let email = Email::parse(email)?;
+    let roles = parse_roles(roles)?;
+    let tenant_id = match tenant_id {
+        Some(raw) => Some(TenantId::parse_field(raw, "tenant_id")?),
+        None if partner_id.is_none() => caller.tenant_id,
+        None => None,
+    };
+    let partner_id = match partner_id {
+        Some(raw) => Some(PartnerId::parse(raw)?),
+        None if tenant_id.is_none() => caller.partner_id.clone(),
+        None => None,
+    };
+    if tenant_id.is_some() && partner_id.is_some() {
+        return Err(ApiError::invalid_field(
+            "partner_id",
+            "a user belongs to a tenant or to a partner, not both",
+        ));
+    }
+    Ok(NewAccount { email, roles, tenant_id, partner_id })
 }
 
 impl From<CreateUserError> for ApiError {
     fn from(error: CreateUserError) -> Self {
         match error {
             CreateUserError::Denied(denied) => denied.into(),
+            CreateUserError::InviteInstead => ApiError::new(
+                ErrorCode::Forbidden,
+                "only platform staff create users directly; invite them with POST /v1/invitations",
+            )
+            .with_details(json!({ "invite": "/v1/invitations" })),
             CreateUserError::Assignment(refused) => assignment_refused(refused),
             CreateUserError::Invalid(invalid) => invalid.into(),
             CreateUserError::EmailTaken => {
@@ -197,7 +226,8 @@ impl From<CreateUserError> for ApiError {
     }
 }
 
-/// Create a user in the caller's tenant (or, for platform staff, where the body says).
+/// Create a user directly, with its password: platform staff only (seeding). Everyone else
+/// invites (`POST /v1/invitations`); a tenant's or partner's admin gets a 403 saying so.
 #[utoipa::path(
     post,
     path = "/v1/users",
@@ -207,6 +237,7 @@ impl From<CreateUserError> for ApiError {
     request_body = CreateUserRequest,
     responses(
         (status = 201, description = "The user", body = UserView),
+        (status = 403, description = "`FORBIDDEN`: not allowed there, or not platform staff (invite instead)", body = ErrorEnvelope),
         (status = 409, description = "`ALREADY_EXISTS` (the e-mail), or `REQUEST_IN_PROGRESS`", body = ErrorEnvelope),
         (status = 422, description = "`VALIDATION_FAILED` (password policy, unknown role, ...) or `IDEMPOTENCY_KEY_REUSED`", body = ErrorEnvelope),
     )

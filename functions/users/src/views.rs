@@ -2,7 +2,7 @@
 //! password hash (or anything added to the record later) never reaches an answer by default.
 
 use dotmac_domain::{Permission, Role, TenantId};
-use dotmac_store::{RoleRecord, UserRecord};
+use dotmac_store::{Delivery, InvitationRecord, RoleRecord, UserRecord};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -34,6 +34,48 @@ impl UserView {
             active: user.active,
             created_at: user.created_at,
             last_login: user.last_login,
+        }
+    }
+}
+
+/// An invitation as its inviters see it: never its token (which only the e-mail carries).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationView {
+    pub id: String,
+    pub email: String,
+    /// What the account gets when the invitation is accepted.
+    pub roles: Vec<String>,
+    /// The tenant (or partner) invited into.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub tenant_id: Option<TenantId>,
+    pub partner_id: Option<String>,
+    /// The user who invited.
+    pub invited_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the link stops working.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Whether SES took the e-mail: `pending`, `sent` or `failed` (resend).
+    pub delivery: Delivery,
+}
+
+impl InvitationView {
+    pub fn of(invitation: &InvitationRecord) -> Self {
+        InvitationView {
+            id: invitation.id.clone(),
+            email: invitation.email.to_string(),
+            roles: invitation.roles.iter().map(ToString::to_string).collect(),
+            tenant_id: invitation.tenant_id,
+            partner_id: invitation.partner_id.as_ref().map(ToString::to_string),
+            invited_by: invitation.invited_by.clone(),
+            created_at: invitation.created_at,
+            // A stored expiry is always a time `invite` computed; the epoch stands in for a
+            // corrupt one rather than failing the whole list.
+            expires_at: OffsetDateTime::from_unix_timestamp(invitation.expires_at)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            delivery: invitation.delivery,
         }
     }
 }

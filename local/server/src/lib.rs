@@ -53,8 +53,9 @@ impl LocalSettings {
     }
 }
 
-/// Creates what `infra/template.yaml` would (table, queue + DLQ, cluster) and returns the
-/// functions' configuration pointing at them. Idempotent: a second start reuses them.
+/// Creates what `infra/template.yaml` would (table, queue + DLQ, cluster), and the SES
+/// identity of the invitations' sender, and returns the functions' configuration pointing at
+/// them. Idempotent: a second start reuses them.
 pub async fn prepare(
     sdk: &aws_config::SdkConfig,
     env: &HashMap<String, String>,
@@ -109,7 +110,21 @@ pub async fn prepare(
         env.insert("DOTMAC_JWT_KEY_SET_SECRET".into(), secret_id);
         env.insert("DOTMAC_JWT_PUBLIC_KEY_SET_SECRET".into(), public_id);
     }
-    Config::from_source(&env).context("configuration")
+    let config = Config::from_source(&env).context("configuration")?;
+    ensure_sender_identity(&aws_sdk_sesv2::Client::new(sdk), &config.invitations.sender).await?;
+    Ok(config)
+}
+
+/// The invitations' sender as an SES identity. In AWS a deployer verifies it once (it is no
+/// resource of the template); on an emulator, creating the identity is verifying it, and a
+/// second start finds it there.
+async fn ensure_sender_identity(ses: &aws_sdk_sesv2::Client, sender: &str) -> anyhow::Result<()> {
+    match ses.create_email_identity().email_identity(sender).send().await {
+        Ok(_) => Ok(()),
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_already_exists_exception()) => Ok(()),
+        Err(error) => Err(anyhow::anyhow!(aws_sdk_sesv2::error::DisplayErrorContext(error).to_string()))
+            .with_context(|| format!("creating the SES identity {sender}")),
+    }
 }
 
 /// A key set of two live keys — the one that signs and the next one, published 30 days

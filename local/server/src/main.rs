@@ -37,6 +37,8 @@ fn write_lambda_env(dir: &str, env: &HashMap<String, String>, config: &Config) -
         format!("DOTMAC_PROVISIONING_QUEUE_URL={:?}", config.provisioning_queue_url),
         format!("DOTMAC_ECS_CLUSTER={:?}", config.ecs.cluster),
         format!("DOTMAC_TENANT_SECRET_PREFIX={:?}", config.tenant_secret_prefix),
+        format!("DOTMAC_INVITATION_SENDER={:?}", config.invitations.sender),
+        format!("DOTMAC_INVITATION_ACCEPT_URL={:?}", config.invitations.accept_url),
         format!(
             "DOTMAC_JWT_PUBLIC_KEY_SET_SECRET={:?}",
             config.jwt.public_key_set_secret.as_deref().unwrap_or_default()
@@ -55,7 +57,7 @@ fn write_lambda_env(dir: &str, env: &HashMap<String, String>, config: &Config) -
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     dotmac_telemetry::init_local();
-    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut env: HashMap<String, String> = std::env::vars().collect();
     let port: u16 = env
         .get("DOTMAC_PORT")
         .map(|p| p.parse())
@@ -71,6 +73,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(error) => return Err(error).with_context(|| format!("binding 127.0.0.1:{port}")),
     };
+    // Invitation links open the accept page of this server, wherever it listens.
+    env.entry("DOTMAC_INVITATION_ACCEPT_URL".into())
+        .or_insert_with(|| format!("http://127.0.0.1:{port}{}", dotmac_users::ACCEPT_PAGE_PATH));
     let local = LocalSettings::from_env(&env)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let config = prepare(&sdk, &env, &local).await?;
@@ -84,6 +89,11 @@ async fn main() -> anyhow::Result<()> {
     println!("  DotMac Platform is up on http://127.0.0.1:{port}");
     println!("  platform admin: {} / {}", local.admin_email, local.admin_password);
     println!("  provisioning worker: {} concurrent jobs; Ctrl-C stops everything", local.worker_concurrency);
+    if platform.config.invitations.print_links {
+        println!(
+            "  invitation links are printed here as they are sent (the e-mails go to the emulator's SES)"
+        );
+    }
     println!();
     serve(platform, listener, local, ctrl_c_or_term()).await
 }

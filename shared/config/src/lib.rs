@@ -54,6 +54,62 @@ pub struct JwtSettings {
     pub session_max_seconds: u64,
 }
 
+/// How invitations (the way accounts are created outside platform staff's seeding) go out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvitationSettings {
+    /// The From address of invitation e-mails: an SES identity the users function may send as.
+    pub sender: String,
+    /// The page an invitation's link opens (`<accept_url>#token=…`).
+    pub accept_url: String,
+    /// How long an invitation's link works.
+    pub ttl_seconds: u64,
+    /// Print each invitation's link on stdout: for `make dev` only, since the link is the
+    /// invitee's credential.
+    pub print_links: bool,
+}
+
+pub const DEFAULT_INVITATION_SENDER: &str = "invitations@dotmac.local";
+pub const DEFAULT_INVITATION_ACCEPT_URL: &str = "http://127.0.0.1:8000/invitations/accept";
+pub const DEFAULT_INVITATION_TTL_SECONDS: u64 = 7 * 24 * 3600;
+/// A link that lives longer than this is an account waiting for whoever finds the e-mail.
+pub const MAX_INVITATION_TTL_SECONDS: u64 = 365 * 24 * 3600;
+
+impl InvitationSettings {
+    fn from_reader<S: Source>(env: &Reader<'_, S>) -> Result<Self, ConfigError> {
+        let accept_url = env.or("DOTMAC_INVITATION_ACCEPT_URL", DEFAULT_INVITATION_ACCEPT_URL);
+        let absolute = accept_url.starts_with("https://") || accept_url.starts_with("http://");
+        // The token goes after a `#`: a query or fragment of the page's own would swallow it.
+        if !absolute || accept_url.contains(['?', '#']) || accept_url.chars().any(char::is_whitespace) {
+            return Err(ConfigError::Invalid {
+                name: "DOTMAC_INVITATION_ACCEPT_URL",
+                reason: format!(
+                    "must be an absolute http(s) URL with no query or fragment, got {accept_url:?}"
+                ),
+            });
+        }
+        let sender = env.or("DOTMAC_INVITATION_SENDER", DEFAULT_INVITATION_SENDER);
+        if !sender.contains('@') || sender.chars().any(char::is_whitespace) {
+            return Err(ConfigError::Invalid {
+                name: "DOTMAC_INVITATION_SENDER",
+                reason: format!("must be an e-mail address, got {sender:?}"),
+            });
+        }
+        let ttl_seconds = env.number("DOTMAC_INVITATION_TTL_SECONDS", DEFAULT_INVITATION_TTL_SECONDS)?;
+        if !(1..=MAX_INVITATION_TTL_SECONDS).contains(&ttl_seconds) {
+            return Err(ConfigError::Invalid {
+                name: "DOTMAC_INVITATION_TTL_SECONDS",
+                reason: format!("must be 1 to {MAX_INVITATION_TTL_SECONDS} (a year)"),
+            });
+        }
+        Ok(InvitationSettings {
+            sender,
+            accept_url,
+            ttl_seconds,
+            print_links: env.flag("DOTMAC_INVITATION_PRINT_LINKS", false)?,
+        })
+    }
+}
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     pub table_name: String,
@@ -77,6 +133,7 @@ pub struct Config {
     pub usage_max_future_seconds: u64,
     /// How old a usage report's `observed_at` may be (covers last month's late reports).
     pub usage_max_age_seconds: u64,
+    pub invitations: InvitationSettings,
 }
 
 /// Reads variables from any source (the process environment, or a map in tests).
@@ -195,6 +252,7 @@ impl Config {
             machine_token_ttl_seconds: env.number("DOTMAC_MACHINE_TOKEN_TTL_SECONDS", 30 * 24 * 3600u64)?,
             usage_max_future_seconds: env.number("DOTMAC_USAGE_MAX_FUTURE_SECONDS", 300u64)?,
             usage_max_age_seconds: env.number("DOTMAC_USAGE_MAX_AGE_SECONDS", 35 * 24 * 3600u64)?,
+            invitations: InvitationSettings::from_reader(&env)?,
             jwt: JwtSettings {
                 signing_key: source.get("DOTMAC_JWT_SIGNING_KEY"),
                 key_set: source.get("DOTMAC_JWT_KEY_SET"),
@@ -227,6 +285,7 @@ impl fmt::Debug for Config {
             .field("machine_token_ttl_seconds", &self.machine_token_ttl_seconds)
             .field("usage_max_future_seconds", &self.usage_max_future_seconds)
             .field("usage_max_age_seconds", &self.usage_max_age_seconds)
+            .field("invitations", &self.invitations)
             .finish()
     }
 }
@@ -311,6 +370,30 @@ mod tests {
         let mut env = base();
         env.insert("DOTMAC_ECS_LAUNCH_TYPE".into(), "LAMBDA".into());
         assert!(matches!(Config::from_source(&env), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn invitations_default_to_a_week_and_refuse_links_that_would_lose_the_token() {
+        let config = Config::from_source(&base()).expect("valid config");
+        assert_eq!(config.invitations.ttl_seconds, 7 * 24 * 3600);
+        assert_eq!(config.invitations.accept_url, DEFAULT_INVITATION_ACCEPT_URL);
+        assert!(!config.invitations.print_links, "links are printed only when asked");
+        for (name, bad) in [
+            ("DOTMAC_INVITATION_ACCEPT_URL", "https://api.example.com/accept?x=1"),
+            ("DOTMAC_INVITATION_ACCEPT_URL", "https://api.example.com/accept#here"),
+            ("DOTMAC_INVITATION_ACCEPT_URL", "api.example.com/accept"),
+            ("DOTMAC_INVITATION_SENDER", "no-at-sign"),
+            ("DOTMAC_INVITATION_TTL_SECONDS", "0"),
+            ("DOTMAC_INVITATION_TTL_SECONDS", "31536001"),
+            ("DOTMAC_INVITATION_PRINT_LINKS", "sometimes"),
+        ] {
+            let mut env = base();
+            env.insert(name.into(), bad.into());
+            assert!(
+                matches!(Config::from_source(&env), Err(ConfigError::Invalid { name: named, .. }) if named == name),
+                "{name}={bad}"
+            );
+        }
     }
 
     #[test]

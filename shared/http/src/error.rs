@@ -47,6 +47,8 @@ error_codes! {
     Forbidden = "FORBIDDEN" => FORBIDDEN,
     NotFound = "NOT_FOUND" => NOT_FOUND,
     TenantNotFound = "TENANT_NOT_FOUND" => NOT_FOUND,
+    InvitationNotFound = "INVITATION_NOT_FOUND" => NOT_FOUND,
+    InvitationExpired = "INVITATION_EXPIRED" => GONE,
     MethodNotAllowed = "METHOD_NOT_ALLOWED" => METHOD_NOT_ALLOWED,
     SlugTaken = "SLUG_TAKEN" => CONFLICT,
     AlreadyExists = "ALREADY_EXISTS" => CONFLICT,

@@ -4,6 +4,7 @@
 
 use dotmac_domain::{Fence, RoleName, Tenant, TenantId};
 
+use crate::invitations::{Delivery, InvitationRecord};
 use crate::keys::tenant_pk;
 use crate::roles::{RoleRecord, RoleWrite};
 use crate::tenants::Page;
@@ -123,6 +124,55 @@ impl Fenced<'_> {
     pub async fn delete_user(&self, user: &UserRecord) -> Result<bool, StoreError> {
         self.admit(&user.home().pk())?;
         self.store.delete_user(user).await
+    }
+
+    pub async fn create_invitation(&self, invitation: &InvitationRecord) -> Result<(), StoreError> {
+        self.admit(&invitation.home().pk())?;
+        self.store.create_invitation(invitation).await
+    }
+
+    pub async fn get_invitation(
+        &self,
+        home: &UserHome,
+        id: &str,
+    ) -> Result<Option<InvitationRecord>, StoreError> {
+        self.admit(&home.pk())?;
+        self.store.get_invitation(home, id).await
+    }
+
+    pub async fn list_invitations(
+        &self,
+        home: &UserHome,
+        limit: i32,
+        cursor: Option<&str>,
+        now: time::OffsetDateTime,
+    ) -> Result<Page<InvitationRecord>, StoreError> {
+        self.admit(&home.pk())?;
+        self.store.list_invitations(home, limit, cursor, now).await
+    }
+
+    pub async fn set_invitation_delivery(
+        &self,
+        invitation: &InvitationRecord,
+        delivery: Delivery,
+    ) -> Result<(), StoreError> {
+        self.admit(&invitation.home().pk())?;
+        self.store.set_invitation_delivery(invitation, delivery).await
+    }
+
+    pub async fn reissue_invitation(
+        &self,
+        invitation: &InvitationRecord,
+        token_digest: &str,
+        expires_at: i64,
+    ) -> Result<Option<InvitationRecord>, StoreError> {
+        self.admit(&invitation.home().pk())?;
+        self.store.reissue_invitation(invitation, token_digest, expires_at).await
+    }
+
+    pub async fn revoke_invitation(&self, invitation: &InvitationRecord) -> Result<bool, StoreError> {
+        self.admit(&invitation.home().pk())?;
+        self.store.revoke_invitation(invitation).await
     }
 
     pub async fn get_role(

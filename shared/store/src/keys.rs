@@ -61,6 +61,21 @@ pub fn partner_pk(partner: &PartnerId) -> String {
 /// The partition of platform-level records that belong to no tenant (platform staff).
 pub const PLATFORM_PK: &str = "PLATFORM";
 
+/// An invitation, in the partition of the home it invites into (like the user it becomes).
+pub fn invitation_sk(id: &str) -> String {
+    format!("{INVITATION_SK_PREFIX}{id}")
+}
+pub const INVITATION_SK_PREFIX: &str = "INVITATION#";
+/// GSI1 partition finding an invitation by id alone.
+pub fn invitation_lookup_pk(id: &str) -> String {
+    format!("INVITATION#{id}")
+}
+/// Finds an invitation by the digest of its token (the token itself is never stored).
+pub fn invitation_token_pk(digest: &str) -> String {
+    format!("INVITATION_TOKEN#{digest}")
+}
+pub const INVITATION_TOKEN_SK: &str = "TOKEN";
+
 /// A tenant's custom role.
 pub fn role_sk(name: &str) -> String {
     format!("ROLE#{name}")
@@ -119,6 +134,15 @@ impl ItemKey {
     /// A user in the partition `home_pk` (`UserHome::pk`, or as an e-mail claim records it).
     pub(crate) fn user(home_pk: impl Into<String>, id: &str) -> Self {
         Self::new(home_pk, user_sk(id))
+    }
+
+    /// An invitation in the partition `home_pk` (`UserHome::pk`, or as its token records it).
+    pub(crate) fn invitation(home_pk: impl Into<String>, id: &str) -> Self {
+        Self::new(home_pk, invitation_sk(id))
+    }
+
+    pub(crate) fn invitation_token(digest: &str) -> Self {
+        Self::new(invitation_token_pk(digest), INVITATION_TOKEN_SK)
     }
 
     pub(crate) fn email(email: &str) -> Self {

@@ -1,9 +1,9 @@
 //! DynamoDB persistence for the platform's single table.
 //!
-//! Every tenant-owned item's key (its profile, users, roles, health) leads with `TENANT#<id>`,
-//! and handlers reach them through `Store::fenced`, which refuses keys outside the caller's
-//! tenant. Platform-level items (plans, slug claims, platform staff, idempotency records)
-//! have their own prefixes.
+//! Every tenant-owned item's key (its profile, users, invitations, roles, health) leads with
+//! `TENANT#<id>`, and handlers reach them through `Store::fenced`, which refuses keys outside
+//! the caller's tenant. Platform-level items (plans, slug claims, e-mail claims, invitation
+//! tokens, platform staff, idempotency records) have their own prefixes.
 
 pub mod admission;
 mod dynamo;
@@ -11,6 +11,7 @@ mod error;
 pub mod fence;
 pub mod heartbeats;
 pub mod idempotency;
+pub mod invitations;
 pub mod keys;
 pub mod plans;
 pub mod roles;
@@ -26,6 +27,7 @@ pub use error::StoreError;
 pub use fence::Fenced;
 pub use heartbeats::{HealthStatus, Heartbeat};
 pub use idempotency::{Begin, IdempotencyKey, SavedResponse};
+pub use invitations::{Acceptance, Delivery, InvitationRecord};
 pub use roles::{RoleRecord, RoleWrite};
 pub use sessions::{NewSession, Rotation, Session, SessionRefusal, unix_ms};
 pub use tenants::{Lease, Page, TenantRecord};

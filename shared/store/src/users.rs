@@ -1,8 +1,9 @@
 //! Users live in their home partition (their tenant's, their partner's, or the platform's),
 //! so a tenant's users sit under keys that lead with `TENANT#<id>` like the rest of its data.
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem};
 use dotmac_domain::{Caller, Email, PartnerId, RoleName, TenantId};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -115,13 +116,23 @@ impl Store {
     /// Creates a user and claims its e-mail in one transaction (`AlreadyExists` when the
     /// e-mail or the id is taken).
     pub async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let steps = self.user_creation_steps(user)?;
+        self.transact(steps).await?.map_err(|_| StoreError::AlreadyExists)
+    }
+
+    /// The transaction steps creating `user` and claiming its e-mail, in that order (each
+    /// refused if taken), for `create_user` and for writes that create a user along with
+    /// something else (accepting an invitation).
+    pub(crate) fn user_creation_steps(
+        &self,
+        user: &UserRecord,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let item = user_item(user)?;
         let mut claim = email_claim_key(&user.email).into_item();
         claim.insert("entity".to_owned(), s("email_claim"));
         claim.insert(CLAIM_USER_ID.to_owned(), s(&user.id));
         claim.insert(CLAIM_HOME.to_owned(), s(user.home().pk()));
-        let steps = vec![self.put_new(item)?, self.put_new(claim)?];
-        self.transact(steps).await?.map_err(|_| StoreError::AlreadyExists)
+        Ok(vec![self.put_new(item)?, self.put_new(claim)?])
     }
 
     pub async fn get_user(&self, home: &UserHome, id: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -132,10 +143,19 @@ impl Store {
     /// Only the home is taken from the index: its copy of the user may lag, so callers read
     /// the user itself from its home, strongly consistent.
     pub async fn find_user_home(&self, id: &str) -> Result<Option<UserHome>, StoreError> {
-        let by_id =
-            Query::index(GSI1, Expr::new("GSI1PK = :pk").value(":pk", s(user_lookup_pk(id)))).limit(1);
-        let (users, _) = self.query_page::<UserItem>(by_id).await?;
-        Ok(users.into_iter().next().map(|item| item.record.home()))
+        self.home_by_lookup(user_lookup_pk(id), UserRecord::home).await
+    }
+
+    /// The home of the record GSI1 finds under `lookup_pk` (a user's or an invitation's id),
+    /// as `home` reads it from the record.
+    pub(crate) async fn home_by_lookup<T: DeserializeOwned>(
+        &self,
+        lookup_pk: String,
+        home: fn(&T) -> UserHome,
+    ) -> Result<Option<UserHome>, StoreError> {
+        let by_id = Query::index(GSI1, Expr::new("GSI1PK = :pk").value(":pk", s(lookup_pk))).limit(1);
+        let (found, _) = self.query_page::<Stored<T>>(by_id).await?;
+        Ok(found.first().map(|item| home(&item.record)))
     }
 
     pub async fn get_user_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError> {

@@ -1,5 +1,5 @@
 """Starts moto's server exactly as `moto_server` does (same options: -H HOST -p PORT …), with
-the requests of DynamoDB, and of Secrets Manager, each dispatched one at a time, and one read
+the requests of DynamoDB, of Secrets Manager and of ECS, each dispatched one at a time, and one read
 of moto's own state added: the e-mails SES has sent.
 
 Why: moto's backends are not thread-safe, and its server answers each request on its own thread.
@@ -7,7 +7,9 @@ TransactWriteItems deep-copies every table it touches (its rollback copy) while 
 may be adding an item to that table, which fails with "dictionary changed size during iteration"
 (HTTP 500); the rollback would also put back the copy over a write made meanwhile. Secrets
 Manager's GetSecretValue walks the secrets while a CreateSecret adds one, with the same 500 (seen
-in `make test`). AWS has neither problem, so the fix belongs to the emulator, not the platform.
+in `make test`), and ECS's DescribeTasks walks the tasks while a RunTask adds one (seen in
+`make bench`'s 200 concurrent onboardings). AWS has none of these problems, so the fix belongs to
+the emulator, not the platform.
 
 Each service has a lock of its own, so one never waits for another; SQS has none, since a long
 poll holds its request for up to 20 s and a SendMessage must not wait behind it.
@@ -40,6 +42,9 @@ LOCKS: dict[str, threading.Lock] = {
     "dynamodb_v20111205": _dynamodb_lock,
     "dynamodbstreams": _dynamodb_lock,
     "secretsmanager": threading.Lock(),
+    # moto's ECS iterates its task maps while RunTask adds to them ("dictionary changed size
+    # during iteration" in DescribeTasks, seen under 200 concurrent onboardings).
+    "ecs": threading.Lock(),
 }
 
 

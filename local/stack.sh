@@ -52,7 +52,7 @@ stop_emulator() {
 }
 
 # Starts moto on $1 and exports the variables that point the SDK at it. local/moto_server.py is
-# moto_server with DynamoDB's and Secrets Manager's requests serialised (moto's backends race).
+# moto_server with DynamoDB's, Secrets Manager's and ECS's requests serialised (moto's backends race).
 start_emulator() {
   local port=$1 log="$STATE/emulator-$1.log"
   ensure_venv "$VENV" local/requirements.txt

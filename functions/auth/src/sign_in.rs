@@ -13,7 +13,7 @@
 //! logged as the `identity.staff_account_locked` event, which the template alarms on.
 
 use dotmac_domain::{Email, InvalidValue};
-use dotmac_store::{NewSession, Rotation, Store, StoreError, UserHome, UserRecord, WindowCount, unix_ms};
+use dotmac_store::{NewSession, Rotation, Store, StoreError, UserHome, WindowCount, unix_ms};
 use dotmac_tokens::{Issued, JwtKeys, SessionTerm, TokenKind, verify_password};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -131,10 +131,6 @@ impl Counters {
     }
 }
 
-fn is_platform_staff(user: &UserRecord) -> bool {
-    user.tenant_id.is_none() && user.partner_id.is_none()
-}
-
 /// Signs in with an e-mail and password from `source`: a token pair and a new session, or a
 /// refusal that says nothing of whether the account exists.
 pub async fn sign_in(
@@ -169,7 +165,7 @@ pub async fn sign_in(
         Some(user) if password_ok && user.active => user,
         user => {
             if pair.count == MAX_FAILURES_PER_PAIR
-                && let Some(staff) = user.as_ref().filter(|u| is_platform_staff(u))
+                && let Some(staff) = user.as_ref().filter(|u| u.home() == UserHome::Platform)
             {
                 tracing::warn!(
                     event = "identity.staff_account_locked",

@@ -7,15 +7,15 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use dotmac_domain::{
-    Action, Caller, Denied, Email, NewTenant, PartnerId, PlanId, Resource, Target, Tenant, TenantId,
-    TenantName, TenantSlug, authorize,
+    Action, Caller, Denied, Email, NewTenant, PartnerId, PlanId, Resource, Target, TenantId, TenantName,
+    TenantSlug, authorize,
 };
 use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::idempotency::IdempotencyKeyHeader;
 use dotmac_http::schema;
 use dotmac_http::{
     Access, ApiError, ApiRoutes, Authenticated, Bearer, ErrorCode, Idempotent, Json, Page, PageQuery, Path,
-    Routes, idempotency_key, idempotent, request_fingerprint, routes,
+    Routes, idempotency_key, idempotent, request_fingerprint, routes, tenant_in_reach,
 };
 use dotmac_queue::SqsQueue;
 use dotmac_store::{Also, HealthStatus, Heartbeat, Store};
@@ -212,28 +212,8 @@ async fn get_tenant(
     let id = parse_tenant_id(&id)?;
     // The tenant is read in the same round trip as the token's checks.
     let admitted = bearer.admit(&state.store, Some(Also::Tenant(id))).await?;
-    let tenant = readable_tenant(&admitted.caller, id, admitted.tenant)?;
+    let tenant = tenant_in_reach(&admitted.caller, Resource::Tenant, id, admitted.tenant)?;
     Ok(axum::Json(TenantAnswer::for_caller(&admitted.caller, &tenant)))
-}
-
-/// The tenant `found` (read through the caller's fence), if the caller may read it: its own,
-/// one its partner brought, or any for the platform's staff.
-fn readable_tenant(caller: &Caller, id: TenantId, found: Option<Tenant>) -> Result<Tenant, ApiError> {
-    let direct = authorize(caller, Resource::Tenant, Action::Read, Target::tenant(id));
-    // A partner's reach depends on what the tenant records; anyone else is refused without
-    // learning whether it exists.
-    if let (Err(denied), None) = (&direct, &caller.partner_id) {
-        return Err(denied.clone().into());
-    }
-    let tenant =
-        found.ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, "no such tenant where you can see"))?;
-    authorize(
-        caller,
-        Resource::Tenant,
-        Action::Read,
-        Target::tenant(id).partner(tenant.partner_id.as_ref()),
-    )?;
-    Ok(tenant)
 }
 
 #[derive(Deserialize, ToSchema)]

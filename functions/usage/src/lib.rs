@@ -8,10 +8,11 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dotmac_billing::{Aggregation, Period, Reading, billable_count};
-use dotmac_domain::{Action, Caller, Resource, Target, Tenant, TenantId, authorize};
+use dotmac_domain::{Resource, Tenant, TenantId};
 use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::{
     Access, ApiError, ApiRoutes, Authenticated, Bearer, ErrorCode, Json, Path, Routes, routes,
+    tenant_in_reach,
 };
 use dotmac_store::{Also, Store, UsageReport};
 use dotmac_tokens::JwtKeys;
@@ -360,17 +361,6 @@ fn aggregation_of(tenant: &Tenant) -> Aggregation {
         .map_or(Aggregation::Max, |(_, price)| price.aggregation)
 }
 
-fn readable(caller: &Caller, id: TenantId, found: Option<Tenant>) -> Result<Tenant, ApiError> {
-    let direct = authorize(caller, Resource::Usage, Action::Read, Target::tenant(id));
-    if let (Err(denied), None) = (&direct, &caller.partner_id) {
-        return Err(denied.clone().into());
-    }
-    let tenant =
-        found.ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, "no such tenant where you can see"))?;
-    authorize(caller, Resource::Usage, Action::Read, Target::tenant(id).partner(tenant.partner_id.as_ref()))?;
-    Ok(tenant)
-}
-
 /// A period's reports and its billable customer count so far.
 #[utoipa::path(
     get,
@@ -404,9 +394,12 @@ async fn period_usage(
             .ok_or_else(|| ApiError::invalid_field("limit", "must be a whole number from 1 to 1000"))?,
     };
     let admitted = bearer.admit(&state.store, Some(Also::Tenant(id))).await?;
-    let tenant = readable(&admitted.caller, id, admitted.tenant)?;
-    let window =
-        state.store.fenced(admitted.caller.fence()).usage_between(id, period.start(), period.end()).await?;
+    let tenant = tenant_in_reach(&admitted.caller, Resource::Usage, id, admitted.tenant)?;
+    let window = state
+        .store
+        .fenced(admitted.caller.fence())
+        .usage_between(&tenant, period.start(), period.end())
+        .await?;
     let readings: Vec<Reading> = window
         .carried_in
         .iter()

@@ -8,7 +8,7 @@
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use dotmac_domain::{Caller, Role, Tenant};
+use dotmac_domain::{Action, Caller, Resource, Role, Target, Tenant, TenantId, authorize};
 use dotmac_store::{Admission, Also, Presented, SessionOf, SessionRefusal, Store, UserHome};
 use dotmac_tokens::{Claims, JwtKeys, TokenKind};
 use std::sync::Arc;
@@ -57,6 +57,25 @@ pub struct Admitted {
     pub caller: Caller,
     pub claims: Claims,
     pub tenant: Option<Tenant>,
+}
+
+/// The tenant `found` (read through the caller's fence, e.g. by `Bearer::admit`), if the
+/// caller may `Read` it as `resource`: its own, one its partner brought, or any for platform
+/// staff. Anyone but a partner is refused before learning whether it exists.
+pub fn tenant_in_reach(
+    caller: &Caller,
+    resource: Resource,
+    id: TenantId,
+    found: Option<Tenant>,
+) -> Result<Tenant, ApiError> {
+    let direct = authorize(caller, resource, Action::Read, Target::tenant(id));
+    if let (Err(denied), None) = (&direct, &caller.partner_id) {
+        return Err(denied.clone().into());
+    }
+    let tenant =
+        found.ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, "no such tenant where you can see"))?;
+    authorize(caller, resource, Action::Read, Target::tenant(id).partner(tenant.partner_id.as_ref()))?;
+    Ok(tenant)
 }
 
 impl Bearer {

@@ -13,7 +13,7 @@ pub mod router;
 pub mod schema;
 pub mod source;
 
-pub use auth::{Admitted, Authenticated, Bearer, SignedIn, check_bearer, verify_bearer};
+pub use auth::{Admitted, Authenticated, Bearer, SignedIn, check_bearer, tenant_in_reach, verify_bearer};
 pub use error::{ApiError, ErrorCode};
 pub use idempotency::{Idempotent, idempotency_key, idempotent, request_fingerprint};
 pub use json::Json;

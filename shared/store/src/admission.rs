@@ -11,7 +11,7 @@ use crate::dynamo::{Item, decode};
 use crate::fence::{Fenced, admits};
 use crate::keys::{ItemKey, Stored, tenant_pk};
 use crate::roles::RoleRecord;
-use crate::sessions::{Session, SessionRefusal, denied_until, session_of};
+use crate::sessions::{SessionRefusal, denied_until, session_of};
 use crate::tenants::TenantItem;
 use crate::users::{UserHome, UserRecord};
 
@@ -112,7 +112,7 @@ impl Fenced<'_> {
             match (&presented.session, &session) {
                 (None, _) => None,
                 (Some(_), None) => Some(SessionRefusal::Unknown),
-                (Some(_), Some(session)) => refusal_of(session, user.as_ref(), now),
+                (Some(_), Some(session)) => session.refusal(user.as_ref(), now),
             }
         };
         Ok(Admission { refusal, user, roles, tenant })
@@ -125,8 +125,4 @@ fn item(items: &[Option<Item>], at: usize) -> Option<&Item> {
 
 fn user_of(item: Item) -> Result<UserRecord, StoreError> {
     decode::<Stored<UserRecord>>(item).map(|stored| stored.record)
-}
-
-fn refusal_of(session: &Session, user: Option<&UserRecord>, now: i64) -> Option<SessionRefusal> {
-    session.refusal(user, now)
 }

@@ -212,21 +212,22 @@ impl Fenced<'_> {
         self.store.record_usage(report).await
     }
 
+    /// `tenant` as the caller read it (through this fence): a partner's reach is decided by
+    /// what the tenant records, so no second read is needed to check it.
     pub async fn usage_between(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         from: time::OffsetDateTime,
         to: time::OffsetDateTime,
     ) -> Result<crate::usage::UsageWindow, StoreError> {
         if matches!(self.fence, Fence::Partner(_)) {
-            // A partner reaches the usage of the tenants it brought, by what they record.
-            if self.get_tenant(tenant).await?.is_none() {
-                return Err(StoreError::OutOfFence { key: tenant_pk(tenant) });
+            if !self.partner_brought(tenant) {
+                return Err(StoreError::OutOfFence { key: tenant_pk(tenant.id) });
             }
         } else {
-            self.admit(&tenant_pk(tenant))?;
+            self.admit(&tenant_pk(tenant.id))?;
         }
-        self.store.usage_between(tenant, from, to).await
+        self.store.usage_between(tenant.id, from, to).await
     }
 
     pub async fn latest_heartbeat(

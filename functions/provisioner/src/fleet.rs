@@ -190,8 +190,29 @@ impl Fleet {
         tenant_id: TenantId,
         secret_arn: &str,
     ) -> Result<String, FleetError> {
+        self.ensure_sized_task_definition(tenant_id, secret_arn, None).await
+    }
+
+    /// `ensure_tenant_task_definition` with the task's CPU and memory set to `size` in the
+    /// definition itself (the container's memory with it), so a revision records the size its
+    /// tasks run at: the scale job registers a new revision for a new size, and launching at
+    /// the size the tenant already has reuses its revision.
+    pub async fn ensure_sized_task_definition(
+        &self,
+        tenant_id: TenantId,
+        secret_arn: &str,
+        size: Option<TaskSize>,
+    ) -> Result<String, FleetError> {
         let family = format!("{}-{tenant_id}", self.settings.task_family);
-        let desired = self.desired_definition(secret_arn).await?;
+        let mut desired = self.desired_definition(secret_arn).await?;
+        if let Some(size) = size {
+            desired.cpu = Some(size.cpu.to_string());
+            desired.memory = Some(size.memory_mib.to_string());
+            for container in desired.containers.iter_mut().filter(|c| c.name() == Some(CONTAINER_NAME)) {
+                container.memory = Some(i32::try_from(size.memory_mib).unwrap_or(512));
+                container.memory_reservation = None;
+            }
+        }
         match self.ecs.describe_task_definition().task_definition(&family).send().await {
             Ok(output) => {
                 if let Some(existing) = output.task_definition()
@@ -357,7 +378,7 @@ impl Fleet {
         if self.settings.subnets.is_empty() {
             return Err(FleetError::Invalid("no subnets configured (DOTMAC_ECS_SUBNETS)".into()));
         }
-        let task_definition = self.ensure_tenant_task_definition(tenant.id, secret_arn).await?;
+        let task_definition = self.ensure_sized_task_definition(tenant.id, secret_arn, Some(size)).await?;
         let tenant_id = tenant.id.to_string();
         let env = |name: &str, value: &str| KeyValuePair::builder().name(name).value(value).build();
         let tag = |key: &str, value: &str| Tag::builder().key(key).value(value).build();
@@ -450,5 +471,155 @@ impl Fleet {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// A one-off task of a tenant's image (its own data backup), recognised by `marker`.
+pub struct OneOffTask<'a> {
+    pub tenant: &'a Tenant,
+    pub secret_arn: &'a str,
+    pub size: TaskSize,
+    /// `startedBy` (at most 36 of `A-Za-z0-9-_/`): how a retry finds the task an earlier
+    /// attempt started, running or already done.
+    pub marker: &'a str,
+    /// RunTask's client token (at most 64 characters).
+    pub client_token: &'a str,
+    /// The container's command instead of the image's default.
+    pub command: Vec<String>,
+    pub environment: Vec<(&'a str, String)>,
+}
+
+impl Fleet {
+    /// Every task (running, or stopped and still known to ECS) started with `started_by`.
+    pub async fn tasks_started_by(&self, started_by: &str) -> Result<Vec<String>, FleetError> {
+        let mut arns = Vec::new();
+        for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            let output = self
+                .ecs
+                .list_tasks()
+                .cluster(&self.settings.cluster)
+                .started_by(started_by)
+                .desired_status(status)
+                .send()
+                .await
+                .map_err(|e| FleetError::ecs("ListTasks", e))?;
+            arns.extend(output.task_arns.unwrap_or_default());
+        }
+        Ok(arns)
+    }
+
+    /// The tenant's running tasks (its container, and during a resize its replacement too).
+    pub async fn running_tenant_tasks(&self, tenant_id: TenantId) -> Result<Vec<LaunchedTask>, FleetError> {
+        let output = self
+            .ecs
+            .list_tasks()
+            .cluster(&self.settings.cluster)
+            .started_by(tenant_id.to_string())
+            .desired_status(DesiredStatus::Running)
+            .send()
+            .await
+            .map_err(|e| FleetError::ecs("ListTasks", e))?;
+        let arns = output.task_arns.unwrap_or_default();
+        if arns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let described = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.settings.cluster)
+            .set_tasks(Some(arns))
+            .send()
+            .await
+            .map_err(|e| FleetError::ecs("DescribeTasks", e))?;
+        Ok(described.tasks().iter().map(LaunchedTask::from_task).collect())
+    }
+
+    /// Stops one task; a task ECS no longer runs is stopped already.
+    pub async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<(), FleetError> {
+        match self
+            .ecs
+            .stop_task()
+            .cluster(&self.settings.cluster)
+            .task(task_arn)
+            .reason(reason.chars().take(255).collect::<String>())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_invalid_parameter_exception()) => {
+                tracing::info!(task_arn, "task already gone");
+                Ok(())
+            }
+            Err(error) => Err(FleetError::ecs("StopTask", error)),
+        }
+    }
+
+    /// Starts a one-off task of the tenant's image with its own command, unless one with
+    /// `marker` exists already (an earlier attempt's); either way answers its ARN.
+    pub async fn run_one_off(&self, task: OneOffTask<'_>) -> Result<String, FleetError> {
+        if let Some(existing) = self.tasks_started_by(task.marker).await?.into_iter().next() {
+            return Ok(existing);
+        }
+        if self.settings.subnets.is_empty() {
+            return Err(FleetError::Invalid("no subnets configured (DOTMAC_ECS_SUBNETS)".into()));
+        }
+        let definition =
+            self.ensure_sized_task_definition(task.tenant.id, task.secret_arn, Some(task.size)).await?;
+        let tenant_id = task.tenant.id.to_string();
+        let env = |name: &str, value: &str| KeyValuePair::builder().name(name).value(value).build();
+        let mut container = ContainerOverride::builder()
+            .name(CONTAINER_NAME)
+            .set_command(Some(task.command.clone()))
+            .environment(env("TENANT_ID", &tenant_id))
+            .environment(env("TENANT_SLUG", task.tenant.slug.as_str()));
+        for (name, value) in &task.environment {
+            container = container.environment(env(name, value));
+        }
+        let network = NetworkConfiguration::builder()
+            .awsvpc_configuration(
+                AwsVpcConfiguration::builder()
+                    .set_subnets(Some(self.settings.subnets.clone()))
+                    .set_security_groups(Some(self.settings.security_groups.clone()))
+                    .assign_public_ip(if self.settings.assign_public_ip {
+                        AssignPublicIp::Enabled
+                    } else {
+                        AssignPublicIp::Disabled
+                    })
+                    .build()
+                    .map_err(|e| FleetError::Invalid(e.to_string()))?,
+            )
+            .build();
+        let tag = |key: &str, value: &str| Tag::builder().key(key).value(value).build();
+        let output = self
+            .ecs
+            .run_task()
+            .cluster(&self.settings.cluster)
+            .task_definition(definition)
+            .launch_type(LaunchType::from(self.settings.launch_type.as_str()))
+            .count(1)
+            .started_by(task.marker)
+            .client_token(task.client_token)
+            .network_configuration(network)
+            .overrides(TaskOverride::builder().container_overrides(container.build()).build())
+            .tags(tag("tenant_id", &tenant_id))
+            .tags(tag("managed-by", "dotmac-platform"))
+            .tags(tag("purpose", "backup"))
+            .send()
+            .await
+            .map_err(|e| FleetError::ecs("RunTask", e))?;
+        if let Some(failure) = output.failures().first() {
+            let reason = failure.reason().unwrap_or("failure");
+            let message = format!("{reason}: {}", failure.detail().unwrap_or_default());
+            if is_throttling(reason) || reason.contains("Capacity is unavailable") {
+                return Err(FleetError::Throttled { operation: "RunTask", message });
+            }
+            return Err(FleetError::Ecs { operation: "RunTask", message });
+        }
+        output
+            .tasks()
+            .first()
+            .and_then(|t| t.task_arn())
+            .map(str::to_owned)
+            .ok_or_else(|| FleetError::Invalid("RunTask started no task".into()))
     }
 }

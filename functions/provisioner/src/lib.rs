@@ -1,9 +1,14 @@
 //! The provisioner: consumes provisioning jobs and runs each tenant's dedicated container on
 //! ECS (one long-running task per tenant, launched with RunTask).
 
+pub mod backups;
+pub mod events;
 mod fleet;
+mod operations;
 
-pub use fleet::{Fleet, FleetError, LaunchedTask, is_throttling};
+pub use backups::{BackupStorage, Manifest, Retention};
+pub use fleet::{Fleet, FleetError, LaunchedTask, OneOffTask, is_throttling};
+pub use operations::FaultHook;
 
 use dotmac_config::EcsSettings;
 use dotmac_domain::{Container, TenantId, TenantStatus};
@@ -33,6 +38,12 @@ pub struct Provisioner {
     store: Store,
     fleet: Fleet,
     credentials: ContainerCredentials,
+    /// The backup bucket; without one, backup and restore jobs fail saying so.
+    backups: Option<BackupStorage>,
+    /// Where the scheduled jobs queue their per-tenant jobs (this same queue).
+    jobs: Option<dotmac_queue::SqsQueue>,
+    /// Tests only (see `FaultHook`); `None`, and so inert, everywhere else.
+    faults: Option<FaultHook>,
 }
 
 impl Provisioner {
@@ -42,7 +53,29 @@ impl Provisioner {
         settings: EcsSettings,
         credentials: ContainerCredentials,
     ) -> Self {
-        Self { store, fleet: Fleet::new(ecs, settings), credentials }
+        Self { store, fleet: Fleet::new(ecs, settings), credentials, backups: None, jobs: None, faults: None }
+    }
+
+    /// Backups go to this bucket.
+    pub fn with_backups(mut self, storage: BackupStorage) -> Self {
+        self.backups = Some(storage);
+        self
+    }
+
+    /// The scheduled jobs fan out onto this queue.
+    pub fn with_job_queue(mut self, queue: dotmac_queue::SqsQueue) -> Self {
+        self.jobs = Some(queue);
+        self
+    }
+
+    /// A test's crash points (see `FaultHook`). Nothing but tests calls it.
+    pub fn with_fault_hook(mut self, hook: FaultHook) -> Self {
+        self.faults = Some(hook);
+        self
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -238,6 +271,28 @@ impl JobHandler<ProvisioningJob> for Provisioner {
                 }
                 outcome
             }
+            ProvisioningJob::BackupTenant { tenant_id, backup_id } => {
+                let outcome = self.backup(tenant_id, &backup_id).await;
+                if let Err(error @ (JobError::Retry(reason) | JobError::Discard(reason) | JobError::Throttled(reason))) = &outcome
+                    && delivery.ends_the_job(error)
+                {
+                    self.backup_failed(tenant_id, &backup_id, reason).await;
+                }
+                outcome
+            }
+            ProvisioningJob::RestoreTenant { tenant_id, backup_id, restore_id } => {
+                let outcome = self.restore(tenant_id, &backup_id, &restore_id).await;
+                if let Err(error @ (JobError::Retry(reason) | JobError::Discard(reason) | JobError::Throttled(reason))) = &outcome
+                    && delivery.ends_the_job(error)
+                {
+                    self.restore_failed(tenant_id, &restore_id, reason).await;
+                }
+                outcome
+            }
+            ProvisioningJob::ScaleTenant { tenant_id } => self.scale(tenant_id).await,
+            ProvisioningJob::ScheduledBackups { scheduled_at } => self.scheduled_backups(&scheduled_at).await,
+            ProvisioningJob::ScheduledScaling {} => self.scheduled_scaling().await,
+            ProvisioningJob::PruneBackups { tenant_id } => self.prune_backups(tenant_id).await,
         }
     }
 }

@@ -110,6 +110,20 @@ impl InvitationSettings {
     }
 }
 
+/// Where tenant backups go and how long they stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// The S3 bucket (`DOTMAC_BACKUP_BUCKET`); without one, backup and restore jobs fail
+    /// (and say why) rather than pretend.
+    pub bucket: Option<String>,
+    /// Backups older than this many days are deleted by the daily run...
+    pub retention_days: u32,
+    /// ...except the newest this many completed ones of each tenant, whatever their age.
+    pub keep_at_least: u32,
+    /// Path-style S3 addresses (`endpoint/bucket/key`): for emulators without virtual hosts.
+    pub force_path_style: bool,
+}
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     pub table_name: String,
@@ -134,6 +148,7 @@ pub struct Config {
     /// How old a usage report's `observed_at` may be (covers last month's late reports).
     pub usage_max_age_seconds: u64,
     pub invitations: InvitationSettings,
+    pub backups: BackupSettings,
 }
 
 /// Reads variables from any source (the process environment, or a map in tests).
@@ -253,6 +268,12 @@ impl Config {
             usage_max_future_seconds: env.number("DOTMAC_USAGE_MAX_FUTURE_SECONDS", 300u64)?,
             usage_max_age_seconds: env.number("DOTMAC_USAGE_MAX_AGE_SECONDS", 35 * 24 * 3600u64)?,
             invitations: InvitationSettings::from_reader(&env)?,
+            backups: BackupSettings {
+                bucket: source.get("DOTMAC_BACKUP_BUCKET"),
+                retention_days: env.number("DOTMAC_BACKUP_RETENTION_DAYS", 30u32)?,
+                keep_at_least: env.number("DOTMAC_BACKUP_KEEP_AT_LEAST", 3u32)?,
+                force_path_style: env.flag("DOTMAC_S3_FORCE_PATH_STYLE", false)?,
+            },
             jwt: JwtSettings {
                 signing_key: source.get("DOTMAC_JWT_SIGNING_KEY"),
                 key_set: source.get("DOTMAC_JWT_KEY_SET"),
@@ -286,6 +307,7 @@ impl fmt::Debug for Config {
             .field("usage_max_future_seconds", &self.usage_max_future_seconds)
             .field("usage_max_age_seconds", &self.usage_max_age_seconds)
             .field("invitations", &self.invitations)
+            .field("backups", &self.backups)
             .finish()
     }
 }

@@ -25,10 +25,12 @@ pub enum Resource {
     Usage,
     /// A tenant container's health reports.
     Health,
+    /// A tenant's backups: taking one (create), listing them (read), restoring one (update).
+    Backup,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 9] = [
+    pub const ALL: [Resource; 10] = [
         Resource::Tenant,
         Resource::User,
         Resource::Role,
@@ -38,6 +40,7 @@ impl Resource {
         Resource::Payment,
         Resource::Usage,
         Resource::Health,
+        Resource::Backup,
     ];
 }
 

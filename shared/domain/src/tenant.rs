@@ -139,6 +139,10 @@ pub struct Tenant {
     pub container: Option<Container>,
     #[serde(default)]
     pub customer_count: u64,
+    /// A platform admin's choice of container size, which the automatic sizing by customer
+    /// count respects (`None`: sized automatically).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_size_override: Option<TaskSize>,
     #[serde(default)]
     pub bundles: Vec<String>,
     /// Why the last provisioning attempt failed; kept after the tenant is marked `failed`.
@@ -177,6 +181,7 @@ impl Tenant {
             status: TenantStatus::Provisioning,
             container: None,
             customer_count: 0,
+            task_size_override: None,
             bundles: Vec::new(),
             failure_reason: None,
             created_at: now,

@@ -103,6 +103,14 @@ impl Expr {
         self
     }
 
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub(crate) fn values(&self) -> &Item {
+        &self.values
+    }
+
     /// `:placeholder` stands for `value`.
     pub(crate) fn value(mut self, placeholder: &str, value: AttributeValue) -> Self {
         self.values.insert(placeholder.to_owned(), value);

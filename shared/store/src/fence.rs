@@ -246,6 +246,41 @@ impl Fenced<'_> {
         self.admit(&tenant_pk(tenant))?;
         self.store.record_heartbeat(tenant, heartbeat).await
     }
+
+    pub async fn create_backup(
+        &self,
+        record: &crate::backups::BackupRecord,
+    ) -> Result<(crate::backups::BackupRecord, bool), StoreError> {
+        self.admit(&tenant_pk(record.tenant_id))?;
+        self.store.create_backup(record).await
+    }
+
+    pub async fn get_backup(
+        &self,
+        tenant: TenantId,
+        id: &dotmac_domain::BackupId,
+    ) -> Result<Option<crate::backups::BackupRecord>, StoreError> {
+        self.admit(&tenant_pk(tenant))?;
+        self.store.get_backup(tenant, id).await
+    }
+
+    pub async fn list_backups(
+        &self,
+        tenant: TenantId,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Page<crate::backups::BackupRecord>, StoreError> {
+        self.admit(&tenant_pk(tenant))?;
+        self.store.list_backups(tenant, limit, cursor).await
+    }
+
+    pub async fn create_restore(
+        &self,
+        record: &crate::backups::RestoreRecord,
+    ) -> Result<crate::backups::RestoreRecord, StoreError> {
+        self.admit(&tenant_pk(record.tenant_id))?;
+        self.store.create_restore(record).await
+    }
 }
 
 #[cfg(test)]

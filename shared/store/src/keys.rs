@@ -118,6 +118,11 @@ impl ItemKey {
         Self { pk: pk.into(), sk: sk.into() }
     }
 
+    /// An item of a tenant's partition, by its sort key.
+    pub(crate) fn in_tenant(tenant: TenantId, sk: impl Into<String>) -> Self {
+        Self::new(tenant_pk(tenant), sk)
+    }
+
     /// A tenant's profile.
     pub(crate) fn tenant(id: TenantId) -> Self {
         Self::new(tenant_pk(id), TENANT_PROFILE_SK)

@@ -6,12 +6,14 @@
 //! tokens, platform staff, idempotency records) have their own prefixes.
 
 pub mod admission;
+pub mod backups;
 mod dynamo;
 mod error;
 pub mod fence;
 pub mod heartbeats;
 pub mod idempotency;
 pub mod invitations;
+pub mod item_json;
 pub mod keys;
 pub mod plans;
 pub mod roles;
@@ -23,6 +25,9 @@ pub mod usage;
 pub mod users;
 
 pub use admission::{Admission, Also, Presented, SessionOf};
+pub use backups::{
+    BackupKeys, BackupRecord, BackupStatus, BackupTrigger, RestoreRecord, RestoreStatus, survives_restore,
+};
 pub use error::StoreError;
 pub use fence::Fenced;
 pub use heartbeats::{HealthStatus, Heartbeat};
@@ -30,7 +35,8 @@ pub use idempotency::{Begin, IdempotencyKey, SavedResponse};
 pub use invitations::{Acceptance, Delivery, InvitationRecord};
 pub use roles::{RoleRecord, RoleWrite};
 pub use sessions::{NewSession, Rotation, Session, SessionRefusal, unix_ms};
-pub use tenants::{Lease, Page, TenantRecord};
+pub use item_json::{ItemJsonError, RawItem, item_from_json, item_to_json};
+pub use tenants::{Lease, Page, ScaleOperation, TenantRecord};
 pub use throttle::WindowCount;
 pub use usage::{Recorded, UsageReport, UsageWindow};
 pub use users::{UserChanges, UserHome, UserRecord};

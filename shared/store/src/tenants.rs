@@ -30,11 +30,30 @@ impl Lease {
     }
 }
 
+/// A resize of the tenant's container in progress (the scale job's saga state): recorded
+/// before anything is started, so a retry after a crash at any step finds what the earlier
+/// attempt did and carries on from there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleOperation {
+    /// The RunTask client token of the replacement task.
+    pub token: String,
+    pub target: dotmac_domain::TaskSize,
+    /// The task the tenant ran when the resize began: stopped once the replacement runs and
+    /// the record points at it.
+    pub previous_task_arn: String,
+    /// The replacement, once started.
+    #[serde(default)]
+    pub replacement_task_arn: Option<String>,
+    #[serde(default)]
+    pub task_definition_arn: Option<String>,
+}
+
 /// A tenant as stored: the domain tenant plus the bookkeeping that is not part of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRecord {
     pub tenant: Tenant,
     pub lease: Option<Lease>,
+    pub scaling: Option<ScaleOperation>,
 }
 
 /// A tenant's own attributes: the domain tenant, its id again (as the slug claim records
@@ -46,6 +65,8 @@ pub(crate) struct TenantAttributes {
     pub(crate) tenant: Tenant,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) lease: Option<Lease>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) scaling: Option<ScaleOperation>,
 }
 
 pub(crate) type TenantItem = Stored<TenantAttributes>;
@@ -57,6 +78,7 @@ fn tenant_item(record: &TenantRecord) -> Result<Item, StoreError> {
         tenant_id: id.to_string(),
         tenant: record.tenant.clone(),
         lease: record.lease.clone(),
+        scaling: record.scaling.clone(),
     };
     Stored::new(ItemKey::tenant(id), "tenant", attributes).indexed(TENANTS_GSI1PK, id.to_string()).to_item()
 }
@@ -87,7 +109,7 @@ impl Store {
     /// `create_tenant`, remembering on the slug claim which request (caller and
     /// Idempotency-Key) made it, so that request's retry can recognise its own tenant.
     pub async fn create_tenant_for(&self, tenant: &Tenant, request: Option<&str>) -> Result<(), StoreError> {
-        let record = TenantRecord { tenant: tenant.clone(), lease: None };
+        let record = TenantRecord { tenant: tenant.clone(), lease: None, scaling: None };
         let item = tenant_item(&record)?;
         let slug = tenant.slug.as_str();
         let mut slug_claim = ItemKey::slug(slug).into_item();
@@ -106,7 +128,7 @@ impl Store {
 
     pub async fn get_tenant_record(&self, id: TenantId) -> Result<Option<TenantRecord>, StoreError> {
         let item = self.get_item::<TenantItem>(ItemKey::tenant(id)).await?;
-        Ok(item.map(|item| TenantRecord { tenant: item.record.tenant, lease: item.record.lease }))
+        Ok(item.map(|item| TenantRecord { tenant: item.record.tenant, lease: item.record.lease, scaling: item.record.scaling }))
     }
 
     pub async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>, StoreError> {

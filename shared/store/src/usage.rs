@@ -82,6 +82,14 @@ impl Store {
         })
     }
 
+    /// The tenant's newest report by observation time (what its container last said it
+    /// serves), if it ever reported.
+    pub async fn latest_usage(&self, tenant: TenantId) -> Result<Option<UsageReport>, StoreError> {
+        let all = Expr::new("GSI1PK = :pk").value(":pk", s(usage_index_pk(tenant)));
+        let (newest, _) = self.query_page::<UsageItem>(Query::index(GSI1, all).descending().limit(1)).await?;
+        Ok(newest.into_iter().next().map(|item| item.record))
+    }
+
     /// A tenant's reports observed in `[from, to)`, in observation order, and the one carried in.
     pub async fn usage_between(
         &self,

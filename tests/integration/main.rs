@@ -1,6 +1,7 @@
 //! One test binary (one link) for everything that talks to the emulator.
 
 mod authorizer;
+mod backups;
 mod first_deploy;
 mod iam;
 mod identity_attacks;
@@ -13,6 +14,7 @@ mod onboarding;
 mod partners;
 mod provisioner;
 mod readiness;
+mod scale;
 mod sessions;
 mod signing_keys;
 mod store;

@@ -7,7 +7,7 @@ use axum::Router;
 use dotmac_authorizer::Authorizer;
 use dotmac_config::Config;
 use dotmac_http::{ApiRoutes, Catalog, with_defaults};
-use dotmac_provisioner::{ContainerCredentials, Provisioner};
+use dotmac_provisioner::{BackupStorage, ContainerCredentials, Provisioner, Retention};
 use dotmac_queue::SqsQueue;
 use dotmac_secrets::{KeySetSecret, RotationOutcome, RotationPolicy, TenantSecrets};
 use dotmac_store::Store;
@@ -24,6 +24,27 @@ pub mod custom_resource;
 pub fn install_tls_provider() {
     // An `Err` only says a provider is installed already, which is all that is needed.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The S3 client; path-style addresses when the configuration asks for them (an emulator
+/// without virtual-hosted buckets).
+pub fn s3_client(sdk: &aws_config::SdkConfig, force_path_style: bool) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(force_path_style).build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// The jobs EventBridge Scheduler sends straight to the provisioning queue (no function in
+/// between): the template's `BackupSchedule` and `ScalingSchedule` entries, and the local
+/// server's stand-ins for them, at the same pace.
+pub fn queue_schedules() -> Vec<(&'static str, Duration, fn(time::OffsetDateTime) -> dotmac_queue::ProvisioningJob)> {
+    fn backups(now: time::OffsetDateTime) -> dotmac_queue::ProvisioningJob {
+        let scheduled_at = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        dotmac_queue::ProvisioningJob::ScheduledBackups { scheduled_at }
+    }
+    fn scaling(_: time::OffsetDateTime) -> dotmac_queue::ProvisioningJob {
+        dotmac_queue::ProvisioningJob::ScheduledScaling {}
+    }
+    vec![("daily-backups", Duration::from_secs(24 * 3600), backups), ("hourly-scaling", Duration::from_secs(3600), scaling)]
 }
 
 /// The Lambda handlers this binary can be (`_HANDLER`). This is the one table of functions:
@@ -171,6 +192,8 @@ pub struct Platform {
     pub secrets: aws_sdk_secretsmanager::Client,
     /// Invitation e-mails (the users function's).
     pub ses: aws_sdk_sesv2::Client,
+    /// Tenant backups (the provisioner's).
+    pub s3: aws_sdk_s3::Client,
     pub keys: Arc<JwtKeys>,
 }
 
@@ -250,6 +273,7 @@ impl Platform {
             ecs: aws_sdk_ecs::Client::new(sdk),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             ses: aws_sdk_sesv2::Client::new(sdk),
+            s3: s3_client(sdk, config.backups.force_path_style),
             keys: Arc::new(keys),
             config,
         }
@@ -374,7 +398,7 @@ impl Platform {
     }
 
     pub fn provisioner(&self) -> Provisioner {
-        Provisioner::new(
+        let provisioner = Provisioner::new(
             self.store.clone(),
             self.ecs.clone(),
             self.config.ecs.clone(),
@@ -384,6 +408,21 @@ impl Platform {
                 ttl_seconds: self.config.machine_token_ttl_seconds,
             },
         )
+        .with_job_queue(self.provisioning.clone());
+        match self.backup_storage() {
+            Some(storage) => provisioner.with_backups(storage),
+            None => provisioner,
+        }
+    }
+
+    /// The backup bucket, when one is configured.
+    pub fn backup_storage(&self) -> Option<BackupStorage> {
+        let settings = &self.config.backups;
+        settings.bucket.as_ref().map(|bucket| BackupStorage {
+            s3: self.s3.clone(),
+            bucket: bucket.clone(),
+            retention: Retention { days: settings.retention_days, keep_at_least: settings.keep_at_least },
+        })
     }
 
     pub fn tenant_secrets(&self) -> TenantSecrets {

@@ -243,8 +243,12 @@ impl Provisioner {
         let items = storage.verified_records(&manifest).await.map_err(storage_error)?;
         // 2. What differs from the partition now, written back; what the backup lacks, removed.
         let current = self.store.partition_items(tenant_id).await.map_err(retry)?;
+        let restorable_items = items.clone();
         let (writes, removals) = restore_plan(items, current);
         let (written, removed) = (writes.len() as u64, removals.len() as u64);
+        // The users' e-mail claims first, from the whole backup: a retry after the partition
+        // is written finds nothing left to write but still has every claim right.
+        self.store.settle_email_claims(tenant_id, &restorable_items, &removals).await.map_err(retry)?;
         self.store.write_partition(tenant_id, writes, removals).await.map_err(retry)?;
         self.crash_point("restore.after_write")?;
         restore.status = RestoreStatus::Completed;

@@ -1,5 +1,6 @@
 //! The tenants function: onboard an ISP (write it, queue its provisioning) and read tenants.
 
+pub mod fleet;
 pub mod onboarding;
 pub mod views;
 
@@ -70,6 +71,10 @@ pub fn routes() -> Routes<TenantsState> {
         .route(Access::Authenticated, routes!(get_tenant))
         .route(Access::Authenticated, routes!(report_health))
         .route(Access::Authenticated, routes!(latest_health))
+        .route(Access::Authenticated, routes!(fleet::create_backup))
+        .route(Access::Authenticated, routes!(fleet::get_backups))
+        .route(Access::Authenticated, routes!(fleet::restore_backup))
+        .route(Access::Authenticated, routes!(fleet::scale_tenant))
 }
 
 pub fn router(state: TenantsState) -> ApiRoutes {

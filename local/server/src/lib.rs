@@ -86,6 +86,9 @@ pub async fn prepare(
         .map_err(|e| anyhow::anyhow!(aws_sdk_ecs::error::DisplayErrorContext(e).to_string()))
         .context("creating the ECS cluster")?;
 
+    // The backups' bucket (the template's `BackupBucket`): the one named, else the stack's own.
+    let bucket = env.get("DOTMAC_BACKUP_BUCKET").filter(|b| !b.is_empty()).cloned().unwrap_or_else(|| format!("{prefix}-backups"));
+    env.insert("DOTMAC_BACKUP_BUCKET".into(), bucket.clone());
     env.insert("DOTMAC_TABLE_NAME".into(), table);
     env.insert("DOTMAC_PROVISIONING_QUEUE_URL".into(), queue.url().to_owned());
     env.insert("DOTMAC_ECS_CLUSTER".into(), cluster);
@@ -111,8 +114,27 @@ pub async fn prepare(
         env.insert("DOTMAC_JWT_PUBLIC_KEY_SET_SECRET".into(), public_id);
     }
     let config = Config::from_source(&env).context("configuration")?;
+    let s3 = dotmac_platform::s3_client(sdk, config.backups.force_path_style);
+    ensure_bucket(&s3, &bucket, sdk.region().map(|r| r.as_ref())).await?;
     ensure_sender_identity(&aws_sdk_sesv2::Client::new(sdk), &config.invitations.sender).await?;
     Ok(config)
+}
+
+/// Creates the bucket unless this account has it already. Safe to repeat.
+async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str, region: Option<&str>) -> anyhow::Result<()> {
+    let mut create = s3.create_bucket().bucket(bucket);
+    if let Some(region) = region.filter(|r| *r != "us-east-1") {
+        let location = aws_sdk_s3::types::CreateBucketConfiguration::builder()
+            .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
+            .build();
+        create = create.create_bucket_configuration(location);
+    }
+    match create.send().await {
+        Ok(_) => Ok(()),
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_bucket_already_owned_by_you()) => Ok(()),
+        Err(error) => Err(anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(error).to_string()))
+            .with_context(|| format!("creating the S3 bucket {bucket}")),
+    }
 }
 
 /// The invitations' sender as an SES identity. In AWS a deployer verifies it once (it is no
@@ -194,6 +216,27 @@ async fn run_on_schedule(
     }
 }
 
+/// The local stand-in for a schedule that sends a job to the queue (`queue_schedules`): the
+/// same job at the same pace, the first one pace after start (as a deployment's would).
+async fn send_on_schedule(
+    platform: Platform,
+    name: &'static str,
+    every: Duration,
+    job: fn(OffsetDateTime) -> ProvisioningJob,
+    stopped: impl Future<Output = ()>,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = ticks.tick() => if let Err(error) = platform.provisioning.enqueue(job(OffsetDateTime::now_utc())).await {
+                tracing::warn!(schedule = name, %error, "scheduled job not queued");
+            },
+        }
+    }
+}
+
 /// Serves the API on `listener` and runs the queue workers until `shutdown` resolves.
 pub async fn serve(
     platform: Platform,
@@ -235,11 +278,14 @@ pub async fn serve(
     .with_graceful_shutdown(stopped());
     let server = tokio::spawn(async move { server.await });
     let reload = platform.start_key_reload();
-    let schedules: Vec<_> = Handler::ALL
+    let mut schedules: Vec<_> = Handler::ALL
         .into_iter()
         .filter_map(|handler| Some((handler, handler.schedule_every()?)))
         .map(|(handler, every)| tokio::spawn(run_on_schedule(platform.clone(), handler, every, stopped())))
         .collect();
+    schedules.extend(dotmac_platform::queue_schedules().into_iter().map(|(name, every, job)| {
+        tokio::spawn(send_on_schedule(platform.clone(), name, every, job, stopped()))
+    }));
     shutdown.await;
     let _ = stop_tx.send(true);
     if let Some(reload) = reload {

@@ -355,6 +355,43 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Keeps the e-mail claims (outside the partition) in step with a restore's users, before
+    /// the partition is written: every user of the backup holds its address again (unless
+    /// someone else took it meanwhile: that user then cannot sign in until an admin sorts it
+    /// out, and a warning says so), and a user the restore removes frees its address. Both
+    /// are conditional writes, so repeating them changes nothing.
+    pub async fn settle_email_claims(
+        &self,
+        tenant: TenantId,
+        restored: &[RawItem],
+        removed: &[RawItem],
+    ) -> Result<(), StoreError> {
+        let user = |item: &RawItem| -> Option<(String, String)> {
+            let sk = item.get(SK)?.as_s().ok()?;
+            sk.starts_with("USER#").then_some(())?;
+            Some((item.get("id")?.as_s().ok()?.clone(), item.get("email")?.as_s().ok()?.clone()))
+        };
+        for (id, email) in restored.iter().filter_map(user) {
+            let mut claim = ItemKey::email(&email).into_item();
+            claim.insert("entity".to_owned(), s("email_claim"));
+            claim.insert("user_id".to_owned(), s(&id));
+            claim.insert("home".to_owned(), s(tenant_pk(tenant)));
+            if let Some(existing) = self.put_new_or_read(claim).await?
+                && existing.get("user_id").and_then(|v| v.as_s().ok()) != Some(&id)
+            {
+                tracing::warn!(%tenant, user_id = id, "a restored user's e-mail belongs to another account now");
+            }
+        }
+        for (id, email) in removed.iter().filter_map(user) {
+            let theirs = Expr::new("user_id = :id").value(":id", s(&id));
+            // Refused: the address is someone else's (or free) already.
+            let _ = self.delete(ItemKey::email(&email), Some(theirs)).await?;
+        }
+        Ok(())
+    }
+}
+
 fn backups_of(tenant: TenantId) -> Expr {
     Expr::new("PK = :pk AND begins_with(SK, :backups)")
         .value(":pk", s(tenant_pk(tenant)))

@@ -66,9 +66,6 @@ const ADMIN_PASSWORD: &str = "admin-password-for-the-iam-test";
 /// why it stays; `infra/README.md` lists the same. A new unused one, or one of these becoming
 /// used, fails the test, so the list cannot go stale.
 const EXPLAINED_UNUSED: &[&str] = &[
-    // Stopping a task a failed tenant already has: the last attempt after a launch that never
-    // reached RUNNING (tests/integration/task_lifecycle.rs drives it; here RunTask fails first).
-    "provisioner/ManageTenantTasks/ecs:StopTask",
     // Renewing a machine token with a quarter of its life left (a later delivery).
     "provisioner/TenantSecrets/secretsmanager:PutSecretValue",
     // Taking an onboarding back when the queue refuses its job, and abandoning an
@@ -234,6 +231,7 @@ struct StackNames {
     execution_role_arn: String,
     task_role_arn: String,
     invitation_sender: String,
+    bucket: String,
 }
 
 impl StackNames {
@@ -251,6 +249,7 @@ impl StackNames {
             "JwtKeySetSecret" => self.private_secret_arn.clone(),
             "JwtPublicKeySetSecret" => self.public_secret_arn.clone(),
             "InvitationSender" => self.invitation_sender.clone(),
+            "BackupBucket" => self.bucket.clone(),
             other => panic!("the IAM test cannot resolve !Ref {other}: add it to StackNames"),
         }
     }
@@ -263,6 +262,7 @@ impl StackNames {
             "TenantCluster.Arn" => cluster_arn(&self.cluster),
             "TaskExecutionRole.Arn" => self.execution_role_arn.clone(),
             "TaskRole.Arn" => self.task_role_arn.clone(),
+            "BackupBucket.Arn" => format!("arn:aws:s3:::{}", self.bucket),
             other => panic!("the IAM test cannot resolve !GetAtt {other}: add it to StackNames"),
         }
     }
@@ -504,6 +504,8 @@ struct Gate {
     /// Secret names to ARNs (AWS authorizes a secret by its ARN, however it is named).
     secret_arns: Mutex<HashMap<String, String>>,
     record: Mutex<Record>,
+    /// The backup bucket: S3 requests are recognised by its path (path-style addresses).
+    bucket: String,
 }
 
 impl Gate {
@@ -663,6 +665,19 @@ impl Gate {
                     _ => vec![check(&format!("ecs:{operation}"), "*".to_owned())],
                 }
             }
+            // S3 authorizes object operations on the object's ARN, and a listing on the bucket
+            // with the prefix asked for as `s3:prefix`.
+            "s3" => {
+                let bucket = text("Bucket");
+                match operation {
+                    "ListObjectsV2" => vec![Check {
+                        action: "s3:ListBucket".to_owned(),
+                        resource: format!("arn:aws:s3:::{bucket}"),
+                        context: vec![("s3:prefix", text("Prefix"))],
+                    }],
+                    _ => vec![check(&format!("s3:{operation}"), format!("arn:aws:s3:::{bucket}/{}", text("Key")))],
+                }
+            }
             // SES authorizes a send on the identity it sends as (the From address here; the
             // template grants exactly that one).
             "ses" => vec![check(
@@ -704,6 +719,7 @@ async fn gate_request(
         .iter()
         .find(|(verb, path, _, _)| target.is_empty() && method.as_str() == *verb && uri.path() == *path)
         .map(|(_, _, service, operation)| (*service, *operation));
+    let rest = rest.or_else(|| s3_operation(&gate.bucket, &method, &uri, target));
     let Some((service, operation)) = rest.or_else(|| {
         TARGETS.iter().find_map(|(prefix, service)| target.strip_prefix(prefix).map(|op| (*service, op)))
     }) else {
@@ -714,7 +730,11 @@ async fn gate_request(
         gate.record.lock().expect("lock").denied.push(denied.clone());
         return access_denied(&denied);
     };
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let request: Value = if service == "s3" {
+        s3_request(&gate.bucket, &uri)
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
     let mut refused = Vec::new();
     {
         let mut record = gate.record.lock().expect("lock");
@@ -763,6 +783,38 @@ async fn gate_request(
         }
     }
     (status, response_headers, bytes).into_response()
+}
+
+/// An S3 request on the backup bucket (path-style: `/<bucket>/<key>`), as the operation
+/// the SDK called.
+fn s3_operation(bucket: &str, method: &Method, uri: &Uri, target: &str) -> Option<(&'static str, &'static str)> {
+    let rest = uri.path().strip_prefix(&format!("/{bucket}"))?;
+    if !target.is_empty() || !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let key = rest.trim_start_matches('/');
+    let operation = match (method.as_str(), key.is_empty()) {
+        ("GET", true) if uri.query().is_some_and(|q| q.contains("list-type=2")) => "ListObjectsV2",
+        ("GET", false) => "GetObject",
+        ("PUT", false) => "PutObject",
+        ("DELETE", false) => "DeleteObject",
+        ("HEAD", false) => "HeadObject",
+        _ => return None,
+    };
+    Some(("s3", operation))
+}
+
+/// The parts of an S3 request its authorization reads.
+fn s3_request(bucket: &str, uri: &Uri) -> Value {
+    let key = uri.path().strip_prefix(&format!("/{bucket}")).unwrap_or_default().trim_start_matches('/');
+    let prefix = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("prefix="))
+        .map(|p| p.replace("%2F", "/"))
+        .unwrap_or_default();
+    json!({ "Bucket": bucket, "Key": key, "Prefix": prefix })
 }
 
 fn access_denied(message: &str) -> Response {
@@ -885,6 +937,11 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         ("DOTMAC_JWT_KEY_SET_SECRET", format!("{prefix}-jwt-key-set")),
         ("DOTMAC_JWT_PUBLIC_KEY_SET_SECRET", format!("{prefix}-jwt-public-key-set")),
         ("DOTMAC_INVITATION_SENDER", format!("invitations@{prefix}.example")),
+        // moto's S3 answers path-style addresses only; every backup expires at once, so the
+        // retention run has something to delete.
+        ("DOTMAC_S3_FORCE_PATH_STYLE", "true".to_owned()),
+        ("DOTMAC_BACKUP_RETENTION_DAYS", "0".to_owned()),
+        ("DOTMAC_BACKUP_KEEP_AT_LEAST", "0".to_owned()),
     ] {
         env.insert(name.to_owned(), value);
     }
@@ -903,6 +960,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         execution_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-execution"),
         task_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-task"),
         invitation_sender: config.invitations.sender.clone(),
+        bucket: config.backups.bucket.clone().expect("prepare names the backup bucket"),
     };
     let grants = template_grants(&names);
     for handler in Handler::ALL {
@@ -934,6 +992,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         principals,
         secret_arns: Mutex::new(secret_arns),
         record: Mutex::default(),
+        bucket: names.bucket.clone(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let gate_endpoint = format!("http://{}", listener.local_addr().expect("addr"));
@@ -1101,6 +1160,49 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         assert_eq!((received, failures.len()), (1, 1), "the last attempt, left for the dead-letter queue");
         let stored = admin_platform.store.get_tenant(dotmac_domain::TenantId::parse(&failing).expect("id")).await.expect("get").expect("exists");
         assert_eq!(stored.status, TenantStatus::Failed, "{stored:?}");
+
+        // backups: on demand through the tenants function, the job as the provisioner runs
+        // it (export, manifest, the container's data task), listed; then restored.
+        let (status, backup) = call(&tenants, Method::POST, &format!("/v1/tenants/{tenant_id}/backups"), Some(&admin), None).await;
+        assert_eq!(status, 202, "{backup}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "one backup job, done");
+        let (status, page) = call(&tenants, Method::GET, &format!("/v1/tenants/{tenant_id}/backups"), Some(&admin), None).await;
+        assert_eq!((status, page["items"][0]["status"].as_str()), (200, Some("completed")), "{page}");
+        let backup_id = backup["backup_id"].as_str().expect("id");
+        // A change since the backup, which the restore takes back (a batch write).
+        let (status, answer) = call(&tenants, Method::POST, &format!("/v1/tenants/{tenant_id}/health"), Some(&admin), Some(json!({"status": "degraded"}))).await;
+        assert_eq!(status, 204, "{answer}");
+        let (status, restore) = call(&tenants, Method::POST, &format!("/v1/tenants/{tenant_id}/backups/{backup_id}/restore"), Some(&admin), None).await;
+        assert_eq!(status, 202, "{restore}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "one restore job, done");
+        let restored = admin_platform.store.get_restore(dotmac_domain::TenantId::parse(&tenant_id).expect("id"), restore["restore_id"].as_str().expect("id")).await.expect("get").expect("kept");
+        assert_eq!(restored.status, dotmac_store::RestoreStatus::Completed, "{restored:?}");
+        // scale: the override (the tenants function), the resize (the provisioner): a new
+        // revision, the replacement task, the old one stopped.
+        let (status, sizing) = call(&tenants, Method::POST, &format!("/v1/tenants/{tenant_id}/scale"), Some(&admin), Some(json!({"task_size": {"cpu": 512, "memory_mib": 1024}}))).await;
+        assert_eq!((status, sizing["scale_queued"].as_bool()), (202, Some(true)), "{sizing}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "one scale job, done");
+        let (_, tenant) = call(&tenants, Method::GET, &format!("/v1/tenants/{tenant_id}"), Some(&admin), None).await;
+        assert_eq!(tenant["container"]["task_size"], json!({"cpu": 512, "memory_mib": 1024}), "{tenant}");
+        // The schedules' jobs as they arrive from EventBridge Scheduler (the admin sends them
+        // here), fanned out by the provisioner: daily backups and pruning (every backup has
+        // expired under this stack's retention), the hourly size check.
+        for sample in [include_str!("../../events/sqs-scheduled-backups.json"), include_str!("../../events/sqs-scheduled-scaling.json")] {
+            let event: Value = serde_json::from_str(sample).expect("sample");
+            let body: Value = serde_json::from_str(event["Records"][0]["body"].as_str().expect("body")).expect("job");
+            admin_queue.send(&body).await.expect("scheduled job");
+        }
+        let mut rounds = 0;
+        while rounds < 10 && admin_queue.approximate_depth().await.expect("depth") > 0 {
+            let (_, failures) = poll_once(&queue, &provisioner).await;
+            assert!(failures.is_empty(), "a fleet job failed");
+            rounds += 1;
+        }
+        let left = admin_platform.store.all_backups(dotmac_domain::TenantId::parse(&tenant_id).expect("id")).await.expect("backups");
+        assert!(!left.iter().any(|b| b.backup_id.as_str() == backup_id), "the expired on-demand backup was pruned: {left:?}");
 
         // users: every route of /v1/users and /v1/roles.
         let users = platform_of(Handler::Users).await.router(Handler::Users).expect("users router");

@@ -18,12 +18,19 @@ struct Objects {
     user: String,
     role: &'static str,
     invitation: String,
+    /// A completed backup of the tenant (so a restore aimed at it would be accepted if the
+    /// policy let the caller through).
+    backup: String,
 }
 
 impl Objects {
     /// The route's path and query aimed at these objects.
     fn path(&self, route: &RouteSpec) -> String {
-        let mut path = route.path.replace("{name}", self.role).replace("{invitation_id}", &self.invitation);
+        let mut path = route
+            .path
+            .replace("{name}", self.role)
+            .replace("{invitation_id}", &self.invitation)
+            .replace("{backup_id}", &self.backup);
         path = if route.path.starts_with("/v1/users/") {
             path.replace("{id}", &self.user)
         } else {
@@ -61,6 +68,7 @@ impl Objects {
             }
             ("PUT", "/v1/roles/{name}") => json!({ "permissions": permissions }),
             ("POST", "/v1/tenants/{id}/health") => json!({ "status": "unhealthy" }),
+            ("POST", "/v1/tenants/{id}/scale") => json!({ "task_size": { "cpu": 4096, "memory_mib": 8192 } }),
             ("POST", "/v1/usage") => json!({
                 "tenant_id": self.tenant,
                 "report_id": format!("intruder-{}", &slug[..8]),
@@ -114,7 +122,17 @@ async fn furnished(app: &TestApp, admin: &str, tenant: TenantId, label: &str) ->
     let invitation = invitation.json["id"].as_str().expect("id").to_owned();
     app.wait_for_tenant(admin, &tenant.to_string(), Duration::from_secs(60), |t| t["status"] == "active")
         .await;
-    Objects { tenant, user, role, invitation }
+    let backup = dotmac_store::BackupRecord::new(
+        tenant,
+        dotmac_domain::BackupId::generate(),
+        dotmac_store::BackupTrigger::OnDemand,
+        None,
+        time::OffsetDateTime::now_utc(),
+    );
+    let (mut backup, _) = app.stack.platform.store.create_backup(&backup).await.expect("backup");
+    backup.status = dotmac_store::BackupStatus::Completed;
+    app.stack.platform.store.save_backup(&mut backup).await.expect("completed");
+    Objects { tenant, user, role, invitation, backup: backup.backup_id.to_string() }
 }
 
 #[tokio::test]
@@ -231,7 +249,8 @@ async fn a_customer_user_reaches_no_admin_route_of_its_own_tenant() {
     let customer = app.user_token("customer@a.example", tenant, Role::CustomerUser).await;
     // Its own account's id, so the user routes are tried on itself too.
     let me = app.get_json(&customer, "/v1/auth/me").await.1["id"].as_str().expect("id").to_owned();
-    let itself = Objects { tenant, user: me, role: own.role, invitation: own.invitation.clone() };
+    let itself =
+        Objects { tenant, user: me, role: own.role, invitation: own.invitation.clone(), backup: own.backup.clone() };
 
     let inventory = app.stack.platform.api_routes().inventory;
     let admin_routes: Vec<_> = inventory.iter().filter(|r| r.access == Access::Authenticated).collect();

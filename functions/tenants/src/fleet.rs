@@ -367,7 +367,8 @@ pub(crate) async fn create_backup(
 ) -> Result<Idempotent<BackupView>, ApiError> {
     let id = tenant_id(&id)?;
     authorize(&caller, Resource::Backup, Action::Create, Target::tenant(id))?;
-    let scope = format!("backups#{}", caller.user_id);
+    // A key names one request to this tenant's backups: the same key elsewhere is another.
+    let scope = format!("backups#{}#{id}", caller.user_id);
     let fingerprint = request_fingerprint("POST", &format!("/v1/tenants/{id}/backups"), b"");
     idempotent(&state.store, &scope, &headers, &fingerprint, || async {
         let record = request_backup(&state.store, &state.provisioning, &caller, id, OffsetDateTime::now_utc()).await?;
@@ -433,7 +434,7 @@ pub(crate) async fn restore_backup(
     let id = tenant_id(&id)?;
     let backup_id = BackupId::parse(&backup_id)?;
     authorize(&caller, Resource::Backup, Action::Update, Target::tenant(id))?;
-    let scope = format!("restores#{}", caller.user_id);
+    let scope = format!("restores#{}#{id}#{backup_id}", caller.user_id);
     let fingerprint = request_fingerprint("POST", &format!("/v1/tenants/{id}/backups/{backup_id}/restore"), b"");
     idempotent(&state.store, &scope, &headers, &fingerprint, || async {
         let now = OffsetDateTime::now_utc();

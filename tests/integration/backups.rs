@@ -64,10 +64,7 @@ async fn put_every_type(stack: &TestStack, tenant: TenantId, sk: &str, label: &s
         ("ss".into(), AttributeValue::Ss(vec!["a".into(), "b".into()])),
         ("ns".into(), AttributeValue::Ns(vec!["1".into(), "2.5".into()])),
         ("bs".into(), AttributeValue::Bs(vec![Blob::new(vec![1]), Blob::new(vec![2, 3])])),
-        (
-            "l".into(),
-            AttributeValue::L(vec![AttributeValue::S("x".into()), AttributeValue::N("-1".into())]),
-        ),
+        ("l".into(), AttributeValue::L(vec![AttributeValue::S("x".into()), AttributeValue::N("-1".into())])),
         (
             "m".into(),
             AttributeValue::M(HashMap::from([(
@@ -80,7 +77,13 @@ async fn put_every_type(stack: &TestStack, tenant: TenantId, sk: &str, label: &s
 }
 
 async fn new_backup(stack: &TestStack, tenant: TenantId) -> BackupRecord {
-    let record = BackupRecord::new(tenant, BackupId::generate(), BackupTrigger::OnDemand, None, OffsetDateTime::now_utc());
+    let record = BackupRecord::new(
+        tenant,
+        BackupId::generate(),
+        BackupTrigger::OnDemand,
+        None,
+        OffsetDateTime::now_utc(),
+    );
     let (record, created) = stack.platform.store.create_backup(&record).await.expect("backup recorded");
     assert!(created);
     record
@@ -99,11 +102,15 @@ fn crashing_at(stack: &TestStack, point: &'static str) -> Provisioner {
 async fn assert_backup_checks_out(stack: &TestStack, record: &BackupRecord) -> Vec<RawItem> {
     assert_eq!(record.status, BackupStatus::Completed, "{record:?}");
     let manifest: Manifest =
-        serde_json::from_slice(&object(stack, &record.keys.manifest).await.expect("manifest")).expect("manifest json");
+        serde_json::from_slice(&object(stack, &record.keys.manifest).await.expect("manifest"))
+            .expect("manifest json");
     let body = object(stack, &record.keys.records).await.expect("records");
     assert_eq!(manifest.sha256, sha256_hex(&body), "the manifest's checksum is the object's");
     assert_eq!(Some(&manifest.sha256), record.sha256.as_ref());
-    assert_eq!((manifest.backup_id.clone(), manifest.tenant_id), (record.backup_id.clone(), record.tenant_id));
+    assert_eq!(
+        (manifest.backup_id.clone(), manifest.tenant_id),
+        (record.backup_id.clone(), record.tenant_id)
+    );
     assert_eq!(manifest.format_version, 1);
     assert_eq!(manifest.compressed_bytes, body.len() as u64);
     let items = decode_records(&body).expect("gzip JSON lines");
@@ -123,7 +130,8 @@ async fn a_backup_exports_the_whole_partition_and_launches_the_data_task_over_ht
     let app = TestApp::spawn().await;
     let admin = app.admin_token().await;
     let tenant = app.onboarded_tenant(&admin).await;
-    app.wait_for_tenant(&admin, &tenant.to_string(), Duration::from_secs(60), |t| t["status"] == "active").await;
+    app.wait_for_tenant(&admin, &tenant.to_string(), Duration::from_secs(60), |t| t["status"] == "active")
+        .await;
     app.create_user("noc@backed-up.example", Some(tenant), None, &["customer_user"]).await;
     put_every_type(&app.stack, tenant, "TEST#every-type", "one").await;
     let tenant_admin = app.user_token("admin@backed-up.example", tenant, Role::TenantAdmin).await;
@@ -141,7 +149,10 @@ async fn a_backup_exports_the_whole_partition_and_launches_the_data_task_over_ht
     let listed = loop {
         let (status, page) = app.get_json(&admin, &format!("/v1/tenants/{tenant}/backups")).await;
         assert_eq!(status, 200, "{page}");
-        let item = page["items"].as_array().and_then(|items| items.iter().find(|b| b["backup_id"] == backup_id.as_str())).cloned();
+        let item = page["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|b| b["backup_id"] == backup_id.as_str()))
+            .cloned();
         if item.as_ref().is_some_and(|b| b["status"] == "completed") {
             break item.unwrap_or(Value::Null);
         }
@@ -182,7 +193,11 @@ async fn a_backup_exports_the_whole_partition_and_launches_the_data_task_over_ht
     let bucket = &app.stack.config().backups.bucket.clone().expect("bucket");
     assert_eq!(
         overrides.command(),
-        ["backup".to_owned(), "--to".to_owned(), format!("s3://{bucket}/tenants/{tenant}/backups/{backup_id}/data/")]
+        [
+            "backup".to_owned(),
+            "--to".to_owned(),
+            format!("s3://{bucket}/tenants/{tenant}/backups/{backup_id}/data/")
+        ]
     );
 
     // Another tenant's admin can do none of it (the isolation walk covers every route too).
@@ -204,20 +219,24 @@ async fn backup_then_changes_then_restore_gives_back_the_partition_item_by_item(
     let app = TestApp::spawn().await;
     let admin = app.admin_token().await;
     let tenant = app.onboarded_tenant(&admin).await;
-    app.wait_for_tenant(&admin, &tenant.to_string(), Duration::from_secs(60), |t| t["status"] == "active").await;
+    app.wait_for_tenant(&admin, &tenant.to_string(), Duration::from_secs(60), |t| t["status"] == "active")
+        .await;
     let stack = &app.stack;
     let kept = app.create_user("kept@restored.example", Some(tenant), None, &["customer_user"]).await;
     let doomed = app.create_user("doomed@restored.example", Some(tenant), None, &["customer_user"]).await;
     let role = json!({"name": "auditor", "permissions": [{"resource": "invoice", "action": "read", "scope": "tenant"}], "tenant_id": tenant});
     let (status, body) = app.send(Method::POST, "/v1/roles", Some(&admin), Some(&role)).await;
     assert_eq!(status, 201, "{body}");
-    let observed = OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("time");
-    let report = json!({"tenant_id": tenant, "report_id": "before-1", "customer_count": 500, "observed_at": observed});
+    let observed =
+        OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("time");
+    let report =
+        json!({"tenant_id": tenant, "report_id": "before-1", "customer_count": 500, "observed_at": observed});
     let (status, body) = app.send(Method::POST, "/v1/usage", Some(&admin), Some(&report)).await;
     assert_eq!(status, 202, "{body}");
     put_every_type(stack, tenant, "TEST#every-type", "original").await;
 
-    let (status, pending) = app.send(Method::POST, &format!("/v1/tenants/{tenant}/backups"), Some(&admin), None).await;
+    let (status, pending) =
+        app.send(Method::POST, &format!("/v1/tenants/{tenant}/backups"), Some(&admin), None).await;
     assert_eq!(status, 202, "{pending}");
     let backup_id = BackupId::parse(pending["backup_id"].as_str().expect("id")).expect("id");
     let record = wait_for_backup(stack, tenant, &backup_id).await;
@@ -229,21 +248,24 @@ async fn backup_then_changes_then_restore_gives_back_the_partition_item_by_item(
     let (status, body) = app.send(Method::DELETE, &format!("/v1/users/{doomed}"), Some(&admin), None).await;
     assert_eq!(status, 204, "{body}");
     let (status, body) = app
-        .send(Method::PUT, &format!("/v1/roles/auditor?tenant_id={tenant}"), Some(&admin), Some(&json!({"permissions": [{"resource": "invoice", "action": "*", "scope": "tenant"}]})))
+        .send(
+            Method::PUT,
+            &format!("/v1/roles/auditor?tenant_id={tenant}"),
+            Some(&admin),
+            Some(&json!({"permissions": [{"resource": "invoice", "action": "*", "scope": "tenant"}]})),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
-    let report = json!({"tenant_id": tenant, "report_id": "after-1", "customer_count": 900, "observed_at": observed});
+    let report =
+        json!({"tenant_id": tenant, "report_id": "after-1", "customer_count": 900, "observed_at": observed});
     let (status, body) = app.send(Method::POST, "/v1/usage", Some(&admin), Some(&report)).await;
     assert_eq!(status, 202, "{body}");
     put_every_type(stack, tenant, "TEST#every-type", "changed").await;
     put_every_type(stack, tenant, "TEST#added-later", "new").await;
     let changed = restorable(&partition(stack, tenant).await);
     assert_ne!(changed, backed_up, "the changes reached the store");
-    let survivors_before: BTreeMap<String, RawItem> = partition(stack, tenant)
-        .await
-        .into_iter()
-        .filter(|(sk, _)| survives_restore(sk))
-        .collect();
+    let survivors_before: BTreeMap<String, RawItem> =
+        partition(stack, tenant).await.into_iter().filter(|(sk, _)| survives_restore(sk)).collect();
 
     let (status, restore) = app
         .send(Method::POST, &format!("/v1/tenants/{tenant}/backups/{backup_id}/restore"), Some(&admin), None)
@@ -252,7 +274,8 @@ async fn backup_then_changes_then_restore_gives_back_the_partition_item_by_item(
     let restore_id = restore["restore_id"].as_str().expect("restore id").to_owned();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let done = loop {
-        let record = stack.platform.store.get_restore(tenant, &restore_id).await.expect("get").expect("recorded");
+        let record =
+            stack.platform.store.get_restore(tenant, &restore_id).await.expect("get").expect("recorded");
         if record.status != RestoreStatus::Pending {
             break record;
         }
@@ -301,15 +324,18 @@ async fn a_backup_crashed_after_any_step_or_delivered_twice_ends_with_one_export
     put_every_type(&stack, tenant.id, "TEST#every-type", "x").await;
     for point in ["backup.after_records", "backup.after_manifest", "backup.after_data_task"] {
         let record = new_backup(&stack, tenant.id).await;
-        let job = || ProvisioningJob::BackupTenant { tenant_id: tenant.id, backup_id: record.backup_id.clone() };
+        let job =
+            || ProvisioningJob::BackupTenant { tenant_id: tenant.id, backup_id: record.backup_id.clone() };
         let crashed = run(&crashing_at(&stack, point), job()).await;
         assert!(matches!(crashed, Err(JobError::Retry(_))), "{point}: {crashed:?}");
-        let half = stack.platform.store.get_backup(tenant.id, &record.backup_id).await.expect("get").expect("kept");
+        let half =
+            stack.platform.store.get_backup(tenant.id, &record.backup_id).await.expect("get").expect("kept");
         assert_eq!(half.status, BackupStatus::Pending, "{point}: a crash leaves it pending");
         // The retry, then a duplicate delivery of the same job.
         run(&stack.platform.provisioner(), job()).await.unwrap_or_else(|e| panic!("{point}: retry: {e}"));
         run(&stack.platform.provisioner(), job()).await.unwrap_or_else(|e| panic!("{point}: duplicate: {e}"));
-        let done = stack.platform.store.get_backup(tenant.id, &record.backup_id).await.expect("get").expect("kept");
+        let done =
+            stack.platform.store.get_backup(tenant.id, &record.backup_id).await.expect("get").expect("kept");
         assert_backup_checks_out(&stack, &done).await;
         assert_eq!(data_tasks(&stack, &done).await.len(), 1, "{point}: one data task, no duplicate");
         assert_eq!(done.data_task_arn.as_ref(), data_tasks(&stack, &done).await.first(), "{point}");
@@ -322,14 +348,22 @@ async fn a_restore_crashed_after_writing_or_delivered_twice_converges_and_a_tamp
     let tenant = active_tenant(&stack).await;
     put_every_type(&stack, tenant.id, "TEST#every-type", "original").await;
     let record = new_backup(&stack, tenant.id).await;
-    run(&stack.platform.provisioner(), ProvisioningJob::BackupTenant { tenant_id: tenant.id, backup_id: record.backup_id.clone() })
-        .await
-        .expect("backed up");
+    run(
+        &stack.platform.provisioner(),
+        ProvisioningJob::BackupTenant { tenant_id: tenant.id, backup_id: record.backup_id.clone() },
+    )
+    .await
+    .expect("backed up");
     let backed_up = restorable(&partition(&stack, tenant.id).await);
     put_every_type(&stack, tenant.id, "TEST#every-type", "changed").await;
     put_every_type(&stack, tenant.id, "TEST#added", "new").await;
 
-    let restore = dotmac_provisioner::backups::new_restore(tenant.id, record.backup_id.clone(), None, OffsetDateTime::now_utc());
+    let restore = dotmac_provisioner::backups::new_restore(
+        tenant.id,
+        record.backup_id.clone(),
+        None,
+        OffsetDateTime::now_utc(),
+    );
     let restore = stack.platform.store.create_restore(&restore).await.expect("restore recorded");
     let job = || ProvisioningJob::RestoreTenant {
         tenant_id: tenant.id,
@@ -341,29 +375,44 @@ async fn a_restore_crashed_after_writing_or_delivered_twice_converges_and_a_tamp
     run(&stack.platform.provisioner(), job()).await.expect("the retry");
     run(&stack.platform.provisioner(), job()).await.expect("a duplicate");
     assert_eq!(restorable(&partition(&stack, tenant.id).await), backed_up);
-    let done = stack.platform.store.get_restore(tenant.id, &restore.restore_id).await.expect("get").expect("kept");
+    let done =
+        stack.platform.store.get_restore(tenant.id, &restore.restore_id).await.expect("get").expect("kept");
     assert_eq!(done.status, RestoreStatus::Completed);
 
     // A records object that no longer matches its manifest restores nothing.
     storage(&stack).put(&record.keys.records, b"tampered".to_vec(), "application/gzip").await.expect("put");
     put_every_type(&stack, tenant.id, "TEST#after-tampering", "new").await;
     let before = partition(&stack, tenant.id).await;
-    let second = dotmac_provisioner::backups::new_restore(tenant.id, record.backup_id.clone(), None, OffsetDateTime::now_utc());
+    let second = dotmac_provisioner::backups::new_restore(
+        tenant.id,
+        record.backup_id.clone(),
+        None,
+        OffsetDateTime::now_utc(),
+    );
     let second = stack.platform.store.create_restore(&second).await.expect("recorded");
     let refused = stack
         .platform
         .provisioner()
         .handle(
-            ProvisioningJob::RestoreTenant { tenant_id: tenant.id, backup_id: record.backup_id.clone(), restore_id: second.restore_id.clone() },
+            ProvisioningJob::RestoreTenant {
+                tenant_id: tenant.id,
+                backup_id: record.backup_id.clone(),
+                restore_id: second.restore_id.clone(),
+            },
             &delivery(1, 5),
         )
         .await;
     assert!(matches!(&refused, Err(JobError::Discard(reason)) if reason.contains("checksum")), "{refused:?}");
-    let failed = stack.platform.store.get_restore(tenant.id, &second.restore_id).await.expect("get").expect("kept");
+    let failed =
+        stack.platform.store.get_restore(tenant.id, &second.restore_id).await.expect("get").expect("kept");
     assert_eq!(failed.status, RestoreStatus::Failed, "{failed:?}");
-    let after: BTreeMap<String, RawItem> =
-        partition(&stack, tenant.id).await.into_iter().filter(|(sk, _)| !sk.starts_with("RESTORE#")).collect();
-    let before: BTreeMap<String, RawItem> = before.into_iter().filter(|(sk, _)| !sk.starts_with("RESTORE#")).collect();
+    let after: BTreeMap<String, RawItem> = partition(&stack, tenant.id)
+        .await
+        .into_iter()
+        .filter(|(sk, _)| !sk.starts_with("RESTORE#"))
+        .collect();
+    let before: BTreeMap<String, RawItem> =
+        before.into_iter().filter(|(sk, _)| !sk.starts_with("RESTORE#")).collect();
     assert_eq!(after, before, "a refused restore changes nothing");
 }
 
@@ -375,14 +424,23 @@ async fn the_daily_run_backs_up_every_active_tenant_once_and_retention_prunes_ex
     let provisioner = stack.platform.provisioner();
     let scheduled_at = "2026-12-01T03:00:00Z".to_owned();
     for _ in 0..2 {
-        run(&provisioner, ProvisioningJob::ScheduledBackups { scheduled_at: scheduled_at.clone() }).await.expect("fan-out");
+        run(&provisioner, ProvisioningJob::ScheduledBackups { scheduled_at: scheduled_at.clone() })
+            .await
+            .expect("fan-out");
     }
     let daily = BackupId::parse("daily-20261201").expect("id");
     for tenant in &tenants {
         let backups = stack.platform.store.all_backups(tenant.id).await.expect("backups");
-        assert_eq!(backups.iter().map(|b| b.backup_id.clone()).collect::<Vec<_>>(), vec![daily.clone()], "one per day, however often the run is delivered");
+        assert_eq!(
+            backups.iter().map(|b| b.backup_id.clone()).collect::<Vec<_>>(),
+            vec![daily.clone()],
+            "one per day, however often the run is delivered"
+        );
     }
-    assert!(stack.platform.store.all_backups(pending.id).await.expect("backups").is_empty(), "only active tenants");
+    assert!(
+        stack.platform.store.all_backups(pending.id).await.expect("backups").is_empty(),
+        "only active tenants"
+    );
     // The fan-out's jobs, run as the worker would (a repeated run queued them twice).
     let queue = &stack.platform.provisioning;
     let mut jobs = Vec::new();
@@ -392,7 +450,8 @@ async fn the_daily_run_backs_up_every_active_tenant_once_and_retention_prunes_ex
             break;
         }
         for message in messages {
-            let envelope: dotmac_queue::Envelope<ProvisioningJob> = serde_json::from_str(&message.body).expect("job");
+            let envelope: dotmac_queue::Envelope<ProvisioningJob> =
+                serde_json::from_str(&message.body).expect("job");
             jobs.push(envelope.job);
             queue.ack(&message.receipt_handle).await.expect("ack");
         }
@@ -411,12 +470,23 @@ async fn the_daily_run_backs_up_every_active_tenant_once_and_retention_prunes_ex
     // Retention: 30 days, but the newest completed one stays whatever its age.
     let tenant = &tenants[0];
     let aged = |days: i64| {
-        BackupRecord::new(tenant.id, BackupId::generate(), BackupTrigger::OnDemand, None, OffsetDateTime::now_utc() - time::Duration::days(days))
+        BackupRecord::new(
+            tenant.id,
+            BackupId::generate(),
+            BackupTrigger::OnDemand,
+            None,
+            OffsetDateTime::now_utc() - time::Duration::days(days),
+        )
     };
     let (old, older) = (aged(40), aged(35));
     for record in [&old, &older] {
         stack.platform.store.create_backup(record).await.expect("recorded");
-        run(&provisioner, ProvisioningJob::BackupTenant { tenant_id: tenant.id, backup_id: record.backup_id.clone() }).await.expect("backed up");
+        run(
+            &provisioner,
+            ProvisioningJob::BackupTenant { tenant_id: tenant.id, backup_id: record.backup_id.clone() },
+        )
+        .await
+        .expect("backed up");
         assert!(object(&stack, &record.keys.manifest).await.is_some());
     }
     let strict = stack.platform.provisioner().with_backups(BackupStorage {
@@ -427,13 +497,24 @@ async fn the_daily_run_backs_up_every_active_tenant_once_and_retention_prunes_ex
     let crashing = stack
         .platform
         .provisioner()
-        .with_backups(BackupStorage { retention: Retention { days: 30, keep_at_least: 1 }, ..storage(&stack) })
+        .with_backups(BackupStorage {
+            retention: Retention { days: 30, keep_at_least: 1 },
+            ..storage(&stack)
+        })
         .with_fault_hook(Arc::new(|step| step == "prune.after_objects"));
     assert!(run(&crashing, ProvisioningJob::PruneBackups { tenant_id: tenant.id }).await.is_err());
     for _ in 0..2 {
         run(&strict, ProvisioningJob::PruneBackups { tenant_id: tenant.id }).await.expect("pruned");
     }
-    let left: Vec<BackupId> = stack.platform.store.all_backups(tenant.id).await.expect("backups").into_iter().map(|b| b.backup_id).collect();
+    let left: Vec<BackupId> = stack
+        .platform
+        .store
+        .all_backups(tenant.id)
+        .await
+        .expect("backups")
+        .into_iter()
+        .map(|b| b.backup_id)
+        .collect();
     assert_eq!(left, vec![daily], "the expired ones are gone, the young one stays");
     for record in [&old, &older] {
         for key in [&record.keys.manifest, &record.keys.records] {

@@ -675,7 +675,10 @@ impl Gate {
                         resource: format!("arn:aws:s3:::{bucket}"),
                         context: vec![("s3:prefix", text("Prefix"))],
                     }],
-                    _ => vec![check(&format!("s3:{operation}"), format!("arn:aws:s3:::{bucket}/{}", text("Key")))],
+                    _ => vec![check(
+                        &format!("s3:{operation}"),
+                        format!("arn:aws:s3:::{bucket}/{}", text("Key")),
+                    )],
                 }
             }
             // SES authorizes a send on the identity it sends as (the From address here; the
@@ -787,7 +790,12 @@ async fn gate_request(
 
 /// An S3 request on the backup bucket (path-style: `/<bucket>/<key>`), as the operation
 /// the SDK called.
-fn s3_operation(bucket: &str, method: &Method, uri: &Uri, target: &str) -> Option<(&'static str, &'static str)> {
+fn s3_operation(
+    bucket: &str,
+    method: &Method,
+    uri: &Uri,
+    target: &str,
+) -> Option<(&'static str, &'static str)> {
     let rest = uri.path().strip_prefix(&format!("/{bucket}"))?;
     if !target.is_empty() || !(rest.is_empty() || rest.starts_with('/')) {
         return None;

@@ -249,8 +249,13 @@ async fn a_customer_user_reaches_no_admin_route_of_its_own_tenant() {
     let customer = app.user_token("customer@a.example", tenant, Role::CustomerUser).await;
     // Its own account's id, so the user routes are tried on itself too.
     let me = app.get_json(&customer, "/v1/auth/me").await.1["id"].as_str().expect("id").to_owned();
-    let itself =
-        Objects { tenant, user: me, role: own.role, invitation: own.invitation.clone(), backup: own.backup.clone() };
+    let itself = Objects {
+        tenant,
+        user: me,
+        role: own.role,
+        invitation: own.invitation.clone(),
+        backup: own.backup.clone(),
+    };
 
     let inventory = app.stack.platform.api_routes().inventory;
     let admin_routes: Vec<_> = inventory.iter().filter(|r| r.access == Access::Authenticated).collect();

@@ -38,7 +38,10 @@ async fn running(stack: &TestStack, tenant: TenantId) -> Vec<(String, TaskSize)>
             .expect("DescribeTaskDefinition");
         let definition = definition.task_definition().expect("definition");
         let number = |v: Option<&str>| v.and_then(|v| v.parse().ok()).unwrap_or(0);
-        out.push((task.task_arn, TaskSize { cpu: number(definition.cpu()), memory_mib: number(definition.memory()) }));
+        out.push((
+            task.task_arn,
+            TaskSize { cpu: number(definition.cpu()), memory_mib: number(definition.memory()) },
+        ));
     }
     out
 }
@@ -49,13 +52,18 @@ async fn assert_runs_once_at(stack: &TestStack, tenant: TenantId, size: TaskSize
     let record = stack.platform.store.get_tenant_record(tenant).await.expect("get").expect("exists");
     let container = record.tenant.container.clone().expect("a container");
     let tasks = running(stack, tenant).await;
-    assert_eq!(tasks, vec![(container.task_arn.clone(), size)], "{context}: one task, the recorded one, of the size");
+    assert_eq!(
+        tasks,
+        vec![(container.task_arn.clone(), size)],
+        "{context}: one task, the recorded one, of the size"
+    );
     assert_eq!(container.task_size, size, "{context}");
     assert!(record.scaling.is_none(), "{context}: {:?}", record.scaling);
 }
 
 async fn report(app: &TestApp, token: &str, tenant: TenantId, customers: u64) {
-    let observed = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("time");
+    let observed =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("time");
     let body = json!({ "tenant_id": tenant, "report_id": format!("r-{customers}"), "customer_count": customers, "observed_at": observed });
     let (status, answer) = app.send(Method::POST, "/v1/usage", Some(token), Some(&body)).await;
     assert_eq!(status, 202, "{answer}");
@@ -68,7 +76,17 @@ async fn wait_for_size(app: &TestApp, token: &str, tenant: TenantId, size: TaskS
     .await;
     // The job clears its intent after the old task stops; wait for that too.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while app.stack.platform.store.get_tenant_record(tenant).await.expect("get").expect("exists").scaling.is_some() {
+    while app
+        .stack
+        .platform
+        .store
+        .get_tenant_record(tenant)
+        .await
+        .expect("get")
+        .expect("exists")
+        .scaling
+        .is_some()
+    {
         assert!(tokio::time::Instant::now() < deadline, "the resize never finished");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -81,13 +99,19 @@ async fn the_seed_tenants_get_their_tiers_and_the_override_wins_until_auto() {
     let mut tenants = Vec::new();
     for customers in [500u64, 1_200, 3_000] {
         let tenant = app.onboarded_tenant(&admin).await;
-        app.wait_for_tenant(&admin, &tenant.to_string(), Duration::from_secs(60), |t| t["status"] == "active").await;
+        app.wait_for_tenant(&admin, &tenant.to_string(), Duration::from_secs(60), |t| {
+            t["status"] == "active"
+        })
+        .await;
         report(&app, &admin, tenant, customers).await;
         tenants.push(tenant);
     }
     // The hourly run: a scale job for each tenant whose size should change.
     let provisioner = app.stack.platform.provisioner();
-    provisioner.handle(ProvisioningJob::ScheduledScaling {}, &delivery(1, 5)).await.expect("scheduled scaling");
+    provisioner
+        .handle(ProvisioningJob::ScheduledScaling {}, &delivery(1, 5))
+        .await
+        .expect("scheduled scaling");
     wait_for_size(&app, &admin, tenants[1], MEDIUM).await;
     wait_for_size(&app, &admin, tenants[2], LARGE).await;
     assert_runs_once_at(&app.stack, tenants[0], SMALL, "500 customers").await;
@@ -96,26 +120,48 @@ async fn the_seed_tenants_get_their_tiers_and_the_override_wins_until_auto() {
 
     // A platform admin's override, which the automatic rule then leaves alone.
     let path = format!("/v1/tenants/{}/scale", tenants[0]);
-    let (status, view) = app.send(Method::POST, &path, Some(&admin), Some(&json!({ "task_size": size_json(XLARGE) }))).await;
+    let (status, view) =
+        app.send(Method::POST, &path, Some(&admin), Some(&json!({ "task_size": size_json(XLARGE) }))).await;
     assert_eq!(status, 202, "{view}");
-    assert_eq!((view["task_size_override"].clone(), view["desired"].clone()), (size_json(XLARGE), size_json(XLARGE)));
+    assert_eq!(
+        (view["task_size_override"].clone(), view["desired"].clone()),
+        (size_json(XLARGE), size_json(XLARGE))
+    );
     assert_eq!((view["current"].clone(), view["customer_count"].clone()), (size_json(SMALL), json!(500)));
     wait_for_size(&app, &admin, tenants[0], XLARGE).await;
-    provisioner.handle(ProvisioningJob::ScheduledScaling {}, &delivery(1, 5)).await.expect("scheduled scaling");
-    provisioner.handle(ProvisioningJob::ScaleTenant { tenant_id: tenants[0] }, &delivery(1, 5)).await.expect("a check");
+    provisioner
+        .handle(ProvisioningJob::ScheduledScaling {}, &delivery(1, 5))
+        .await
+        .expect("scheduled scaling");
+    provisioner
+        .handle(ProvisioningJob::ScaleTenant { tenant_id: tenants[0] }, &delivery(1, 5))
+        .await
+        .expect("a check");
     assert_runs_once_at(&app.stack, tenants[0], XLARGE, "the override holds").await;
     // "auto" hands it back to the customer count.
-    let (status, view) = app.send(Method::POST, &path, Some(&admin), Some(&json!({ "task_size": "auto" }))).await;
+    let (status, view) =
+        app.send(Method::POST, &path, Some(&admin), Some(&json!({ "task_size": "auto" }))).await;
     assert_eq!(status, 202, "{view}");
-    assert_eq!((view["task_size_override"].clone(), view["desired"].clone()), (json!(null), size_json(SMALL)));
+    assert_eq!(
+        (view["task_size_override"].clone(), view["desired"].clone()),
+        (json!(null), size_json(SMALL))
+    );
     wait_for_size(&app, &admin, tenants[0], SMALL).await;
     assert_runs_once_at(&app.stack, tenants[0], SMALL, "auto again").await;
 
     // Not a Fargate pair: 422. Not platform staff: 403.
-    let bad = app.exchange(Method::POST, &path, Some(&admin), Some(&json!({ "task_size": { "cpu": 256, "memory_mib": 4096 } }))).await;
+    let bad = app
+        .exchange(
+            Method::POST,
+            &path,
+            Some(&admin),
+            Some(&json!({ "task_size": { "cpu": 256, "memory_mib": 4096 } })),
+        )
+        .await;
     bad.assert_error(422, "VALIDATION_FAILED");
     let own_admin = app.user_token("admin@sized.example", tenants[0], Role::TenantAdmin).await;
-    let refused = app.exchange(Method::POST, &path, Some(&own_admin), Some(&json!({ "task_size": "auto" }))).await;
+    let refused =
+        app.exchange(Method::POST, &path, Some(&own_admin), Some(&json!({ "task_size": "auto" }))).await;
     refused.assert_error(403, "FORBIDDEN");
     app.shutdown().await;
 }
@@ -133,7 +179,13 @@ async fn a_resize_crashed_after_any_step_or_delivered_twice_ends_with_one_task_a
     let tenant = active_tenant(&stack).await;
     let job = || ProvisioningJob::ScaleTenant { tenant_id: tenant.id };
     let mut size = SMALL;
-    for point in ["scale.after_intent", "scale.after_register", "scale.after_run_task", "scale.after_record", "scale.after_stop"] {
+    for point in [
+        "scale.after_intent",
+        "scale.after_register",
+        "scale.after_run_task",
+        "scale.after_record",
+        "scale.after_stop",
+    ] {
         size = if size == MEDIUM { LARGE } else { MEDIUM };
         set_override(&stack, &tenant, size).await;
         let crashing = stack.platform.provisioner().with_fault_hook(Arc::new(move |step| step == point));
@@ -142,10 +194,23 @@ async fn a_resize_crashed_after_any_step_or_delivered_twice_ends_with_one_task_a
         // Whatever the crash left, the record still points at a running task.
         let record = stack.platform.store.get_tenant_record(tenant.id).await.expect("get").expect("exists");
         let recorded = record.tenant.container.expect("container").task_arn;
-        assert!(running(&stack, tenant.id).await.iter().any(|(arn, _)| *arn == recorded), "{point}: the record points at a running task");
+        assert!(
+            running(&stack, tenant.id).await.iter().any(|(arn, _)| *arn == recorded),
+            "{point}: the record points at a running task"
+        );
         // The retry, and a duplicate delivery.
-        stack.platform.provisioner().handle(job(), &delivery(2, 5)).await.unwrap_or_else(|e| panic!("{point}: retry: {e}"));
-        stack.platform.provisioner().handle(job(), &delivery(1, 5)).await.unwrap_or_else(|e| panic!("{point}: duplicate: {e}"));
+        stack
+            .platform
+            .provisioner()
+            .handle(job(), &delivery(2, 5))
+            .await
+            .unwrap_or_else(|e| panic!("{point}: retry: {e}"));
+        stack
+            .platform
+            .provisioner()
+            .handle(job(), &delivery(1, 5))
+            .await
+            .unwrap_or_else(|e| panic!("{point}: duplicate: {e}"));
         assert_runs_once_at(&stack, tenant.id, size, point).await;
     }
 }

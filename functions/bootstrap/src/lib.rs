@@ -36,7 +36,8 @@ pub fn s3_client(sdk: &aws_config::SdkConfig, force_path_style: bool) -> aws_sdk
 /// The jobs EventBridge Scheduler sends straight to the provisioning queue (no function in
 /// between): the template's `BackupSchedule` and `ScalingSchedule` entries, and the local
 /// server's stand-ins for them, at the same pace.
-pub fn queue_schedules() -> Vec<(&'static str, Duration, fn(time::OffsetDateTime) -> dotmac_queue::ProvisioningJob)> {
+pub fn queue_schedules()
+-> Vec<(&'static str, Duration, fn(time::OffsetDateTime) -> dotmac_queue::ProvisioningJob)> {
     fn backups(now: time::OffsetDateTime) -> dotmac_queue::ProvisioningJob {
         let scheduled_at = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         dotmac_queue::ProvisioningJob::ScheduledBackups { scheduled_at }
@@ -44,7 +45,10 @@ pub fn queue_schedules() -> Vec<(&'static str, Duration, fn(time::OffsetDateTime
     fn scaling(_: time::OffsetDateTime) -> dotmac_queue::ProvisioningJob {
         dotmac_queue::ProvisioningJob::ScheduledScaling {}
     }
-    vec![("daily-backups", Duration::from_secs(24 * 3600), backups), ("hourly-scaling", Duration::from_secs(3600), scaling)]
+    vec![
+        ("daily-backups", Duration::from_secs(24 * 3600), backups),
+        ("hourly-scaling", Duration::from_secs(3600), scaling),
+    ]
 }
 
 /// The Lambda handlers this binary can be (`_HANDLER`). This is the one table of functions:

@@ -16,8 +16,8 @@
 use aws_sdk_s3::primitives::ByteStream;
 use dotmac_domain::{BackupId, TenantId, TenantStatus};
 use dotmac_store::{
-    BackupKeys, BackupRecord, BackupStatus, BackupTrigger, RawItem, RestoreRecord, RestoreStatus, item_from_json,
-    item_to_json, survives_restore,
+    BackupKeys, BackupRecord, BackupStatus, BackupTrigger, RawItem, RestoreRecord, RestoreStatus,
+    item_from_json, item_to_json, survives_restore,
 };
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -76,8 +76,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn encode_records(items: &[RawItem]) -> Result<Vec<u8>, StorageError> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
     for item in items {
-        let line = serde_json::to_vec(&item_to_json(item)).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        encoder.write_all(&line).and_then(|()| encoder.write_all(b"\n")).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let line =
+            serde_json::to_vec(&item_to_json(item)).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        encoder
+            .write_all(&line)
+            .and_then(|()| encoder.write_all(b"\n"))
+            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
     }
     encoder.finish().map_err(|e| StorageError::Corrupt(e.to_string()))
 }
@@ -113,10 +117,13 @@ pub fn expired(backups: &[BackupRecord], retention: Retention, now: OffsetDateTi
     let mut completed: Vec<&BackupRecord> =
         backups.iter().filter(|b| b.status == BackupStatus::Completed).collect();
     completed.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.backup_id.cmp(&a.backup_id)));
-    let kept: Vec<&BackupId> = completed.iter().take(retention.keep_at_least as usize).map(|b| &b.backup_id).collect();
+    let kept: Vec<&BackupId> =
+        completed.iter().take(retention.keep_at_least as usize).map(|b| &b.backup_id).collect();
     backups
         .iter()
-        .filter(|b| b.status != BackupStatus::Pending && b.created_at < cutoff && !kept.contains(&&b.backup_id))
+        .filter(|b| {
+            b.status != BackupStatus::Pending && b.created_at < cutoff && !kept.contains(&&b.backup_id)
+        })
         .cloned()
         .collect()
 }
@@ -147,10 +154,11 @@ impl BackupStorage {
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(output) => {
-                let bytes = output.body.collect().await.map_err(|e| StorageError::S3 {
-                    operation: "GetObject",
-                    message: e.to_string(),
-                })?;
+                let bytes = output
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| StorageError::S3 { operation: "GetObject", message: e.to_string() })?;
                 Ok(Some(bytes.into_bytes().to_vec()))
             }
             Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
@@ -167,7 +175,10 @@ impl BackupStorage {
     /// format and its item count. Anything else is `Corrupt`, and nothing is restored.
     pub async fn verified_records(&self, manifest: &Manifest) -> Result<Vec<RawItem>, StorageError> {
         if manifest.format_version != FORMAT_VERSION {
-            return Err(StorageError::Corrupt(format!("format version {} is unknown", manifest.format_version)));
+            return Err(StorageError::Corrupt(format!(
+                "format version {} is unknown",
+                manifest.format_version
+            )));
         }
         let bytes = self
             .get(&manifest.records_key)
@@ -261,7 +272,12 @@ pub fn scheduled_backup(tenant: TenantId, scheduled_at: OffsetDateTime, now: Off
 }
 
 /// A new restore's record.
-pub fn new_restore(tenant: TenantId, backup: BackupId, requested_by: Option<String>, now: OffsetDateTime) -> RestoreRecord {
+pub fn new_restore(
+    tenant: TenantId,
+    backup: BackupId,
+    requested_by: Option<String>,
+    now: OffsetDateTime,
+) -> RestoreRecord {
     RestoreRecord {
         restore_id: uuid::Uuid::now_v7().to_string(),
         backup_id: backup,
@@ -301,7 +317,8 @@ mod tests {
 
     #[test]
     fn a_restore_writes_what_differs_and_removes_what_is_new_but_keeps_the_survivors() {
-        let backup = vec![item("PROFILE", "old"), item("USER#1", "a"), item("USER#2", "b"), item("BACKUP#x", "p")];
+        let backup =
+            vec![item("PROFILE", "old"), item("USER#1", "a"), item("USER#2", "b"), item("BACKUP#x", "p")];
         let current = vec![
             item("PROFILE", "new"),
             item("USER#1", "a"),
@@ -315,7 +332,8 @@ mod tests {
         assert_eq!(writes, vec![item("USER#2", "b")]);
         assert_eq!(removals, vec![item("USER#3", "added")]);
         // Applied, the plan leaves nothing to do.
-        let after = vec![item("PROFILE", "new"), item("USER#1", "a"), item("USER#2", "b"), item("BACKUP#y", "later")];
+        let after =
+            vec![item("PROFILE", "new"), item("USER#1", "a"), item("USER#2", "b"), item("BACKUP#y", "later")];
         assert_eq!(restore_plan(backup, after), (vec![], vec![]));
     }
 

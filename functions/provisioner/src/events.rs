@@ -39,7 +39,9 @@ impl DomainEvent {
 /// Hands one event on (see the module comment).
 pub fn emit(event: DomainEvent) {
     match serde_json::to_string(&event) {
-        Ok(envelope) => tracing::info!(target: "domain_event", event = %envelope, kind = event.kind, tenant_id = %event.tenant_id, "domain event"),
+        Ok(envelope) => {
+            tracing::info!(target: "domain_event", event = %envelope, kind = event.kind, tenant_id = %event.tenant_id, "domain event")
+        }
         Err(error) => tracing::error!(kind = event.kind, %error, "domain event not encoded"),
     }
 }

@@ -273,7 +273,11 @@ impl JobHandler<ProvisioningJob> for Provisioner {
             }
             ProvisioningJob::BackupTenant { tenant_id, backup_id } => {
                 let outcome = self.backup(tenant_id, &backup_id).await;
-                if let Err(error @ (JobError::Retry(reason) | JobError::Discard(reason) | JobError::Throttled(reason))) = &outcome
+                if let Err(
+                    error @ (JobError::Retry(reason)
+                    | JobError::Discard(reason)
+                    | JobError::Throttled(reason)),
+                ) = &outcome
                     && delivery.ends_the_job(error)
                 {
                     self.backup_failed(tenant_id, &backup_id, reason).await;
@@ -282,7 +286,11 @@ impl JobHandler<ProvisioningJob> for Provisioner {
             }
             ProvisioningJob::RestoreTenant { tenant_id, backup_id, restore_id } => {
                 let outcome = self.restore(tenant_id, &backup_id, &restore_id).await;
-                if let Err(error @ (JobError::Retry(reason) | JobError::Discard(reason) | JobError::Throttled(reason))) = &outcome
+                if let Err(
+                    error @ (JobError::Retry(reason)
+                    | JobError::Discard(reason)
+                    | JobError::Throttled(reason)),
+                ) = &outcome
                     && delivery.ends_the_job(error)
                 {
                     self.restore_failed(tenant_id, &restore_id, reason).await;

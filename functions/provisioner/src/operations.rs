@@ -13,8 +13,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::backups::{
-    self, BackupStorage, FORMAT_VERSION, Manifest, StorageError, data_task_marker, encode_records, restore_plan,
-    sha256_hex,
+    self, BackupStorage, FORMAT_VERSION, Manifest, StorageError, data_task_marker, encode_records,
+    restore_plan, sha256_hex,
 };
 use crate::events::{DomainEvent, emit};
 use crate::{FleetError, OneOffTask, Provisioner, fleet};
@@ -63,11 +63,14 @@ impl Provisioner {
     }
 
     fn storage(&self) -> Result<&BackupStorage, JobError> {
-        self.backups.as_ref().ok_or_else(|| JobError::Discard("no backup bucket is configured (DOTMAC_BACKUP_BUCKET)".into()))
+        self.backups
+            .as_ref()
+            .ok_or_else(|| JobError::Discard("no backup bucket is configured (DOTMAC_BACKUP_BUCKET)".into()))
     }
 
     async fn enqueue(&self, job: ProvisioningJob) -> Result<(), JobError> {
-        let queue = self.jobs.as_ref().ok_or_else(|| JobError::Discard("no job queue to fan out to".into()))?;
+        let queue =
+            self.jobs.as_ref().ok_or_else(|| JobError::Discard("no job queue to fan out to".into()))?;
         queue.enqueue(job).await.map(|_| ()).map_err(retry)
     }
 
@@ -80,7 +83,9 @@ impl Provisioner {
         };
         match record.status {
             BackupStatus::Completed => return Ok(()),
-            BackupStatus::Failed => return Err(JobError::Discard(format!("backup {backup_id} failed before"))),
+            BackupStatus::Failed => {
+                return Err(JobError::Discard(format!("backup {backup_id} failed before")));
+            }
             BackupStatus::Pending => {}
         }
         let Some(tenant) = self.store.get_tenant(tenant_id).await.map_err(retry)? else {
@@ -119,10 +124,16 @@ impl Provisioner {
                         records_key: record.keys.records.clone(),
                         data_prefix: record.keys.data_prefix.clone(),
                     };
-                    storage.put(&record.keys.records, body, "application/gzip").await.map_err(storage_error)?;
+                    storage
+                        .put(&record.keys.records, body, "application/gzip")
+                        .await
+                        .map_err(storage_error)?;
                     self.crash_point("backup.after_records")?;
                     let text = serde_json::to_vec_pretty(&manifest).map_err(retry)?;
-                    storage.put(&record.keys.manifest, text, "application/json").await.map_err(storage_error)?;
+                    storage
+                        .put(&record.keys.manifest, text, "application/json")
+                        .await
+                        .map_err(storage_error)?;
                     manifest
                 }
             };
@@ -154,7 +165,10 @@ impl Provisioner {
                     marker: &marker,
                     client_token: &marker,
                     command: vec!["backup".into(), "--to".into(), uri.clone()],
-                    environment: vec![("DOTMAC_BACKUP_PREFIX", uri), ("DOTMAC_BACKUP_ID", backup_id.to_string())],
+                    environment: vec![
+                        ("DOTMAC_BACKUP_PREFIX", uri),
+                        ("DOTMAC_BACKUP_ID", backup_id.to_string()),
+                    ],
                 })
                 .await
                 .map_err(fleet_error)?;
@@ -197,11 +211,17 @@ impl Provisioner {
             record.failure_reason = Some(reason.to_owned());
             match self.store.save_backup(&mut record).await {
                 Ok(()) => {
-                    emit(DomainEvent::new("backup.failed", tenant_id, json!({ "backup_id": backup_id, "reason": reason })));
+                    emit(DomainEvent::new(
+                        "backup.failed",
+                        tenant_id,
+                        json!({ "backup_id": backup_id, "reason": reason }),
+                    ));
                     return;
                 }
                 Err(StoreError::VersionConflict { .. }) => continue,
-                Err(error) => tracing::error!(%tenant_id, %backup_id, %error, "could not mark the backup failed"),
+                Err(error) => {
+                    tracing::error!(%tenant_id, %backup_id, %error, "could not mark the backup failed")
+                }
             }
         }
     }
@@ -213,14 +233,21 @@ impl Provisioner {
 
     // ------------------------------------------------------------------------------ restore
 
-    pub(crate) async fn restore(&self, tenant_id: TenantId, backup_id: &BackupId, restore_id: &str) -> Result<(), JobError> {
+    pub(crate) async fn restore(
+        &self,
+        tenant_id: TenantId,
+        backup_id: &BackupId,
+        restore_id: &str,
+    ) -> Result<(), JobError> {
         let storage = self.storage()?;
         let Some(mut restore) = self.store.get_restore(tenant_id, restore_id).await.map_err(retry)? else {
             return Err(JobError::Discard(format!("no restore {restore_id} of tenant {tenant_id}")));
         };
         match restore.status {
             RestoreStatus::Completed => return Ok(()),
-            RestoreStatus::Failed => return Err(JobError::Discard(format!("restore {restore_id} failed before"))),
+            RestoreStatus::Failed => {
+                return Err(JobError::Discard(format!("restore {restore_id} failed before")));
+            }
             RestoreStatus::Pending => {}
         }
         let backup = self
@@ -229,14 +256,18 @@ impl Provisioner {
             .await
             .map_err(retry)?
             .filter(|b| b.status == BackupStatus::Completed)
-            .ok_or_else(|| JobError::Discard(format!("backup {backup_id} is not a completed backup of the tenant")))?;
+            .ok_or_else(|| {
+                JobError::Discard(format!("backup {backup_id} is not a completed backup of the tenant"))
+            })?;
         // 1. The manifest and the records, checked against each other and the backup's record.
         let manifest = storage
             .manifest(&backup.keys)
             .await
             .map_err(storage_error)?
             .ok_or_else(|| JobError::Discard(format!("{} is missing", backup.keys.manifest)))?;
-        if manifest.tenant_id != tenant_id || manifest.backup_id != *backup_id || Some(&manifest.sha256) != backup.sha256.as_ref()
+        if manifest.tenant_id != tenant_id
+            || manifest.backup_id != *backup_id
+            || Some(&manifest.sha256) != backup.sha256.as_ref()
         {
             return Err(JobError::Discard("the manifest does not describe this backup".into()));
         }
@@ -287,7 +318,9 @@ impl Provisioner {
                     return;
                 }
                 Err(StoreError::VersionConflict { .. }) => continue,
-                Err(error) => tracing::error!(%tenant_id, restore_id, %error, "could not mark the restore failed"),
+                Err(error) => {
+                    tracing::error!(%tenant_id, restore_id, %error, "could not mark the restore failed")
+                }
             }
         }
     }
@@ -326,11 +359,17 @@ impl Provisioner {
                 }
                 if tenant.status == TenantStatus::Active {
                     let now = OffsetDateTime::now_utc();
-                    let (record, _) =
-                        self.store.create_backup(&backups::scheduled_backup(tenant.id, at, now)).await.map_err(retry)?;
+                    let (record, _) = self
+                        .store
+                        .create_backup(&backups::scheduled_backup(tenant.id, at, now))
+                        .await
+                        .map_err(retry)?;
                     if record.status == BackupStatus::Pending {
-                        self.enqueue(ProvisioningJob::BackupTenant { tenant_id: tenant.id, backup_id: record.backup_id })
-                            .await?;
+                        self.enqueue(ProvisioningJob::BackupTenant {
+                            tenant_id: tenant.id,
+                            backup_id: record.backup_id,
+                        })
+                        .await?;
                     }
                 }
                 self.enqueue(ProvisioningJob::PruneBackups { tenant_id: tenant.id }).await?;
@@ -357,7 +396,8 @@ impl Provisioner {
                         size
                     }
                 };
-                let customers = self.store.latest_usage(tenant.id).await.map_err(retry)?.map(|r| r.customer_count);
+                let customers =
+                    self.store.latest_usage(tenant.id).await.map_err(retry)?.map(|r| r.customer_count);
                 if desired_size(plan_size, customers, tenant.task_size_override) != container.task_size {
                     self.enqueue(ProvisioningJob::ScaleTenant { tenant_id: tenant.id }).await?;
                 }
@@ -383,7 +423,8 @@ impl Provisioner {
         if record.tenant.status != TenantStatus::Active {
             return self.abandon_scaling(record).await;
         }
-        let (Some(container), Some(secret_arn)) = (record.tenant.container.clone(), record.tenant.secret_arn.clone())
+        let (Some(container), Some(secret_arn)) =
+            (record.tenant.container.clone(), record.tenant.secret_arn.clone())
         else {
             return Err(JobError::Discard(format!("tenant {tenant_id} runs no container")));
         };
@@ -391,7 +432,8 @@ impl Provisioner {
             Some(operation) => operation,
             None => {
                 let plan_size = self.plan_size(&record.tenant.plan).await?;
-                let customers = self.store.latest_usage(tenant_id).await.map_err(retry)?.map(|r| r.customer_count);
+                let customers =
+                    self.store.latest_usage(tenant_id).await.map_err(retry)?.map(|r| r.customer_count);
                 let target = desired_size(plan_size, customers, record.tenant.task_size_override);
                 if target == container.task_size {
                     return Ok(());
@@ -468,7 +510,10 @@ impl Provisioner {
             self.crash_point("scale.after_record")?;
         }
 
-        self.fleet.stop_task(&operation.previous_task_arn, "replaced by a resized task").await.map_err(fleet_error)?;
+        self.fleet
+            .stop_task(&operation.previous_task_arn, "replaced by a resized task")
+            .await
+            .map_err(fleet_error)?;
         self.crash_point("scale.after_stop")?;
         record.scaling = None;
         self.store.save_tenant(&mut record).await.map_err(saved)?;
@@ -491,7 +536,10 @@ impl Provisioner {
     async fn abandon_scaling(&self, mut record: TenantRecord) -> Result<(), JobError> {
         let tenant_id = record.tenant.id;
         let Some(operation) = record.scaling.clone() else {
-            return Err(JobError::Discard(format!("tenant {tenant_id} is {}, not active", record.tenant.status)));
+            return Err(JobError::Discard(format!(
+                "tenant {tenant_id} is {}, not active",
+                record.tenant.status
+            )));
         };
         let recorded = record.tenant.container.as_ref().map(|c| c.task_arn.clone());
         for task in self.fleet.running_tenant_tasks(tenant_id).await.map_err(fleet_error)? {

@@ -10,12 +10,15 @@
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use dotmac_domain::{
-    Action, BackupId, Caller, Denied, Resource, TaskSize, Target, Tenant, TenantId, TenantStatus, authorize,
+    Action, BackupId, Caller, Denied, Resource, Target, TaskSize, Tenant, TenantId, TenantStatus, authorize,
     desired_size,
 };
 use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::idempotency::IdempotencyKeyHeader;
-use dotmac_http::{ApiError, Authenticated, ErrorCode, Idempotent, Json, Page, PageQuery, Path, idempotent, request_fingerprint};
+use dotmac_http::{
+    ApiError, Authenticated, ErrorCode, Idempotent, Json, Page, PageQuery, Path, idempotent,
+    request_fingerprint,
+};
 use dotmac_queue::{ProvisioningJob, SqsQueue};
 use dotmac_store::{
     BackupRecord, BackupStatus, BackupTrigger, RestoreRecord, RestoreStatus, Store, StoreError,
@@ -60,7 +63,8 @@ impl From<FleetError> for ApiError {
                 .with_details(json!({ "status": TenantStatus::Deleted })),
             FleetError::BackupNotFound(_) => ApiError::new(ErrorCode::BackupNotFound, error.to_string()),
             FleetError::BackupNotCompleted(_, status) => {
-                ApiError::new(ErrorCode::BackupNotCompleted, error.to_string()).with_details(json!({ "status": status }))
+                ApiError::new(ErrorCode::BackupNotCompleted, error.to_string())
+                    .with_details(json!({ "status": status }))
             }
             FleetError::NotFargate(_) => ApiError::invalid_field("task_size", error.to_string()),
             FleetError::QueueUnavailable(cause) => ApiError::unavailable("sqs", cause),
@@ -92,7 +96,13 @@ pub async fn request_backup(
     if !matches!(tenant.status, TenantStatus::Active | TenantStatus::Suspended) {
         return Err(FleetError::NotBackedUp(tenant.status));
     }
-    let record = BackupRecord::new(tenant_id, BackupId::generate(), BackupTrigger::OnDemand, Some(caller.user_id.clone()), now);
+    let record = BackupRecord::new(
+        tenant_id,
+        BackupId::generate(),
+        BackupTrigger::OnDemand,
+        Some(caller.user_id.clone()),
+        now,
+    );
     let (mut record, _) = store.fenced(caller.fence()).create_backup(&record).await?;
     let job = ProvisioningJob::BackupTenant { tenant_id, backup_id: record.backup_id.clone() };
     if let Err(error) = queue.enqueue(job).await {
@@ -133,8 +143,10 @@ pub async fn request_restore(
         return Err(FleetError::NotBackedUp(tenant.status));
     }
     let fenced = store.fenced(caller.fence());
-    let backup =
-        fenced.get_backup(tenant_id, &backup_id).await?.ok_or_else(|| FleetError::BackupNotFound(backup_id.clone()))?;
+    let backup = fenced
+        .get_backup(tenant_id, &backup_id)
+        .await?
+        .ok_or_else(|| FleetError::BackupNotFound(backup_id.clone()))?;
     if backup.status != BackupStatus::Completed {
         return Err(FleetError::BackupNotCompleted(backup_id, backup.status));
     }
@@ -371,7 +383,8 @@ pub(crate) async fn create_backup(
     let scope = format!("backups#{}#{id}", caller.user_id);
     let fingerprint = request_fingerprint("POST", &format!("/v1/tenants/{id}/backups"), b"");
     idempotent(&state.store, &scope, &headers, &fingerprint, || async {
-        let record = request_backup(&state.store, &state.provisioning, &caller, id, OffsetDateTime::now_utc()).await?;
+        let record =
+            request_backup(&state.store, &state.provisioning, &caller, id, OffsetDateTime::now_utc()).await?;
         Ok((StatusCode::ACCEPTED, BackupView::for_caller(&caller, &record)))
     })
     .await
@@ -435,7 +448,8 @@ pub(crate) async fn restore_backup(
     let backup_id = BackupId::parse(&backup_id)?;
     authorize(&caller, Resource::Backup, Action::Update, Target::tenant(id))?;
     let scope = format!("restores#{}#{id}#{backup_id}", caller.user_id);
-    let fingerprint = request_fingerprint("POST", &format!("/v1/tenants/{id}/backups/{backup_id}/restore"), b"");
+    let fingerprint =
+        request_fingerprint("POST", &format!("/v1/tenants/{id}/backups/{backup_id}/restore"), b"");
     idempotent(&state.store, &scope, &headers, &fingerprint, || async {
         let now = OffsetDateTime::now_utc();
         let restore = request_restore(&state.store, &state.provisioning, &caller, id, backup_id, now).await?;

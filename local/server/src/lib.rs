@@ -87,7 +87,11 @@ pub async fn prepare(
         .context("creating the ECS cluster")?;
 
     // The backups' bucket (the template's `BackupBucket`): the one named, else the stack's own.
-    let bucket = env.get("DOTMAC_BACKUP_BUCKET").filter(|b| !b.is_empty()).cloned().unwrap_or_else(|| format!("{prefix}-backups"));
+    let bucket = env
+        .get("DOTMAC_BACKUP_BUCKET")
+        .filter(|b| !b.is_empty())
+        .cloned()
+        .unwrap_or_else(|| format!("{prefix}-backups"));
     env.insert("DOTMAC_BACKUP_BUCKET".into(), bucket.clone());
     env.insert("DOTMAC_TABLE_NAME".into(), table);
     env.insert("DOTMAC_PROVISIONING_QUEUE_URL".into(), queue.url().to_owned());

@@ -197,14 +197,19 @@ impl Store {
     /// Records a new backup, or returns the one recorded under its id before (the same id is
     /// the same backup: a retried request or a repeated schedule run).
     pub async fn create_backup(&self, record: &BackupRecord) -> Result<(BackupRecord, bool), StoreError> {
-        let item = Stored::new(ItemKey::backup(record.tenant_id, &record.backup_id), "backup", record).to_item()?;
+        let item =
+            Stored::new(ItemKey::backup(record.tenant_id, &record.backup_id), "backup", record).to_item()?;
         match self.put_new_or_read(item).await? {
             None => Ok((record.clone(), true)),
             Some(existing) => Ok((decode::<BackupItem>(existing)?.record, false)),
         }
     }
 
-    pub async fn get_backup(&self, tenant: TenantId, id: &BackupId) -> Result<Option<BackupRecord>, StoreError> {
+    pub async fn get_backup(
+        &self,
+        tenant: TenantId,
+        id: &BackupId,
+    ) -> Result<Option<BackupRecord>, StoreError> {
         Ok(self.get_item::<BackupItem>(ItemKey::backup(tenant, id)).await?.map(|i| i.record))
     }
 
@@ -213,8 +218,11 @@ impl Store {
         let expected = record.version;
         let mut next = record.clone();
         next.version = expected + 1;
-        let item = Stored::new(ItemKey::backup(next.tenant_id, &next.backup_id), "backup", &next).to_item()?;
-        self.put(item, Some(version_is(expected))).await?.map_err(|_| StoreError::VersionConflict { expected })?;
+        let item =
+            Stored::new(ItemKey::backup(next.tenant_id, &next.backup_id), "backup", &next).to_item()?;
+        self.put(item, Some(version_is(expected)))
+            .await?
+            .map_err(|_| StoreError::VersionConflict { expected })?;
         *record = next;
         Ok(())
     }
@@ -255,7 +263,8 @@ impl Store {
 
     /// Records a new restore (ids are fresh UUIDs; the same id again returns the first).
     pub async fn create_restore(&self, record: &RestoreRecord) -> Result<RestoreRecord, StoreError> {
-        let item = Stored::new(ItemKey::restore(record.tenant_id, &record.restore_id), "restore", record).to_item()?;
+        let item = Stored::new(ItemKey::restore(record.tenant_id, &record.restore_id), "restore", record)
+            .to_item()?;
         match self.put_new_or_read(item).await? {
             None => Ok(record.clone()),
             Some(existing) => Ok(decode::<RestoreItem>(existing)?.record),
@@ -270,8 +279,11 @@ impl Store {
         let expected = record.version;
         let mut next = record.clone();
         next.version = expected + 1;
-        let item = Stored::new(ItemKey::restore(next.tenant_id, &next.restore_id), "restore", &next).to_item()?;
-        self.put(item, Some(version_is(expected))).await?.map_err(|_| StoreError::VersionConflict { expected })?;
+        let item =
+            Stored::new(ItemKey::restore(next.tenant_id, &next.restore_id), "restore", &next).to_item()?;
+        self.put(item, Some(version_is(expected)))
+            .await?
+            .map_err(|_| StoreError::VersionConflict { expected })?;
         *record = next;
         Ok(())
     }
@@ -325,7 +337,8 @@ impl Store {
         }
         for key in removed {
             let only_key: RawItem = key.into_iter().filter(|(name, _)| name == PK || name == SK).collect();
-            let delete = DeleteRequest::builder().set_key(Some(only_key)).build().map_err(StoreError::request)?;
+            let delete =
+                DeleteRequest::builder().set_key(Some(only_key)).build().map_err(StoreError::request)?;
             requests.push(WriteRequest::builder().delete_request(delete).build());
         }
         for chunk in requests.chunks(BATCH) {
@@ -338,7 +351,8 @@ impl Store {
                     .send()
                     .await
                     .map_err(|e| StoreError::dynamo("BatchWriteItem", e))?;
-                pending = output.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
+                pending =
+                    output.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
                 if pending.is_empty() {
                     break;
                 }

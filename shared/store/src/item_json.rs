@@ -51,7 +51,9 @@ fn strings(value: &Value, what: &str) -> Result<Vec<String>, ItemJsonError> {
         .as_array()
         .ok_or_else(|| ItemJsonError(format!("{what} is not a list")))?
         .iter()
-        .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| ItemJsonError(format!("{what} holds a non-string"))))
+        .map(|v| {
+            v.as_str().map(str::to_owned).ok_or_else(|| ItemJsonError(format!("{what} holds a non-string")))
+        })
         .collect()
 }
 
@@ -61,21 +63,31 @@ fn blob(value: &Value) -> Result<Blob, ItemJsonError> {
 }
 
 pub fn attribute_from_json(value: &Value) -> Result<AttributeValue, ItemJsonError> {
-    let object = value.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
-        ItemJsonError(format!("an attribute is one {{\"TYPE\": value}} pair, got {value}"))
-    })?;
+    let object = value
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or_else(|| ItemJsonError(format!("an attribute is one {{\"TYPE\": value}} pair, got {value}")))?;
     let (kind, inner) = object.iter().next().ok_or_else(|| ItemJsonError("empty attribute".into()))?;
-    let text = |v: &Value| v.as_str().map(str::to_owned).ok_or_else(|| ItemJsonError(format!("{kind} is not a string")));
+    let text = |v: &Value| {
+        v.as_str().map(str::to_owned).ok_or_else(|| ItemJsonError(format!("{kind} is not a string")))
+    };
     Ok(match kind.as_str() {
         "S" => AttributeValue::S(text(inner)?),
         "N" => AttributeValue::N(text(inner)?),
         "B" => AttributeValue::B(blob(inner)?),
-        "BOOL" => AttributeValue::Bool(inner.as_bool().ok_or_else(|| ItemJsonError("BOOL is not a bool".into()))?),
+        "BOOL" => {
+            AttributeValue::Bool(inner.as_bool().ok_or_else(|| ItemJsonError("BOOL is not a bool".into()))?)
+        }
         "NULL" => AttributeValue::Null(true),
         "SS" => AttributeValue::Ss(strings(inner, "SS")?),
         "NS" => AttributeValue::Ns(strings(inner, "NS")?),
         "BS" => AttributeValue::Bs(
-            inner.as_array().ok_or_else(|| ItemJsonError("BS is not a list".into()))?.iter().map(blob).collect::<Result<_, _>>()?,
+            inner
+                .as_array()
+                .ok_or_else(|| ItemJsonError("BS is not a list".into()))?
+                .iter()
+                .map(blob)
+                .collect::<Result<_, _>>()?,
         ),
         "L" => AttributeValue::L(
             inner

@@ -128,7 +128,11 @@ impl Store {
 
     pub async fn get_tenant_record(&self, id: TenantId) -> Result<Option<TenantRecord>, StoreError> {
         let item = self.get_item::<TenantItem>(ItemKey::tenant(id)).await?;
-        Ok(item.map(|item| TenantRecord { tenant: item.record.tenant, lease: item.record.lease, scaling: item.record.scaling }))
+        Ok(item.map(|item| TenantRecord {
+            tenant: item.record.tenant,
+            lease: item.record.lease,
+            scaling: item.record.scaling,
+        }))
     }
 
     pub async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>, StoreError> {

@@ -97,6 +97,7 @@ pub fn make_fixture() -> anyhow::Result<Fixture> {
             started_at: now,
         }),
         customer_count: 1234,
+        task_size_override: None,
         bundles: vec!["crm".into(), "ai".into()],
         failure_reason: None,
         created_at: now,

@@ -33,11 +33,18 @@ pub fn s3_client(sdk: &aws_config::SdkConfig, force_path_style: bool) -> aws_sdk
     aws_sdk_s3::Client::from_conf(config)
 }
 
-/// The jobs EventBridge Scheduler sends straight to the provisioning queue (no function in
-/// between): the template's `BackupSchedule` and `ScalingSchedule` entries, and the local
-/// server's stand-ins for them, at the same pace.
-pub fn queue_schedules()
--> Vec<(&'static str, Duration, fn(time::OffsetDateTime) -> dotmac_queue::ProvisioningJob)> {
+/// A schedule that sends a job straight to the provisioning queue (no function in between).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSchedule {
+    pub name: &'static str,
+    pub every: Duration,
+    /// The job of the run at this time.
+    pub job: fn(time::OffsetDateTime) -> dotmac_queue::ProvisioningJob,
+}
+
+/// The template's `BackupSchedule` and `ScalingSchedule` entries, which the local server
+/// stands in for at the same pace.
+pub fn queue_schedules() -> [QueueSchedule; 2] {
     fn backups(now: time::OffsetDateTime) -> dotmac_queue::ProvisioningJob {
         let scheduled_at = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         dotmac_queue::ProvisioningJob::ScheduledBackups { scheduled_at }
@@ -45,9 +52,9 @@ pub fn queue_schedules()
     fn scaling(_: time::OffsetDateTime) -> dotmac_queue::ProvisioningJob {
         dotmac_queue::ProvisioningJob::ScheduledScaling {}
     }
-    vec![
-        ("daily-backups", Duration::from_secs(24 * 3600), backups),
-        ("hourly-scaling", Duration::from_secs(3600), scaling),
+    [
+        QueueSchedule { name: "daily-backups", every: Duration::from_secs(24 * 3600), job: backups },
+        QueueSchedule { name: "hourly-scaling", every: Duration::from_secs(3600), job: scaling },
     ]
 }
 

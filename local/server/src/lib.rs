@@ -224,11 +224,10 @@ async fn run_on_schedule(
 /// same job at the same pace, the first one pace after start (as a deployment's would).
 async fn send_on_schedule(
     platform: Platform,
-    name: &'static str,
-    every: Duration,
-    job: fn(OffsetDateTime) -> ProvisioningJob,
+    schedule: dotmac_platform::QueueSchedule,
     stopped: impl Future<Output = ()>,
 ) {
+    let dotmac_platform::QueueSchedule { name, every, job } = schedule;
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tokio::pin!(stopped);
     loop {
@@ -287,9 +286,11 @@ pub async fn serve(
         .filter_map(|handler| Some((handler, handler.schedule_every()?)))
         .map(|(handler, every)| tokio::spawn(run_on_schedule(platform.clone(), handler, every, stopped())))
         .collect();
-    schedules.extend(dotmac_platform::queue_schedules().into_iter().map(|(name, every, job)| {
-        tokio::spawn(send_on_schedule(platform.clone(), name, every, job, stopped()))
-    }));
+    schedules.extend(
+        dotmac_platform::queue_schedules()
+            .into_iter()
+            .map(|schedule| tokio::spawn(send_on_schedule(platform.clone(), schedule, stopped()))),
+    );
     shutdown.await;
     let _ = stop_tx.send(true);
     if let Some(reload) = reload {

@@ -119,6 +119,7 @@ impl EcsProxy {
                 secrets: stack.platform.tenant_secrets(),
                 keys: stack.platform.keys.clone(),
                 ttl_seconds: stack.config().machine_token_ttl_seconds,
+                license_ttl_seconds: stack.config().license_ttl_seconds,
             },
         )
     }

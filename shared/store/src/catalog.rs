@@ -113,6 +113,23 @@ impl Store {
         Ok(self.put_new_or_read(item).await?.is_none())
     }
 
+    /// Seeds the catalogue's prices and bundles: each seeded plan gets its seed price as
+    /// version 1, in effect from the first period there is (so every period has a price), and
+    /// each seed bundle is added. Written only where absent, so a restart never undoes an
+    /// operator's change.
+    pub async fn seed_catalogue(&self) -> Result<(), StoreError> {
+        let from = Period::new(2000, time::Month::January).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for (plan, price) in dotmac_billing::pricing::seed_prices() {
+            let plan_id = PlanId::parse(plan).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let first = PriceVersion { plan_id, version: 1, effective_from: from, price };
+            self.put_price_version(&first).await?;
+        }
+        for bundle in dotmac_billing::seed_bundles() {
+            self.put_bundle_if_absent(&bundle).await?;
+        }
+        Ok(())
+    }
+
     pub async fn get_bundle(&self, code: &str) -> Result<Option<Bundle>, StoreError> {
         Ok(self.get_item::<BundleItem>(ItemKey::bundle(code)).await?.map(|item| item.record))
     }

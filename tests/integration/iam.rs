@@ -69,8 +69,6 @@ const EXPLAINED_UNUSED: &[&str] = &[
     // Stopping a task a failed tenant already has: the last attempt after a launch that never
     // reached RUNNING (tests/integration/task_lifecycle.rs drives it; here RunTask fails first).
     "provisioner/ManageTenantTasks/ecs:StopTask",
-    // Renewing a machine token with a quarter of its life left (a later delivery).
-    "provisioner/TenantSecrets/secretsmanager:PutSecretValue",
     // Taking an onboarding back when the queue refuses its job, and abandoning an
     // idempotency record after a failure.
     "tenants/TenantsTable/dynamodb:DeleteItem",
@@ -1084,6 +1082,45 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         assert_eq!(status, 200, "{tenant}");
         assert_eq!(tenant["status"], "active", "{tenant}");
         assert_eq!(tenant["container"]["last_status"], "RUNNING", "{tenant}");
+        let tenant_uuid = dotmac_domain::TenantId::parse(&tenant_id).expect("id");
+        let license_of = |platform: &Platform| {
+            let secrets = platform.tenant_secrets();
+            async move { secrets.read(tenant_uuid).await.expect("secret").expect("exists").license.expect("a license") }
+        };
+        let first_license = license_of(&admin_platform).await;
+
+        // The catalogue and the tenant's subscriptions (transactions on the tenant's version),
+        // each change queueing the license job the provisioner then runs (a claim on the
+        // secret, the license written beside the machine token, the claim released).
+        for path in ["/v1/plans", "/v1/plans/usage", "/v1/bundles", &format!("/v1/tenants/{tenant_id}/bundles")] {
+            let (status, answer) = call(&tenants, Method::GET, path, Some(&admin), None).await;
+            assert_eq!(status, 200, "{path}: {answer}");
+        }
+        let price = json!({"currency": "USD", "per_customer": {"model": "package", "size": 100, "package_price": "30"}, "monthly_minimum": "50"});
+        let plan = json!({"id": "iam-plan", "name": "IAM", "task_size": {"cpu": 256, "memory_mib": 512}, "price": price});
+        let (status, answer) = call(&tenants, Method::POST, "/v1/plans", Some(&admin), Some(plan)).await;
+        assert_eq!(status, 201, "{answer}");
+        let (status, answer) = call(&tenants, Method::POST, "/v1/plans/iam-plan/prices", Some(&admin), Some(json!({"price": price, "expected_version": 1}))).await;
+        assert_eq!(status, 201, "{answer}");
+        let bundle_path = format!("/v1/tenants/{tenant_id}/bundles/crm");
+        let (status, answer) = call(&tenants, Method::POST, &bundle_path, Some(&admin), None).await;
+        assert_eq!(status, 201, "{answer}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "the license job");
+        let license = license_of(&admin_platform).await;
+        assert_ne!(license, first_license, "re-issued");
+        let claims = admin_platform.keys.verify_license(&license, tenant_uuid).expect("a valid license");
+        assert_eq!(claims.bundles, vec!["crm".to_owned()], "{claims:?}");
+        let (status, answer) = call(&tenants, Method::DELETE, &bundle_path, Some(&admin), None).await;
+        assert_eq!(status, 200, "{answer}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "the license job");
+        let (status, answer) = call(&tenants, Method::POST, &format!("/v1/tenants/{tenant_id}/plan"), Some(&admin), Some(json!({"plan": "scaled"}))).await;
+        assert_eq!(status, 201, "{answer}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "the license job");
+        let claims = admin_platform.keys.verify_license(&license_of(&admin_platform).await, tenant_uuid).expect("valid");
+        assert_eq!((claims.plan.as_str(), claims.bundles.len()), ("scaled", 0), "{claims:?}");
 
         // ... and one that cannot launch (a subnet that does not exist) fails each attempt; the
         // last one marks the tenant failed, stops what it has and revokes its token.

@@ -23,9 +23,15 @@ struct Objects {
 impl Objects {
     /// The route's path and query aimed at these objects.
     fn path(&self, route: &RouteSpec) -> String {
-        let mut path = route.path.replace("{name}", self.role).replace("{invitation_id}", &self.invitation);
+        let mut path = route
+            .path
+            .replace("{name}", self.role)
+            .replace("{invitation_id}", &self.invitation)
+            .replace("{bundle}", "crm");
         path = if route.path.starts_with("/v1/users/") {
             path.replace("{id}", &self.user)
+        } else if route.path.starts_with("/v1/plans/") {
+            path.replace("{id}", "usage")
         } else {
             path.replace("{id}", &self.tenant.to_string())
         };
@@ -42,6 +48,7 @@ impl Objects {
         }
         let permissions = json!([{ "resource": "invoice", "action": "read", "scope": "tenant" }]);
         let slug = uuid::Uuid::new_v4().simple().to_string();
+        let price = json!({ "currency": "USD", "per_customer": { "model": "package", "size": 10, "package_price": "1" } });
         Some(match (route.method.as_str(), route.path.as_str()) {
             ("POST", "/v1/tenants") => new_tenant_body("usage"),
             ("POST", "/v1/users") => json!({
@@ -61,6 +68,14 @@ impl Objects {
             }
             ("PUT", "/v1/roles/{name}") => json!({ "permissions": permissions }),
             ("POST", "/v1/tenants/{id}/health") => json!({ "status": "unhealthy" }),
+            ("POST", "/v1/tenants/{id}/plan") => json!({ "plan": "scaled" }),
+            ("POST", "/v1/plans") => json!({
+                "id": format!("p{}", &slug[..8]),
+                "name": "Intruder",
+                "task_size": { "cpu": 256, "memory_mib": 512 },
+                "price": price,
+            }),
+            ("POST", "/v1/plans/{id}/prices") => json!({ "price": price }),
             ("POST", "/v1/usage") => json!({
                 "tenant_id": self.tenant,
                 "report_id": format!("intruder-{}", &slug[..8]),
@@ -74,9 +89,10 @@ impl Objects {
     }
 
     /// Whether the request names one of these objects (rather than the caller's own tenant
-    /// collection, which a partner may list and add to).
+    /// collection, which a partner may list and add to, or the catalogue, which is no
+    /// tenant's: tenant admins and partners read it, and only platform staff change it).
     fn addressed_by(route: &RouteSpec) -> bool {
-        route.path != "/v1/tenants"
+        route.path != "/v1/tenants" && !route.path.starts_with("/v1/plans") && route.path != "/v1/bundles"
     }
 }
 
@@ -196,6 +212,8 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
             assert!(!answer.text.contains("B's own report"), "{what} leaked B's health to {who}");
             if Objects::addressed_by(route) {
                 assert!(matches!(answer.status, 403 | 404), "{what} as {who}: {answer:?}");
+            } else if route.method != Method::GET && route.path.starts_with("/v1/plans") {
+                assert_eq!(answer.status, 403, "{what} as {who} changes the catalogue: {answer:?}");
             }
         }
         // A customer user reaches no admin route, not even aimed at someone else's tenant.

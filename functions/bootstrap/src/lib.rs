@@ -382,6 +382,7 @@ impl Platform {
                 secrets: TenantSecrets::new(self.secrets.clone(), &self.config.tenant_secret_prefix),
                 keys: self.keys.clone(),
                 ttl_seconds: self.config.machine_token_ttl_seconds,
+                license_ttl_seconds: self.config.license_ttl_seconds,
             },
         )
     }
@@ -397,14 +398,17 @@ impl Platform {
 
 /// How the schedule rotates keys: the new key signs once every instance has reloaded twice,
 /// and old keys verify for as long as the longest token they signed (access, refresh or machine)
-/// lives.
+/// lives (licenses included).
 pub fn rotation_policy(config: &Config) -> RotationPolicy {
     let jwt = &config.jwt;
     let seconds = |n: u64| i64::try_from(n).unwrap_or(i64::MAX / 4);
     RotationPolicy {
         publish_lead_seconds: 2 * seconds(jwt.key_reload_seconds),
         overlap_seconds: seconds(
-            jwt.access_ttl_seconds.max(jwt.refresh_ttl_seconds).max(config.machine_token_ttl_seconds),
+            jwt.access_ttl_seconds
+                .max(jwt.refresh_ttl_seconds)
+                .max(config.machine_token_ttl_seconds)
+                .max(config.license_ttl_seconds),
         ) + 60,
         rotate_after_seconds: seconds(jwt.rotate_after_seconds),
     }

@@ -6,11 +6,11 @@ mod fleet;
 pub use fleet::{Fleet, FleetError, LaunchedTask, is_throttling};
 
 use dotmac_config::EcsSettings;
-use dotmac_domain::{Container, TenantId, TenantStatus};
+use dotmac_domain::{Container, Tenant, TenantId, TenantStatus};
 use dotmac_queue::{Delivery, JobError, JobHandler, ProvisioningJob};
 use dotmac_secrets::{MachineCredentials, TenantSecrets};
 use dotmac_store::{Lease, Store, StoreError, TenantRecord};
-use dotmac_tokens::JwtKeys;
+use dotmac_tokens::{Entitlements, JwtKeys, TokenError};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -27,7 +27,16 @@ pub struct ContainerCredentials {
     pub secrets: TenantSecrets,
     pub keys: Arc<JwtKeys>,
     pub ttl_seconds: u64,
+    /// Lifetime of the licenses it signs.
+    pub license_ttl_seconds: u64,
 }
+
+/// How long one writer may hold a tenant's secret (`Store::claim_secret_writes`): far more
+/// than a read, a signature and a put take.
+const SECRET_CLAIM_SECONDS: i64 = 30;
+
+/// The billing status every license states until the payments work sets others.
+pub const BILLING_STATUS_CURRENT: &str = "current";
 
 pub struct Provisioner {
     store: Store,
@@ -87,18 +96,105 @@ impl Provisioner {
     }
 
     /// The tenant's secret with a machine token the container can use for a while yet
-    /// (kept across retries; renewed when a quarter of its life is left).
-    async fn ensure_credentials(&self, tenant_id: TenantId) -> Result<String, FleetError> {
-        let ContainerCredentials { secrets, keys, ttl_seconds } = &self.credentials;
+    /// (kept across retries; renewed when a quarter of its life is left) and a license
+    /// stating the tenant's plan and bundles, written under the claim on the secret.
+    async fn ensure_credentials(&self, tenant: &Tenant) -> Result<String, FleetError> {
+        let dependency = |e: &dyn std::fmt::Display| FleetError::Dependency(e.to_string());
+        let claim = self.claim_secret(tenant.id).await.map_err(|e| dependency(&e))?;
+        let Some(claim) = claim else {
+            return Err(FleetError::Dependency("another writer holds the tenant's secret".into()));
+        };
+        let written = self.write_credentials(tenant).await;
+        self.release_secret(tenant.id, &claim).await;
+        written
+    }
+
+    async fn write_credentials(&self, tenant: &Tenant) -> Result<String, FleetError> {
+        let ContainerCredentials { secrets, keys, ttl_seconds, .. } = &self.credentials;
         let renew_within = i64::try_from(*ttl_seconds / 4).unwrap_or(i64::MAX);
         let ensured = secrets
-            .ensure_machine_token(tenant_id, keys, *ttl_seconds, renew_within, OffsetDateTime::now_utc())
+            .ensure_machine_token(tenant.id, keys, *ttl_seconds, renew_within, OffsetDateTime::now_utc())
             .await
             .map_err(|e| FleetError::Dependency(e.to_string()))?;
         if let Some(old) = &ensured.replaced {
             self.revoke(old).await.map_err(|e| FleetError::Dependency(e.to_string()))?;
         }
+        self.write_license(tenant).await.map_err(|e| FleetError::Dependency(e.to_string()))?;
         Ok(ensured.secret_arn)
+    }
+
+    /// Signs the license of `tenant` as it stands and writes it into its secret; `false`
+    /// when the tenant has no secret yet.
+    async fn write_license(&self, tenant: &Tenant) -> Result<bool, LicenseError> {
+        let ContainerCredentials { secrets, keys, license_ttl_seconds, .. } = &self.credentials;
+        let entitlements = Entitlements {
+            tenant_id: tenant.id,
+            plan: tenant.plan.to_string(),
+            bundles: tenant.bundles.clone(),
+            billing_status: BILLING_STATUS_CURRENT.to_owned(),
+        };
+        let (license, claims) =
+            keys.issue_license(&entitlements, *license_ttl_seconds, OffsetDateTime::now_utc())?;
+        let written = secrets.write_license(tenant.id, &license).await?;
+        if written {
+            tracing::info!(tenant_id = %tenant.id, plan = %claims.plan, bundles = ?claims.bundles, jti = %claims.jti, "license issued");
+        }
+        Ok(written)
+    }
+
+    /// Claims the tenant's secret for this writer: its claim token, or `None` while another
+    /// writer holds it.
+    async fn claim_secret(&self, tenant_id: TenantId) -> Result<Option<String>, StoreError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let now = OffsetDateTime::now_utc();
+        let claimed = self.store.claim_secret_writes(tenant_id, &token, SECRET_CLAIM_SECONDS, now).await?;
+        Ok(claimed.then_some(token))
+    }
+
+    async fn release_secret(&self, tenant_id: TenantId, token: &str) {
+        if let Err(error) = self.store.release_secret_writes(tenant_id, token).await {
+            // It expires on its own; the next writer waits at most that long.
+            tracing::warn!(%tenant_id, %error, "claim on the tenant's secret not released");
+        }
+    }
+
+    /// The `IssueLicense` job: the license of the tenant as it stands now, whichever change
+    /// queued it (so duplicates and late deliveries write the same thing or something newer).
+    async fn issue_license(&self, tenant_id: TenantId) -> Result<(), JobError> {
+        let Some(record) = self.store.get_tenant_record(tenant_id).await.map_err(retry)? else {
+            return Err(JobError::Discard(format!("tenant {tenant_id} does not exist")));
+        };
+        let tenant = &record.tenant;
+        match tenant.status {
+            // Nothing runs that could read a license; provisioning issues one when it does.
+            TenantStatus::Pending | TenantStatus::Deprovisioning | TenantStatus::Deleted => return Ok(()),
+            // The attempt running now writes the secret itself; this job waits for it, so
+            // what it writes then is the newest.
+            TenantStatus::Provisioning
+                if record.lease.as_ref().is_some_and(|lease| lease.is_live(OffsetDateTime::now_utc())) =>
+            {
+                return Err(JobError::Retry("a provisioning attempt holds the tenant".into()));
+            }
+            _ => {}
+        }
+        let Some(claim) = self.claim_secret(tenant_id).await.map_err(retry)? else {
+            return Err(JobError::Retry("another writer holds the tenant's secret".into()));
+        };
+        // Read again under the claim: a change committed before the claim is in this license.
+        let written = match self.store.get_tenant(tenant_id).await {
+            Ok(Some(now)) => self.write_license(&now).await.map_err(|e| JobError::Retry(e.to_string())),
+            Ok(None) => Err(JobError::Discard(format!("tenant {tenant_id} does not exist"))),
+            Err(error) => Err(retry(error)),
+        };
+        self.release_secret(tenant_id, &claim).await;
+        match written? {
+            true => Ok(()),
+            // No secret yet: the provisioning that creates it issues the license.
+            false => {
+                tracing::info!(%tenant_id, status = %tenant.status, "no tenant secret yet; provisioning will issue the license");
+                Ok(())
+            }
+        }
     }
 
     /// Puts a machine token on the deny-list: it stops working at once, everywhere.
@@ -121,7 +217,7 @@ impl Provisioner {
 
     async fn launch(&self, record: &TenantRecord) -> Result<(Container, String), FleetError> {
         let tenant = &record.tenant;
-        let secret_arn = self.ensure_credentials(tenant.id).await?;
+        let secret_arn = self.ensure_credentials(tenant).await?;
         let plan = self
             .store
             .get_plan(&tenant.plan)
@@ -220,6 +316,15 @@ impl Provisioner {
     }
 }
 
+/// Why a license was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum LicenseError {
+    #[error("signing the license: {0}")]
+    Signing(#[from] TokenError),
+    #[error(transparent)]
+    Secret(#[from] dotmac_secrets::SecretsError),
+}
+
 fn retry(error: StoreError) -> JobError {
     JobError::Retry(error.to_string())
 }
@@ -238,6 +343,7 @@ impl JobHandler<ProvisioningJob> for Provisioner {
                 }
                 outcome
             }
+            ProvisioningJob::IssueLicense { tenant_id } => self.issue_license(tenant_id).await,
         }
     }
 }

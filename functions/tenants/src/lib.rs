@@ -1,6 +1,10 @@
-//! The tenants function: onboard an ISP (write it, queue its provisioning) and read tenants.
+//! The tenants function: onboard an ISP (write it, queue its provisioning) and read tenants;
+//! the catalogue (plans, versioned prices, bundles) and each tenant's subscriptions.
 
+pub mod catalog;
+mod catalog_routes;
 pub mod onboarding;
+pub mod subscriptions;
 pub mod views;
 
 use axum::extract::{Query, State};
@@ -70,6 +74,15 @@ pub fn routes() -> Routes<TenantsState> {
         .route(Access::Authenticated, routes!(get_tenant))
         .route(Access::Authenticated, routes!(report_health))
         .route(Access::Authenticated, routes!(latest_health))
+        .route(Access::Authenticated, routes!(catalog_routes::list_plans))
+        .route(Access::Authenticated, routes!(catalog_routes::create_plan))
+        .route(Access::Authenticated, routes!(catalog_routes::get_plan))
+        .route(Access::Authenticated, routes!(catalog_routes::change_price))
+        .route(Access::Authenticated, routes!(catalog_routes::list_bundles))
+        .route(Access::Authenticated, routes!(catalog_routes::tenant_bundles))
+        .route(Access::Authenticated, routes!(catalog_routes::add_bundle))
+        .route(Access::Authenticated, routes!(catalog_routes::remove_bundle))
+        .route(Access::Authenticated, routes!(catalog_routes::change_plan))
 }
 
 pub fn router(state: TenantsState) -> ApiRoutes {

@@ -146,12 +146,13 @@ fn local_key_set(state_dir: Option<&str>) -> anyhow::Result<String> {
     Ok(set)
 }
 
-/// Writes the plan catalogue and the platform admin (kept if it already exists). Task
+/// Writes the plan catalogue (plans, their first prices, bundles) and the platform admin (kept if it already exists). Task
 /// definitions are per tenant, registered by the provisioner.
 pub async fn seed(platform: &Platform, local: &LocalSettings) -> anyhow::Result<()> {
     for plan in seed_plans() {
         platform.store.put_plan(&plan).await.context("seeding plans")?;
     }
+    platform.store.seed_catalogue().await.context("seeding prices and bundles")?;
     let email = Email::parse(&local.admin_email).context("DOTMAC_ADMIN_EMAIL")?;
     let admin = UserRecord {
         id: uuid::Uuid::now_v7().to_string(),

@@ -129,6 +129,8 @@ pub struct Config {
     /// Lifetime of a tenant container's machine token (renewed by re-provisioning when less
     /// than a quarter of it is left).
     pub machine_token_ttl_seconds: u64,
+    /// Lifetime of a tenant's signed license (re-issued whenever its plan or bundles change).
+    pub license_ttl_seconds: u64,
     /// How far ahead of the server's clock a usage report's `observed_at` may be.
     pub usage_max_future_seconds: u64,
     /// How old a usage report's `observed_at` may be (covers last month's late reports).
@@ -250,6 +252,7 @@ impl Config {
             cors_allowed_origins: env.list("DOTMAC_CORS_ALLOWED_ORIGINS"),
             tenant_secret_prefix: env.or("DOTMAC_TENANT_SECRET_PREFIX", "dotmac/tenants"),
             machine_token_ttl_seconds: env.number("DOTMAC_MACHINE_TOKEN_TTL_SECONDS", 30 * 24 * 3600u64)?,
+            license_ttl_seconds: env.number("DOTMAC_LICENSE_TTL_SECONDS", 35 * 24 * 3600u64)?,
             usage_max_future_seconds: env.number("DOTMAC_USAGE_MAX_FUTURE_SECONDS", 300u64)?,
             usage_max_age_seconds: env.number("DOTMAC_USAGE_MAX_AGE_SECONDS", 35 * 24 * 3600u64)?,
             invitations: InvitationSettings::from_reader(&env)?,
@@ -283,6 +286,7 @@ impl fmt::Debug for Config {
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("tenant_secret_prefix", &self.tenant_secret_prefix)
             .field("machine_token_ttl_seconds", &self.machine_token_ttl_seconds)
+            .field("license_ttl_seconds", &self.license_ttl_seconds)
             .field("usage_max_future_seconds", &self.usage_max_future_seconds)
             .field("usage_max_age_seconds", &self.usage_max_age_seconds)
             .field("invitations", &self.invitations)

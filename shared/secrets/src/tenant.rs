@@ -1,5 +1,8 @@
 //! Each tenant's secret: what its container needs to call the platform back (its machine
-//! token). Created at provisioning; the container reads it with its task role.
+//! token) and what it may switch on (its signed license). Created at provisioning; the
+//! container reads it with its task role. Writers read it, change their own field and put it
+//! back whole, under the store's claim on the tenant's secret writes
+//! (`Store::claim_secret_writes`), so neither loses the other's field.
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::types::Tag;
@@ -26,6 +29,10 @@ pub struct MachineCredentials {
     /// The token's `jti`, to revoke it through the deny-list.
     pub token_id: String,
     pub expires_at: i64,
+    /// The tenant's license (`license+jwt`, see `dotmac_tokens::LicenseClaims`); absent in
+    /// secrets written before licenses existed, and until the first one is issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
 }
 
 /// The tenant's secret, and the credentials a renewal replaced (to revoke).
@@ -85,6 +92,8 @@ impl TenantSecrets {
             machine_token: token,
             token_id: claims.jti.clone(),
             expires_at: claims.exp,
+            // A renewal keeps the license beside the token.
+            license: existing.as_ref().and_then(|current| current.license.clone()),
         })
         .map_err(|e| SecretsError::Malformed { secret: name.clone(), reason: e.to_string() })?;
         if existing.is_some() {
@@ -118,6 +127,24 @@ impl TenantSecrets {
             Err(error) => return Err(SecretsError::aws("CreateSecret", error)),
         };
         Ok(EnsuredToken { secret_arn, replaced: None })
+    }
+
+    /// Writes `license` into the tenant's secret beside its machine token. `false` when the
+    /// tenant has no secret yet (provisioning creates it, and issues the license then).
+    pub async fn write_license(&self, tenant: TenantId, license: &str) -> Result<bool, SecretsError> {
+        let name = self.secret_name(tenant);
+        let Some(mut credentials) = self.read(tenant).await? else { return Ok(false) };
+        credentials.license = Some(license.to_owned());
+        let value = serde_json::to_string(&credentials)
+            .map_err(|e| SecretsError::Malformed { secret: name.clone(), reason: e.to_string() })?;
+        self.client
+            .put_secret_value()
+            .secret_id(&name)
+            .secret_string(value)
+            .send()
+            .await
+            .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
+        Ok(true)
     }
 
     async fn arn(&self, name: &str) -> Result<String, SecretsError> {

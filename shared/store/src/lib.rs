@@ -6,6 +6,7 @@
 //! tokens, platform staff, idempotency records) have their own prefixes.
 
 pub mod admission;
+pub mod catalog;
 mod dynamo;
 mod error;
 pub mod fence;
@@ -16,13 +17,16 @@ pub mod keys;
 pub mod plans;
 pub mod roles;
 pub mod schema;
+mod secret_writes;
 pub mod sessions;
+pub mod subscriptions;
 pub mod tenants;
 pub mod throttle;
 pub mod usage;
 pub mod users;
 
 pub use admission::{Admission, Also, Presented, SessionOf};
+pub use catalog::{PriceVersion, PriceWrite};
 pub use error::StoreError;
 pub use fence::Fenced;
 pub use heartbeats::{HealthStatus, Heartbeat};
@@ -30,6 +34,7 @@ pub use idempotency::{Begin, IdempotencyKey, SavedResponse};
 pub use invitations::{Acceptance, Delivery, InvitationRecord};
 pub use roles::{RoleRecord, RoleWrite};
 pub use sessions::{NewSession, Rotation, Session, SessionRefusal, unix_ms};
+pub use subscriptions::{BundleSpan, PlanSpan, Subscriptions};
 pub use tenants::{Lease, Page, TenantRecord};
 pub use throttle::WindowCount;
 pub use usage::{Recorded, UsageReport, UsageWindow};

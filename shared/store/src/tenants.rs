@@ -96,7 +96,16 @@ impl Store {
         if let Some(request) = request {
             slug_claim.insert(CREATED_BY_REQUEST.to_owned(), s(request));
         }
-        match self.transact(vec![self.put_new(item)?, self.put_new(slug_claim)?]).await? {
+        // The tenant's first plan span, from its creation, in the same write: every tenant has
+        // a plan span from the moment it exists (`subscriptions`).
+        let first_plan = crate::subscriptions::PlanSpan {
+            plan_id: tenant.plan.clone(),
+            from: tenant.created_at,
+            to: None,
+        };
+        let span = crate::subscriptions::plan_span_item(tenant.id, &first_plan)?;
+        match self.transact(vec![self.put_new(item)?, self.put_new(slug_claim)?, self.put_new(span)?]).await?
+        {
             Ok(()) => Ok(()),
             Err(cancelled) if cancelled.refused(1) => Err(StoreError::SlugTaken(slug.to_owned())),
             Err(cancelled) if cancelled.refused(0) => Err(StoreError::AlreadyExists),
@@ -182,6 +191,10 @@ impl Store {
         let steps = vec![
             self.delete_step(ItemKey::tenant(tenant.id), unchanged)?,
             self.delete_step(ItemKey::slug(tenant.slug.as_str()), ours)?,
+            self.delete_step(
+                ItemKey::plan_span(tenant.id, tenant.created_at),
+                Expr::new("attribute_exists(PK)"),
+            )?,
         ];
         Ok(self.transact(steps).await??)
     }

@@ -6,16 +6,22 @@
 //! - `aggregation`: the billable customer count of a period from usage reports.
 //! - `pricing`: per-customer prices (graduated, volume or package tiers, a monthly minimum)
 //!   turned into invoice lines.
+//! - `invoice`: an invoice draft (plan spans, bundles, adjustments) from a period's inputs.
 //! - `proration`: a monthly amount for part of a month, so the parts of a month always sum
 //!   back to the whole.
 
 pub mod aggregation;
+pub mod invoice;
 pub mod money;
 pub mod period;
 pub mod pricing;
 pub mod proration;
 
 pub use aggregation::{Aggregation, Reading, billable_count};
+pub use invoice::{
+    Adjustment, BundleCharge, InvoiceDraft, InvoiceError, InvoiceInputs, InvoiceLine, InvoiceLineKind, PlanCharge, Usage,
+    build_invoice, re_rating,
+};
 pub use money::{Currency, Money, MoneyError, round_to_minor};
 pub use period::{Period, PeriodError};
 pub use pricing::{Line, LineKind, PerCustomer, Price, PriceError, Tier, TierMode};

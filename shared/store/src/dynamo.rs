@@ -224,16 +224,22 @@ pub(crate) struct Query {
     limit: Option<i32>,
     start: Option<Item>,
     descending: bool,
+    consistent: bool,
 }
 
 impl Query {
     pub(crate) fn table(key: Expr) -> Self {
-        Self { index: None, key, filter: None, limit: None, start: None, descending: false }
+        Self { index: None, key, filter: None, limit: None, start: None, descending: false, consistent: false }
     }
 
     /// Sort keys from the highest down.
     pub(crate) fn descending(self) -> Self {
         Self { descending: true, ..self }
+    }
+
+    /// Sees every write acknowledged before it (the table only: an index cannot).
+    pub(crate) fn consistent(self) -> Self {
+        Self { consistent: true, ..self }
     }
 
     pub(crate) fn index(index: &'static str, key: Expr) -> Self {
@@ -387,6 +393,7 @@ impl Store {
             .set_limit(query.limit)
             .set_exclusive_start_key(query.start)
             .set_scan_index_forward(query.descending.then_some(false))
+            .set_consistent_read(query.consistent.then_some(true))
             .send()
             .await
             .map_err(|e| StoreError::dynamo("Query", e))?;
@@ -429,6 +436,20 @@ impl Store {
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression(ITEM_IS_NEW)
+            .build()
+            .map(|put| TransactWriteItem::builder().put(put).build())
+            .map_err(StoreError::request)
+    }
+
+    /// A transaction step writing `item` (replacing any item with its key) if `condition` holds.
+    pub(crate) fn put_if(&self, item: Item, condition: Expr) -> Result<TransactWriteItem, StoreError> {
+        let (names, values) = placeholders([&condition]);
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition.text)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
             .build()
             .map(|put| TransactWriteItem::builder().put(put).build())
             .map_err(StoreError::request)

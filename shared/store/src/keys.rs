@@ -118,6 +118,11 @@ impl ItemKey {
         Self { pk: pk.into(), sk: sk.into() }
     }
 
+    /// For the kinds whose constructors live beside their records (`billing.rs`).
+    pub(crate) fn raw(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Self::new(pk, sk)
+    }
+
     /// A tenant's profile.
     pub(crate) fn tenant(id: TenantId) -> Self {
         Self::new(tenant_pk(id), TENANT_PROFILE_SK)

@@ -6,6 +6,7 @@
 //! tokens, platform staff, idempotency records) have their own prefixes.
 
 pub mod admission;
+pub mod billing;
 mod dynamo;
 mod error;
 pub mod fence;
@@ -23,6 +24,10 @@ pub mod usage;
 pub mod users;
 
 pub use admission::{Admission, Also, Presented, SessionOf};
+pub use billing::{
+    BillingRun, Expected, Finalized, InvoiceFilter, InvoiceRecord, InvoiceStatus, Opened, OutboxEvent, RunOutcome, RunTenant,
+    Written, invoice_id, parse_invoice_id,
+};
 pub use error::StoreError;
 pub use fence::Fenced;
 pub use heartbeats::{HealthStatus, Heartbeat};

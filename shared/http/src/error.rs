@@ -48,6 +48,8 @@ error_codes! {
     NotFound = "NOT_FOUND" => NOT_FOUND,
     TenantNotFound = "TENANT_NOT_FOUND" => NOT_FOUND,
     InvitationNotFound = "INVITATION_NOT_FOUND" => NOT_FOUND,
+    InvoiceNotFound = "INVOICE_NOT_FOUND" => NOT_FOUND,
+    BillingRunNotFound = "BILLING_RUN_NOT_FOUND" => NOT_FOUND,
     InvitationExpired = "INVITATION_EXPIRED" => GONE,
     MethodNotAllowed = "METHOD_NOT_ALLOWED" => METHOD_NOT_ALLOWED,
     SlugTaken = "SLUG_TAKEN" => CONFLICT,

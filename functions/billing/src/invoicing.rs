@@ -185,6 +185,7 @@ impl Billing {
 
     /// The `FanOut` job: queues the run's tenants a page at a time from its recorded cursor.
     pub async fn fan_out(&self, run_id: &str) -> Result<(), BillingError> {
+        let mut lost = 0;
         loop {
             let Some(run) = self.store.get_billing_run(run_id).await? else {
                 return Err(BillingError::NoRun(run_id.to_owned()));
@@ -216,6 +217,11 @@ impl Billing {
             if moved && page.next_cursor.is_none() {
                 tracing::info!(run_id, "billing run fanned out");
                 return Ok(());
+            }
+            // Another fan-out moving the cursor each time is progress; never moving it is not.
+            lost = if moved { 0 } else { lost + 1 };
+            if lost >= WRITE_ATTEMPTS {
+                return Err(StoreError::VersionConflict { expected: 0 }.into());
             }
         }
     }

@@ -132,8 +132,9 @@ pub struct BillingRun {
     pub requested_by: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    /// The opaque cursor of the tenants list after the last page fanned out.
-    #[serde(default)]
+    /// The opaque cursor of the tenants list after the last page fanned out (absent, not
+    /// NULL, before the first: the fan-out's condition tests for the attribute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
     #[serde(default)]
     pub fanned_out: bool,

@@ -46,8 +46,10 @@ impl From<BillingError> for ApiError {
     }
 }
 
-fn invoice_not_found(id: &str) -> ApiError {
-    ApiError::new(ErrorCode::InvoiceNotFound, format!("no invoice {id} where you can see"))
+/// The id is not repeated: it names a tenant, and an answer never names one the caller may
+/// not see.
+fn invoice_not_found(_id: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvoiceNotFound, "no such invoice where you can see")
 }
 
 #[derive(Clone)]

@@ -192,7 +192,14 @@ async fn run_on_schedule(
     if handler == Handler::RotateSigningKeys && platform.key_set_secret().is_none() {
         return;
     }
-    let mut ticks = tokio::time::interval(every);
+    // The rotation runs at once (a fresh stack needs its keys); the billing schedules first
+    // run one interval after start, so a server started for a test or a demo never bills the
+    // tenants it is about to create behind their back.
+    let first = match handler {
+        Handler::BillingCycle | Handler::FinalizeInvoices => tokio::time::Instant::now() + every,
+        _ => tokio::time::Instant::now(),
+    };
+    let mut ticks = tokio::time::interval_at(first, every);
     tokio::pin!(stopped);
     loop {
         tokio::select! {

@@ -446,3 +446,80 @@ async fn through_the_api_a_run_is_read_its_invoices_listed_finalized_and_the_upc
     assert!(all["items"].as_array().expect("items").iter().any(|i| i["id"] == json!(id)), "{all}");
     app.shutdown().await;
 }
+
+/// The sample events in `events/` run the way Lambda runs them: the schedule's event opens the
+/// period's run once however often it fires, and the SQS record of a billing job invoices its
+/// tenant and counts it on its run, once, redelivered or not.
+#[tokio::test]
+async fn the_sample_schedule_and_billing_job_events_run_as_lambda_runs_them() {
+    let stack = TestStack::new(&[]).await;
+    let platform = &stack.platform;
+    // The schedule's event carries nothing the run needs: it bills the period just ended.
+    let schedule: Value =
+        serde_json::from_str(include_str!("../../events/schedule-billing-cycle.json")).expect("event");
+    assert_eq!(schedule["source"], "aws.scheduler");
+    platform.run_schedule(dotmac_platform::Handler::BillingCycle).await.expect("first firing");
+    platform.run_schedule(dotmac_platform::Handler::BillingCycle).await.expect("second firing");
+    let scheduled = format!("scheduled-{}", last_period());
+    let (run, _) = platform.billing().run(&staff(), &scheduled).await.expect("the scheduled run");
+    assert_eq!(run.period, last_period());
+    // A firing that finds its run not fanned out yet queues the fan-out again (a crash after
+    // opening is resumed so); once fanned out, a firing queues nothing.
+    drain(platform).await;
+    let (run, _) = platform.billing().run(&staff(), &scheduled).await.expect("the scheduled run");
+    assert!(run.fanned_out && run.tenants_total == 0, "{run:?}");
+    platform.run_schedule(dotmac_platform::Handler::BillingCycle).await.expect("a later firing");
+    assert!(take(platform).await.is_empty(), "nothing queued by a firing after the fan-out");
+
+    // The sample job names tenant ...bb and run scheduled-2026-11: both made to exist here.
+    let event: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_str(include_str!("../../events/sqs-billing-job.json")).expect("event");
+    let body: Value = serde_json::from_str(event.records[0].body.as_deref().expect("body")).expect("job");
+    let tenant_id = TenantId::parse(body["job"]["tenant_id"].as_str().expect("tenant")).expect("id");
+    let period = Period::parse(body["job"]["period"].as_str().expect("period")).expect("period");
+    let mut tenant = Tenant::onboard(
+        NewTenant {
+            name: TenantName::parse("Sample ISP").expect("name"),
+            slug: TenantSlug::parse("sample-isp").expect("slug"),
+            plan: PlanId::parse("usage").expect("plan"),
+            contact_email: Email::parse("ops@sample.example").expect("email"),
+            partner_id: None,
+        },
+        OffsetDateTime::now_utc(),
+    );
+    (tenant.id, tenant.status) = (tenant_id, TenantStatus::Active);
+    platform.store.create_tenant(&tenant).await.expect("tenant");
+    let sample_run = dotmac_store::BillingRun {
+        id: body["job"]["run_id"].as_str().expect("run").to_owned(),
+        period,
+        tenant_ids: Vec::new(),
+        requested_by: "schedule".into(),
+        created_at: OffsetDateTime::now_utc(),
+        cursor: None,
+        fanned_out: true,
+        tenants_total: 1,
+        invoiced: 0,
+        failed: 0,
+    };
+    let outbox = dotmac_store::OutboxEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        detail_type: "billing.cycle_started".into(),
+        source: "dotmac.billing".into(),
+        detail: "{}".into(),
+        created_at: OffsetDateTime::now_utc(),
+        published: false,
+    };
+    // The sample's run may be this month's scheduled run itself (its period just ended).
+    platform.store.open_billing_run(&sample_run, &outbox).await.expect("run");
+    let (before, _) = platform.billing().run(&staff(), &sample_run.id).await.expect("run");
+    record(platform, tenant_id, "sample", 500, period.start() + Duration::days(2)).await;
+    let worker = platform.billing_worker();
+    for _ in 0..2 {
+        let answer = dotmac_queue::lambda::handle_sqs_event(&worker, event.clone(), 5).await;
+        assert!(answer.batch_item_failures.is_empty(), "{:?}", answer.batch_item_failures);
+    }
+    let invoice = platform.store.get_invoice(tenant_id, period).await.expect("read").expect("invoice");
+    assert_eq!(invoice.content.total.minor, 250_00);
+    let (run, _) = platform.billing().run(&staff(), &sample_run.id).await.expect("run");
+    assert_eq!((run.invoiced - before.invoiced, run.failed), (1, 0), "delivered twice, counted once");
+}

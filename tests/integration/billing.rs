@@ -5,9 +5,14 @@
 //! Most tests run the worker by hand on a stack with no server (`TestStack`), taking the billing
 //! queue's messages one by one: so a test decides exactly which job runs, twice, or never
 //! finishes, as a crash or a redelivery would.
+//!
+//! Amounts in cents are written dollars_cents (250_00 is 250.00), so they read as invoices do.
+#![allow(clippy::inconsistent_digit_grouping)]
 
 use dotmac_billing::Period;
-use dotmac_domain::{Caller, Email, NewTenant, PlanId, Role, Tenant, TenantId, TenantName, TenantSlug, TenantStatus};
+use dotmac_domain::{
+    Caller, Email, NewTenant, PlanId, Role, Tenant, TenantId, TenantName, TenantSlug, TenantStatus,
+};
 use dotmac_platform::Platform;
 use dotmac_queue::{BillingJob, Envelope, Outcome, ReceivedMessage, process_message};
 use dotmac_store::{InvoiceFilter, InvoiceRecord, InvoiceStatus, UsageReport};
@@ -120,7 +125,9 @@ async fn a_run_invoices_each_active_tenant_once_and_a_second_run_or_a_redelivery
     let mid = period.start() + Duration::days(10);
     // The seed's three example tenants, and one not yet active (never billed).
     let mut expected = Vec::new();
-    for (plan, customers, cents) in [("usage", 500, 250_00), ("scaled", 1_200, 420_00), ("enterprise", 3_000, 999_00)] {
+    for (plan, customers, cents) in
+        [("usage", 500, 250_00), ("scaled", 1_200, 420_00), ("enterprise", 3_000, 999_00)]
+    {
         let tenant = active_tenant(platform, plan).await;
         record(platform, tenant, "peak", customers, mid).await;
         expected.push((tenant, cents));
@@ -171,7 +178,11 @@ async fn a_run_invoices_each_active_tenant_once_and_a_second_run_or_a_redelivery
         .map(|d| serde_json::from_str(d).expect("json"))
         .collect();
     assert!(
-        details.iter().any(|d| d["id"] == json!(run.id) && d["start"] == json!(period.start().format(&time::format_description::well_known::Rfc3339).expect("time"))),
+        details.iter().any(|d| d["id"] == json!(run.id)
+            && d["start"]
+                == json!(
+                    period.start().format(&time::format_description::well_known::Rfc3339).expect("time")
+                )),
         "{details:?}"
     );
 
@@ -189,7 +200,8 @@ async fn a_run_invoices_each_active_tenant_once_and_a_second_run_or_a_redelivery
     assert_eq!((again.tenants_total, again.invoiced, again.failed), (3, 3, 0), "{again:?}");
 
     // A second run of the same period: its own counts, still one invoice per tenant, unchanged.
-    let second = billing.open_run(&staff(), Some(period), Vec::new(), OffsetDateTime::now_utc()).await.expect("run");
+    let second =
+        billing.open_run(&staff(), Some(period), Vec::new(), OffsetDateTime::now_utc()).await.expect("run");
     drain(platform).await;
     let (second, _) = billing.run(&staff(), &second.id).await.expect("run");
     assert_eq!((second.tenants_total, second.invoiced), (3, 3));
@@ -231,7 +243,10 @@ async fn two_runs_at_once_with_every_job_delivered_twice_make_one_invoice_each()
     assert!(outcomes.iter().all(Outcome::acknowledges), "{outcomes:?}");
     let invoices = invoices_of(platform, period).await;
     assert_eq!(invoices.len(), 4, "{invoices:?}");
-    assert_eq!(invoices.iter().map(|i| i.tenant_id).collect::<BTreeSet<_>>(), tenants.iter().copied().collect());
+    assert_eq!(
+        invoices.iter().map(|i| i.tenant_id).collect::<BTreeSet<_>>(),
+        tenants.iter().copied().collect()
+    );
     for run in [a, b] {
         let (run, _) = billing.run(&staff(), &run.id).await.expect("run");
         assert_eq!((run.tenants_total, run.invoiced, run.failed), (4, 4, 0), "{run:?}");
@@ -248,7 +263,8 @@ async fn a_worker_killed_mid_run_resumes_with_no_gap_and_no_duplicate() {
         record(platform, tenant, "r", 1_200, period.start() + Duration::days(3)).await;
     }
     let billing = platform.billing();
-    let run = billing.open_run(&staff(), Some(period), Vec::new(), OffsetDateTime::now_utc()).await.expect("run");
+    let run =
+        billing.open_run(&staff(), Some(period), Vec::new(), OffsetDateTime::now_utc()).await.expect("run");
     let fan_out = take(platform).await;
     assert_eq!(fan_out.len(), 1);
     handle(platform, &fan_out[0], true).await;
@@ -379,8 +395,10 @@ async fn through_the_api_a_run_is_read_its_invoices_listed_finalized_and_the_upc
     let app = TestApp::spawn().await;
     let admin = app.admin_token().await;
     let tenant = app.onboarded_tenant(&admin).await;
-    app.wait_for_tenant(&admin, &tenant.to_string(), std::time::Duration::from_secs(60), |t| t["status"] == "active")
-        .await;
+    app.wait_for_tenant(&admin, &tenant.to_string(), std::time::Duration::from_secs(60), |t| {
+        t["status"] == "active"
+    })
+    .await;
     let other = app.onboarded_tenant(&admin).await;
     let tenant_admin = app.user_token("admin@billed.example", tenant, Role::TenantAdmin).await;
     let other_admin = app.user_token("admin@other.example", other, Role::TenantAdmin).await;
@@ -392,7 +410,10 @@ async fn through_the_api_a_run_is_read_its_invoices_listed_finalized_and_the_upc
     let upcoming = format!("/v1/tenants/{tenant}/invoices/upcoming");
     let (status, body) = app.get_json(&tenant_admin, &upcoming).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["status"].clone(), body["billable_customers"].clone()), (json!("upcoming"), json!(1_200)));
+    assert_eq!(
+        (body["status"].clone(), body["billable_customers"].clone()),
+        (json!("upcoming"), json!(1_200))
+    );
     assert_eq!(body["total"]["minor"], json!(530_00), "{body}");
     let (status, _) = app.get_json(&other_admin, &upcoming).await;
     assert_eq!(status, 403, "another tenant's admin never sees it");
@@ -400,7 +421,12 @@ async fn through_the_api_a_run_is_read_its_invoices_listed_finalized_and_the_upc
     // A run of the current period, as an operator checking the month so far.
     let period = Period::containing(OffsetDateTime::now_utc()).to_string();
     let (status, run) = app
-        .send(Method::POST, "/v1/billing/runs", Some(&admin), Some(&json!({ "period": period, "tenant_ids": [tenant] })))
+        .send(
+            Method::POST,
+            "/v1/billing/runs",
+            Some(&admin),
+            Some(&json!({ "period": period, "tenant_ids": [tenant] })),
+        )
         .await;
     assert_eq!(status, 202, "{run}");
     let (status, _) = app.send(Method::POST, "/v1/billing/runs", Some(&tenant_admin), Some(&json!({}))).await;
@@ -418,7 +444,8 @@ async fn through_the_api_a_run_is_read_its_invoices_listed_finalized_and_the_upc
     };
     assert_eq!((run["tenants_total"].clone(), run["failed"].clone()), (json!(1), json!(0)), "{run}");
 
-    let (status, list) = app.get_json(&tenant_admin, &format!("/v1/invoices?tenant_id={tenant}&status=draft")).await;
+    let (status, list) =
+        app.get_json(&tenant_admin, &format!("/v1/invoices?tenant_id={tenant}&status=draft")).await;
     assert_eq!(status, 200, "{list}");
     let items = list["items"].as_array().expect("items");
     assert_eq!(items.len(), 1, "{list}");

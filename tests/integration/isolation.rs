@@ -130,7 +130,8 @@ async fn furnished(app: &TestApp, admin: &str, tenant: TenantId, label: &str) ->
     let period = dotmac_billing::Period::containing(time::OffsetDateTime::now_utc()).previous();
     let usage = dotmac_domain::PlanId::parse("usage").expect("plan");
     let now = time::OffsetDateTime::now_utc();
-    let invoice = platform.billing().invoice_tenant(None, tenant, None, &usage, period, now).await.expect("invoice").id;
+    let invoice =
+        platform.billing().invoice_tenant(None, tenant, None, &usage, period, now).await.expect("invoice").id;
     let run = dotmac_store::BillingRun {
         id: uuid::Uuid::now_v7().to_string(),
         period,

@@ -43,7 +43,10 @@ impl PriceCache {
     }
 
     fn keep(&self, price: &PriceVersion, period: Period) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert((price.plan_id.clone(), period), price.clone());
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((price.plan_id.clone(), period), price.clone());
     }
 }
 
@@ -70,7 +73,11 @@ pub struct Inputs {
 }
 
 /// The catalogue's price of `plan` in force for `period` (TEMPORARY: the seed's, version 1).
-async fn price_in_force(_store: &Store, plan: &PlanId, period: Period) -> Result<Option<PriceVersion>, StoreError> {
+async fn price_in_force(
+    _store: &Store,
+    plan: &PlanId,
+    period: Period,
+) -> Result<Option<PriceVersion>, StoreError> {
     Ok(seed_prices().into_iter().find(|(id, _)| *id == plan.as_str()).map(|(_, price)| PriceVersion {
         plan_id: plan.clone(),
         version: 1,
@@ -94,7 +101,11 @@ pub(crate) fn readings_of(window: &UsageWindow) -> Vec<Reading> {
         .carried_in
         .iter()
         .chain(&window.reports)
-        .map(|r| Reading { report_id: r.report_id.clone(), observed_at: r.observed_at, customer_count: r.customer_count })
+        .map(|r| Reading {
+            report_id: r.report_id.clone(),
+            observed_at: r.observed_at,
+            customer_count: r.customer_count,
+        })
         .collect()
 }
 

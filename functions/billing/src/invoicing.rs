@@ -11,11 +11,13 @@
 //! - `finalize`: recompute a draft one last time and number it (gapless, see the store).
 
 use dotmac_billing::{Adjustment, InvoiceInputs, Period, Usage, build_invoice, re_rating};
-use dotmac_domain::{Action, Caller, Denied, PartnerId, PlanId, Resource, Target, Tenant, TenantId, TenantStatus, authorize};
+use dotmac_domain::{
+    Action, Caller, Denied, PartnerId, PlanId, Resource, Target, Tenant, TenantId, TenantStatus, authorize,
+};
 use dotmac_queue::{BillingJob, QueueError, SqsQueue};
 use dotmac_store::{
-    BillingRun, Expected, Finalized, InvoiceRecord, InvoiceStatus, Opened, OutboxEvent, Store, StoreError, Written,
-    invoice_id,
+    BillingRun, Expected, Finalized, InvoiceRecord, InvoiceStatus, Opened, OutboxEvent, Store, StoreError,
+    Written, invoice_id,
 };
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -176,7 +178,11 @@ impl Billing {
         self.open(run).await
     }
 
-    pub async fn run(&self, caller: &Caller, id: &str) -> Result<(BillingRun, Vec<dotmac_store::RunTenant>), BillingError> {
+    pub async fn run(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(BillingRun, Vec<dotmac_store::RunTenant>), BillingError> {
         platform_staff(caller, Action::Read)?;
         let run = self.store.get_billing_run(id).await?.ok_or_else(|| BillingError::NoRun(id.to_owned()))?;
         let failures = if run.failed > 0 { self.store.billing_run_failures(id).await? } else { Vec::new() };
@@ -240,13 +246,17 @@ impl Billing {
             let inputs = gather(&self.store, &self.prices, tenant, plan, period, None, None).await?;
             let current = inputs.current_invoice.clone();
             let (record, expected) = match compute(&inputs, tenant, partner.clone(), run_id, now)? {
-                Computed { record, .. } if current.as_ref().is_some_and(|c| c.status == InvoiceStatus::Finalized) => {
+                Computed { record, .. }
+                    if current.as_ref().is_some_and(|c| c.status == InvoiceStatus::Finalized) =>
+                {
                     // A finalized invoice is never edited: the run only counts it.
                     let finalized = current.clone().unwrap_or(record);
                     (finalized, Expected::Untouched)
                 }
                 Computed { mut record, .. } => match &current {
-                    Some(draft) if draft.content == record.content && draft.plan_charges == record.plan_charges => {
+                    Some(draft)
+                        if draft.content == record.content && draft.plan_charges == record.plan_charges =>
+                    {
                         (draft.clone(), Expected::Untouched)
                     }
                     Some(draft) => {
@@ -266,14 +276,25 @@ impl Billing {
     }
 
     /// Records `tenant` failed in `run_id` (the job's last attempt, or an unbillable tenant).
-    pub async fn record_failure(&self, run_id: &str, tenant: TenantId, reason: &str, now: OffsetDateTime) -> Result<(), BillingError> {
+    pub async fn record_failure(
+        &self,
+        run_id: &str,
+        tenant: TenantId,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), BillingError> {
         self.store.record_run_failure(run_id, tenant, reason, now).await?;
         Ok(())
     }
 
     /// Finalizes the tenant's invoice of `period`: recomputed a last time (late reports still
     /// count while it is a draft), then numbered. Finalizing a finalized invoice answers it.
-    pub async fn finalize(&self, tenant: TenantId, period: Period, now: OffsetDateTime) -> Result<InvoiceRecord, BillingError> {
+    pub async fn finalize(
+        &self,
+        tenant: TenantId,
+        period: Period,
+        now: OffsetDateTime,
+    ) -> Result<InvoiceRecord, BillingError> {
         let id = invoice_id(tenant, period);
         for _ in 0..WRITE_ATTEMPTS {
             let (previous, current) = self.store.invoices_around(tenant, period).await?;
@@ -296,7 +317,8 @@ impl Billing {
                 Some((previous, Some(current.clone()))),
             )
             .await?;
-            let Computed { mut record, .. } = compute(&inputs, tenant, current.partner_id.clone(), current.run_id.as_deref(), now)?;
+            let Computed { mut record, .. } =
+                compute(&inputs, tenant, current.partner_id.clone(), current.run_id.as_deref(), now)?;
             record.status = InvoiceStatus::Finalized;
             record.finalized_at = Some(now);
             record.created_at = current.created_at;
@@ -314,7 +336,13 @@ impl Billing {
     }
 
     /// `POST /v1/invoices/{id}/finalize`: a platform admin finalizes a draft early.
-    pub async fn finalize_early(&self, caller: &Caller, tenant: TenantId, period: Period, now: OffsetDateTime) -> Result<InvoiceRecord, BillingError> {
+    pub async fn finalize_early(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        period: Period,
+        now: OffsetDateTime,
+    ) -> Result<InvoiceRecord, BillingError> {
         platform_staff(caller, Action::Update)?;
         self.finalize(tenant, period, now).await
     }
@@ -338,11 +366,18 @@ impl Billing {
 
     /// What the current period would cost now: computed, not stored. `tenant` was read
     /// through the caller's fence, and so are its usage and invoices.
-    pub async fn upcoming(&self, store: dotmac_store::Fenced<'_>, tenant: &Tenant, now: OffsetDateTime) -> Result<InvoiceRecord, BillingError> {
+    pub async fn upcoming(
+        &self,
+        store: dotmac_store::Fenced<'_>,
+        tenant: &Tenant,
+        now: OffsetDateTime,
+    ) -> Result<InvoiceRecord, BillingError> {
         let period = Period::containing(now);
         let usage = store.usage_since(tenant, period.previous().start(), period.end()).await?;
         let invoices = store.invoices_around(tenant, period).await?;
-        let inputs = gather(&self.store, &self.prices, tenant.id, &tenant.plan, period, Some(usage), Some(invoices)).await?;
+        let inputs =
+            gather(&self.store, &self.prices, tenant.id, &tenant.plan, period, Some(usage), Some(invoices))
+                .await?;
         Ok(compute(&inputs, tenant.id, tenant.partner_id.clone(), None, now)?.record)
     }
 }
@@ -367,12 +402,18 @@ fn compute(
 ) -> Result<Computed, BillingError> {
     let unbillable = |e: dotmac_billing::InvoiceError| BillingError::Unbillable(e.to_string());
     let mut adjustments: Vec<Adjustment> = Vec::new();
-    if let Some(previous) = inputs.previous_invoice.as_ref().filter(|p| p.status == InvoiceStatus::Finalized) {
+    if let Some(previous) = inputs.previous_invoice.as_ref().filter(|p| p.status == InvoiceStatus::Finalized)
+    {
         let billed = previous.content.plan_total().map_err(|e| BillingError::Unbillable(e.to_string()))?;
         let corrected = Usage::Readings(inputs.readings.clone());
-        if let Some(adjustment) =
-            re_rating(previous.period, &previous.plan_charges, previous.content.billable_customers, billed, &corrected)
-                .map_err(unbillable)?
+        if let Some(adjustment) = re_rating(
+            previous.period,
+            &previous.plan_charges,
+            previous.content.billable_customers,
+            billed,
+            &corrected,
+        )
+        .map_err(unbillable)?
         {
             adjustments.push(adjustment);
         }

@@ -16,8 +16,8 @@ use dotmac_billing::Period;
 use dotmac_domain::{Action, Denied, Resource, Target, TenantId, authorize};
 use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::{
-    Access, ApiError, ApiRoutes, Authenticated, Bearer, ErrorCode, Json, Page, Path, Routes, page::page_limit,
-    routes, tenant_in_reach,
+    Access, ApiError, ApiRoutes, Authenticated, Bearer, ErrorCode, Json, Page, Path, Routes,
+    page::page_limit, routes, tenant_in_reach,
 };
 use dotmac_store::{Also, InvoiceFilter, InvoiceStatus, Store, parse_invoice_id};
 use dotmac_tokens::JwtKeys;
@@ -218,14 +218,13 @@ async fn list_invoices(
             store.list_invoices(&filter, limit, cursor).await?
         }
         (None, None) => {
-            let own = caller
-                .tenant_id
-                .ok_or_else(|| ApiError::from(Denied { resource: Resource::Invoice, action: Action::Read }))?;
+            let own = caller.tenant_id.ok_or_else(|| {
+                ApiError::from(Denied { resource: Resource::Invoice, action: Action::Read })
+            })?;
             authorize(&caller, Resource::Invoice, Action::Read, Target::tenant(own))?;
-            let tenant = store
-                .get_tenant(own)
-                .await?
-                .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, "no such tenant where you can see"))?;
+            let tenant = store.get_tenant(own).await?.ok_or_else(|| {
+                ApiError::new(ErrorCode::TenantNotFound, "no such tenant where you can see")
+            })?;
             store.list_tenant_invoices(&tenant, &filter, limit, cursor).await?
         }
     };

@@ -24,7 +24,11 @@ pub struct MoneyView {
 
 impl MoneyView {
     pub fn of(money: Money) -> Self {
-        MoneyView { minor: money.minor, currency: money.currency.to_string(), amount: money.major().to_string() }
+        MoneyView {
+            minor: money.minor,
+            currency: money.currency.to_string(),
+            amount: money.major().to_string(),
+        }
     }
 }
 
@@ -119,7 +123,8 @@ pub struct InvoiceView {
     pub finalized_at: Option<String>,
 }
 
-const ROUNDING: &str = "each line rounded once to minor units, half away from zero; parts of a month by whole days";
+const ROUNDING: &str =
+    "each line rounded once to minor units, half away from zero; parts of a month by whole days";
 
 impl InvoiceView {
     pub fn of(invoice: &InvoiceRecord) -> Self {

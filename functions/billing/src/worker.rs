@@ -26,17 +26,24 @@ impl JobHandler<BillingJob> for BillingWorker {
                     let reason = format!("{period:?} is not a period");
                     return self.fail(&run_id, tenant_id, &reason, now).await;
                 };
-                match self.billing.invoice_tenant(Some(&run_id), tenant_id, partner_id, &plan, period, now).await {
+                match self
+                    .billing
+                    .invoice_tenant(Some(&run_id), tenant_id, partner_id, &plan, period, now)
+                    .await
+                {
                     Ok(_) => Ok(()),
-                    Err(BillingError::Unbillable(reason)) => self.fail(&run_id, tenant_id, &reason, now).await,
+                    Err(BillingError::Unbillable(reason)) => {
+                        self.fail(&run_id, tenant_id, &reason, now).await
+                    }
                     Err(error) => {
                         let reason = error.to_string();
                         // The last attempt leaves its reason on the run before SQS moves the
                         // job to the dead-letter queue, so the run's progress shows it.
-                        if delivery.is_last_attempt() {
-                            if let Err(error) = self.billing.record_failure(&run_id, tenant_id, &reason, now).await {
-                                tracing::error!(%tenant_id, %error, "could not record the failure on the run");
-                            }
+                        if delivery.is_last_attempt()
+                            && let Err(error) =
+                                self.billing.record_failure(&run_id, tenant_id, &reason, now).await
+                        {
+                            tracing::error!(%tenant_id, %error, "could not record the failure on the run");
                         }
                         Err(JobError::Retry(reason))
                     }
@@ -55,7 +62,10 @@ impl BillingWorker {
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<(), JobError> {
-        self.billing.record_failure(run_id, tenant, reason, now).await.map_err(|e| JobError::Retry(e.to_string()))?;
+        self.billing
+            .record_failure(run_id, tenant, reason, now)
+            .await
+            .map_err(|e| JobError::Retry(e.to_string()))?;
         Err(JobError::Discard(reason.to_owned()))
     }
 }

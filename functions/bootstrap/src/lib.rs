@@ -364,7 +364,11 @@ impl Platform {
     }
 
     fn billing_state(&self) -> dotmac_billing_fn::BillingState {
-        dotmac_billing_fn::BillingState { store: self.store.clone(), keys: self.keys.clone(), billing: self.billing() }
+        dotmac_billing_fn::BillingState {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            billing: self.billing(),
+        }
     }
 
     /// How invitations go out: from the configured sender, linking to the accept page.

@@ -65,7 +65,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                     // Nothing on this queue is throttled by a dependency: no re-sends.
                     let limits = BatchLimits::from_deadline_ms(event.context.deadline, None);
                     Ok::<SqsBatchResponse, lambda_runtime::Error>(
-                        handle_sqs_event_until(worker.as_ref(), event.payload, max_receive_count, &limits).await,
+                        handle_sqs_event_until(worker.as_ref(), event.payload, max_receive_count, &limits)
+                            .await,
                     )
                 }
             })))
@@ -118,7 +119,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 let platform = platform.clone();
                 async move {
                     platform.run_schedule(handler).await.map_err(|e| format!("{e:#}"))?;
-                    Ok::<_, lambda_runtime::Error>(serde_json::json!({ "handler": handler.name(), "ok": true }))
+                    Ok::<_, lambda_runtime::Error>(
+                        serde_json::json!({ "handler": handler.name(), "ok": true }),
+                    )
                 }
             })))
             .await

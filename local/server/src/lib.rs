@@ -228,7 +228,10 @@ pub async fn serve(
     // Every function of the table, as it is triggered in AWS: HTTP functions in the one router,
     // the queue consumer as an apalis worker, scheduled ones on their interval.
     let queue_consumers = Handler::ALL.iter().filter(|h| h.kind() == Kind::QueueConsumer).count();
-    anyhow::ensure!(queue_consumers == 2, "the local server runs two queue workers: provisioning and billing");
+    anyhow::ensure!(
+        queue_consumers == 2,
+        "the local server runs two queue workers: provisioning and billing"
+    );
     let worker = tokio::spawn(run_worker::<ProvisioningJob, _>(
         "provisioning",
         platform.provisioning.clone(),

@@ -80,9 +80,17 @@ pub struct InvoiceInputs {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum InvoiceLineKind {
     /// A plan's line (`line`: customers in a tier, a tier fee, packages, the minimum top-up).
-    Plan { plan_id: String, price_version: u32, line: LineKind },
-    Bundle { code: String },
-    Adjustment { source_period: Period },
+    Plan {
+        plan_id: String,
+        price_version: u32,
+        line: LineKind,
+    },
+    Bundle {
+        code: String,
+    },
+    Adjustment {
+        source_period: Period,
+    },
 }
 
 /// One line of an invoice. `amount` is in minor units; `from_day..to_day` (0-based, end
@@ -146,7 +154,9 @@ fn describe(kind: LineKind, plan: &str, price: &Price) -> String {
         PerCustomer::Package { .. } => String::new(),
     };
     match kind {
-        LineKind::Customers { tier } => format!("{plan}: customers, tier {} ({})", tier + 1, tier_bounds(tier)),
+        LineKind::Customers { tier } => {
+            format!("{plan}: customers, tier {} ({})", tier + 1, tier_bounds(tier))
+        }
         LineKind::TierFee { tier } => format!("{plan}: tier {} flat fee", tier + 1),
         LineKind::Packages => format!("{plan}: customer packages"),
         LineKind::MinimumTopUp => format!("{plan}: monthly minimum top-up"),
@@ -352,7 +362,9 @@ mod tests {
         let invoice = build_invoice(&inputs(april, plans, 1_200)).expect("invoice");
         // usage 530.00 for days 0..15 of 30 = 265.00; scaled 420.00 for 15..30 = 210.00.
         assert_eq!(invoice.total.minor, 265_00 + 210_00);
-        assert!(invoice.lines.iter().all(|l| matches!(l.kind, InvoiceLineKind::Plan { price_version: 1, .. })));
+        assert!(
+            invoice.lines.iter().all(|l| matches!(l.kind, InvoiceLineKind::Plan { price_version: 1, .. }))
+        );
     }
 
     #[test]
@@ -489,10 +501,13 @@ mod tests {
         let mut late = early.clone();
         late.push(reading("b", datetime!(2027-03-30 0:00 UTC), 700));
         let total = |readings| {
-            build_invoice(&InvoiceInputs { usage: Usage::Readings(readings), ..inputs(march, vec![whole(march, "usage")], 0) })
-                .expect("invoice")
-                .total
-                .minor
+            build_invoice(&InvoiceInputs {
+                usage: Usage::Readings(readings),
+                ..inputs(march, vec![whole(march, "usage")], 0)
+            })
+            .expect("invoice")
+            .total
+            .minor
         };
         assert_eq!(total(early), 250_00);
         assert_eq!(total(late), 250_00 + 80_00);

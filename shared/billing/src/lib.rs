@@ -19,8 +19,8 @@ pub mod proration;
 
 pub use aggregation::{Aggregation, Reading, billable_count};
 pub use invoice::{
-    Adjustment, BundleCharge, InvoiceDraft, InvoiceError, InvoiceInputs, InvoiceLine, InvoiceLineKind, PlanCharge, Usage,
-    build_invoice, re_rating,
+    Adjustment, BundleCharge, InvoiceDraft, InvoiceError, InvoiceInputs, InvoiceLine, InvoiceLineKind,
+    PlanCharge, Usage, build_invoice, re_rating,
 };
 pub use money::{Currency, Money, MoneyError, round_to_minor};
 pub use period::{Period, PeriodError};

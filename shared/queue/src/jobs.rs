@@ -62,7 +62,9 @@ mod tests {
     fn billing_jobs_wire_format_is_stable() {
         let raw = r#"{"job_id":"0190c6a2-5d1e-7f00-8000-000000000002","job":{"type":"invoice_tenant","run_id":"r1","tenant_id":"0190c6a2-5d1e-7f00-8000-0000000000aa","period":"2026-11","plan":"usage"}}"#;
         let envelope: Envelope<BillingJob> = serde_json::from_str(raw).expect("decodes");
-        assert!(matches!(&envelope.job, BillingJob::InvoiceTenant { period, partner_id: None, .. } if period == "2026-11"));
+        assert!(
+            matches!(&envelope.job, BillingJob::InvoiceTenant { period, partner_id: None, .. } if period == "2026-11")
+        );
         let again: serde_json::Value = serde_json::to_value(&envelope).expect("encodes");
         assert_eq!(again, serde_json::from_str::<serde_json::Value>(raw).expect("json"));
     }

@@ -98,8 +98,10 @@ impl SqsQueue {
     pub async fn enqueue_all<J: Job>(&self, jobs: Vec<J>) -> Result<usize, QueueError> {
         use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
         let mut sent = 0;
-        let envelopes: Vec<String> =
-            jobs.into_iter().map(|job| serde_json::to_string(&Envelope::new(job))).collect::<Result<_, _>>()?;
+        let envelopes: Vec<String> = jobs
+            .into_iter()
+            .map(|job| serde_json::to_string(&Envelope::new(job)))
+            .collect::<Result<_, _>>()?;
         for chunk in envelopes.chunks(10) {
             let mut pending: Vec<(String, &String)> =
                 chunk.iter().enumerate().map(|(i, body)| (i.to_string(), body)).collect();

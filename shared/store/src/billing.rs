@@ -248,7 +248,11 @@ const MAX_FINALIZE_ATTEMPTS: usize = 20;
 
 impl Store {
     /// Records a new run and its `billing.cycle_started` event in one transaction.
-    pub async fn open_billing_run(&self, run: &BillingRun, event: &OutboxEvent) -> Result<Opened, StoreError> {
+    pub async fn open_billing_run(
+        &self,
+        run: &BillingRun,
+        event: &OutboxEvent,
+    ) -> Result<Opened, StoreError> {
         let item = Stored::new(ItemKey::billing_run(&run.id), "billing_run", run).to_item()?;
         let event_item = Stored::new(ItemKey::outbox(&event.event_id), "outbox_event", event).to_item()?;
         match self.transact(vec![self.put_new(item)?, self.put_new(event_item)?]).await? {
@@ -289,7 +293,9 @@ impl Store {
             .value(":done", AttributeValue::Bool(to.is_none()))
             .value(":added", n(i64::try_from(added).unwrap_or(i64::MAX)));
         update = match to {
-            Some(to) => update.with_text("SET fanned_out = :done, #cursor = :to ADD tenants_total :added").value(":to", s(to)),
+            Some(to) => update
+                .with_text("SET fanned_out = :done, #cursor = :to ADD tenants_total :added")
+                .value(":to", s(to)),
             None => update.with_text("SET fanned_out = :done ADD tenants_total :added REMOVE #cursor"),
         }
         .name("#cursor", "cursor");
@@ -362,11 +368,19 @@ impl Store {
         Ok((previous, current))
     }
 
-    pub async fn get_invoice(&self, tenant: TenantId, period: Period) -> Result<Option<InvoiceRecord>, StoreError> {
+    pub async fn get_invoice(
+        &self,
+        tenant: TenantId,
+        period: Period,
+    ) -> Result<Option<InvoiceRecord>, StoreError> {
         Ok(self.get_item::<InvoiceItem>(ItemKey::invoice(tenant, period)).await?.map(|item| item.record))
     }
 
-    fn invoice_put(&self, record: &InvoiceRecord, expected: Expected) -> Result<Option<aws_sdk_dynamodb::types::TransactWriteItem>, StoreError> {
+    fn invoice_put(
+        &self,
+        record: &InvoiceRecord,
+        expected: Expected,
+    ) -> Result<Option<aws_sdk_dynamodb::types::TransactWriteItem>, StoreError> {
         let item = invoice_item(record)?;
         let condition = match expected {
             Expected::Untouched => return Ok(None),
@@ -398,8 +412,11 @@ impl Store {
                 Err(cancelled) => return Err(cancelled.into()),
             });
         };
-        let mark = RunTenant { tenant_id: record.tenant_id, outcome: RunOutcome::Invoiced, reason: None, at: now };
-        let mark_item = Stored::new(ItemKey::billing_run_item(run_id, record.tenant_id), "billing_run_item", &mark).to_item()?;
+        let mark =
+            RunTenant { tenant_id: record.tenant_id, outcome: RunOutcome::Invoiced, reason: None, at: now };
+        let mark_item =
+            Stored::new(ItemKey::billing_run_item(run_id, record.tenant_id), "billing_run_item", &mark)
+                .to_item()?;
         // First as a tenant the run has not seen, then as one an earlier attempt failed.
         for earlier_failure in [false, true] {
             let mut steps = Vec::new();
@@ -443,11 +460,21 @@ impl Store {
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mark = RunTenant { tenant_id: tenant, outcome: RunOutcome::Failed, reason: Some(reason.to_owned()), at: now };
-        let item = Stored::new(ItemKey::billing_run_item(run_id, tenant), "billing_run_item", &mark).to_item()?;
+        let mark = RunTenant {
+            tenant_id: tenant,
+            outcome: RunOutcome::Failed,
+            reason: Some(reason.to_owned()),
+            at: now,
+        };
+        let item =
+            Stored::new(ItemKey::billing_run_item(run_id, tenant), "billing_run_item", &mark).to_item()?;
         let steps = vec![
             self.put_new(item)?,
-            self.update_step(ItemKey::billing_run(run_id), Expr::new("ADD failed :one").value(":one", n(1)), Expr::new(ITEM_EXISTS))?,
+            self.update_step(
+                ItemKey::billing_run(run_id),
+                Expr::new("ADD failed :one").value(":one", n(1)),
+                Expr::new(ITEM_EXISTS),
+            )?,
         ];
         match self.transact(steps).await? {
             Ok(()) => Ok(true),
@@ -460,7 +487,11 @@ impl Store {
     /// by the caller) with the next invoice number: the counter and the invoice move in one
     /// transaction, so a number is used exactly when an invoice takes it. Concurrent
     /// finalizers race on the counter's value; the loser reads it again.
-    pub async fn finalize_invoice(&self, record: &InvoiceRecord, read_version: u64) -> Result<Finalized, StoreError> {
+    pub async fn finalize_invoice(
+        &self,
+        record: &InvoiceRecord,
+        read_version: u64,
+    ) -> Result<Finalized, StoreError> {
         for _ in 0..MAX_FINALIZE_ATTEMPTS {
             let last: u64 = self
                 .read_item(ItemKey::invoice_number(), crate::dynamo::Read::Consistent, None)
@@ -536,7 +567,8 @@ impl Store {
             None => Expr::new("GSI1PK = :pk"),
         }
         .value(":pk", s(INVOICES_GSI1PK));
-        let query = Query::index(GSI1, key).filter(filter.expression(partner)).descending().limit(limit).start(start);
+        let query =
+            Query::index(GSI1, key).filter(filter.expression(partner)).descending().limit(limit).start(start);
         self.page(query, GSI1SK, |item: InvoiceItem| item.record).await
     }
 
@@ -558,7 +590,9 @@ impl Store {
             .transpose()?;
         let key = match filter.period {
             Some(period) => Expr::new("PK = :pk AND SK = :sk").value(":sk", s(invoice_sk(period))),
-            None => Expr::new("PK = :pk AND begins_with(SK, :invoice)").value(":invoice", s(INVOICE_SK_PREFIX)),
+            None => {
+                Expr::new("PK = :pk AND begins_with(SK, :invoice)").value(":invoice", s(INVOICE_SK_PREFIX))
+            }
         }
         .value(":pk", s(tenant_pk(tenant)));
         let query = Query::table(key).filter(filter.expression(None)).descending().limit(limit).start(start);
@@ -578,7 +612,11 @@ impl Fenced<'_> {
         if inside { Ok(()) } else { Err(StoreError::OutOfFence { key: tenant_pk(tenant.id) }) }
     }
 
-    pub async fn get_invoice(&self, tenant: &Tenant, period: Period) -> Result<Option<InvoiceRecord>, StoreError> {
+    pub async fn get_invoice(
+        &self,
+        tenant: &Tenant,
+        period: Period,
+    ) -> Result<Option<InvoiceRecord>, StoreError> {
         self.reaches(tenant)?;
         self.store().get_invoice(tenant.id, period).await
     }
@@ -623,8 +661,12 @@ impl Fenced<'_> {
     ) -> Result<Page<InvoiceRecord>, StoreError> {
         match self.fence() {
             Fence::Global => self.store().list_all_invoices(filter, None, limit, cursor).await,
-            Fence::Partner(partner) => self.store().list_all_invoices(filter, Some(partner), limit, cursor).await,
-            Fence::Tenant(_) | Fence::Nothing => Err(StoreError::OutOfFence { key: INVOICES_GSI1PK.to_owned() }),
+            Fence::Partner(partner) => {
+                self.store().list_all_invoices(filter, Some(partner), limit, cursor).await
+            }
+            Fence::Tenant(_) | Fence::Nothing => {
+                Err(StoreError::OutOfFence { key: INVOICES_GSI1PK.to_owned() })
+            }
         }
     }
 }

@@ -229,7 +229,15 @@ pub(crate) struct Query {
 
 impl Query {
     pub(crate) fn table(key: Expr) -> Self {
-        Self { index: None, key, filter: None, limit: None, start: None, descending: false, consistent: false }
+        Self {
+            index: None,
+            key,
+            filter: None,
+            limit: None,
+            start: None,
+            descending: false,
+            consistent: false,
+        }
     }
 
     /// Sort keys from the highest down.

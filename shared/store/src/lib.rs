@@ -25,8 +25,8 @@ pub mod users;
 
 pub use admission::{Admission, Also, Presented, SessionOf};
 pub use billing::{
-    BillingRun, Expected, Finalized, InvoiceFilter, InvoiceRecord, InvoiceStatus, Opened, OutboxEvent, RunOutcome, RunTenant,
-    Written, invoice_id, parse_invoice_id,
+    BillingRun, Expected, Finalized, InvoiceFilter, InvoiceRecord, InvoiceStatus, Opened, OutboxEvent,
+    RunOutcome, RunTenant, Written, invoice_id, parse_invoice_id,
 };
 pub use error::StoreError;
 pub use fence::Fenced;

@@ -225,6 +225,7 @@ struct StackNames {
     prefix: String,
     table: String,
     queue_url: String,
+    billing_queue_url: String,
     cluster: String,
     family: String,
     private_secret_arn: String,
@@ -244,6 +245,7 @@ impl StackNames {
             "AWS::StackName" => self.prefix.clone(),
             "PlatformTable" => self.table.clone(),
             "ProvisioningQueue" => self.queue_url.clone(),
+            "BillingQueue" => self.billing_queue_url.clone(),
             "TenantCluster" => self.cluster.clone(),
             "TaskFamily" => self.family.clone(),
             "JwtKeySetSecret" => self.private_secret_arn.clone(),
@@ -258,6 +260,8 @@ impl StackNames {
             "PlatformTable.Arn" => format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", self.table),
             "ProvisioningQueue.Arn" => queue_arn(&self.queue_url),
             "ProvisioningDeadLetterQueue.Arn" => format!("{}-dlq", queue_arn(&self.queue_url)),
+            "BillingQueue.Arn" => queue_arn(&self.billing_queue_url),
+            "BillingDeadLetterQueue.Arn" => format!("{}-dlq", queue_arn(&self.billing_queue_url)),
             "TenantCluster.Arn" => cluster_arn(&self.cluster),
             "TaskExecutionRole.Arn" => self.execution_role_arn.clone(),
             "TaskRole.Arn" => self.task_role_arn.clone(),
@@ -417,6 +421,8 @@ fn moto_policy(statements: &[Statement]) -> Value {
                 ("dynamodb:UpdateItem", "dynamodb:TransactWriteItems"),
                 ("dynamodb:DeleteItem", "dynamodb:TransactWriteItems"),
                 ("dynamodb:GetItem", "dynamodb:TransactGetItems"),
+                // AWS authorizes a batch send as sqs:SendMessage; moto checks the operation.
+                ("sqs:SendMessage", "sqs:SendMessageBatch"),
             ] {
                 if actions.iter().any(|a| a == item) && !actions.iter().any(|a| a == transaction) {
                     actions.push(transaction.to_owned());
@@ -568,7 +574,9 @@ impl Gate {
                 } else {
                     queue_arn(&text("QueueName"))
                 };
-                vec![check(&format!("sqs:{operation}"), resource)]
+                // SendMessageBatch is authorized as sqs:SendMessage (each entry a message).
+                let action = if operation == "SendMessageBatch" { "SendMessage" } else { operation };
+                vec![check(&format!("sqs:{action}"), resource)]
             }
             "secretsmanager" => {
                 let id = if body["SecretId"].is_string() { text("SecretId") } else { text("Name") };
@@ -894,6 +902,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         prefix: prefix.clone(),
         table: config.table_name.clone(),
         queue_url: config.provisioning_queue_url.clone(),
+        billing_queue_url: config.billing.queue_url.clone(),
         cluster: config.ecs.cluster.clone(),
         family: format!("{prefix}-isp-framework"),
         private_secret_arn: secret_arns[&format!("{prefix}-jwt-key-set")].clone(),
@@ -1138,6 +1147,52 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         assert_eq!((received, failures.len()), (1, 1), "the last attempt, left for the dead-letter queue");
         let stored = admin_platform.store.get_tenant(dotmac_domain::TenantId::parse(&failing).expect("id")).await.expect("get").expect("exists");
         assert_eq!(stored.status, TenantStatus::Failed, "{stored:?}");
+
+        // billing: a run opened through its route (the run and its outbox event in one
+        // transaction, the fan-out job queued), the monthly cycle's schedule, the worker taking
+        // the jobs as the event source mapping does (fan-out: the tenants page, batch sends,
+        // the cursor; the invoice: usage, invoices, the transaction with the run's mark), the
+        // reads, an early finalization (the number and the invoice together) and the finalizer.
+        let billing = platform_of(Handler::Billing).await.router(Handler::Billing).expect("billing router");
+        let period = dotmac_billing::Period::containing(time::OffsetDateTime::now_utc());
+        let (status, run) = call(&billing, Method::POST, "/v1/billing/runs", Some(&admin), Some(json!({"period": period.to_string(), "tenant_ids": [tenant_id]}))).await;
+        assert_eq!(status, 202, "{run}");
+        let (status, last) = call(&billing, Method::POST, "/v1/billing/runs", Some(&admin), Some(json!({"period": period.previous().to_string()}))).await;
+        assert_eq!(status, 202, "{last}");
+        let cycle = platform_of(Handler::BillingCycle).await;
+        cycle.run_schedule(Handler::BillingCycle).await.expect("the monthly run opens");
+        cycle.run_schedule(Handler::BillingCycle).await.expect("and a second firing finds it");
+        let worker = platform_of(Handler::BillingWorker).await;
+        let billing_queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk_of(Handler::BillingWorker.name())), &config.billing.queue_url);
+        // Three fan-outs (the routes' runs and the schedule's), then the invoice jobs they queued.
+        for _ in 0..3 {
+            billing_queue.approximate_depth().await.expect("GetQueueAttributes as the event source mapping");
+            let messages = billing_queue.receive(10, 1).await.expect("ReceiveMessage as the event source mapping");
+            let answer = dotmac_queue::lambda::handle_sqs_event(&worker.billing_worker(), dotmac_tests::sqs_event(&messages), 5).await;
+            assert!(answer.batch_item_failures.is_empty(), "every billing job done");
+            for message in &messages {
+                billing_queue.ack(&message.receipt_handle).await.expect("DeleteMessage as the event source mapping");
+            }
+        }
+        let (status, run) = call(&billing, Method::GET, &format!("/v1/billing/runs/{}", run["id"].as_str().expect("id")), Some(&admin), None).await;
+        assert_eq!((status, run["invoiced"].clone()), (200, json!(1)), "{run}");
+        let (status, page) = call(&billing, Method::GET, &format!("/v1/invoices?tenant_id={tenant_id}&period={period}"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{page}");
+        let invoice_id = page["items"][0]["id"].as_str().expect("an invoice").to_owned();
+        let (status, answer) = call(&billing, Method::GET, "/v1/invoices?status=draft", Some(&admin), None).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = call(&billing, Method::GET, &format!("/v1/invoices/{invoice_id}"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = call(&billing, Method::GET, &format!("/v1/tenants/{tenant_id}/invoices/upcoming"), Some(&admin), None).await;
+        assert_eq!((status, answer["billable_customers"].clone()), (200, json!(42)), "{answer}");
+        let (status, answer) = call(&billing, Method::POST, &format!("/v1/invoices/{invoice_id}/finalize"), Some(&admin), None).await;
+        assert_eq!((status, answer["number"].clone()), (200, json!(1)), "{answer}");
+        // The finalizer with no grace, a day into the next period: the last period's draft is
+        // due (the current one is finalized already).
+        let mut finalizer = platform_of(Handler::FinalizeInvoices).await;
+        finalizer.config.billing.grace_seconds = 0;
+        let due = finalizer.billing().finalize_due(period.end() + time::Duration::days(1)).await.expect("the finalizer runs");
+        assert_eq!(due, 1, "the last period's draft");
 
         // users: every route of /v1/users and /v1/roles.
         let users = platform_of(Handler::Users).await.router(Handler::Users).expect("users router");

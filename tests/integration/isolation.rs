@@ -18,6 +18,9 @@ struct Objects {
     user: String,
     role: &'static str,
     invitation: String,
+    /// One of its invoices, and a billing run naming it.
+    invoice: String,
+    run: String,
 }
 
 impl Objects {
@@ -32,10 +35,16 @@ impl Objects {
             path.replace("{id}", &self.user)
         } else if route.path.starts_with("/v1/plans/") {
             path.replace("{id}", "usage")
+        } else if route.path.starts_with("/v1/invoices/") {
+            path.replace("{id}", &self.invoice)
+        } else if route.path.starts_with("/v1/billing/runs/") {
+            path.replace("{id}", &self.run)
         } else {
             path.replace("{id}", &self.tenant.to_string())
         };
-        if ["/v1/users", "/v1/roles", "/v1/invitations"].iter().any(|p| route.path.starts_with(p)) {
+        if ["/v1/users", "/v1/roles", "/v1/invitations"].iter().any(|p| route.path.starts_with(p))
+            || route.path == "/v1/invoices"
+        {
             path = format!("{path}?tenant_id={}", self.tenant);
         }
         path
@@ -76,6 +85,7 @@ impl Objects {
                 "price": price,
             }),
             ("POST", "/v1/plans/{id}/prices") => json!({ "price": price }),
+            ("POST", "/v1/billing/runs") => json!({ "tenant_ids": [self.tenant] }),
             ("POST", "/v1/usage") => json!({
                 "tenant_id": self.tenant,
                 "report_id": format!("intruder-{}", &slug[..8]),
@@ -130,7 +140,36 @@ async fn furnished(app: &TestApp, admin: &str, tenant: TenantId, label: &str) ->
     let invitation = invitation.json["id"].as_str().expect("id").to_owned();
     app.wait_for_tenant(admin, &tenant.to_string(), Duration::from_secs(60), |t| t["status"] == "active")
         .await;
-    Objects { tenant, user, role, invitation }
+    // An invoice of the tenant (computed as a run's job would, without a run), and a run
+    // record naming it (written directly: no fan-out, so nothing bills behind the test).
+    let platform = &app.stack.platform;
+    let period = dotmac_billing::Period::containing(time::OffsetDateTime::now_utc()).previous();
+    let usage = dotmac_domain::PlanId::parse("usage").expect("plan");
+    let now = time::OffsetDateTime::now_utc();
+    let invoice =
+        platform.billing().invoice_tenant(None, tenant, None, &usage, period, now).await.expect("invoice").id;
+    let run = dotmac_store::BillingRun {
+        id: uuid::Uuid::now_v7().to_string(),
+        period,
+        tenant_ids: vec![tenant],
+        requested_by: "isolation-test".into(),
+        created_at: now,
+        cursor: None,
+        fanned_out: true,
+        tenants_total: 1,
+        invoiced: 0,
+        failed: 0,
+    };
+    let event = dotmac_store::OutboxEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        detail_type: "billing.cycle_started".into(),
+        source: "dotmac.billing".into(),
+        detail: "{}".into(),
+        created_at: now,
+        published: false,
+    };
+    platform.store.open_billing_run(&run, &event).await.expect("run");
+    Objects { tenant, user, role, invitation, invoice, run: run.id }
 }
 
 #[tokio::test]
@@ -204,6 +243,7 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
             let answer = app.exchange(route.method.clone(), &path, Some(token), body.as_ref()).await;
             assert!(!answer.text.contains(&b_id), "{what} leaked tenant B to {who}: {}", answer.text);
             assert!(!answer.text.contains(&b.user), "{what} leaked B's user to {who}: {}", answer.text);
+            assert!(!answer.text.contains(&b.invoice), "{what} leaked B's invoice to {who}: {}", answer.text);
             assert!(
                 !answer.text.contains(&b.invitation),
                 "{what} leaked B's invitation to {who}: {}",
@@ -249,7 +289,14 @@ async fn a_customer_user_reaches_no_admin_route_of_its_own_tenant() {
     let customer = app.user_token("customer@a.example", tenant, Role::CustomerUser).await;
     // Its own account's id, so the user routes are tried on itself too.
     let me = app.get_json(&customer, "/v1/auth/me").await.1["id"].as_str().expect("id").to_owned();
-    let itself = Objects { tenant, user: me, role: own.role, invitation: own.invitation.clone() };
+    let itself = Objects {
+        tenant,
+        user: me,
+        role: own.role,
+        invitation: own.invitation.clone(),
+        invoice: own.invoice.clone(),
+        run: own.run.clone(),
+    };
 
     let inventory = app.stack.platform.api_routes().inventory;
     let admin_routes: Vec<_> = inventory.iter().filter(|r| r.access == Access::Authenticated).collect();

@@ -1,6 +1,7 @@
 //! One test binary (one link) for everything that talks to the emulator.
 
 mod authorizer;
+mod billing;
 mod catalog;
 mod first_deploy;
 mod iam;

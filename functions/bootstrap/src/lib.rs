@@ -40,6 +40,14 @@ pub enum Handler {
     Provisioner,
     Authorizer,
     RotateSigningKeys,
+    /// `/v1/billing/runs`, `/v1/invoices`, a tenant's upcoming invoice.
+    Billing,
+    /// The billing queue's consumer: fan-out and one invoice per tenant and period.
+    BillingWorker,
+    /// The monthly schedule opening the run of the period just ended.
+    BillingCycle,
+    /// The schedule finalizing drafts whose grace period has passed.
+    FinalizeInvoices,
 }
 
 /// Which signing keys a function holds.
@@ -72,7 +80,7 @@ fn seconds(seconds: u64) -> time::Duration {
 }
 
 impl Handler {
-    pub const ALL: [Handler; 9] = [
+    pub const ALL: [Handler; 13] = [
         Handler::Auth,
         Handler::Tenants,
         Handler::Users,
@@ -82,6 +90,10 @@ impl Handler {
         Handler::Provisioner,
         Handler::Authorizer,
         Handler::RotateSigningKeys,
+        Handler::Billing,
+        Handler::BillingWorker,
+        Handler::BillingCycle,
+        Handler::FinalizeInvoices,
     ];
 
     pub fn parse(raw: &str) -> Option<Handler> {
@@ -101,6 +113,10 @@ impl Handler {
             Handler::Provisioner => "provisioner",
             Handler::Authorizer => "authorizer",
             Handler::RotateSigningKeys => "rotate-signing-keys",
+            Handler::Billing => "billing",
+            Handler::BillingWorker => "billing-worker",
+            Handler::BillingCycle => "billing-cycle",
+            Handler::FinalizeInvoices => "finalize-invoices",
         }
     }
 
@@ -111,10 +127,11 @@ impl Handler {
             | Handler::Users
             | Handler::Usage
             | Handler::Health
-            | Handler::Docs => Kind::Http,
-            Handler::Provisioner => Kind::QueueConsumer,
+            | Handler::Docs
+            | Handler::Billing => Kind::Http,
+            Handler::Provisioner | Handler::BillingWorker => Kind::QueueConsumer,
             Handler::Authorizer => Kind::Authorizer,
-            Handler::RotateSigningKeys => Kind::Schedule,
+            Handler::RotateSigningKeys | Handler::BillingCycle | Handler::FinalizeInvoices => Kind::Schedule,
         }
     }
 
@@ -128,15 +145,34 @@ impl Handler {
             Handler::Usage => dotmac_usage::routes().catalog(),
             Handler::Health => dotmac_health::routes().catalog(),
             Handler::Docs => dotmac_docs::routes().catalog(),
-            Handler::Provisioner | Handler::Authorizer | Handler::RotateSigningKeys => Catalog::default(),
+            Handler::Billing => dotmac_billing_fn::routes().catalog(),
+            Handler::Provisioner
+            | Handler::Authorizer
+            | Handler::RotateSigningKeys
+            | Handler::BillingWorker
+            | Handler::BillingCycle
+            | Handler::FinalizeInvoices => Catalog::default(),
         }
     }
 
-    /// How often a scheduled function runs (its EventBridge Scheduler rate in the template;
-    /// the local server keeps the same pace). `None` for the others.
+    /// How often the local server runs a scheduled function. `None` for the others.
     pub fn schedule_every(self) -> Option<std::time::Duration> {
         match self {
-            Handler::RotateSigningKeys => Some(Duration::from_secs(3600)),
+            // The billing cycle is monthly in AWS; locally it is tried hourly, which opens the
+            // period's run once (its id is the period's) and does nothing after.
+            Handler::RotateSigningKeys | Handler::FinalizeInvoices | Handler::BillingCycle => {
+                Some(Duration::from_secs(3600))
+            }
+            _ => None,
+        }
+    }
+
+    /// The EventBridge Scheduler expression of a scheduled function in the template.
+    pub fn schedule_expression(self) -> Option<&'static str> {
+        match self {
+            Handler::RotateSigningKeys | Handler::FinalizeInvoices => Some("rate(1 hour)"),
+            // 01:00 UTC on the first of the month: the run of the month just ended.
+            Handler::BillingCycle => Some("cron(0 1 1 * ? *)"),
             _ => None,
         }
     }
@@ -145,8 +181,15 @@ impl Handler {
     pub fn keys(self) -> Keys {
         match self {
             Handler::Auth | Handler::Provisioner => Keys::Sign,
-            Handler::Tenants | Handler::Users | Handler::Usage | Handler::Authorizer => Keys::Verify,
-            Handler::Health | Handler::Docs | Handler::RotateSigningKeys => Keys::None,
+            Handler::Tenants | Handler::Users | Handler::Usage | Handler::Authorizer | Handler::Billing => {
+                Keys::Verify
+            }
+            Handler::Health
+            | Handler::Docs
+            | Handler::RotateSigningKeys
+            | Handler::BillingWorker
+            | Handler::BillingCycle
+            | Handler::FinalizeInvoices => Keys::None,
         }
     }
 }
@@ -167,11 +210,15 @@ pub struct Platform {
     pub config: Config,
     pub store: Store,
     pub provisioning: SqsQueue,
+    /// The billing job queue (the billing function, its worker and the billing cycle's).
+    pub billing_queue: SqsQueue,
     pub ecs: aws_sdk_ecs::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     /// Invitation e-mails (the users function's).
     pub ses: aws_sdk_sesv2::Client,
     pub keys: Arc<JwtKeys>,
+    /// Prices in force, read once per instance and period.
+    pub prices: dotmac_billing_fn::inputs::PriceCache,
 }
 
 impl Platform {
@@ -247,10 +294,12 @@ impl Platform {
         Platform {
             store: Store::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name),
             provisioning: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.provisioning_queue_url),
+            billing_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.billing.queue_url),
             ecs: aws_sdk_ecs::Client::new(sdk),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             ses: aws_sdk_sesv2::Client::new(sdk),
             keys: Arc::new(keys),
+            prices: Default::default(),
             config,
         }
     }
@@ -300,6 +349,28 @@ impl Platform {
         }
     }
 
+    /// The billing use cases (runs, invoices, finalization), with this instance's price cache.
+    pub fn billing(&self) -> dotmac_billing_fn::Billing {
+        dotmac_billing_fn::Billing {
+            store: self.store.clone(),
+            queue: self.billing_queue.clone(),
+            grace: seconds(self.config.billing.grace_seconds),
+            prices: self.prices.clone(),
+        }
+    }
+
+    pub fn billing_worker(&self) -> dotmac_billing_fn::BillingWorker {
+        dotmac_billing_fn::BillingWorker { billing: self.billing() }
+    }
+
+    fn billing_state(&self) -> dotmac_billing_fn::BillingState {
+        dotmac_billing_fn::BillingState {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            billing: self.billing(),
+        }
+    }
+
     /// How invitations go out: from the configured sender, linking to the accept page.
     pub fn invitations(&self) -> dotmac_users::Invitations {
         let settings = &self.config.invitations;
@@ -338,7 +409,13 @@ impl Platform {
             Handler::Usage => Some(dotmac_usage::router(self.usage_state())),
             Handler::Health => Some(dotmac_health::router(self.health_state())),
             Handler::Docs => Some(dotmac_docs::router(dotmac_docs::DocsState::new(api_catalog))),
-            Handler::Provisioner | Handler::Authorizer | Handler::RotateSigningKeys => None,
+            Handler::Billing => Some(dotmac_billing_fn::router(self.billing_state())),
+            Handler::Provisioner
+            | Handler::Authorizer
+            | Handler::RotateSigningKeys
+            | Handler::BillingWorker
+            | Handler::BillingCycle
+            | Handler::FinalizeInvoices => None,
         }
     }
 
@@ -367,6 +444,16 @@ impl Platform {
             Handler::RotateSigningKeys => {
                 let outcome = self.rotate_signing_keys().await?;
                 tracing::debug!(?outcome, "signing key rotation checked");
+                Ok(())
+            }
+            Handler::BillingCycle => {
+                let run = self.billing().scheduled_run(time::OffsetDateTime::now_utc()).await?;
+                tracing::debug!(run_id = run.id, period = %run.period, "billing cycle checked");
+                Ok(())
+            }
+            Handler::FinalizeInvoices => {
+                let finalized = self.billing().finalize_due(time::OffsetDateTime::now_utc()).await?;
+                tracing::debug!(finalized, "due invoices finalized");
                 Ok(())
             }
             other => anyhow::bail!("{} is not a scheduled function", other.name()),

@@ -7,7 +7,7 @@ use dotmac_config::Config;
 use dotmac_domain::{Email, Role, seed_plans};
 use dotmac_platform::{Handler, Kind, Platform};
 use dotmac_queue::worker::{SqsBackendConfig, run_worker};
-use dotmac_queue::{ProvisioningJob, QueueSettings, ensure_queue_with_dlq};
+use dotmac_queue::{BillingJob, ProvisioningJob, QueueSettings, ensure_queue_with_dlq};
 use dotmac_secrets::KeySetSecret;
 use dotmac_store::{Store, StoreError, UserRecord};
 use dotmac_tokens::{KeySet, StoredKey, generate_signing_key};
@@ -76,6 +76,15 @@ pub async fn prepare(
     )
     .await
     .context("creating the provisioning queue")?;
+    let billing_receive_count: u32 =
+        env.get("DOTMAC_BILLING_MAX_RECEIVE_COUNT").and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
+    let (billing_queue, _billing_dlq) = ensure_queue_with_dlq(
+        &aws_sdk_sqs::Client::new(sdk),
+        &format!("{prefix}-billing-jobs"),
+        QueueSettings { visibility_timeout_seconds: 120, max_receive_count: billing_receive_count },
+    )
+    .await
+    .context("creating the billing queue")?;
 
     let cluster = env.get("DOTMAC_ECS_CLUSTER").cloned().unwrap_or_else(|| format!("{prefix}-tenants"));
     aws_sdk_ecs::Client::new(sdk)
@@ -88,6 +97,7 @@ pub async fn prepare(
 
     env.insert("DOTMAC_TABLE_NAME".into(), table);
     env.insert("DOTMAC_PROVISIONING_QUEUE_URL".into(), queue.url().to_owned());
+    env.insert("DOTMAC_BILLING_QUEUE_URL".into(), billing_queue.url().to_owned());
     env.insert("DOTMAC_ECS_CLUSTER".into(), cluster);
     env.entry("DOTMAC_TENANT_SECRET_PREFIX".into()).or_insert_with(|| format!("{prefix}/tenants"));
     let has_keys = ["DOTMAC_JWT_SIGNING_KEY", "DOTMAC_JWT_KEY_SET", "DOTMAC_JWT_KEY_SET_SECRET"]
@@ -183,7 +193,14 @@ async fn run_on_schedule(
     if handler == Handler::RotateSigningKeys && platform.key_set_secret().is_none() {
         return;
     }
-    let mut ticks = tokio::time::interval(every);
+    // The rotation runs at once (a fresh stack needs its keys); the billing schedules first
+    // run one interval after start, so a server started for a test or a demo never bills the
+    // tenants it is about to create behind their back.
+    let first = match handler {
+        Handler::BillingCycle | Handler::FinalizeInvoices => tokio::time::Instant::now() + every,
+        _ => tokio::time::Instant::now(),
+    };
+    let mut ticks = tokio::time::interval_at(first, every);
     tokio::pin!(stopped);
     loop {
         tokio::select! {
@@ -212,7 +229,10 @@ pub async fn serve(
     // Every function of the table, as it is triggered in AWS: HTTP functions in the one router,
     // the queue consumer as an apalis worker, scheduled ones on their interval.
     let queue_consumers = Handler::ALL.iter().filter(|h| h.kind() == Kind::QueueConsumer).count();
-    anyhow::ensure!(queue_consumers == 1, "the local server runs one queue worker, the provisioner's");
+    anyhow::ensure!(
+        queue_consumers == 2,
+        "the local server runs two queue workers: provisioning and billing"
+    );
     let worker = tokio::spawn(run_worker::<ProvisioningJob, _>(
         "provisioning",
         platform.provisioning.clone(),
@@ -225,6 +245,19 @@ pub async fn serve(
             max_receive_count: platform.config.provisioning_max_receive_count,
         },
         Arc::new(platform.provisioner()),
+        local.worker_concurrency,
+        stopped(),
+    ));
+    let billing_worker = tokio::spawn(run_worker::<BillingJob, _>(
+        "billing",
+        platform.billing_queue.clone(),
+        SqsBackendConfig {
+            batch_size: i32::try_from(local.worker_concurrency.clamp(1, 10)).unwrap_or(10),
+            wait_seconds: 5,
+            retry_delay_seconds: local.retry_delay_seconds,
+            max_receive_count: platform.config.billing.max_receive_count,
+        },
+        Arc::new(platform.billing_worker()),
         local.worker_concurrency,
         stopped(),
     ));
@@ -251,5 +284,6 @@ pub async fn serve(
     }
     server.await.context("server task")?.context("server")?;
     worker.await.context("worker task")?.context("provisioning worker")?;
+    billing_worker.await.context("billing worker task")?.context("billing worker")?;
     Ok(())
 }

@@ -136,6 +136,20 @@ pub struct Config {
     /// How old a usage report's `observed_at` may be (covers last month's late reports).
     pub usage_max_age_seconds: u64,
     pub invitations: InvitationSettings,
+    pub billing: BillingSettings,
+}
+
+/// The billing run and its invoices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingSettings {
+    /// The billing job queue (the billing function and worker need it; others never use it).
+    pub queue_url: String,
+    /// Must equal the billing queue's redrive `maxReceiveCount`: the attempt reaching it
+    /// records the tenant as failed in its run.
+    pub max_receive_count: u32,
+    /// How long after its period ends an invoice stays a draft (late reports still count)
+    /// before the finalizer numbers it.
+    pub grace_seconds: u64,
 }
 
 /// Reads variables from any source (the process environment, or a map in tests).
@@ -256,6 +270,11 @@ impl Config {
             usage_max_future_seconds: env.number("DOTMAC_USAGE_MAX_FUTURE_SECONDS", 300u64)?,
             usage_max_age_seconds: env.number("DOTMAC_USAGE_MAX_AGE_SECONDS", 35 * 24 * 3600u64)?,
             invitations: InvitationSettings::from_reader(&env)?,
+            billing: BillingSettings {
+                queue_url: env.or("DOTMAC_BILLING_QUEUE_URL", ""),
+                max_receive_count: env.number("DOTMAC_BILLING_MAX_RECEIVE_COUNT", 5u32)?.max(1),
+                grace_seconds: env.number("DOTMAC_BILLING_GRACE_SECONDS", 3 * 24 * 3600u64)?,
+            },
             jwt: JwtSettings {
                 signing_key: source.get("DOTMAC_JWT_SIGNING_KEY"),
                 key_set: source.get("DOTMAC_JWT_KEY_SET"),
@@ -290,6 +309,7 @@ impl fmt::Debug for Config {
             .field("usage_max_future_seconds", &self.usage_max_future_seconds)
             .field("usage_max_age_seconds", &self.usage_max_age_seconds)
             .field("invitations", &self.invitations)
+            .field("billing", &self.billing)
             .finish()
     }
 }

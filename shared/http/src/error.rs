@@ -51,6 +51,8 @@ error_codes! {
     PlanNotFound = "PLAN_NOT_FOUND" => NOT_FOUND,
     BundleNotFound = "BUNDLE_NOT_FOUND" => NOT_FOUND,
     SubscriptionNotFound = "SUBSCRIPTION_NOT_FOUND" => NOT_FOUND,
+    InvoiceNotFound = "INVOICE_NOT_FOUND" => NOT_FOUND,
+    BillingRunNotFound = "BILLING_RUN_NOT_FOUND" => NOT_FOUND,
     InvitationExpired = "INVITATION_EXPIRED" => GONE,
     MethodNotAllowed = "METHOD_NOT_ALLOWED" => METHOD_NOT_ALLOWED,
     SlugTaken = "SLUG_TAKEN" => CONFLICT,

@@ -1,6 +1,6 @@
 //! The typed jobs of each queue.
 
-use dotmac_domain::TenantId;
+use dotmac_domain::{PartnerId, PlanId, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::job::Job;
@@ -21,6 +21,32 @@ impl Job for ProvisioningJob {
     const QUEUE: &'static str = "provisioning-jobs";
 }
 
+/// Billing work, consumed by the billing worker. Every variant tolerates duplicates, any
+/// order and crashes: invoices are keyed by tenant and period, run counters move with a
+/// per-tenant mark, and the fan-out resumes from the cursor its run records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BillingJob {
+    /// Queue one `InvoiceTenant` per active tenant of the run, a page of tenants at a time,
+    /// from the run's recorded cursor on.
+    FanOut { run_id: String },
+    /// Compute (or recompute, while a draft) the tenant's invoice of the run's period. It
+    /// carries what the tenants list already said (plan, partner), so the worker reads no
+    /// tenant profile.
+    InvoiceTenant {
+        run_id: String,
+        tenant_id: TenantId,
+        period: String,
+        plan: PlanId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partner_id: Option<PartnerId>,
+    },
+}
+
+impl Job for BillingJob {
+    const QUEUE: &'static str = "billing-jobs";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +65,16 @@ mod tests {
         let raw = r#"{"job_id":"0190c6a2-5d1e-7f00-8000-000000000002","job":{"type":"issue_license","tenant_id":"0190c6a2-5d1e-7f00-8000-0000000000aa"}}"#;
         let envelope: Envelope<ProvisioningJob> = serde_json::from_str(raw).expect("decodes");
         assert!(matches!(envelope.job, ProvisioningJob::IssueLicense { .. }));
+    }
+
+    #[test]
+    fn billing_jobs_wire_format_is_stable() {
+        let raw = r#"{"job_id":"0190c6a2-5d1e-7f00-8000-000000000002","job":{"type":"invoice_tenant","run_id":"r1","tenant_id":"0190c6a2-5d1e-7f00-8000-0000000000aa","period":"2026-11","plan":"usage"}}"#;
+        let envelope: Envelope<BillingJob> = serde_json::from_str(raw).expect("decodes");
+        assert!(
+            matches!(&envelope.job, BillingJob::InvoiceTenant { period, partner_id: None, .. } if period == "2026-11")
+        );
+        let again: serde_json::Value = serde_json::to_value(&envelope).expect("encodes");
+        assert_eq!(again, serde_json::from_str::<serde_json::Value>(raw).expect("json"));
     }
 }

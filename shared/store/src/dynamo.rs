@@ -449,6 +449,20 @@ impl Store {
             .map_err(StoreError::request)
     }
 
+    /// A transaction step writing `item` (replacing any item with its key) if `condition` holds.
+    pub(crate) fn put_if(&self, item: Item, condition: Expr) -> Result<TransactWriteItem, StoreError> {
+        let (names, values) = placeholders([&condition]);
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition.text)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .build()
+            .map(|put| TransactWriteItem::builder().put(put).build())
+            .map_err(StoreError::request)
+    }
+
     /// A transaction step deleting the item with `key` if `condition` holds.
     pub(crate) fn delete_step(&self, key: ItemKey, condition: Expr) -> Result<TransactWriteItem, StoreError> {
         Delete::builder()

@@ -118,7 +118,8 @@ impl ItemKey {
         Self { pk: pk.into(), sk: sk.into() }
     }
 
-    /// For the kinds whose keys are spelled out in their own module (`catalog`, `subscriptions`).
+    /// For the kinds whose keys are spelled out in their own module (`catalog`, `subscriptions`,
+    /// `billing`).
     pub(crate) fn from_parts(pk: impl Into<String>, sk: impl Into<String>) -> Self {
         Self::new(pk, sk)
     }

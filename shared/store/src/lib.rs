@@ -6,6 +6,7 @@
 //! tokens, platform staff, idempotency records) have their own prefixes.
 
 pub mod admission;
+pub mod billing;
 pub mod catalog;
 mod dynamo;
 mod error;
@@ -26,6 +27,10 @@ pub mod usage;
 pub mod users;
 
 pub use admission::{Admission, Also, Presented, SessionOf};
+pub use billing::{
+    BillingRun, Expected, Finalized, InvoiceFilter, InvoiceRecord, InvoiceStatus, Opened, OutboxEvent,
+    RunOutcome, RunTenant, Written, invoice_id, parse_invoice_id,
+};
 pub use catalog::{PriceVersion, PriceWrite};
 pub use error::StoreError;
 pub use fence::Fenced;

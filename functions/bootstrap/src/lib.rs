@@ -384,6 +384,7 @@ impl Platform {
                 ttl_seconds: self.config.machine_token_ttl_seconds,
             },
         )
+        .with_secret_recovery_days(self.config.tenant_secret_recovery_days)
     }
 
     pub fn tenant_secrets(&self) -> TenantSecrets {

@@ -194,3 +194,19 @@ impl HealthView {
         }
     }
 }
+
+/// An event as the caller may see it: platform staff see every event whole; anyone else sees
+/// a failure without its reason (it quotes infrastructure errors, as `failure_reason` does).
+pub fn event_for_caller(
+    caller: &Caller,
+    mut event: dotmac_domain::EventEnvelope,
+) -> dotmac_domain::EventEnvelope {
+    let staff = authorize(caller, Resource::Tenant, Action::Read, Target::default()).is_ok();
+    if !staff
+        && event.event_type == dotmac_domain::tenant_events::FAILED
+        && let Some(data) = event.data.as_object_mut()
+    {
+        data.remove("reason");
+    }
+    event
+}

@@ -434,6 +434,25 @@ impl Store {
             .map_err(StoreError::request)
     }
 
+    /// A transaction step writing `item` (replacing any item with its key) if `condition`
+    /// (when given) holds.
+    pub(crate) fn put_step(
+        &self,
+        item: Item,
+        condition: Option<Expr>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let (names, values) = placeholders(condition.iter());
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(|c| c.text))
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .build()
+            .map(|put| TransactWriteItem::builder().put(put).build())
+            .map_err(StoreError::request)
+    }
+
     /// A transaction step deleting the item with `key` if `condition` holds.
     pub(crate) fn delete_step(&self, key: ItemKey, condition: Expr) -> Result<TransactWriteItem, StoreError> {
         Delete::builder()

@@ -8,6 +8,7 @@
 pub mod admission;
 mod dynamo;
 mod error;
+pub mod events;
 pub mod fence;
 pub mod heartbeats;
 pub mod idempotency;
@@ -24,6 +25,7 @@ pub mod users;
 
 pub use admission::{Admission, Also, Presented, SessionOf};
 pub use error::StoreError;
+pub use events::EventOrder;
 pub use fence::Fenced;
 pub use heartbeats::{HealthStatus, Heartbeat};
 pub use idempotency::{Begin, IdempotencyKey, SavedResponse};

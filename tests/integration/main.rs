@@ -8,6 +8,7 @@ mod interop;
 mod invitations;
 mod isolation;
 mod lambda_events;
+mod lifecycle;
 mod machine_tokens;
 mod onboarding;
 mod partners;

@@ -40,6 +40,8 @@ pub enum Handler {
     Provisioner,
     Authorizer,
     RotateSigningKeys,
+    /// Moves the outbox's domain events to EventBridge (`dotmac_publisher`).
+    PublishEvents,
 }
 
 /// Which signing keys a function holds.
@@ -72,7 +74,7 @@ fn seconds(seconds: u64) -> time::Duration {
 }
 
 impl Handler {
-    pub const ALL: [Handler; 9] = [
+    pub const ALL: [Handler; 10] = [
         Handler::Auth,
         Handler::Tenants,
         Handler::Users,
@@ -82,6 +84,7 @@ impl Handler {
         Handler::Provisioner,
         Handler::Authorizer,
         Handler::RotateSigningKeys,
+        Handler::PublishEvents,
     ];
 
     pub fn parse(raw: &str) -> Option<Handler> {
@@ -101,6 +104,7 @@ impl Handler {
             Handler::Provisioner => "provisioner",
             Handler::Authorizer => "authorizer",
             Handler::RotateSigningKeys => "rotate-signing-keys",
+            Handler::PublishEvents => "publish-events",
         }
     }
 
@@ -114,7 +118,7 @@ impl Handler {
             | Handler::Docs => Kind::Http,
             Handler::Provisioner => Kind::QueueConsumer,
             Handler::Authorizer => Kind::Authorizer,
-            Handler::RotateSigningKeys => Kind::Schedule,
+            Handler::RotateSigningKeys | Handler::PublishEvents => Kind::Schedule,
         }
     }
 
@@ -128,7 +132,10 @@ impl Handler {
             Handler::Usage => dotmac_usage::routes().catalog(),
             Handler::Health => dotmac_health::routes().catalog(),
             Handler::Docs => dotmac_docs::routes().catalog(),
-            Handler::Provisioner | Handler::Authorizer | Handler::RotateSigningKeys => Catalog::default(),
+            Handler::Provisioner
+            | Handler::Authorizer
+            | Handler::RotateSigningKeys
+            | Handler::PublishEvents => Catalog::default(),
         }
     }
 
@@ -137,6 +144,9 @@ impl Handler {
     pub fn schedule_every(self) -> Option<std::time::Duration> {
         match self {
             Handler::RotateSigningKeys => Some(Duration::from_secs(3600)),
+            // EventBridge Scheduler's shortest rate; the dev server runs it every second
+            // instead (`dotmac_local`), as latency there is what a developer waits for.
+            Handler::PublishEvents => Some(Duration::from_secs(60)),
             _ => None,
         }
     }
@@ -146,7 +156,9 @@ impl Handler {
         match self {
             Handler::Auth | Handler::Provisioner => Keys::Sign,
             Handler::Tenants | Handler::Users | Handler::Usage | Handler::Authorizer => Keys::Verify,
-            Handler::Health | Handler::Docs | Handler::RotateSigningKeys => Keys::None,
+            Handler::Health | Handler::Docs | Handler::RotateSigningKeys | Handler::PublishEvents => {
+                Keys::None
+            }
         }
     }
 }
@@ -172,6 +184,8 @@ pub struct Platform {
     /// Invitation e-mails (the users function's).
     pub ses: aws_sdk_sesv2::Client,
     pub keys: Arc<JwtKeys>,
+    /// Domain events out (the publisher's).
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 impl Platform {
@@ -250,6 +264,7 @@ impl Platform {
             ecs: aws_sdk_ecs::Client::new(sdk),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             ses: aws_sdk_sesv2::Client::new(sdk),
+            events: aws_sdk_eventbridge::Client::new(sdk),
             keys: Arc::new(keys),
             config,
         }
@@ -338,7 +353,10 @@ impl Platform {
             Handler::Usage => Some(dotmac_usage::router(self.usage_state())),
             Handler::Health => Some(dotmac_health::router(self.health_state())),
             Handler::Docs => Some(dotmac_docs::router(dotmac_docs::DocsState::new(api_catalog))),
-            Handler::Provisioner | Handler::Authorizer | Handler::RotateSigningKeys => None,
+            Handler::Provisioner
+            | Handler::Authorizer
+            | Handler::RotateSigningKeys
+            | Handler::PublishEvents => None,
         }
     }
 
@@ -369,6 +387,13 @@ impl Platform {
                 tracing::debug!(?outcome, "signing key rotation checked");
                 Ok(())
             }
+            Handler::PublishEvents => {
+                let published = self.publisher().publish_pending().await?;
+                if published.published > 0 || published.held_back > 0 {
+                    tracing::info!(?published, "domain events published");
+                }
+                Ok(())
+            }
             other => anyhow::bail!("{} is not a scheduled function", other.name()),
         }
     }
@@ -385,6 +410,15 @@ impl Platform {
             },
         )
         .with_secret_recovery_days(self.config.tenant_secret_recovery_days)
+    }
+
+    /// The outbox publisher, onto the configured bus.
+    pub fn publisher(&self) -> dotmac_publisher::Publisher {
+        dotmac_publisher::Publisher {
+            store: self.store.clone(),
+            events: self.events.clone(),
+            bus: self.config.event_bus_name.clone(),
+        }
     }
 
     pub fn tenant_secrets(&self) -> TenantSecrets {

@@ -94,7 +94,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             )))
             .await
         }
-        // Served above, before any keys are loaded.
-        Kind::Schedule => Ok(()),
+        // The rotation is served above, before any keys are loaded; every other schedule is
+        // one run per invocation (EventBridge Scheduler's payload carries nothing it needs).
+        Kind::Schedule => {
+            let platform = Arc::new(platform);
+            Box::pin(lambda_runtime::run(service_fn(move |_event: LambdaEvent<serde_json::Value>| {
+                let platform = platform.clone();
+                async move {
+                    platform.run_schedule(handler).await.map_err(|e| format!("{e:#}"))?;
+                    Ok::<_, lambda_runtime::Error>(serde_json::json!({ "ok": true }))
+                }
+            })))
+            .await
+        }
     }
 }

@@ -56,6 +56,22 @@ mod tests {
         assert_eq!(again, serde_json::from_str::<serde_json::Value>(raw).expect("json"));
     }
 
+    /// The sample SQS events in `events/` (for `cargo lambda invoke`) carry these jobs.
+    #[test]
+    fn the_sample_events_decode_to_their_jobs() {
+        let samples = [
+            (include_str!("../../../events/sqs-suspend-tenant.json"), "suspend_tenant"),
+            (include_str!("../../../events/sqs-resume-tenant.json"), "resume_tenant"),
+            (include_str!("../../../events/sqs-deprovision-tenant.json"), "deprovision_tenant"),
+        ];
+        for (raw, tag) in samples {
+            let event: serde_json::Value = serde_json::from_str(raw).expect("json");
+            let body = event["Records"][0]["body"].as_str().expect("body");
+            let envelope: Envelope<ProvisioningJob> = serde_json::from_str(body).expect("a job");
+            assert_eq!(serde_json::to_value(&envelope.job).expect("json")["type"], tag);
+        }
+    }
+
     #[test]
     fn lifecycle_jobs_have_their_own_tags() {
         let tenant_id = dotmac_domain::TenantId::generate();

@@ -66,9 +66,6 @@ const ADMIN_PASSWORD: &str = "admin-password-for-the-iam-test";
 /// why it stays; `infra/README.md` lists the same. A new unused one, or one of these becoming
 /// used, fails the test, so the list cannot go stale.
 const EXPLAINED_UNUSED: &[&str] = &[
-    // Stopping a task a failed tenant already has: the last attempt after a launch that never
-    // reached RUNNING (tests/integration/task_lifecycle.rs drives it; here RunTask fails first).
-    "provisioner/ManageTenantTasks/ecs:StopTask",
     // Taking an onboarding back when the queue refuses its job, and abandoning an
     // idempotency record after a failure.
     "tenants/TenantsTable/dynamodb:DeleteItem",
@@ -233,6 +230,7 @@ struct StackNames {
     execution_role_arn: String,
     task_role_arn: String,
     invitation_sender: String,
+    event_bus: String,
 }
 
 impl StackNames {
@@ -251,6 +249,7 @@ impl StackNames {
             "JwtKeySetSecret" => self.private_secret_arn.clone(),
             "JwtPublicKeySetSecret" => self.public_secret_arn.clone(),
             "InvitationSender" => self.invitation_sender.clone(),
+            "EventBus" => self.event_bus.clone(),
             other => panic!("the IAM test cannot resolve !Ref {other}: add it to StackNames"),
         }
     }
@@ -265,6 +264,7 @@ impl StackNames {
             "TenantCluster.Arn" => cluster_arn(&self.cluster),
             "TaskExecutionRole.Arn" => self.execution_role_arn.clone(),
             "TaskRole.Arn" => self.task_role_arn.clone(),
+            "EventBus.Arn" => format!("arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{}", self.event_bus),
             other => panic!("the IAM test cannot resolve !GetAtt {other}: add it to StackNames"),
         }
     }
@@ -479,7 +479,10 @@ impl Statement {
                 let Some((_, actual)) = check.context.iter().find(|(k, _)| k == key) else { return false };
                 match operator.as_str() {
                     "StringEquals" | "ArnEquals" => values.iter().any(|v| v == actual),
-                    "StringLike" | "ArnLike" => values.iter().any(|v| glob(v, actual)),
+                    // One leading key per request here, so "for all values" is "for this one".
+                    "StringLike" | "ArnLike" | "ForAllValues:StringLike" => {
+                        values.iter().any(|v| glob(v, actual))
+                    }
                     other => panic!("condition operator {other} is not modelled"),
                 }
             })
@@ -532,6 +535,11 @@ impl Gate {
             format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", name.as_str().unwrap_or("*"))
         };
         let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
+        // The partition key an item request touches, as `dynamodb:LeadingKeys` sees it.
+        let leading = |request: &Value| {
+            let pk = request["Key"]["PK"]["S"].as_str().or(request["Item"]["PK"]["S"].as_str());
+            pk.map(|pk| vec![("dynamodb:LeadingKeys", pk.to_owned())]).unwrap_or_default()
+        };
         match service {
             "dynamodb" => match operation {
                 "TransactWriteItems" | "TransactGetItems" => body["TransactItems"]
@@ -548,8 +556,9 @@ impl Gate {
                         ]
                         .into_iter()
                         .filter(|(kind, _)| item.get(*kind).is_some())
-                        .map(|(kind, action)| {
-                            check(&format!("dynamodb:{action}"), table(&item[kind]["TableName"]))
+                        .map(|(kind, action)| Check {
+                            context: leading(&item[kind]),
+                            ..check(&format!("dynamodb:{action}"), table(&item[kind]["TableName"]))
                         })
                         .collect::<Vec<_>>()
                     })
@@ -565,9 +574,25 @@ impl Gate {
                     if let Some(index) = body["IndexName"].as_str() {
                         resource = format!("{resource}/index/{index}");
                     }
-                    vec![check(&format!("dynamodb:{operation}"), resource)]
+                    vec![Check {
+                        context: leading(body),
+                        ..check(&format!("dynamodb:{operation}"), resource)
+                    }]
                 }
             },
+            // PutEvents is authorized per entry, on the bus it names.
+            "events" => body["Entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|entry| {
+                    let bus = entry["EventBusName"].as_str().unwrap_or("default");
+                    check(
+                        &format!("events:{operation}"),
+                        format!("arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{bus}"),
+                    )
+                })
+                .collect(),
             "sqs" => {
                 let resource = if body["QueueUrl"].is_string() {
                     queue_arn(&text("QueueUrl"))
@@ -685,6 +710,7 @@ const TARGETS: &[(&str, &str)] = &[
     ("AmazonSQS.", "sqs"),
     ("secretsmanager.", "secretsmanager"),
     ("AmazonEC2ContainerServiceV20141113.", "ecs"),
+    ("AWSEvents.", "events"),
 ];
 
 /// The REST-JSON calls the functions make (no `X-Amz-Target`: the method and path name the
@@ -910,6 +936,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         execution_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-execution"),
         task_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-task"),
         invitation_sender: config.invitations.sender.clone(),
+        event_bus: config.event_bus_name.clone(),
     };
     let grants = template_grants(&names);
     for handler in Handler::ALL {
@@ -1193,6 +1220,29 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         finalizer.config.billing.grace_seconds = 0;
         let due = finalizer.billing().finalize_due(period.end() + time::Duration::days(1)).await.expect("the finalizer runs");
         assert_eq!(due, 1, "the last period's draft");
+        // The lifecycle: suspend, resume and delete through the tenants function, each job
+        // taken by the provisioner as the event source mapping takes it, the events read, and
+        // the publisher putting them on the bus.
+        let lifecycle_tenant = onboard(format!("isp-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])).await;
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "provisioned");
+        let (status, answer) = call(&tenants, Method::POST, &format!("/v1/tenants/{lifecycle_tenant}/suspend"), Some(&admin), Some(json!({"reason": "admin"}))).await;
+        assert_eq!((status, answer["status"].as_str()), (202, Some("suspended")), "{answer}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "the task stopped");
+        let (status, answer) = call(&tenants, Method::POST, &format!("/v1/tenants/{lifecycle_tenant}/resume"), Some(&admin), Some(json!({}))).await;
+        assert_eq!((status, answer["status"].as_str()), (202, Some("active")), "{answer}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "the task runs again");
+        let (status, answer) = call(&tenants, Method::DELETE, &format!("/v1/tenants/{lifecycle_tenant}"), Some(&admin), None).await;
+        assert_eq!((status, answer["status"].as_str()), (202, Some("deprovisioning")), "{answer}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "the delete saga ran");
+        let (status, events) = call(&tenants, Method::GET, &format!("/v1/tenants/{lifecycle_tenant}/events?order=oldest"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{events}");
+        assert_eq!(events["items"].as_array().and_then(|items| items.last()).map(|e| e["type"].clone()), Some(json!("tenant.deleted")), "{events}");
+        let published = platform_of(Handler::PublishEvents).await.publisher().publish_pending().await.expect("published");
+        assert!(published.published >= 6 && published.held_back == 0, "{published:?}");
 
         // users: every route of /v1/users and /v1/roles.
         let users = platform_of(Handler::Users).await.router(Handler::Users).expect("users router");

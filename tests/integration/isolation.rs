@@ -86,6 +86,10 @@ impl Objects {
             }),
             ("POST", "/v1/plans/{id}/prices") => json!({ "price": price }),
             ("POST", "/v1/billing/runs") => json!({ "tenant_ids": [self.tenant] }),
+            // Valid bodies, so a refusal can only come from who asks: not even a tenant's own
+            // admin may suspend, resume (or delete) it.
+            ("POST", "/v1/tenants/{id}/suspend") => json!({ "reason": "tenant_request" }),
+            ("POST", "/v1/tenants/{id}/resume") => json!({ "reason": "admin" }),
             ("POST", "/v1/usage") => json!({
                 "tenant_id": self.tenant,
                 "report_id": format!("intruder-{}", &slug[..8]),

@@ -10,6 +10,7 @@ mod interop;
 mod invitations;
 mod isolation;
 mod lambda_events;
+mod lifecycle;
 mod machine_tokens;
 mod onboarding;
 mod partners;

@@ -48,6 +48,8 @@ pub enum Handler {
     BillingCycle,
     /// The schedule finalizing drafts whose grace period has passed.
     FinalizeInvoices,
+    /// Moves the outbox's domain events to EventBridge (`dotmac_publisher`).
+    PublishEvents,
 }
 
 /// Which signing keys a function holds.
@@ -80,7 +82,7 @@ fn seconds(seconds: u64) -> time::Duration {
 }
 
 impl Handler {
-    pub const ALL: [Handler; 13] = [
+    pub const ALL: [Handler; 14] = [
         Handler::Auth,
         Handler::Tenants,
         Handler::Users,
@@ -94,6 +96,7 @@ impl Handler {
         Handler::BillingWorker,
         Handler::BillingCycle,
         Handler::FinalizeInvoices,
+        Handler::PublishEvents,
     ];
 
     pub fn parse(raw: &str) -> Option<Handler> {
@@ -117,6 +120,7 @@ impl Handler {
             Handler::BillingWorker => "billing-worker",
             Handler::BillingCycle => "billing-cycle",
             Handler::FinalizeInvoices => "finalize-invoices",
+            Handler::PublishEvents => "publish-events",
         }
     }
 
@@ -131,7 +135,10 @@ impl Handler {
             | Handler::Billing => Kind::Http,
             Handler::Provisioner | Handler::BillingWorker => Kind::QueueConsumer,
             Handler::Authorizer => Kind::Authorizer,
-            Handler::RotateSigningKeys | Handler::BillingCycle | Handler::FinalizeInvoices => Kind::Schedule,
+            Handler::RotateSigningKeys
+            | Handler::BillingCycle
+            | Handler::FinalizeInvoices
+            | Handler::PublishEvents => Kind::Schedule,
         }
     }
 
@@ -151,7 +158,8 @@ impl Handler {
             | Handler::RotateSigningKeys
             | Handler::BillingWorker
             | Handler::BillingCycle
-            | Handler::FinalizeInvoices => Catalog::default(),
+            | Handler::FinalizeInvoices
+            | Handler::PublishEvents => Catalog::default(),
         }
     }
 
@@ -163,6 +171,9 @@ impl Handler {
             Handler::RotateSigningKeys | Handler::FinalizeInvoices | Handler::BillingCycle => {
                 Some(Duration::from_secs(3600))
             }
+            // EventBridge Scheduler's shortest rate; the dev server runs it every second
+            // instead (`dotmac_local`), as latency there is what a developer waits for.
+            Handler::PublishEvents => Some(Duration::from_secs(60)),
             _ => None,
         }
     }
@@ -173,6 +184,7 @@ impl Handler {
             Handler::RotateSigningKeys | Handler::FinalizeInvoices => Some("rate(1 hour)"),
             // 01:00 UTC on the first of the month: the run of the month just ended.
             Handler::BillingCycle => Some("cron(0 1 1 * ? *)"),
+            Handler::PublishEvents => Some("rate(1 minute)"),
             _ => None,
         }
     }
@@ -189,7 +201,8 @@ impl Handler {
             | Handler::RotateSigningKeys
             | Handler::BillingWorker
             | Handler::BillingCycle
-            | Handler::FinalizeInvoices => Keys::None,
+            | Handler::FinalizeInvoices
+            | Handler::PublishEvents => Keys::None,
         }
     }
 }
@@ -219,6 +232,8 @@ pub struct Platform {
     pub keys: Arc<JwtKeys>,
     /// Prices in force, read once per instance and period.
     pub prices: dotmac_billing_fn::inputs::PriceCache,
+    /// Domain events out (the publisher's).
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 impl Platform {
@@ -298,6 +313,7 @@ impl Platform {
             ecs: aws_sdk_ecs::Client::new(sdk),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             ses: aws_sdk_sesv2::Client::new(sdk),
+            events: aws_sdk_eventbridge::Client::new(sdk),
             keys: Arc::new(keys),
             prices: Default::default(),
             config,
@@ -415,7 +431,8 @@ impl Platform {
             | Handler::RotateSigningKeys
             | Handler::BillingWorker
             | Handler::BillingCycle
-            | Handler::FinalizeInvoices => None,
+            | Handler::FinalizeInvoices
+            | Handler::PublishEvents => None,
         }
     }
 
@@ -456,6 +473,13 @@ impl Platform {
                 tracing::debug!(finalized, "due invoices finalized");
                 Ok(())
             }
+            Handler::PublishEvents => {
+                let published = self.publisher().publish_pending().await?;
+                if published.published > 0 || published.held_back > 0 {
+                    tracing::info!(?published, "domain events published");
+                }
+                Ok(())
+            }
             other => anyhow::bail!("{} is not a scheduled function", other.name()),
         }
     }
@@ -472,6 +496,16 @@ impl Platform {
                 license_ttl_seconds: self.config.license_ttl_seconds,
             },
         )
+        .with_secret_recovery_days(self.config.tenant_secret_recovery_days)
+    }
+
+    /// The outbox publisher, onto the configured bus.
+    pub fn publisher(&self) -> dotmac_publisher::Publisher {
+        dotmac_publisher::Publisher {
+            store: self.store.clone(),
+            events: self.events.clone(),
+            bus: self.config.event_bus_name.clone(),
+        }
     }
 
     pub fn tenant_secrets(&self) -> TenantSecrets {

@@ -2,8 +2,10 @@
 //! ECS (one long-running task per tenant, launched with RunTask).
 
 mod fleet;
+mod lifecycle;
 
 pub use fleet::{Fleet, FleetError, LaunchedTask, is_throttling};
+pub use lifecycle::{Fault, Operation};
 
 use dotmac_config::EcsSettings;
 use dotmac_domain::{Container, Tenant, TenantId, TenantStatus};
@@ -42,6 +44,11 @@ pub struct Provisioner {
     store: Store,
     fleet: Fleet,
     credentials: ContainerCredentials,
+    /// Days a deleted tenant's secret stays recoverable.
+    secret_recovery_days: i64,
+    /// Tests only (`with_fault`): no setting or variable reads it, so it is never armed in a
+    /// deployed function.
+    fault: Option<Fault>,
 }
 
 impl Provisioner {
@@ -51,7 +58,19 @@ impl Provisioner {
         settings: EcsSettings,
         credentials: ContainerCredentials,
     ) -> Self {
-        Self { store, fleet: Fleet::new(ecs, settings), credentials }
+        Self { store, fleet: Fleet::new(ecs, settings), credentials, secret_recovery_days: 30, fault: None }
+    }
+
+    /// Days a deleted tenant's secret stays recoverable (Secrets Manager allows 7 to 30).
+    pub fn with_secret_recovery_days(self, days: i64) -> Self {
+        Self { secret_recovery_days: days, ..self }
+    }
+
+    /// Arms a fault for fault-injection tests: the operation stops (as a crashed worker
+    /// would: the job fails and nothing after the step runs, its lease left in place) right
+    /// after the step the fault names.
+    pub fn with_fault(self, fault: Fault) -> Self {
+        Self { fault: Some(fault), ..self }
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -89,7 +108,8 @@ impl Provisioner {
             Err(error) => return Err(retry(error)),
         }
 
-        match self.launch(&record).await {
+        let client_token = record.lease.as_ref().map(|l| l.token.clone()).unwrap_or_default();
+        match self.launch(&record, &client_token).await {
             Ok((container, secret_arn)) => self.finish(record, container, secret_arn).await,
             Err(error) => self.release(record, error).await,
         }
@@ -98,7 +118,7 @@ impl Provisioner {
     /// The tenant's secret with a machine token the container can use for a while yet
     /// (kept across retries; renewed when a quarter of its life is left) and a license
     /// stating the tenant's plan and bundles, written under the claim on the secret.
-    async fn ensure_credentials(&self, tenant: &Tenant) -> Result<String, FleetError> {
+    pub(crate) async fn ensure_credentials(&self, tenant: &Tenant) -> Result<String, FleetError> {
         let dependency = |e: &dyn std::fmt::Display| FleetError::Dependency(e.to_string());
         let claim = self.claim_secret(tenant.id).await.map_err(|e| dependency(&e))?;
         let Some(claim) = claim else {
@@ -198,7 +218,7 @@ impl Provisioner {
     }
 
     /// Puts a machine token on the deny-list: it stops working at once, everywhere.
-    async fn revoke(&self, credentials: &MachineCredentials) -> Result<(), StoreError> {
+    pub(crate) async fn revoke(&self, credentials: &MachineCredentials) -> Result<(), StoreError> {
         dotmac_tokens::revoke_token(&self.store, &credentials.token_id, credentials.expires_at).await
     }
 
@@ -215,7 +235,13 @@ impl Provisioner {
         }
     }
 
-    async fn launch(&self, record: &TenantRecord) -> Result<(Container, String), FleetError> {
+    /// Runs the tenant's task (adopting one that already runs) and waits until it does.
+    /// `client_token` names the attempt to RunTask, so a repeated call returns its task.
+    async fn launch(
+        &self,
+        record: &TenantRecord,
+        client_token: &str,
+    ) -> Result<(Container, String), FleetError> {
         let tenant = &record.tenant;
         let secret_arn = self.ensure_credentials(tenant).await?;
         let plan = self
@@ -230,10 +256,7 @@ impl Provisioner {
                 tracing::info!(tenant_id = %tenant.id, task_arn = %task.task_arn, "adopting the tenant's existing task");
                 task
             }
-            None => {
-                let client_token = record.lease.as_ref().map(|l| l.token.clone()).unwrap_or_default();
-                self.fleet.launch(tenant, plan.task_size, &client_token, &secret_arn).await?
-            }
+            None => self.fleet.launch(tenant, plan.task_size, client_token, &secret_arn).await?,
         };
         let timeout = Duration::from_secs(self.fleet.settings().task_start_timeout_seconds);
         let running = self.fleet.wait_until_running(&task.task_arn, timeout).await?;
@@ -257,12 +280,12 @@ impl Provisioner {
     ) -> Result<(), JobError> {
         let now = OffsetDateTime::now_utc();
         let tenant_id = record.tenant.id;
-        record.tenant.transition(TenantStatus::Active, now).map_err(|e| JobError::Discard(e.to_string()))?;
-        record.tenant.container = Some(container);
-        record.tenant.secret_arn = Some(secret_arn);
-        record.tenant.failure_reason = None;
+        let event = record
+            .tenant
+            .activate(container, secret_arn, now)
+            .map_err(|e| JobError::Discard(e.to_string()))?;
         record.lease = None;
-        self.store.save_tenant(&mut record).await.map_err(retry)?;
+        self.store.transition_tenant(&mut record, event).await.map_err(retry)?;
         tracing::info!(%tenant_id, "tenant active");
         Ok(())
     }
@@ -295,13 +318,10 @@ impl Provisioner {
             };
             let mut record = record;
             let now = OffsetDateTime::now_utc();
-            if record.tenant.transition(TenantStatus::Failed, now).is_err() {
-                return;
-            }
+            let Ok(event) = record.tenant.fail(reason, now) else { return };
             record.lease = None;
-            record.tenant.failure_reason = Some(reason.to_owned());
-            match self.store.save_tenant(&mut record).await {
-                Ok(()) => {
+            match self.store.transition_tenant(&mut record, event).await {
+                Ok(_) => {
                     tracing::warn!(%tenant_id, %reason, "provisioning failed for good; the job goes to the DLQ");
                     if let Err(stop) = self.fleet.stop_tenant_tasks(tenant_id, "provisioning failed").await {
                         tracing::error!(%tenant_id, error = %stop, "task of a failed tenant not stopped");
@@ -325,25 +345,37 @@ pub enum LicenseError {
     Secret(#[from] dotmac_secrets::SecretsError),
 }
 
-fn retry(error: StoreError) -> JobError {
+pub(crate) fn retry(error: StoreError) -> JobError {
     JobError::Retry(error.to_string())
 }
 
 impl JobHandler<ProvisioningJob> for Provisioner {
     async fn handle(&self, job: ProvisioningJob, delivery: &Delivery) -> Result<(), JobError> {
-        match job {
-            ProvisioningJob::ProvisionTenant { tenant_id } => {
-                let outcome = self.provision(tenant_id).await;
-                // A throttle the adapter will re-send is not the end, even on the last receive:
-                // the tenant stays provisioning for the re-sent copy.
-                if let Err(error @ (JobError::Retry(reason) | JobError::Throttled(reason))) = &outcome
-                    && delivery.ends_the_job(error)
-                {
-                    self.give_up(tenant_id, reason).await;
-                }
-                outcome
+        let tenant_id = job.tenant_id();
+        let outcome = match job.clone() {
+            ProvisioningJob::ProvisionTenant { tenant_id } => self.provision(tenant_id).await,
+            ProvisioningJob::SuspendTenant { tenant_id } => self.suspend(tenant_id, delivery).await,
+            ProvisioningJob::ResumeTenant { tenant_id, version } => {
+                self.resume(tenant_id, version, delivery).await
             }
+            ProvisioningJob::DeprovisionTenant { tenant_id } => self.deprovision(tenant_id, delivery).await,
             ProvisioningJob::IssueLicense { tenant_id } => self.issue_license(tenant_id).await,
+        };
+        // A throttle the adapter will re-send is not the end, even on the last receive: the
+        // tenant stays as it is for the re-sent copy.
+        if let Err(error @ (JobError::Retry(reason) | JobError::Throttled(reason))) = &outcome
+            && delivery.ends_the_job(error)
+        {
+            match job {
+                ProvisioningJob::ProvisionTenant { .. } => self.give_up(tenant_id, reason).await,
+                ProvisioningJob::DeprovisionTenant { .. } => self.give_up_deleting(tenant_id, reason).await,
+                ProvisioningJob::SuspendTenant { .. } | ProvisioningJob::ResumeTenant { .. } => {
+                    self.note_failure(tenant_id, reason).await
+                }
+                // A license not written stays as it was; the next change queues another.
+                ProvisioningJob::IssueLicense { .. } => {}
+            }
         }
+        outcome
     }
 }

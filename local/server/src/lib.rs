@@ -95,6 +95,18 @@ pub async fn prepare(
         .map_err(|e| anyhow::anyhow!(aws_sdk_ecs::error::DisplayErrorContext(e).to_string()))
         .context("creating the ECS cluster")?;
 
+    // The stack's own event bus, as the template declares one.
+    let bus = env.get("DOTMAC_EVENT_BUS_NAME").cloned().unwrap_or_else(|| format!("{prefix}-events"));
+    let events = aws_sdk_eventbridge::Client::new(sdk);
+    match events.create_event_bus().name(&bus).send().await {
+        Ok(_) => {}
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_already_exists_exception()) => {}
+        Err(error) => {
+            return Err(anyhow::anyhow!(aws_sdk_eventbridge::error::DisplayErrorContext(error).to_string()))
+                .context("creating the event bus");
+        }
+    }
+    env.insert("DOTMAC_EVENT_BUS_NAME".into(), bus);
     env.insert("DOTMAC_TABLE_NAME".into(), table);
     env.insert("DOTMAC_PROVISIONING_QUEUE_URL".into(), queue.url().to_owned());
     env.insert("DOTMAC_BILLING_QUEUE_URL".into(), billing_queue.url().to_owned());
@@ -272,6 +284,14 @@ pub async fn serve(
     let schedules: Vec<_> = Handler::ALL
         .into_iter()
         .filter_map(|handler| Some((handler, handler.schedule_every()?)))
+        // The publisher runs every second here (its schedule's minute is AWS's shortest).
+        .map(|(handler, every)| {
+            if handler == Handler::PublishEvents {
+                (handler, Duration::from_secs(1))
+            } else {
+                (handler, every)
+            }
+        })
         .map(|(handler, every)| tokio::spawn(run_on_schedule(platform.clone(), handler, every, stopped())))
         .collect();
     shutdown.await;

@@ -131,6 +131,10 @@ pub struct Config {
     pub machine_token_ttl_seconds: u64,
     /// Lifetime of a tenant's signed license (re-issued whenever its plan or bundles change).
     pub license_ttl_seconds: u64,
+    /// Days Secrets Manager keeps a deleted tenant's secret recoverable (7 to 30).
+    pub tenant_secret_recovery_days: i64,
+    /// The EventBridge bus domain events are published to (`default` for the account's own).
+    pub event_bus_name: String,
     /// How far ahead of the server's clock a usage report's `observed_at` may be.
     pub usage_max_future_seconds: u64,
     /// How old a usage report's `observed_at` may be (covers last month's late reports).
@@ -267,6 +271,17 @@ impl Config {
             tenant_secret_prefix: env.or("DOTMAC_TENANT_SECRET_PREFIX", "dotmac/tenants"),
             machine_token_ttl_seconds: env.number("DOTMAC_MACHINE_TOKEN_TTL_SECONDS", 30 * 24 * 3600u64)?,
             license_ttl_seconds: env.number("DOTMAC_LICENSE_TTL_SECONDS", 35 * 24 * 3600u64)?,
+            tenant_secret_recovery_days: {
+                let days = env.number("DOTMAC_TENANT_SECRET_RECOVERY_DAYS", 30i64)?;
+                if !(7..=30).contains(&days) {
+                    return Err(ConfigError::Invalid {
+                        name: "DOTMAC_TENANT_SECRET_RECOVERY_DAYS",
+                        reason: "Secrets Manager keeps a deleted secret 7 to 30 days".into(),
+                    });
+                }
+                days
+            },
+            event_bus_name: env.or("DOTMAC_EVENT_BUS_NAME", "default"),
             usage_max_future_seconds: env.number("DOTMAC_USAGE_MAX_FUTURE_SECONDS", 300u64)?,
             usage_max_age_seconds: env.number("DOTMAC_USAGE_MAX_AGE_SECONDS", 35 * 24 * 3600u64)?,
             invitations: InvitationSettings::from_reader(&env)?,
@@ -306,6 +321,8 @@ impl fmt::Debug for Config {
             .field("tenant_secret_prefix", &self.tenant_secret_prefix)
             .field("machine_token_ttl_seconds", &self.machine_token_ttl_seconds)
             .field("license_ttl_seconds", &self.license_ttl_seconds)
+            .field("tenant_secret_recovery_days", &self.tenant_secret_recovery_days)
+            .field("event_bus_name", &self.event_bus_name)
             .field("usage_max_future_seconds", &self.usage_max_future_seconds)
             .field("usage_max_age_seconds", &self.usage_max_age_seconds)
             .field("invitations", &self.invitations)

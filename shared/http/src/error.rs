@@ -59,6 +59,7 @@ error_codes! {
     AlreadyExists = "ALREADY_EXISTS" => CONFLICT,
     ReportConflict = "REPORT_CONFLICT" => CONFLICT,
     VersionConflict = "VERSION_CONFLICT" => CONFLICT,
+    TenantStateConflict = "TENANT_STATE_CONFLICT" => CONFLICT,
     RequestInProgress = "REQUEST_IN_PROGRESS" => CONFLICT,
     IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED" => UNPROCESSABLE_ENTITY,
     RateLimited = "RATE_LIMITED" => TOO_MANY_REQUESTS,

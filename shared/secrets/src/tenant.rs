@@ -35,6 +35,16 @@ pub struct MachineCredentials {
     pub license: Option<String>,
 }
 
+/// Where a tenant's secret stands, as Secrets Manager reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretState {
+    /// No such secret (never created, or past its recovery window).
+    Absent,
+    Live,
+    /// Deleted, recoverable until its recovery window ends.
+    ScheduledForDeletion,
+}
+
 /// The tenant's secret, and the credentials a renewal replaced (to revoke).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnsuredToken {
@@ -145,6 +155,35 @@ impl TenantSecrets {
             .await
             .map_err(|e| SecretsError::aws("PutSecretValue", e))?;
         Ok(true)
+    }
+
+    pub async fn state(&self, tenant: TenantId) -> Result<SecretState, SecretsError> {
+        match self.client.describe_secret().secret_id(self.secret_name(tenant)).send().await {
+            Ok(output) if output.deleted_date().is_some() => Ok(SecretState::ScheduledForDeletion),
+            Ok(_) => Ok(SecretState::Live),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                Ok(SecretState::Absent)
+            }
+            Err(error) => Err(SecretsError::aws("DescribeSecret", error)),
+        }
+    }
+
+    /// Deletes the tenant's secret, recoverable for `recovery_days` (7 to 30): a deletion
+    /// done by mistake can be undone (`RestoreSecret`) within that window. Safe to repeat:
+    /// a secret already scheduled for deletion, or gone, is left as it is.
+    pub async fn delete(&self, tenant: TenantId, recovery_days: i64) -> Result<SecretState, SecretsError> {
+        match self.state(tenant).await? {
+            SecretState::Live => {}
+            settled => return Ok(settled),
+        }
+        self.client
+            .delete_secret()
+            .secret_id(self.secret_name(tenant))
+            .recovery_window_in_days(recovery_days)
+            .send()
+            .await
+            .map_err(|e| SecretsError::aws("DeleteSecret", e))?;
+        Ok(SecretState::ScheduledForDeletion)
     }
 
     async fn arn(&self, name: &str) -> Result<String, SecretsError> {

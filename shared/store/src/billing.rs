@@ -390,7 +390,7 @@ impl Store {
                 .value(":draft", s(InvoiceStatus::Draft.as_str()))
                 .value(":version", n(i64::try_from(version).unwrap_or(i64::MAX))),
         };
-        Ok(Some(self.put_if(item, condition)?))
+        Ok(Some(self.put_step(item, Some(condition))?))
     }
 
     /// Writes a tenant's invoice (unless `Expected::Untouched`) and, for a run, marks the
@@ -433,7 +433,7 @@ impl Store {
             } else {
                 (Expr::new(ITEM_IS_NEW), Expr::new("ADD invoiced :one").value(":one", n(1)))
             };
-            steps.push(self.put_if(mark_item.clone(), mark_condition)?);
+            steps.push(self.put_step(mark_item.clone(), Some(mark_condition))?);
             steps.push(self.update_step(ItemKey::billing_run(run_id), counters, Expr::new(ITEM_EXISTS))?);
             let (invoice_step, mark_step) = if has_invoice { (Some(0), 1) } else { (None, 0) };
             match self.transact(steps).await? {

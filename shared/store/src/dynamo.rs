@@ -449,13 +449,18 @@ impl Store {
             .map_err(StoreError::request)
     }
 
-    /// A transaction step writing `item` (replacing any item with its key) if `condition` holds.
-    pub(crate) fn put_if(&self, item: Item, condition: Expr) -> Result<TransactWriteItem, StoreError> {
-        let (names, values) = placeholders([&condition]);
+    /// A transaction step writing `item` (replacing any item with its key) if `condition`
+    /// (when given) holds.
+    pub(crate) fn put_step(
+        &self,
+        item: Item,
+        condition: Option<Expr>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let (names, values) = placeholders(condition.iter());
         Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression(condition.text)
+            .set_condition_expression(condition.map(|c| c.text))
             .set_expression_attribute_names(names)
             .set_expression_attribute_values(values)
             .build()

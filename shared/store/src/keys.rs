@@ -28,6 +28,9 @@ pub const TENANT_PROFILE_SK: &str = "PROFILE";
 /// All tenants sit in one GSI partition, sorted by their time-ordered id: a control plane's
 /// tenant count stays far below one partition's limits.
 pub const TENANTS_GSI1PK: &str = "TENANTS";
+/// The GSI1 partition of events not yet published (see `events`): sparse, an event leaves it
+/// once published.
+pub const OUTBOX_GSI1PK: &str = "OUTBOX";
 
 pub fn slug_pk(slug: &str) -> String {
     format!("SLUG#{slug}")
@@ -162,6 +165,11 @@ impl ItemKey {
     /// A usage report of a tenant, by its report id.
     pub(crate) fn usage(tenant: TenantId, report_id: &str) -> Self {
         Self::new(tenant_pk(tenant), format!("USAGE#{report_id}"))
+    }
+
+    /// An event in a tenant's log, by its sequence (zero-padded: key order is number order).
+    pub(crate) fn tenant_event(tenant: TenantId, sequence: u64) -> Self {
+        Self::new(tenant_pk(tenant), format!("EVENT#{sequence:010}"))
     }
 
     pub(crate) fn heartbeat(tenant: TenantId) -> Self {

@@ -10,6 +10,7 @@ pub mod billing;
 pub mod catalog;
 mod dynamo;
 mod error;
+pub mod events;
 pub mod fence;
 pub mod heartbeats;
 pub mod idempotency;
@@ -33,6 +34,7 @@ pub use billing::{
 };
 pub use catalog::{PriceVersion, PriceWrite};
 pub use error::StoreError;
+pub use events::EventOrder;
 pub use fence::Fenced;
 pub use heartbeats::{HealthStatus, Heartbeat};
 pub use idempotency::{Begin, IdempotencyKey, SavedResponse};

@@ -228,7 +228,7 @@ async fn license_when(
     loop {
         let license = secrets.read(tenant).await.expect("secret").and_then(|c| c.license);
         if let Some(license) = &license
-            && app.stack.platform.keys.verify_license(&license, tenant).is_ok_and(|claims| done(&claims))
+            && app.stack.platform.keys.verify_license(license, tenant).is_ok_and(|claims| done(&claims))
         {
             return license.clone();
         }

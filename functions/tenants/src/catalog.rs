@@ -9,7 +9,7 @@
 //! the write's condition: of two concurrent changes one wins and the other is told
 //! `VERSION_CONFLICT`; the same change sent again (a retry) answers the version it made.
 
-use dotmac_billing::{Bundle, Period, Price};
+use dotmac_billing::{Bundle, PerCustomer, Period, Price};
 use dotmac_domain::{Action, Caller, Denied, Plan, PlanId, Resource, Target, TaskSize, authorize};
 use dotmac_store::catalog::in_force;
 use dotmac_store::{PriceVersion, PriceWrite, Store, StoreError};
@@ -94,8 +94,21 @@ pub async fn get_plan(
     Ok(plan_prices(plan, versions, Period::containing(now)))
 }
 
+/// The most customers a price's tier bound or package may name (as many as a usage report
+/// may state).
+const MAX_CUSTOMERS: u64 = 100_000_000;
+
 fn check_price(price: &Price) -> Result<(), CatalogError> {
-    price.validate().map_err(|e| CatalogError::Invalid { field: "price", reason: e.to_string() })
+    price.validate().map_err(|e| CatalogError::Invalid { field: "price", reason: e.to_string() })?;
+    let counts: Vec<u64> = match &price.per_customer {
+        PerCustomer::Package { size, .. } => vec![*size],
+        PerCustomer::Tiered { tiers, .. } => tiers.iter().filter_map(|t| t.up_to).collect(),
+    };
+    if counts.iter().any(|count| *count > MAX_CUSTOMERS) {
+        let reason = "tier bounds and package sizes are at most 100,000,000 customers".to_owned();
+        return Err(CatalogError::Invalid { field: "price", reason });
+    }
+    Ok(())
 }
 
 /// Creates a plan with its first price, in effect from the current period (a new plan has no

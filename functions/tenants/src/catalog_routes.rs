@@ -88,13 +88,14 @@ enum TierModeSchema {
 #[allow(dead_code)]
 #[schema(as = Tier)]
 struct TierSchema {
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 100_000_000)]
     up_to: Option<u64>,
     #[schema(pattern = r"^[0-9]{1,12}(\.[0-9]{1,6})?$")]
     unit_price: String,
-    /// Charged once when the count reaches the tier.
+    /// Charged once when the count reaches the tier (none by default).
+    #[serde(default)]
     #[schema(pattern = r"^[0-9]{1,12}(\.[0-9]{1,6})?$")]
-    flat_fee: Option<String>,
+    flat_fee: String,
 }
 
 /// How customers are priced: tiers (graduated or volume), or packages of `size` customers.
@@ -110,7 +111,7 @@ enum PerCustomerSchema {
         tiers: Vec<TierSchema>,
     },
     Package {
-        #[schema(minimum = 1)]
+        #[schema(minimum = 1, maximum = 100_000_000)]
         size: u64,
         #[schema(pattern = r"^[0-9]{1,12}(\.[0-9]{1,6})?$")]
         package_price: String,
@@ -136,10 +137,13 @@ struct PriceSchema {
     #[schema(pattern = "^[A-Z]{3}$")]
     currency: String,
     per_customer: PerCustomerSchema,
-    /// The least a month costs.
+    /// The least a month costs (none by default).
+    #[serde(default)]
     #[schema(pattern = r"^[0-9]{1,12}(\.[0-9]{1,6})?$")]
-    monthly_minimum: Option<String>,
-    aggregation: Option<AggregationSchema>,
+    monthly_minimum: String,
+    /// How a period's reports make its billable count (`max` by default).
+    #[serde(default)]
+    aggregation: AggregationSchema,
 }
 
 /// An amount: integer minor units (cents) of a currency.
@@ -309,6 +313,9 @@ pub async fn create_plan(
     Ok((status, axum::Json(PlanView::of(&plan))))
 }
 
+/// The highest version number a request may name.
+const MAX_VERSION: u32 = 1_000_000;
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceChangeRequest {
@@ -317,7 +324,7 @@ pub struct PriceChangeRequest {
     /// The version this change is based on: if the plan's latest version is another, the
     /// change is refused (409) rather than replacing one the caller has not seen.
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     expected_version: Option<u32>,
 }
 
@@ -345,6 +352,9 @@ pub async fn change_price(
     Json(request): Json<PriceChangeRequest>,
 ) -> Result<(StatusCode, axum::Json<PriceVersionView>), ApiError> {
     catalog::may_change(&caller, Action::Update)?;
+    if request.expected_version.is_some_and(|v| !(1..=MAX_VERSION).contains(&v)) {
+        return Err(ApiError::invalid_field("expected_version", "must be a version from 1 to 1,000,000"));
+    }
     let id = plan_id(&id)?;
     let (version, created) = catalog::change_price(
         &state.store,

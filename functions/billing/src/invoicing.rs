@@ -91,7 +91,6 @@ fn rfc3339(at: OffsetDateTime) -> String {
 /// them as it goes): it is `null`; `GET /v1/billing/runs/{id}` has the figures.
 fn cycle_started(run: &BillingRun) -> OutboxEvent {
     let detail = json!({
-        "version": "1",
         "id": run.id,
         "period": run.period.to_string(),
         "start": rfc3339(run.period.start()),
@@ -101,7 +100,7 @@ fn cycle_started(run: &BillingRun) -> OutboxEvent {
     OutboxEvent {
         event_id: uuid::Uuid::now_v7().to_string(),
         detail_type: "billing.cycle_started".into(),
-        source: "dotmac.billing".into(),
+        source: "dotmac.platform".into(),
         detail: detail.to_string(),
         created_at: run.created_at,
         published: false,

@@ -1,5 +1,6 @@
 //! The event publisher: moves the events waiting in the outbox (see `dotmac_store::events`)
-//! to EventBridge, at least once and in order per tenant.
+//! to EventBridge, at least once and in order per tenant; then the platform's own events
+//! (no tenant's: `billing.cycle_started`), oldest first.
 //!
 //! Why an outbox poller on a schedule rather than DynamoDB Streams: Streams order records per
 //! item, and each event is an item of its own, so two events of one tenant carry no order
@@ -17,7 +18,7 @@
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use dotmac_domain::{EventEnvelope, TenantId};
-use dotmac_store::{Store, StoreError};
+use dotmac_store::{OutboxEvent, Store, StoreError};
 use std::collections::VecDeque;
 
 /// The `source` of every entry the platform puts on the bus (rules match on it).
@@ -77,8 +78,63 @@ impl Publisher {
             .build())
     }
 
-    /// One run: publishes what the outbox holds now (up to `EVENTS_PER_RUN`).
+    /// A platform event's entry: the same versioned envelope as a tenant's, without a tenant.
+    fn platform_entry(&self, event: &OutboxEvent) -> Result<PutEventsRequestEntry, PublishError> {
+        let data: serde_json::Value =
+            serde_json::from_str(&event.detail).map_err(|e| PublishError::EventBridge(e.to_string()))?;
+        let occurred_at = event
+            .created_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| PublishError::EventBridge(e.to_string()))?;
+        let envelope = serde_json::json!({
+            "type": event.detail_type,
+            "version": 1,
+            "id": event.event_id,
+            "occurred_at": occurred_at,
+            "data": data,
+        });
+        Ok(PutEventsRequestEntry::builder()
+            .event_bus_name(&self.bus)
+            .source(EVENT_SOURCE)
+            .detail_type(&event.detail_type)
+            .detail(envelope.to_string())
+            .build())
+    }
+
+    /// One run: publishes what the outbox holds now (up to `EVENTS_PER_RUN` of the tenants'
+    /// and as many of the platform's).
     pub async fn publish_pending(&self) -> Result<Published, PublishError> {
+        let mut done = self.publish_tenant_events().await?;
+        let platform = self.publish_platform_events().await?;
+        done.published += platform.published;
+        done.held_back += platform.held_back;
+        Ok(done)
+    }
+
+    /// The platform's events, oldest first; one EventBridge refused stops the run there, so
+    /// they go out in order.
+    async fn publish_platform_events(&self) -> Result<Published, PublishError> {
+        let pending = self.store.unpublished_platform_events(EVENTS_PER_RUN).await?;
+        let mut done = Published::default();
+        for (sent, chunk) in pending.chunks(ENTRIES_PER_CALL).enumerate() {
+            let entries = chunk.iter().map(|e| self.platform_entry(e)).collect::<Result<Vec<_>, _>>()?;
+            let output = self.events.put_events().set_entries(Some(entries)).send().await.map_err(|e| {
+                PublishError::EventBridge(aws_sdk_eventbridge::error::DisplayErrorContext(e).to_string())
+            })?;
+            for (position, event) in chunk.iter().enumerate() {
+                if output.entries().get(position).is_none_or(|result| result.error_code().is_some()) {
+                    tracing::warn!(event_id = %event.event_id, "EventBridge refused a platform event; it waits for the next run");
+                    done.held_back += pending.len() - sent * ENTRIES_PER_CALL - position;
+                    return Ok(done);
+                }
+                self.store.mark_platform_event_published(&event.event_id).await?;
+                done.published += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    async fn publish_tenant_events(&self) -> Result<Published, PublishError> {
         let mut tenants = by_tenant(self.store.unpublished_events(EVENTS_PER_RUN).await?);
         let mut done = Published::default();
         loop {

@@ -265,6 +265,37 @@ impl Store {
         }
     }
 
+    /// The platform's own events (no tenant's, such as `billing.cycle_started`) not yet
+    /// published, oldest first (their ids are time-ordered). Published ones stay in the
+    /// partition, flagged, as the record of what went out; a run opens a few a month.
+    pub async fn unpublished_platform_events(&self, limit: i32) -> Result<Vec<OutboxEvent>, StoreError> {
+        let key = Expr::new("PK = :pk").value(":pk", s("OUTBOX"));
+        let pending = Expr::new("published = :no").value(":no", AttributeValue::Bool(false));
+        let mut query = Query::table(key).filter(Some(pending)).consistent();
+        let mut events = Vec::new();
+        // The filter applies after each page's limit, so pages are read until `limit` is met.
+        loop {
+            let (page, last) = self.query_page::<Stored<OutboxEvent>>(query.clone()).await?;
+            events.extend(page.into_iter().map(|item| item.record));
+            match last {
+                Some(last) if events.len() < usize::try_from(limit).unwrap_or(0) => {
+                    query = query.start(Some(last))
+                }
+                _ => break,
+            }
+        }
+        events.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(events)
+    }
+
+    /// Flags a platform event published (repeating it changes nothing).
+    pub async fn mark_platform_event_published(&self, event_id: &str) -> Result<(), StoreError> {
+        let update = Expr::new("SET published = :yes").value(":yes", AttributeValue::Bool(true));
+        let exists = Expr::new(crate::dynamo::ITEM_EXISTS);
+        let _ = self.update(ItemKey::outbox(event_id), update, Some(exists), None).await?;
+        Ok(())
+    }
+
     pub async fn get_billing_run(&self, id: &str) -> Result<Option<BillingRun>, StoreError> {
         Ok(self.get_item::<RunItem>(ItemKey::billing_run(id)).await?.map(|item| item.record))
     }

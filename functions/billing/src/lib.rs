@@ -119,8 +119,8 @@ async fn open_run(
     if !body.is_object() {
         return Err(ApiError::new(ErrorCode::ValidationFailed, "the body must be a JSON object"));
     }
-    let body: NewRun =
-        serde_json::from_value(body).map_err(|e| ApiError::new(ErrorCode::ValidationFailed, e.to_string()))?;
+    let body: NewRun = serde_json::from_value(body)
+        .map_err(|e| ApiError::new(ErrorCode::ValidationFailed, e.to_string()))?;
     let period = body.period.as_deref().map(parse_period).transpose()?;
     let tenant_ids = body
         .tenant_ids

@@ -549,4 +549,18 @@ async fn the_sample_schedule_and_billing_job_events_run_as_lambda_runs_them() {
     assert_eq!(invoice.content.total.minor, 250_00);
     let (run, _) = platform.billing().run(&staff(), &sample_run.id).await.expect("run");
     assert_eq!((run.invoiced - before.invoiced, run.failed), (1, 0), "delivered twice, counted once");
+
+    // A job naming a run that does not exist is acknowledged and dropped, never retried.
+    let stray = BillingJob::InvoiceTenant {
+        run_id: "no-such-run".into(),
+        tenant_id,
+        period: period.to_string(),
+        plan: PlanId::parse("usage").expect("plan"),
+        partner_id: None,
+    };
+    platform.billing_queue.send(&Envelope::new(stray)).await.expect("send");
+    let messages = take(platform).await;
+    assert_eq!(messages.len(), 1);
+    let outcome = handle(platform, &messages[0], true).await;
+    assert!(matches!(outcome, Outcome::Discarded(_)), "{outcome:?}");
 }

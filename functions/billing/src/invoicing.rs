@@ -269,6 +269,7 @@ impl Billing {
             match self.store.write_invoice(&record, expected, run_id, now).await? {
                 Written::Done | Written::AlreadyCounted => return Ok(record),
                 Written::InvoiceChanged => continue,
+                Written::NoRun => return Err(BillingError::NoRun(run_id.unwrap_or_default().to_owned())),
             }
         }
         Err(StoreError::VersionConflict { expected: 0 }.into())

@@ -90,8 +90,8 @@ pub struct NewRun {
     period: Option<String>,
     /// Only these tenants (at most 100); every active tenant by default.
     #[serde(default)]
-    #[schema(max_items = 100, value_type = Option<Vec<String>>)]
-    tenant_ids: Option<Vec<String>>,
+    #[schema(max_items = 100)]
+    tenant_ids: Option<Vec<uuid::Uuid>>,
 }
 
 /// Open a billing run (platform admins): recorded, `billing.cycle_started` in the outbox, one
@@ -109,18 +109,24 @@ pub struct NewRun {
 async fn open_run(
     State(state): State<BillingState>,
     Authenticated(caller): Authenticated,
-    Json(body): Json<NewRun>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<(StatusCode, axum::Json<BillingRunView>), ApiError> {
     // Refused before the body is looked at: only platform staff learn what it would do.
     if !caller.has_global_scope() {
         return Err(Denied { resource: Resource::Invoice, action: Action::Create }.into());
     }
+    // An object only: serde would read a struct from a JSON array too (`[null, null]`).
+    if !body.is_object() {
+        return Err(ApiError::new(ErrorCode::ValidationFailed, "the body must be a JSON object"));
+    }
+    let body: NewRun = serde_json::from_value(body)
+        .map_err(|e| ApiError::new(ErrorCode::ValidationFailed, e.to_string()))?;
     let period = body.period.as_deref().map(parse_period).transpose()?;
     let tenant_ids = body
         .tenant_ids
         .unwrap_or_default()
         .iter()
-        .map(|raw| TenantId::parse_field(raw, "tenant_ids").map_err(ApiError::from))
+        .map(|id| TenantId::parse_field(&id.to_string(), "tenant_ids").map_err(ApiError::from))
         .collect::<Result<Vec<_>, _>>()?;
     let run = state.billing.open_run(&caller, period, tenant_ids, OffsetDateTime::now_utc()).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(BillingRunView::of(&run, &[]))))
@@ -160,7 +166,8 @@ pub struct InvoiceQuery {
     /// One tenant's invoices (a tenant's admins: their own, the default).
     #[param(format = Uuid)]
     tenant_id: Option<String>,
-    #[param(value_type = Option<InvoiceStatus>)]
+    /// `draft` or `finalized`.
+    #[param(pattern = "^(draft|finalized)$")]
     status: Option<String>,
     /// `YYYY-MM`.
     #[param(pattern = r"^([2-9][0-9]{3})-(0[1-9]|1[0-2])$")]

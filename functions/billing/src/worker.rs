@@ -35,6 +35,8 @@ impl JobHandler<BillingJob> for BillingWorker {
                     Err(BillingError::Unbillable(reason)) => {
                         self.fail(&run_id, tenant_id, &reason, now).await
                     }
+                    // A job of a run that does not exist can never be counted anywhere.
+                    Err(BillingError::NoRun(id)) => Err(JobError::Discard(format!("no billing run {id}"))),
                     Err(error) => {
                         let reason = error.to_string();
                         // The last attempt leaves its reason on the run before SQS moves the

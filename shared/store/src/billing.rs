@@ -211,6 +211,8 @@ pub enum Written {
     AlreadyCounted,
     /// The invoice changed since it was read (another run, a finalization): read again.
     InvoiceChanged,
+    /// The job names a run that does not exist: nothing was written.
+    NoRun,
 }
 
 /// What finalizing did.
@@ -473,9 +475,7 @@ impl Store {
                     return Ok(Written::InvoiceChanged);
                 }
                 Err(cancelled) if cancelled.refused(mark_step) => continue,
-                Err(cancelled) if cancelled.refused(mark_step + 1) => {
-                    return Err(StoreError::Corrupt(format!("billing run {run_id} does not exist")));
-                }
+                Err(cancelled) if cancelled.refused(mark_step + 1) => return Ok(Written::NoRun),
                 Err(cancelled) => return Err(cancelled.into()),
             }
         }

@@ -114,8 +114,8 @@ pub(crate) fn readings_of(window: &UsageWindow) -> Vec<Reading> {
 }
 
 /// Gathers `period`'s inputs for `tenant`: its usage (one query spanning the previous and this
-/// period), its invoices of both periods (one query), its subscriptions and the prices in force
-/// (cached). `window` is the usage already read through a caller's fence, when there is one.
+/// period), its invoices of both periods with its subscriptions (one query), and the prices in
+/// force (cached). `window` is the usage already read through a caller's fence, when there is one.
 pub async fn gather(
     store: &Store,
     prices: &PriceCache,
@@ -129,11 +129,16 @@ pub async fn gather(
         Some(usage) => usage,
         None => store.usage_since(tenant, period.previous().start(), period.end()).await?,
     };
-    let (previous_invoice, current_invoice) = match invoices {
-        Some(invoices) => invoices,
-        None => store.invoices_around(tenant, period).await?,
+    // The worker's path reads the invoices and the spans together (one query); a caller that
+    // read the invoices through its fence already reads the spans alone.
+    let (previous_invoice, current_invoice, subscriptions) = match invoices {
+        Some((previous, current)) => (previous, current, store.subscriptions(tenant).await?),
+        None => {
+            let context = store.invoice_context(tenant, period).await?;
+            (context.previous, context.current, context.subscriptions)
+        }
     };
-    let (spans, bundles) = spans_in(store.subscriptions(tenant).await?, current_plan, period);
+    let (spans, bundles) = spans_in(subscriptions, current_plan, period);
     let mut plans = Vec::with_capacity(spans.len());
     for span in spans {
         let price = match prices.cached(&span.plan_id, period) {
@@ -156,4 +161,76 @@ pub async fn gather(
         });
     }
     Ok(Inputs { period, plans, bundles, readings: readings_of(&usage), previous_invoice, current_invoice })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dotmac_billing::{Currency, Money};
+    use dotmac_store::BundleSpan;
+
+    fn at(text: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).expect("time")
+    }
+
+    fn plan(id: &str) -> PlanId {
+        PlanId::parse(id).expect("plan id")
+    }
+
+    #[test]
+    fn spans_are_clamped_to_the_period_and_those_missing_it_dropped() {
+        let period = Period::parse("2026-11").expect("period");
+        let subscriptions = Subscriptions {
+            plans: vec![
+                PlanSpan {
+                    plan_id: plan("usage"),
+                    from: at("2026-01-10T00:00:00Z"),
+                    to: Some(at("2026-11-12T00:00:00Z")),
+                },
+                PlanSpan { plan_id: plan("scaled"), from: at("2026-11-12T00:00:00Z"), to: None },
+            ],
+            bundles: vec![
+                BundleSpan {
+                    bundle: "crm".into(),
+                    name: "CRM".into(),
+                    monthly: Money::new(4_900, Currency::USD),
+                    from: at("2026-09-01T00:00:00Z"),
+                    to: Some(at("2026-10-15T00:00:00Z")),
+                },
+                BundleSpan {
+                    bundle: "ai".into(),
+                    name: "AI".into(),
+                    monthly: Money::new(9_900, Currency::USD),
+                    from: at("2026-11-20T00:00:00Z"),
+                    to: Some(at("2026-12-05T00:00:00Z")),
+                },
+            ],
+        };
+        let (plans, bundles) = spans_in(subscriptions, &plan("enterprise"), period);
+        assert_eq!(
+            plans,
+            vec![
+                PlanSpan {
+                    plan_id: plan("usage"),
+                    from: period.start(),
+                    to: Some(at("2026-11-12T00:00:00Z"))
+                },
+                PlanSpan { plan_id: plan("scaled"), from: at("2026-11-12T00:00:00Z"), to: None },
+            ]
+        );
+        let held: Vec<_> = bundles.iter().map(|b| (b.code.as_str(), b.from, b.to)).collect();
+        assert_eq!(
+            held,
+            vec![("ai", at("2026-11-20T00:00:00Z"), None)],
+            "the October CRM span misses November"
+        );
+    }
+
+    #[test]
+    fn a_tenant_without_plan_spans_is_billed_on_its_current_plan_all_period() {
+        let period = Period::parse("2026-11").expect("period");
+        let (plans, bundles) = spans_in(Subscriptions::default(), &plan("usage"), period);
+        assert_eq!(plans, vec![PlanSpan { plan_id: plan("usage"), from: period.start(), to: None }]);
+        assert!(bundles.is_empty());
+    }
 }

@@ -168,6 +168,14 @@ pub enum RunOutcome {
 
 type RunTenantItem = Stored<RunTenant>;
 
+/// What `Store::invoice_context` reads for one invoice.
+#[derive(Debug, Clone, Default)]
+pub struct InvoiceContext {
+    pub previous: Option<InvoiceRecord>,
+    pub current: Option<InvoiceRecord>,
+    pub subscriptions: crate::Subscriptions,
+}
+
 /// A domain event waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEvent {
@@ -399,6 +407,58 @@ impl Store {
             }
         }
         Ok((previous, current))
+    }
+
+    /// Everything of the tenant's own partition an invoice of `period` is built from, in ONE
+    /// strongly consistent query: its invoices of `period` and the period before, and every
+    /// subscription span. Sort keys `INVOICE#<previous>` through `SUBSCRIPTION#~` hold them;
+    /// the few items between (the profile, custom roles) are skipped.
+    pub async fn invoice_context(
+        &self,
+        tenant: TenantId,
+        period: Period,
+    ) -> Result<InvoiceContext, StoreError> {
+        let mut items: Vec<Item> = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("PK = :pk AND SK BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
+                .expression_attribute_values(":from", s(invoice_sk(period.previous())))
+                .expression_attribute_values(
+                    ":to",
+                    s(format!("{}~", crate::subscriptions::SUBSCRIPTION_SK_PREFIX)),
+                )
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query", e))?;
+            items.extend(output.items.unwrap_or_default());
+            match output.last_evaluated_key {
+                Some(last) => start = Some(last),
+                None => break,
+            }
+        }
+        let (invoices, others): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|item| {
+            item.get(SK).and_then(|sk| sk.as_s().ok()).is_some_and(|sk| sk.starts_with(INVOICE_SK_PREFIX))
+        });
+        let mut context = InvoiceContext {
+            subscriptions: crate::Subscriptions::among(others)?,
+            ..InvoiceContext::default()
+        };
+        for item in invoices {
+            let record = crate::dynamo::decode::<InvoiceItem>(item)?.record;
+            if record.period == period {
+                context.current = Some(record);
+            } else if record.period == period.previous() {
+                context.previous = Some(record);
+            }
+        }
+        Ok(context)
     }
 
     pub async fn get_invoice(

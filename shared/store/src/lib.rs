@@ -29,8 +29,8 @@ pub mod users;
 
 pub use admission::{Admission, Also, Presented, SessionOf};
 pub use billing::{
-    BillingRun, Expected, Finalized, InvoiceFilter, InvoiceRecord, InvoiceStatus, Opened, OutboxEvent,
-    RunOutcome, RunTenant, Written, invoice_id, parse_invoice_id,
+    BillingRun, Expected, Finalized, InvoiceContext, InvoiceFilter, InvoiceRecord, InvoiceStatus, Opened,
+    OutboxEvent, RunOutcome, RunTenant, Written, invoice_id, parse_invoice_id,
 };
 pub use catalog::{PriceVersion, PriceWrite};
 pub use error::StoreError;

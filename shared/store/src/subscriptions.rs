@@ -56,6 +56,33 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
+    fn from_items(items: impl IntoIterator<Item = SpanItem>) -> Self {
+        let mut subscriptions = Subscriptions::default();
+        for item in items {
+            match item {
+                SpanItem::Plan(owned) => subscriptions.plans.push(owned.span),
+                SpanItem::Bundle(owned) => subscriptions.bundles.push(owned.span),
+            }
+        }
+        subscriptions.plans.sort_by_key(|span| span.from);
+        subscriptions.bundles.sort_by_key(|span| span.from);
+        subscriptions
+    }
+
+    /// The spans among a query's raw items (others, of any kind, are skipped).
+    pub(crate) fn among(items: Vec<crate::dynamo::Item>) -> Result<Self, StoreError> {
+        let spans = items
+            .into_iter()
+            .filter(|item| {
+                item.get("entity")
+                    .and_then(|e| e.as_s().ok())
+                    .is_some_and(|e| e == PLAN_SPAN || e == BUNDLE_SPAN)
+            })
+            .map(crate::dynamo::decode::<SpanItem>)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::from_items(spans))
+    }
+
     /// The running span of `bundle`, if the tenant holds it.
     pub fn open_bundle(&self, bundle: &str) -> Option<&BundleSpan> {
         self.bundles.iter().rev().find(|span| span.bundle == bundle && span.to.is_none())
@@ -159,16 +186,7 @@ impl Store {
             .value(":pk", s(tenant_pk(tenant)))
             .value(":spans", s(SUBSCRIPTION_SK_PREFIX));
         let items: Vec<SpanItem> = self.query_all(Query::table(spans).consistent()).await?;
-        let mut subscriptions = Subscriptions::default();
-        for item in items {
-            match item {
-                SpanItem::Plan(owned) => subscriptions.plans.push(owned.span),
-                SpanItem::Bundle(owned) => subscriptions.bundles.push(owned.span),
-            }
-        }
-        subscriptions.plans.sort_by_key(|span| span.from);
-        subscriptions.bundles.sort_by_key(|span| span.from);
-        Ok(subscriptions)
+        Ok(Subscriptions::from_items(items))
     }
 
     /// Adds `bundle` to `tenant` (as read, at its version) from `at`, capturing its price.

@@ -478,7 +478,9 @@ impl Statement {
             && self.conditions.iter().all(|(operator, key, values)| {
                 let Some((_, actual)) = check.context.iter().find(|(k, _)| k == key) else { return false };
                 match operator.as_str() {
-                    "StringEquals" | "ArnEquals" => values.iter().any(|v| v == actual),
+                    "StringEquals" | "ArnEquals" | "ForAllValues:StringEquals" => {
+                        values.iter().any(|v| v == actual)
+                    }
                     // One leading key per request here, so "for all values" is "for this one".
                     "StringLike" | "ArnLike" | "ForAllValues:StringLike" => {
                         values.iter().any(|v| glob(v, actual))
@@ -536,8 +538,14 @@ impl Gate {
         };
         let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
         // The partition key an item request touches, as `dynamodb:LeadingKeys` sees it.
+        // For a Query on the table: the value its key condition gives `PK` (`PK = :placeholder`).
         let leading = |request: &Value| {
-            let pk = request["Key"]["PK"]["S"].as_str().or(request["Item"]["PK"]["S"].as_str());
+            let queried = request["KeyConditionExpression"].as_str().and_then(|condition| {
+                let placeholder = condition.strip_prefix("PK = ")?.split_whitespace().next()?;
+                request["ExpressionAttributeValues"][placeholder]["S"].as_str()
+            });
+            let queried = queried.filter(|_| request["IndexName"].is_null());
+            let pk = request["Key"]["PK"]["S"].as_str().or(request["Item"]["PK"]["S"].as_str()).or(queried);
             pk.map(|pk| vec![("dynamodb:LeadingKeys", pk.to_owned())]).unwrap_or_default()
         };
         match service {

@@ -40,7 +40,7 @@ const ONBOARD200_ROWS: [&str; 7] = [
 const SEQUENTIAL_ONBOARDINGS: usize = 5;
 const CONCURRENT_ONBOARDINGS: usize = 200;
 const ONBOARDING_LIMIT: Duration = Duration::from_secs(300);
-const NOT_BUILT: &str = "not yet built (issue: billing/usage)";
+const NOT_BUILT: &str = "not measured yet: the billing run bench on DynamoDB Local comes next (issue 13)";
 const NEEDS_EMULATOR: &str = "not measured: needs the emulator (run `make bench`)";
 
 const S1: &str = "1 cold start: release bootstrap, x86_64, local Runtime API, 128 MB settings";

@@ -89,7 +89,7 @@ impl LineView {
 
 /// A price version an invoice used.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PriceVersionView {
+pub struct InvoicePriceVersion {
     pub plan_id: String,
     pub version: u32,
 }
@@ -114,7 +114,7 @@ pub struct InvoiceView {
     pub billable_customers: u64,
     pub lines: Vec<LineView>,
     pub total: MoneyView,
-    pub price_versions: Vec<PriceVersionView>,
+    pub price_versions: Vec<InvoicePriceVersion>,
     /// The rounding rule every line follows.
     pub rounding: String,
     #[schema(format = DateTime)]
@@ -142,7 +142,7 @@ impl InvoiceView {
             price_versions: invoice
                 .plan_charges
                 .iter()
-                .map(|p| PriceVersionView { plan_id: p.plan_id.clone(), version: p.price_version })
+                .map(|p| InvoicePriceVersion { plan_id: p.plan_id.clone(), version: p.price_version })
                 .collect(),
             rounding: ROUNDING.to_owned(),
             updated_at: rfc3339(invoice.updated_at),

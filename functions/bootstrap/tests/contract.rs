@@ -268,3 +268,9 @@ fn scheduled_functions_run_at_the_pace_the_local_server_keeps() {
     }
     assert_eq!(rate_seconds("rate(5 minutes)"), Some(300));
 }
+
+#[test]
+fn no_two_schemas_of_the_document_share_a_name() {
+    let conflicts = dotmac_http::openapi::conflicting_schema_names(&api_catalog());
+    assert!(conflicts.is_empty(), "schemas named alike but shaped differently: {conflicts:?}");
+}

@@ -146,13 +146,17 @@ struct PriceSchema {
     aggregation: AggregationSchema,
 }
 
-/// An amount: integer minor units (cents) of a currency.
+// The same `MoneyView` as the billing function's (one schema of that name in the document,
+// `no_two_schemas_of_the_document_share_a_name` holds them to it).
+/// An amount: integer minor units and the currency, and the same in major units as text.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MoneyView {
+    /// In minor units (cents).
     pub minor: i64,
     #[schema(example = "USD")]
     pub currency: String,
-    /// The same in major units, for people (`"49.00"`).
+    /// In major units, exact (`"250.00"`).
+    #[schema(example = "250.00")]
     pub amount: String,
 }
 
@@ -161,7 +165,7 @@ impl MoneyView {
         MoneyView {
             minor: money.minor,
             currency: money.currency.to_string(),
-            amount: format!("{:.2}", money.major()),
+            amount: money.major().to_string(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What the billing routes answer, built field by field from the records.
 
-use dotmac_billing::{InvoiceLine, InvoiceLineKind, LineKind, Money};
+use dotmac_billing::{InvoiceLine, InvoiceLineKind, LineKind};
 use dotmac_store::{BillingRun, InvoiceRecord, RunTenant};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -10,27 +10,7 @@ fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-/// An amount: integer minor units and the currency, and the same in major units as text.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MoneyView {
-    /// In minor units (cents).
-    pub minor: i64,
-    #[schema(example = "USD")]
-    pub currency: String,
-    /// In major units, exact (`"250.00"`).
-    #[schema(example = "250.00")]
-    pub amount: String,
-}
-
-impl MoneyView {
-    pub fn of(money: Money) -> Self {
-        MoneyView {
-            minor: money.minor,
-            currency: money.currency.to_string(),
-            amount: money.major().to_string(),
-        }
-    }
-}
+pub use dotmac_billing::MoneyView;
 
 /// One line item.
 #[derive(Debug, Serialize, ToSchema)]

@@ -4,7 +4,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use dotmac_billing::{Bundle, Money, Price};
+use dotmac_billing::{Bundle, Price};
 use dotmac_domain::{Action, Caller, PlanId, Resource, Target, TaskSize, Tenant, TenantId, authorize};
 use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::{ApiError, Authenticated, Bearer, ErrorCode, Json, Path, tenant_in_reach};
@@ -146,29 +146,7 @@ struct PriceSchema {
     aggregation: AggregationSchema,
 }
 
-// The same `MoneyView` as the billing function's (one schema of that name in the document,
-// `no_two_schemas_of_the_document_share_a_name` holds them to it).
-/// An amount: integer minor units and the currency, and the same in major units as text.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MoneyView {
-    /// In minor units (cents).
-    pub minor: i64,
-    #[schema(example = "USD")]
-    pub currency: String,
-    /// In major units, exact (`"250.00"`).
-    #[schema(example = "250.00")]
-    pub amount: String,
-}
-
-impl MoneyView {
-    fn of(money: Money) -> MoneyView {
-        MoneyView {
-            minor: money.minor,
-            currency: money.currency.to_string(),
-            amount: money.major().to_string(),
-        }
-    }
-}
+pub use dotmac_billing::MoneyView;
 
 fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()

@@ -25,7 +25,7 @@ pub use invoice::{
     Adjustment, BundleCharge, InvoiceDraft, InvoiceError, InvoiceInputs, InvoiceLine, InvoiceLineKind,
     PlanCharge, Usage, build_invoice, re_rating,
 };
-pub use money::{Currency, Money, MoneyError, round_to_minor};
+pub use money::{Currency, Money, MoneyError, MoneyView, round_to_minor};
 pub use period::{Period, PeriodError};
 pub use pricing::{Line, LineKind, PerCustomer, Price, PriceError, Tier, TierMode};
 pub use proration::{days_covered, prorate};

@@ -98,7 +98,7 @@ cmd_dev() {
   # A person follows an invitation's link from the terminal: the e-mail only reaches moto.
   export DOTMAC_INVITATION_PRINT_LINKS="${DOTMAC_INVITATION_PRINT_LINKS:-true}"
   cargo build --quiet -p dotmac-local
-  "$ROOT/target/debug/dotmac-local" &
+  "${CARGO_TARGET_DIR:-$ROOT/target}/debug/dotmac-local" &
   APP_PID=$!
   wait "$APP_PID"
 }
@@ -162,7 +162,7 @@ contract_run() {
   say "contract check: the platform on 127.0.0.1:$port (log: ${log#$ROOT/})"
   DOTMAC_PORT=$port DOTMAC_PREFIX="contract$(date +%s)" DOTMAC_STATE_DIR= \
     DOTMAC_ADMIN_EMAIL=admin@contract.test DOTMAC_ADMIN_PASSWORD=contract-admin-password \
-    "$ROOT/target/debug/dotmac-local" >"$log" 2>&1 &
+    "${CARGO_TARGET_DIR:-$ROOT/target}/debug/dotmac-local" >"$log" 2>&1 &
   APP_PID=$!
   local status=0
   "$CONTRACT_VENV/bin/python" local/contract_check.py "http://127.0.0.1:$port" \

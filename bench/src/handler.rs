@@ -99,6 +99,7 @@ pub fn make_fixture() -> anyhow::Result<Fixture> {
         customer_count: 1234,
         task_size_override: None,
         bundles: vec!["crm".into(), "ai".into()],
+        suspended_for: Vec::new(),
         failure_reason: None,
         created_at: now,
         updated_at: now,

@@ -4,15 +4,19 @@
 //! 1. cold start of each function (release `bootstrap` under a local Lambda Runtime API),
 //!    peak RSS, artifact size;
 //! 2. in-process handler cost against an equivalent Python handler (PyJWT + json);
-//! 3. pricing and invoice building (not built yet);
-//! 4. end-to-end figures on the local stack against the emulator.
+//! 3. pricing and invoice building in memory, per tenant;
+//! 4. end-to-end figures on the local stack against the emulator;
+//! 5. store-bound figures with DynamoDB on DynamoDB Local, each beside the backend's own rate.
 //!
 //! Every loop is bounded in count and time, and all traffic stays on 127.0.0.1.
 
 mod auth_ops;
 mod coldstart;
+mod dynamodb_local;
 mod e2e;
 mod handler;
+mod on_dynamodb_local;
+mod pricing;
 mod report;
 
 use anyhow::Context;
@@ -36,7 +40,7 @@ const ONBOARD200_ROWS: [&str; 7] = [
 const SEQUENTIAL_ONBOARDINGS: usize = 5;
 const CONCURRENT_ONBOARDINGS: usize = 200;
 const ONBOARDING_LIMIT: Duration = Duration::from_secs(300);
-const NOT_BUILT: &str = "not yet built (issue: billing/usage)";
+const NOT_BUILT: &str = "not measured yet: the billing run bench on DynamoDB Local comes next (issue 13)";
 const NEEDS_EMULATOR: &str = "not measured: needs the emulator (run `make bench`)";
 
 const S1: &str = "1 cold start: release bootstrap, x86_64, local Runtime API, 128 MB settings";
@@ -62,17 +66,37 @@ fn main() -> ExitCode {
             }
         };
     }
+    let child_rows = args.get(1).map(String::as_str) == Some(on_dynamodb_local::CHILD_ARG);
     // The in-process server's warnings and errors (a refused request's cause) go to stderr.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("warn,aws_config=error,aws_smithy_runtime=error")
     });
     let _ =
         tracing_subscriber::fmt().compact().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    if child_rows {
+        let Some(out) = args.get(2) else {
+            eprintln!("usage: dotmac-bench {} ROWS.json", on_dynamodb_local::CHILD_ARG);
+            return ExitCode::from(2);
+        };
+        return match tokio::runtime::Runtime::new() {
+            Ok(runtime) => {
+                let rows = runtime.block_on(on_dynamodb_local::rows());
+                match serde_json::to_vec(&rows).map(|json| std::fs::write(out, json)) {
+                    Ok(Ok(())) => ExitCode::SUCCESS,
+                    _ => ExitCode::FAILURE,
+                }
+            }
+            Err(error) => {
+                eprintln!("bench: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let sections: Vec<u8> = match args.iter().skip(1).map(|a| a.parse::<u8>()).collect() {
         Ok(sections) => sections,
         Err(_) => {
             eprintln!(
-                "usage: dotmac-bench [SECTION...]   (1 cold start, 2 handler, 3 pricing, 4 end to end)"
+                "usage: dotmac-bench [SECTION...]   (1 cold start, 2 handler, 3 pricing, 4 end to end, 5 DynamoDB Local)"
             );
             return ExitCode::from(2);
         }
@@ -150,18 +174,20 @@ async fn run(sections: &[u8]) -> anyhow::Result<()> {
         rows.extend(auth_ops::rows());
     }
     if wanted(3) {
-        rows.push(Row::missing(
-            "pricing.invoice_per_tenant_us",
-            S3,
-            "price + build the invoice of 10,000 tenants: per tenant",
-            "µs",
-            Better::Lower,
-            "no published anchor",
-            NOT_BUILT,
-        ));
+        progress("pricing and invoice building: 10,000 tenants, 5 rounds");
+        rows.extend(pricing::rows(S3));
     }
     if wanted(4) {
         rows.extend(end_to_end_rows(stack.as_ref()).await);
+    }
+
+    if wanted(5) {
+        if emulator.is_some() {
+            progress("section 5: DynamoDB on DynamoDB Local (installed by the bench if missing)");
+            rows.extend(on_dynamodb_local::run_in_child(&paths.root, &paths.work));
+        } else {
+            rows.extend(on_dynamodb_local::missing_rows(NEEDS_EMULATOR));
+        }
     }
 
     report::attach_previous(&mut rows, prior.as_ref());
@@ -680,13 +706,6 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
             "req",
             Better::Lower,
             "no published anchor",
-        ),
-        (
-            "usage.ingest_events_per_s",
-            "usage ingestion",
-            "events/s",
-            Better::Higher,
-            "Lago ~10,000 events/s over REST batches (vendor figure)",
         ),
     ];
     let not_built_rows = || {

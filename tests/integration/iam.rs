@@ -66,8 +66,6 @@ const ADMIN_PASSWORD: &str = "admin-password-for-the-iam-test";
 /// why it stays; `infra/README.md` lists the same. A new unused one, or one of these becoming
 /// used, fails the test, so the list cannot go stale.
 const EXPLAINED_UNUSED: &[&str] = &[
-    // Renewing a machine token with a quarter of its life left (a later delivery).
-    "provisioner/TenantSecrets/secretsmanager:PutSecretValue",
     // Taking an onboarding back when the queue refuses its job, and abandoning an
     // idempotency record after a failure.
     "tenants/TenantsTable/dynamodb:DeleteItem",
@@ -224,6 +222,7 @@ struct StackNames {
     prefix: String,
     table: String,
     queue_url: String,
+    billing_queue_url: String,
     cluster: String,
     family: String,
     private_secret_arn: String,
@@ -232,6 +231,7 @@ struct StackNames {
     task_role_arn: String,
     invitation_sender: String,
     bucket: String,
+    event_bus: String,
 }
 
 impl StackNames {
@@ -244,12 +244,14 @@ impl StackNames {
             "AWS::StackName" => self.prefix.clone(),
             "PlatformTable" => self.table.clone(),
             "ProvisioningQueue" => self.queue_url.clone(),
+            "BillingQueue" => self.billing_queue_url.clone(),
             "TenantCluster" => self.cluster.clone(),
             "TaskFamily" => self.family.clone(),
             "JwtKeySetSecret" => self.private_secret_arn.clone(),
             "JwtPublicKeySetSecret" => self.public_secret_arn.clone(),
             "InvitationSender" => self.invitation_sender.clone(),
             "BackupBucket" => self.bucket.clone(),
+            "EventBus" => self.event_bus.clone(),
             other => panic!("the IAM test cannot resolve !Ref {other}: add it to StackNames"),
         }
     }
@@ -259,10 +261,13 @@ impl StackNames {
             "PlatformTable.Arn" => format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", self.table),
             "ProvisioningQueue.Arn" => queue_arn(&self.queue_url),
             "ProvisioningDeadLetterQueue.Arn" => format!("{}-dlq", queue_arn(&self.queue_url)),
+            "BillingQueue.Arn" => queue_arn(&self.billing_queue_url),
+            "BillingDeadLetterQueue.Arn" => format!("{}-dlq", queue_arn(&self.billing_queue_url)),
             "TenantCluster.Arn" => cluster_arn(&self.cluster),
             "TaskExecutionRole.Arn" => self.execution_role_arn.clone(),
             "TaskRole.Arn" => self.task_role_arn.clone(),
             "BackupBucket.Arn" => format!("arn:aws:s3:::{}", self.bucket),
+            "EventBus.Arn" => format!("arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{}", self.event_bus),
             other => panic!("the IAM test cannot resolve !GetAtt {other}: add it to StackNames"),
         }
     }
@@ -419,6 +424,8 @@ fn moto_policy(statements: &[Statement]) -> Value {
                 ("dynamodb:UpdateItem", "dynamodb:TransactWriteItems"),
                 ("dynamodb:DeleteItem", "dynamodb:TransactWriteItems"),
                 ("dynamodb:GetItem", "dynamodb:TransactGetItems"),
+                // AWS authorizes a batch send as sqs:SendMessage; moto checks the operation.
+                ("sqs:SendMessage", "sqs:SendMessageBatch"),
             ] {
                 if actions.iter().any(|a| a == item) && !actions.iter().any(|a| a == transaction) {
                     actions.push(transaction.to_owned());
@@ -474,8 +481,13 @@ impl Statement {
             && self.conditions.iter().all(|(operator, key, values)| {
                 let Some((_, actual)) = check.context.iter().find(|(k, _)| k == key) else { return false };
                 match operator.as_str() {
-                    "StringEquals" | "ArnEquals" => values.iter().any(|v| v == actual),
-                    "StringLike" | "ArnLike" => values.iter().any(|v| glob(v, actual)),
+                    "StringEquals" | "ArnEquals" | "ForAllValues:StringEquals" => {
+                        values.iter().any(|v| v == actual)
+                    }
+                    // One leading key per request here, so "for all values" is "for this one".
+                    "StringLike" | "ArnLike" | "ForAllValues:StringLike" => {
+                        values.iter().any(|v| glob(v, actual))
+                    }
                     other => panic!("condition operator {other} is not modelled"),
                 }
             })
@@ -530,6 +542,17 @@ impl Gate {
             format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", name.as_str().unwrap_or("*"))
         };
         let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
+        // The partition key an item request touches, as `dynamodb:LeadingKeys` sees it.
+        // For a Query on the table: the value its key condition gives `PK` (`PK = :placeholder`).
+        let leading = |request: &Value| {
+            let queried = request["KeyConditionExpression"].as_str().and_then(|condition| {
+                let placeholder = condition.strip_prefix("PK = ")?.split_whitespace().next()?;
+                request["ExpressionAttributeValues"][placeholder]["S"].as_str()
+            });
+            let queried = queried.filter(|_| request["IndexName"].is_null());
+            let pk = request["Key"]["PK"]["S"].as_str().or(request["Item"]["PK"]["S"].as_str()).or(queried);
+            pk.map(|pk| vec![("dynamodb:LeadingKeys", pk.to_owned())]).unwrap_or_default()
+        };
         match service {
             "dynamodb" => match operation {
                 "TransactWriteItems" | "TransactGetItems" => body["TransactItems"]
@@ -546,8 +569,9 @@ impl Gate {
                         ]
                         .into_iter()
                         .filter(|(kind, _)| item.get(*kind).is_some())
-                        .map(|(kind, action)| {
-                            check(&format!("dynamodb:{action}"), table(&item[kind]["TableName"]))
+                        .map(|(kind, action)| Check {
+                            context: leading(&item[kind]),
+                            ..check(&format!("dynamodb:{action}"), table(&item[kind]["TableName"]))
                         })
                         .collect::<Vec<_>>()
                     })
@@ -563,16 +587,34 @@ impl Gate {
                     if let Some(index) = body["IndexName"].as_str() {
                         resource = format!("{resource}/index/{index}");
                     }
-                    vec![check(&format!("dynamodb:{operation}"), resource)]
+                    vec![Check {
+                        context: leading(body),
+                        ..check(&format!("dynamodb:{operation}"), resource)
+                    }]
                 }
             },
+            // PutEvents is authorized per entry, on the bus it names.
+            "events" => body["Entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|entry| {
+                    let bus = entry["EventBusName"].as_str().unwrap_or("default");
+                    check(
+                        &format!("events:{operation}"),
+                        format!("arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{bus}"),
+                    )
+                })
+                .collect(),
             "sqs" => {
                 let resource = if body["QueueUrl"].is_string() {
                     queue_arn(&text("QueueUrl"))
                 } else {
                     queue_arn(&text("QueueName"))
                 };
-                vec![check(&format!("sqs:{operation}"), resource)]
+                // SendMessageBatch is authorized as sqs:SendMessage (each entry a message).
+                let action = if operation == "SendMessageBatch" { "SendMessage" } else { operation };
+                vec![check(&format!("sqs:{action}"), resource)]
             }
             "secretsmanager" => {
                 let id = if body["SecretId"].is_string() { text("SecretId") } else { text("Name") };
@@ -697,6 +739,7 @@ const TARGETS: &[(&str, &str)] = &[
     ("AmazonSQS.", "sqs"),
     ("secretsmanager.", "secretsmanager"),
     ("AmazonEC2ContainerServiceV20141113.", "ecs"),
+    ("AWSEvents.", "events"),
 ];
 
 /// The REST-JSON calls the functions make (no `X-Amz-Target`: the method and path name the
@@ -961,6 +1004,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         prefix: prefix.clone(),
         table: config.table_name.clone(),
         queue_url: config.provisioning_queue_url.clone(),
+        billing_queue_url: config.billing.queue_url.clone(),
         cluster: config.ecs.cluster.clone(),
         family: format!("{prefix}-isp-framework"),
         private_secret_arn: secret_arns[&format!("{prefix}-jwt-key-set")].clone(),
@@ -969,6 +1013,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         task_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-task"),
         invitation_sender: config.invitations.sender.clone(),
         bucket: config.backups.bucket.clone().expect("prepare names the backup bucket"),
+        event_bus: config.event_bus_name.clone(),
     };
     let grants = template_grants(&names);
     for handler in Handler::ALL {
@@ -1151,6 +1196,45 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         assert_eq!(status, 200, "{tenant}");
         assert_eq!(tenant["status"], "active", "{tenant}");
         assert_eq!(tenant["container"]["last_status"], "RUNNING", "{tenant}");
+        let tenant_uuid = dotmac_domain::TenantId::parse(&tenant_id).expect("id");
+        let license_of = |platform: &Platform| {
+            let secrets = platform.tenant_secrets();
+            async move { secrets.read(tenant_uuid).await.expect("secret").expect("exists").license.expect("a license") }
+        };
+        let first_license = license_of(&admin_platform).await;
+
+        // The catalogue and the tenant's subscriptions (transactions on the tenant's version),
+        // each change queueing the license job the provisioner then runs (a claim on the
+        // secret, the license written beside the machine token, the claim released).
+        for path in ["/v1/plans", "/v1/plans/usage", "/v1/bundles", &format!("/v1/tenants/{tenant_id}/bundles")] {
+            let (status, answer) = call(&tenants, Method::GET, path, Some(&admin), None).await;
+            assert_eq!(status, 200, "{path}: {answer}");
+        }
+        let price = json!({"currency": "USD", "per_customer": {"model": "package", "size": 100, "package_price": "30"}, "monthly_minimum": "50"});
+        let plan = json!({"id": "iam-plan", "name": "IAM", "task_size": {"cpu": 256, "memory_mib": 512}, "price": price});
+        let (status, answer) = call(&tenants, Method::POST, "/v1/plans", Some(&admin), Some(plan)).await;
+        assert_eq!(status, 201, "{answer}");
+        let (status, answer) = call(&tenants, Method::POST, "/v1/plans/iam-plan/prices", Some(&admin), Some(json!({"price": price, "expected_version": 1}))).await;
+        assert_eq!(status, 201, "{answer}");
+        let bundle_path = format!("/v1/tenants/{tenant_id}/bundles/crm");
+        let (status, answer) = call(&tenants, Method::POST, &bundle_path, Some(&admin), None).await;
+        assert_eq!(status, 201, "{answer}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "the license job");
+        let license = license_of(&admin_platform).await;
+        assert_ne!(license, first_license, "re-issued");
+        let claims = admin_platform.keys.verify_license(&license, tenant_uuid).expect("a valid license");
+        assert_eq!(claims.bundles, vec!["crm".to_owned()], "{claims:?}");
+        let (status, answer) = call(&tenants, Method::DELETE, &bundle_path, Some(&admin), None).await;
+        assert_eq!(status, 200, "{answer}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "the license job");
+        let (status, answer) = call(&tenants, Method::POST, &format!("/v1/tenants/{tenant_id}/plan"), Some(&admin), Some(json!({"plan": "scaled"}))).await;
+        assert_eq!(status, 201, "{answer}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "the license job");
+        let claims = admin_platform.keys.verify_license(&license_of(&admin_platform).await, tenant_uuid).expect("valid");
+        assert_eq!((claims.plan.as_str(), claims.bundles.len()), ("scaled", 0), "{claims:?}");
 
         // ... and one that cannot launch (a subnet that does not exist) fails each attempt; the
         // last one marks the tenant failed, stops what it has and revokes its token.
@@ -1169,6 +1253,74 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         let stored = admin_platform.store.get_tenant(dotmac_domain::TenantId::parse(&failing).expect("id")).await.expect("get").expect("exists");
         assert_eq!(stored.status, TenantStatus::Failed, "{stored:?}");
 
+        // billing: a run opened through its route (the run and its outbox event in one
+        // transaction, the fan-out job queued), the monthly cycle's schedule, the worker taking
+        // the jobs as the event source mapping does (fan-out: the tenants page, batch sends,
+        // the cursor; the invoice: usage, invoices, the transaction with the run's mark), the
+        // reads, an early finalization (the number and the invoice together) and the finalizer.
+        let billing = platform_of(Handler::Billing).await.router(Handler::Billing).expect("billing router");
+        let period = dotmac_billing::Period::containing(time::OffsetDateTime::now_utc());
+        let (status, run) = call(&billing, Method::POST, "/v1/billing/runs", Some(&admin), Some(json!({"period": period.to_string(), "tenant_ids": [tenant_id]}))).await;
+        assert_eq!(status, 202, "{run}");
+        let (status, last) = call(&billing, Method::POST, "/v1/billing/runs", Some(&admin), Some(json!({"period": period.previous().to_string()}))).await;
+        assert_eq!(status, 202, "{last}");
+        let cycle = platform_of(Handler::BillingCycle).await;
+        cycle.run_schedule(Handler::BillingCycle).await.expect("the monthly run opens");
+        cycle.run_schedule(Handler::BillingCycle).await.expect("and a second firing finds it");
+        let worker = platform_of(Handler::BillingWorker).await;
+        let billing_queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk_of(Handler::BillingWorker.name())), &config.billing.queue_url);
+        // Three fan-outs (the routes' runs and the schedule's), then the invoice jobs they queued.
+        for _ in 0..3 {
+            billing_queue.approximate_depth().await.expect("GetQueueAttributes as the event source mapping");
+            let messages = billing_queue.receive(10, 1).await.expect("ReceiveMessage as the event source mapping");
+            let answer = dotmac_queue::lambda::handle_sqs_event(&worker.billing_worker(), dotmac_tests::sqs_event(&messages), 5).await;
+            assert!(answer.batch_item_failures.is_empty(), "every billing job done");
+            for message in &messages {
+                billing_queue.ack(&message.receipt_handle).await.expect("DeleteMessage as the event source mapping");
+            }
+        }
+        let (status, run) = call(&billing, Method::GET, &format!("/v1/billing/runs/{}", run["id"].as_str().expect("id")), Some(&admin), None).await;
+        assert_eq!((status, run["invoiced"].clone()), (200, json!(1)), "{run}");
+        let (status, page) = call(&billing, Method::GET, &format!("/v1/invoices?tenant_id={tenant_id}&period={period}"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{page}");
+        let invoice_id = page["items"][0]["id"].as_str().expect("an invoice").to_owned();
+        let (status, answer) = call(&billing, Method::GET, "/v1/invoices?status=draft", Some(&admin), None).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = call(&billing, Method::GET, &format!("/v1/invoices/{invoice_id}"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = call(&billing, Method::GET, &format!("/v1/tenants/{tenant_id}/invoices/upcoming"), Some(&admin), None).await;
+        assert_eq!((status, answer["billable_customers"].clone()), (200, json!(42)), "{answer}");
+        let (status, answer) = call(&billing, Method::POST, &format!("/v1/invoices/{invoice_id}/finalize"), Some(&admin), None).await;
+        assert_eq!((status, answer["number"].clone()), (200, json!(1)), "{answer}");
+        // The finalizer with no grace, a day into the next period: the last period's draft is
+        // due (the current one is finalized already).
+        let mut finalizer = platform_of(Handler::FinalizeInvoices).await;
+        finalizer.config.billing.grace_seconds = 0;
+        let due = finalizer.billing().finalize_due(period.end() + time::Duration::days(1)).await.expect("the finalizer runs");
+        assert_eq!(due, 1, "the last period's draft");
+        // The lifecycle: suspend, resume and delete through the tenants function, each job
+        // taken by the provisioner as the event source mapping takes it, the events read, and
+        // the publisher putting them on the bus.
+        let lifecycle_tenant = onboard(format!("isp-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])).await;
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "provisioned");
+        let (status, answer) = call(&tenants, Method::POST, &format!("/v1/tenants/{lifecycle_tenant}/suspend"), Some(&admin), Some(json!({"reason": "admin"}))).await;
+        assert_eq!((status, answer["status"].as_str()), (202, Some("suspended")), "{answer}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "the task stopped");
+        let (status, answer) = call(&tenants, Method::POST, &format!("/v1/tenants/{lifecycle_tenant}/resume"), Some(&admin), Some(json!({}))).await;
+        assert_eq!((status, answer["status"].as_str()), (202, Some("active")), "{answer}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "the task runs again");
+        let (status, answer) = call(&tenants, Method::DELETE, &format!("/v1/tenants/{lifecycle_tenant}"), Some(&admin), None).await;
+        assert_eq!((status, answer["status"].as_str()), (202, Some("deprovisioning")), "{answer}");
+        let (received, failures) = poll_once(&queue, &provisioner).await;
+        assert_eq!((received, failures.len()), (1, 0), "the delete saga ran");
+        let (status, events) = call(&tenants, Method::GET, &format!("/v1/tenants/{lifecycle_tenant}/events?order=oldest"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{events}");
+        assert_eq!(events["items"].as_array().and_then(|items| items.last()).map(|e| e["type"].clone()), Some(json!("tenant.deleted")), "{events}");
+        let published = platform_of(Handler::PublishEvents).await.publisher().publish_pending().await.expect("published");
+        assert!(published.published >= 6 && published.held_back == 0, "{published:?}");
         // backups: on demand through the tenants function, the job as the provisioner runs
         // it (export, manifest, the container's data task), listed; then restored.
         let (status, backup) = call(&tenants, Method::POST, &format!("/v1/tenants/{tenant_id}/backups"), Some(&admin), None).await;

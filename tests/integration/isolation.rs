@@ -21,6 +21,9 @@ struct Objects {
     /// A completed backup of the tenant (so a restore aimed at it would be accepted if the
     /// policy let the caller through).
     backup: String,
+    /// One of its invoices, and a billing run naming it.
+    invoice: String,
+    run: String,
 }
 
 impl Objects {
@@ -30,13 +33,22 @@ impl Objects {
             .path
             .replace("{name}", self.role)
             .replace("{invitation_id}", &self.invitation)
-            .replace("{backup_id}", &self.backup);
+            .replace("{backup_id}", &self.backup)
+            .replace("{bundle}", "crm");
         path = if route.path.starts_with("/v1/users/") {
             path.replace("{id}", &self.user)
+        } else if route.path.starts_with("/v1/plans/") {
+            path.replace("{id}", "usage")
+        } else if route.path.starts_with("/v1/invoices/") {
+            path.replace("{id}", &self.invoice)
+        } else if route.path.starts_with("/v1/billing/runs/") {
+            path.replace("{id}", &self.run)
         } else {
             path.replace("{id}", &self.tenant.to_string())
         };
-        if ["/v1/users", "/v1/roles", "/v1/invitations"].iter().any(|p| route.path.starts_with(p)) {
+        if ["/v1/users", "/v1/roles", "/v1/invitations"].iter().any(|p| route.path.starts_with(p))
+            || route.path == "/v1/invoices"
+        {
             path = format!("{path}?tenant_id={}", self.tenant);
         }
         path
@@ -49,6 +61,7 @@ impl Objects {
         }
         let permissions = json!([{ "resource": "invoice", "action": "read", "scope": "tenant" }]);
         let slug = uuid::Uuid::new_v4().simple().to_string();
+        let price = json!({ "currency": "USD", "per_customer": { "model": "package", "size": 10, "package_price": "1" } });
         Some(match (route.method.as_str(), route.path.as_str()) {
             ("POST", "/v1/tenants") => new_tenant_body("usage"),
             ("POST", "/v1/users") => json!({
@@ -69,6 +82,19 @@ impl Objects {
             ("PUT", "/v1/roles/{name}") => json!({ "permissions": permissions }),
             ("POST", "/v1/tenants/{id}/health") => json!({ "status": "unhealthy" }),
             ("POST", "/v1/tenants/{id}/scale") => json!({ "task_size": { "cpu": 4096, "memory_mib": 8192 } }),
+            ("POST", "/v1/tenants/{id}/plan") => json!({ "plan": "scaled" }),
+            ("POST", "/v1/plans") => json!({
+                "id": format!("p{}", &slug[..8]),
+                "name": "Intruder",
+                "task_size": { "cpu": 256, "memory_mib": 512 },
+                "price": price,
+            }),
+            ("POST", "/v1/plans/{id}/prices") => json!({ "price": price }),
+            ("POST", "/v1/billing/runs") => json!({ "tenant_ids": [self.tenant] }),
+            // Valid bodies, so a refusal can only come from who asks: not even a tenant's own
+            // admin may suspend, resume (or delete) it.
+            ("POST", "/v1/tenants/{id}/suspend") => json!({ "reason": "tenant_request" }),
+            ("POST", "/v1/tenants/{id}/resume") => json!({ "reason": "admin" }),
             ("POST", "/v1/usage") => json!({
                 "tenant_id": self.tenant,
                 "report_id": format!("intruder-{}", &slug[..8]),
@@ -82,9 +108,10 @@ impl Objects {
     }
 
     /// Whether the request names one of these objects (rather than the caller's own tenant
-    /// collection, which a partner may list and add to).
+    /// collection, which a partner may list and add to, or the catalogue, which is no
+    /// tenant's: tenant admins and partners read it, and only platform staff change it).
     fn addressed_by(route: &RouteSpec) -> bool {
-        route.path != "/v1/tenants"
+        route.path != "/v1/tenants" && !route.path.starts_with("/v1/plans") && route.path != "/v1/bundles"
     }
 }
 
@@ -132,7 +159,36 @@ async fn furnished(app: &TestApp, admin: &str, tenant: TenantId, label: &str) ->
     let (mut backup, _) = app.stack.platform.store.create_backup(&backup).await.expect("backup");
     backup.status = dotmac_store::BackupStatus::Completed;
     app.stack.platform.store.save_backup(&mut backup).await.expect("completed");
-    Objects { tenant, user, role, invitation, backup: backup.backup_id.to_string() }
+    // An invoice of the tenant (computed as a run's job would, without a run), and a run
+    // record naming it (written directly: no fan-out, so nothing bills behind the test).
+    let platform = &app.stack.platform;
+    let period = dotmac_billing::Period::containing(time::OffsetDateTime::now_utc()).previous();
+    let usage = dotmac_domain::PlanId::parse("usage").expect("plan");
+    let now = time::OffsetDateTime::now_utc();
+    let invoice =
+        platform.billing().invoice_tenant(None, tenant, None, &usage, period, now).await.expect("invoice").id;
+    let run = dotmac_store::BillingRun {
+        id: uuid::Uuid::now_v7().to_string(),
+        period,
+        tenant_ids: vec![tenant],
+        requested_by: "isolation-test".into(),
+        created_at: now,
+        cursor: None,
+        fanned_out: true,
+        tenants_total: 1,
+        invoiced: 0,
+        failed: 0,
+    };
+    let event = dotmac_store::OutboxEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        detail_type: "billing.cycle_started".into(),
+        source: "dotmac.billing".into(),
+        detail: "{}".into(),
+        created_at: now,
+        published: false,
+    };
+    platform.store.open_billing_run(&run, &event).await.expect("run");
+    Objects { tenant, user, role, invitation, backup: backup.backup_id.to_string(), invoice, run: run.id }
 }
 
 #[tokio::test]
@@ -206,6 +262,7 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
             let answer = app.exchange(route.method.clone(), &path, Some(token), body.as_ref()).await;
             assert!(!answer.text.contains(&b_id), "{what} leaked tenant B to {who}: {}", answer.text);
             assert!(!answer.text.contains(&b.user), "{what} leaked B's user to {who}: {}", answer.text);
+            assert!(!answer.text.contains(&b.invoice), "{what} leaked B's invoice to {who}: {}", answer.text);
             assert!(
                 !answer.text.contains(&b.invitation),
                 "{what} leaked B's invitation to {who}: {}",
@@ -214,6 +271,8 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
             assert!(!answer.text.contains("B's own report"), "{what} leaked B's health to {who}");
             if Objects::addressed_by(route) {
                 assert!(matches!(answer.status, 403 | 404), "{what} as {who}: {answer:?}");
+            } else if route.method != Method::GET && route.path.starts_with("/v1/plans") {
+                assert_eq!(answer.status, 403, "{what} as {who} changes the catalogue: {answer:?}");
             }
         }
         // A customer user reaches no admin route, not even aimed at someone else's tenant.
@@ -255,6 +314,8 @@ async fn a_customer_user_reaches_no_admin_route_of_its_own_tenant() {
         role: own.role,
         invitation: own.invitation.clone(),
         backup: own.backup.clone(),
+        invoice: own.invoice.clone(),
+        run: own.run.clone(),
     };
 
     let inventory = app.stack.platform.api_routes().inventory;

@@ -2,6 +2,8 @@
 
 mod authorizer;
 mod backups;
+mod billing;
+mod catalog;
 mod first_deploy;
 mod iam;
 mod identity_attacks;
@@ -9,6 +11,7 @@ mod interop;
 mod invitations;
 mod isolation;
 mod lambda_events;
+mod lifecycle;
 mod machine_tokens;
 mod onboarding;
 mod partners;

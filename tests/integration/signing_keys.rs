@@ -167,7 +167,7 @@ async fn a_rotation_reaches_running_instances_and_a_retired_key_stops_verifying(
 
 /// The schedule's policy comes from the configuration: the new key is published two reload
 /// periods before it signs, and the old one verifies for the longest token lifetime (access,
-/// refresh or machine) plus a minute.
+/// refresh, machine or license) plus a minute.
 #[tokio::test]
 async fn the_schedule_rotates_by_the_policy_its_configuration_implies() {
     let stack = TestStack::new(&[
@@ -176,6 +176,7 @@ async fn the_schedule_rotates_by_the_policy_its_configuration_implies() {
         ("DOTMAC_ACCESS_TOKEN_TTL_SECONDS", "600"),
         ("DOTMAC_REFRESH_TOKEN_TTL_SECONDS", "86400"),
         ("DOTMAC_MACHINE_TOKEN_TTL_SECONDS", "172800"),
+        ("DOTMAC_LICENSE_TTL_SECONDS", "3600"),
     ])
     .await;
     let policy = dotmac_platform::rotation_policy(stack.config());
@@ -186,6 +187,12 @@ async fn the_schedule_rotates_by_the_policy_its_configuration_implies() {
     let mut config = stack.config().clone();
     config.machine_token_ttl_seconds = 60;
     assert_eq!(dotmac_platform::rotation_policy(&config).overlap_seconds, 86_400 + 60, "refresh is longest");
+    config.license_ttl_seconds = 90_000;
+    assert_eq!(
+        dotmac_platform::rotation_policy(&config).overlap_seconds,
+        90_000 + 60,
+        "the license is longest"
+    );
     config.jwt.access_ttl_seconds = 100_000;
     assert_eq!(dotmac_platform::rotation_policy(&config).overlap_seconds, 100_000 + 60, "access is longest");
 

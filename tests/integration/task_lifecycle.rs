@@ -119,6 +119,7 @@ impl EcsProxy {
                 secrets: stack.platform.tenant_secrets(),
                 keys: stack.platform.keys.clone(),
                 ttl_seconds: stack.config().machine_token_ttl_seconds,
+                license_ttl_seconds: stack.config().license_ttl_seconds,
             },
         )
     }
@@ -400,7 +401,14 @@ async fn a_retried_job_keeps_the_machine_token_and_adopts_the_slow_task() {
     may_run.store(true, Ordering::SeqCst);
     provisioner.handle(job(&tenant), &delivery(2, 5)).await.expect("the redelivery provisions");
     let kept = secrets.read(tenant.id).await.expect("read").expect("still there");
-    assert_eq!(kept, issued, "the same token (id, value and expiry) after the second delivery");
+    // Each attempt signs a fresh license beside it; the token itself is what must be kept.
+    let token =
+        |c: &dotmac_secrets::MachineCredentials| (c.machine_token.clone(), c.token_id.clone(), c.expires_at);
+    assert_eq!(
+        token(&kept),
+        token(&issued),
+        "the same token (id, value and expiry) after the second delivery"
+    );
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     assert!(!stack.platform.store.is_token_denied(&issued.token_id, now).await.expect("deny-list"));
     let tenant_now = stored(&stack, &tenant).await;

@@ -72,6 +72,16 @@ pub enum Handler {
     Provisioner,
     Authorizer,
     RotateSigningKeys,
+    /// `/v1/billing/runs`, `/v1/invoices`, a tenant's upcoming invoice.
+    Billing,
+    /// The billing queue's consumer: fan-out and one invoice per tenant and period.
+    BillingWorker,
+    /// The monthly schedule opening the run of the period just ended.
+    BillingCycle,
+    /// The schedule finalizing drafts whose grace period has passed.
+    FinalizeInvoices,
+    /// Moves the outbox's domain events to EventBridge (`dotmac_publisher`).
+    PublishEvents,
 }
 
 /// Which signing keys a function holds.
@@ -104,7 +114,7 @@ fn seconds(seconds: u64) -> time::Duration {
 }
 
 impl Handler {
-    pub const ALL: [Handler; 9] = [
+    pub const ALL: [Handler; 14] = [
         Handler::Auth,
         Handler::Tenants,
         Handler::Users,
@@ -114,6 +124,11 @@ impl Handler {
         Handler::Provisioner,
         Handler::Authorizer,
         Handler::RotateSigningKeys,
+        Handler::Billing,
+        Handler::BillingWorker,
+        Handler::BillingCycle,
+        Handler::FinalizeInvoices,
+        Handler::PublishEvents,
     ];
 
     pub fn parse(raw: &str) -> Option<Handler> {
@@ -133,6 +148,11 @@ impl Handler {
             Handler::Provisioner => "provisioner",
             Handler::Authorizer => "authorizer",
             Handler::RotateSigningKeys => "rotate-signing-keys",
+            Handler::Billing => "billing",
+            Handler::BillingWorker => "billing-worker",
+            Handler::BillingCycle => "billing-cycle",
+            Handler::FinalizeInvoices => "finalize-invoices",
+            Handler::PublishEvents => "publish-events",
         }
     }
 
@@ -143,10 +163,14 @@ impl Handler {
             | Handler::Users
             | Handler::Usage
             | Handler::Health
-            | Handler::Docs => Kind::Http,
-            Handler::Provisioner => Kind::QueueConsumer,
+            | Handler::Docs
+            | Handler::Billing => Kind::Http,
+            Handler::Provisioner | Handler::BillingWorker => Kind::QueueConsumer,
             Handler::Authorizer => Kind::Authorizer,
-            Handler::RotateSigningKeys => Kind::Schedule,
+            Handler::RotateSigningKeys
+            | Handler::BillingCycle
+            | Handler::FinalizeInvoices
+            | Handler::PublishEvents => Kind::Schedule,
         }
     }
 
@@ -160,15 +184,39 @@ impl Handler {
             Handler::Usage => dotmac_usage::routes().catalog(),
             Handler::Health => dotmac_health::routes().catalog(),
             Handler::Docs => dotmac_docs::routes().catalog(),
-            Handler::Provisioner | Handler::Authorizer | Handler::RotateSigningKeys => Catalog::default(),
+            Handler::Billing => dotmac_billing_fn::routes().catalog(),
+            Handler::Provisioner
+            | Handler::Authorizer
+            | Handler::RotateSigningKeys
+            | Handler::BillingWorker
+            | Handler::BillingCycle
+            | Handler::FinalizeInvoices
+            | Handler::PublishEvents => Catalog::default(),
         }
     }
 
-    /// How often a scheduled function runs (its EventBridge Scheduler rate in the template;
-    /// the local server keeps the same pace). `None` for the others.
+    /// How often the local server runs a scheduled function. `None` for the others.
     pub fn schedule_every(self) -> Option<std::time::Duration> {
         match self {
-            Handler::RotateSigningKeys => Some(Duration::from_secs(3600)),
+            // The billing cycle is monthly in AWS; locally it is tried hourly, which opens the
+            // period's run once (its id is the period's) and does nothing after.
+            Handler::RotateSigningKeys | Handler::FinalizeInvoices | Handler::BillingCycle => {
+                Some(Duration::from_secs(3600))
+            }
+            // EventBridge Scheduler's shortest rate; the dev server runs it every second
+            // instead (`dotmac_local`), as latency there is what a developer waits for.
+            Handler::PublishEvents => Some(Duration::from_secs(60)),
+            _ => None,
+        }
+    }
+
+    /// The EventBridge Scheduler expression of a scheduled function in the template.
+    pub fn schedule_expression(self) -> Option<&'static str> {
+        match self {
+            Handler::RotateSigningKeys | Handler::FinalizeInvoices => Some("rate(1 hour)"),
+            // 01:00 UTC on the first of the month: the run of the month just ended.
+            Handler::BillingCycle => Some("cron(0 1 1 * ? *)"),
+            Handler::PublishEvents => Some("rate(1 minute)"),
             _ => None,
         }
     }
@@ -177,8 +225,16 @@ impl Handler {
     pub fn keys(self) -> Keys {
         match self {
             Handler::Auth | Handler::Provisioner => Keys::Sign,
-            Handler::Tenants | Handler::Users | Handler::Usage | Handler::Authorizer => Keys::Verify,
-            Handler::Health | Handler::Docs | Handler::RotateSigningKeys => Keys::None,
+            Handler::Tenants | Handler::Users | Handler::Usage | Handler::Authorizer | Handler::Billing => {
+                Keys::Verify
+            }
+            Handler::Health
+            | Handler::Docs
+            | Handler::RotateSigningKeys
+            | Handler::BillingWorker
+            | Handler::BillingCycle
+            | Handler::FinalizeInvoices
+            | Handler::PublishEvents => Keys::None,
         }
     }
 }
@@ -199,6 +255,8 @@ pub struct Platform {
     pub config: Config,
     pub store: Store,
     pub provisioning: SqsQueue,
+    /// The billing job queue (the billing function, its worker and the billing cycle's).
+    pub billing_queue: SqsQueue,
     pub ecs: aws_sdk_ecs::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     /// Invitation e-mails (the users function's).
@@ -206,6 +264,10 @@ pub struct Platform {
     /// Tenant backups (the provisioner's).
     pub s3: aws_sdk_s3::Client,
     pub keys: Arc<JwtKeys>,
+    /// Prices in force, read once per instance and period.
+    pub prices: dotmac_billing_fn::inputs::PriceCache,
+    /// Domain events out (the publisher's).
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 impl Platform {
@@ -281,11 +343,14 @@ impl Platform {
         Platform {
             store: Store::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name),
             provisioning: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.provisioning_queue_url),
+            billing_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.billing.queue_url),
             ecs: aws_sdk_ecs::Client::new(sdk),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             ses: aws_sdk_sesv2::Client::new(sdk),
             s3: s3_client(sdk, config.backups.force_path_style),
+            events: aws_sdk_eventbridge::Client::new(sdk),
             keys: Arc::new(keys),
+            prices: Default::default(),
             config,
         }
     }
@@ -335,6 +400,28 @@ impl Platform {
         }
     }
 
+    /// The billing use cases (runs, invoices, finalization), with this instance's price cache.
+    pub fn billing(&self) -> dotmac_billing_fn::Billing {
+        dotmac_billing_fn::Billing {
+            store: self.store.clone(),
+            queue: self.billing_queue.clone(),
+            grace: seconds(self.config.billing.grace_seconds),
+            prices: self.prices.clone(),
+        }
+    }
+
+    pub fn billing_worker(&self) -> dotmac_billing_fn::BillingWorker {
+        dotmac_billing_fn::BillingWorker { billing: self.billing() }
+    }
+
+    fn billing_state(&self) -> dotmac_billing_fn::BillingState {
+        dotmac_billing_fn::BillingState {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            billing: self.billing(),
+        }
+    }
+
     /// How invitations go out: from the configured sender, linking to the accept page.
     pub fn invitations(&self) -> dotmac_users::Invitations {
         let settings = &self.config.invitations;
@@ -373,7 +460,14 @@ impl Platform {
             Handler::Usage => Some(dotmac_usage::router(self.usage_state())),
             Handler::Health => Some(dotmac_health::router(self.health_state())),
             Handler::Docs => Some(dotmac_docs::router(dotmac_docs::DocsState::new(api_catalog))),
-            Handler::Provisioner | Handler::Authorizer | Handler::RotateSigningKeys => None,
+            Handler::Billing => Some(dotmac_billing_fn::router(self.billing_state())),
+            Handler::Provisioner
+            | Handler::Authorizer
+            | Handler::RotateSigningKeys
+            | Handler::BillingWorker
+            | Handler::BillingCycle
+            | Handler::FinalizeInvoices
+            | Handler::PublishEvents => None,
         }
     }
 
@@ -404,6 +498,23 @@ impl Platform {
                 tracing::debug!(?outcome, "signing key rotation checked");
                 Ok(())
             }
+            Handler::BillingCycle => {
+                let run = self.billing().scheduled_run(time::OffsetDateTime::now_utc()).await?;
+                tracing::debug!(run_id = run.id, period = %run.period, "billing cycle checked");
+                Ok(())
+            }
+            Handler::FinalizeInvoices => {
+                let finalized = self.billing().finalize_due(time::OffsetDateTime::now_utc()).await?;
+                tracing::debug!(finalized, "due invoices finalized");
+                Ok(())
+            }
+            Handler::PublishEvents => {
+                let published = self.publisher().publish_pending().await?;
+                if published.published > 0 || published.held_back > 0 {
+                    tracing::info!(?published, "domain events published");
+                }
+                Ok(())
+            }
             other => anyhow::bail!("{} is not a scheduled function", other.name()),
         }
     }
@@ -417,8 +528,10 @@ impl Platform {
                 secrets: TenantSecrets::new(self.secrets.clone(), &self.config.tenant_secret_prefix),
                 keys: self.keys.clone(),
                 ttl_seconds: self.config.machine_token_ttl_seconds,
+                license_ttl_seconds: self.config.license_ttl_seconds,
             },
         )
+        .with_secret_recovery_days(self.config.tenant_secret_recovery_days)
         .with_job_queue(self.provisioning.clone());
         match self.backup_storage() {
             Some(storage) => provisioner.with_backups(storage),
@@ -436,6 +549,15 @@ impl Platform {
         })
     }
 
+    /// The outbox publisher, onto the configured bus.
+    pub fn publisher(&self) -> dotmac_publisher::Publisher {
+        dotmac_publisher::Publisher {
+            store: self.store.clone(),
+            events: self.events.clone(),
+            bus: self.config.event_bus_name.clone(),
+        }
+    }
+
     pub fn tenant_secrets(&self) -> TenantSecrets {
         TenantSecrets::new(self.secrets.clone(), &self.config.tenant_secret_prefix)
     }
@@ -447,14 +569,17 @@ impl Platform {
 
 /// How the schedule rotates keys: the new key signs once every instance has reloaded twice,
 /// and old keys verify for as long as the longest token they signed (access, refresh or machine)
-/// lives.
+/// lives (licenses included).
 pub fn rotation_policy(config: &Config) -> RotationPolicy {
     let jwt = &config.jwt;
     let seconds = |n: u64| i64::try_from(n).unwrap_or(i64::MAX / 4);
     RotationPolicy {
         publish_lead_seconds: 2 * seconds(jwt.key_reload_seconds),
         overlap_seconds: seconds(
-            jwt.access_ttl_seconds.max(jwt.refresh_ttl_seconds).max(config.machine_token_ttl_seconds),
+            jwt.access_ttl_seconds
+                .max(jwt.refresh_ttl_seconds)
+                .max(config.machine_token_ttl_seconds)
+                .max(config.license_ttl_seconds),
         ) + 60,
         rotate_after_seconds: seconds(jwt.rotate_after_seconds),
     }

@@ -56,6 +56,22 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 platform.router(handler).ok_or_else(|| format!("{} serves no routes", handler.name()))?;
             Box::pin(lambda_http::run(router)).await
         }
+        Kind::QueueConsumer if handler == Handler::BillingWorker => {
+            let max_receive_count = platform.config.billing.max_receive_count;
+            let worker = Arc::new(platform.billing_worker());
+            Box::pin(lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+                let worker = worker.clone();
+                async move {
+                    // Nothing on this queue is throttled by a dependency: no re-sends.
+                    let limits = BatchLimits::from_deadline_ms(event.context.deadline, None);
+                    Ok::<SqsBatchResponse, lambda_runtime::Error>(
+                        handle_sqs_event_until(worker.as_ref(), event.payload, max_receive_count, &limits)
+                            .await,
+                    )
+                }
+            })))
+            .await
+        }
         Kind::QueueConsumer => {
             let max_receive_count = platform.config.provisioning_max_receive_count;
             let provisioner = Arc::new(platform.provisioner());
@@ -94,7 +110,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             )))
             .await
         }
-        // Served above, before any keys are loaded.
-        Kind::Schedule => Ok(()),
+        // The rotation is served above, before any keys are loaded; the billing schedules here
+        // (EventBridge Scheduler's payload carries nothing they need: each run decides from
+        // the clock and the store what is due).
+        Kind::Schedule => {
+            let platform = Arc::new(platform);
+            Box::pin(lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
+                let platform = platform.clone();
+                async move {
+                    platform.run_schedule(handler).await.map_err(|e| format!("{e:#}"))?;
+                    Ok::<_, lambda_runtime::Error>(
+                        serde_json::json!({ "handler": handler.name(), "ok": true }),
+                    )
+                }
+            })))
+            .await
+        }
     }
 }

@@ -250,14 +250,27 @@ fn scheduled_functions_run_at_the_pace_the_local_server_keeps() {
             .values()
             .find(|r| r["Properties"]["Handler"].as_str() == Some(handler.name()))
             .unwrap_or_else(|| panic!("no function for {}", handler.name()));
-        let rates: Vec<Option<u64>> = function["Properties"]["Events"]
+        let expressions: Vec<&str> = function["Properties"]["Events"]
             .as_mapping()
             .expect("a scheduled function has events")
             .values()
             .filter(|e| matches!(e["Type"].as_str(), Some("ScheduleV2" | "Schedule")))
-            .map(|e| e["Properties"]["ScheduleExpression"].as_str().and_then(rate_seconds))
+            .filter_map(|e| e["Properties"]["ScheduleExpression"].as_str())
             .collect();
-        assert_eq!(rates, vec![Some(every.as_secs())], "{}: the template's schedule", handler.name());
+        let expected = handler.schedule_expression().expect("a scheduled function has an expression");
+        assert_eq!(expressions, vec![expected], "{}: the template's schedule", handler.name());
+        // The local server keeps a rate's pace; a calendar schedule (the monthly billing cycle)
+        // is tried hourly there, which its handler makes harmless (one run per period).
+        match rate_seconds(expected) {
+            Some(rate) => assert_eq!(rate, every.as_secs(), "{}: the local pace", handler.name()),
+            None => assert!(expected.starts_with("cron(") && every.as_secs() <= 3600, "{}", handler.name()),
+        }
     }
     assert_eq!(rate_seconds("rate(5 minutes)"), Some(300));
+}
+
+#[test]
+fn no_two_schemas_of_the_document_share_a_name() {
+    let conflicts = dotmac_http::openapi::conflicting_schema_names(&api_catalog());
+    assert!(conflicts.is_empty(), "schemas named alike but shaped differently: {conflicts:?}");
 }

@@ -203,7 +203,7 @@ impl Fleet {
         secret_arn: &str,
         size: Option<TaskSize>,
     ) -> Result<String, FleetError> {
-        let family = format!("{}-{tenant_id}", self.settings.task_family);
+        let family = self.tenant_family(tenant_id);
         let mut desired = self.desired_definition(secret_arn).await?;
         if let Some(size) = size {
             desired.cpu = Some(size.cpu.to_string());
@@ -305,6 +305,50 @@ impl Fleet {
             Ok(output) => Ok(output.task_definition),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_client_exception()) => Ok(None),
             Err(error) => Err(FleetError::ecs("DescribeTaskDefinition", error)),
+        }
+    }
+
+    /// The tenant's own task definition family (`<task family>-<tenant id>`).
+    pub fn tenant_family(&self, tenant_id: TenantId) -> String {
+        format!("{}-{tenant_id}", self.settings.task_family)
+    }
+
+    /// Deregisters every active revision of the tenant's task definition family; answers
+    /// how many it deregistered. Safe to repeat: ECS lists deregistered revisions as
+    /// INACTIVE, so a second run finds none. (The family is the tenant's alone: a tenant id
+    /// has a fixed length, so no other tenant's family starts with it.)
+    pub async fn deregister_tenant_task_definitions(&self, tenant_id: TenantId) -> Result<usize, FleetError> {
+        let family = self.tenant_family(tenant_id);
+        let mut deregistered = 0;
+        let mut next_token = None;
+        loop {
+            let page = self
+                .ecs
+                .list_task_definitions()
+                .family_prefix(&family)
+                .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(|e| FleetError::ecs("ListTaskDefinitions", e))?;
+            for arn in page.task_definition_arns() {
+                // The family prefix could match `<family>-x...`; only this family's revisions.
+                let revision_family = arn.rsplit('/').next().and_then(|r| r.rsplit_once(':')).map(|(f, _)| f);
+                if revision_family != Some(family.as_str()) {
+                    continue;
+                }
+                self.ecs
+                    .deregister_task_definition()
+                    .task_definition(arn)
+                    .send()
+                    .await
+                    .map_err(|e| FleetError::ecs("DeregisterTaskDefinition", e))?;
+                deregistered += 1;
+            }
+            match page.next_token {
+                Some(token) => next_token = Some(token),
+                None => return Ok(deregistered),
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! crash at any step: the state an earlier attempt left (the backup's record and its S3
 //! objects, the tenant's scale operation, what ECS runs) decides what is left to do.
 
-use dotmac_domain::{BackupId, Container, TenantId, TenantStatus, desired_size};
+use dotmac_domain::{BackupId, Container, DomainEvent, TenantId, TenantStatus, desired_size};
 use dotmac_queue::{JobError, ProvisioningJob};
 use dotmac_store::{BackupStatus, RestoreStatus, ScaleOperation, StoreError, TenantRecord};
 use serde_json::json;
@@ -16,7 +16,6 @@ use crate::backups::{
     self, BackupStorage, FORMAT_VERSION, Manifest, StorageError, data_task_marker, encode_records,
     restore_plan, sha256_hex,
 };
-use crate::events::{DomainEvent, emit};
 use crate::{FleetError, OneOffTask, Provisioner, fleet};
 
 /// A test's crash points: called with each step's name (`backup.after_records`,
@@ -60,6 +59,26 @@ impl Provisioner {
             Some(hook) if hook(step) => Err(JobError::Retry(format!("injected crash after {step}"))),
             _ => Ok(()),
         }
+    }
+
+    /// The tenant's record, to write an event into its log beside the change it reports.
+    async fn tenant_record(&self, tenant_id: TenantId) -> Result<TenantRecord, JobError> {
+        self.store
+            .get_tenant_record(tenant_id)
+            .await
+            .map_err(retry)?
+            .ok_or_else(|| JobError::Discard(format!("tenant {tenant_id} does not exist")))
+    }
+
+    /// The size the tenant's container should have now: its override, else the tier of its
+    /// latest customer count, never below its plan's size.
+    pub(crate) async fn size_due(
+        &self,
+        tenant: &dotmac_domain::Tenant,
+        plan_size: dotmac_domain::TaskSize,
+    ) -> Result<dotmac_domain::TaskSize, JobError> {
+        let customers = self.store.latest_usage(tenant.id).await.map_err(retry)?.map(|r| r.customer_count);
+        Ok(desired_size(plan_size, customers, tenant.task_size_override))
     }
 
     fn storage(&self) -> Result<&BackupStorage, JobError> {
@@ -181,10 +200,8 @@ impl Provisioner {
         record.status = BackupStatus::Completed;
         record.completed_at = Some(OffsetDateTime::now_utc());
         record.failure_reason = None;
-        self.store.save_backup(&mut record).await.map_err(saved)?;
-        emit(DomainEvent::new(
+        let event = DomainEvent::new(
             "backup.completed",
-            tenant_id,
             json!({
                 "backup_id": backup_id,
                 "item_count": record.item_count,
@@ -192,7 +209,9 @@ impl Provisioner {
                 "records_key": record.keys.records,
                 "data_task_arn": record.data_task_arn,
             }),
-        ));
+        );
+        let mut tenant_record = self.tenant_record(tenant_id).await?;
+        self.store.save_backup_with_event(&mut record, &mut tenant_record, event).await.map_err(saved)?;
         Ok(())
     }
 
@@ -209,15 +228,11 @@ impl Provisioner {
             };
             record.status = BackupStatus::Failed;
             record.failure_reason = Some(reason.to_owned());
-            match self.store.save_backup(&mut record).await {
-                Ok(()) => {
-                    emit(DomainEvent::new(
-                        "backup.failed",
-                        tenant_id,
-                        json!({ "backup_id": backup_id, "reason": reason }),
-                    ));
-                    return;
-                }
+            let Ok(mut tenant_record) = self.tenant_record(tenant_id).await else { continue };
+            let event =
+                DomainEvent::new("backup.failed", json!({ "backup_id": backup_id, "reason": reason }));
+            match self.store.save_backup_with_event(&mut record, &mut tenant_record, event).await {
+                Ok(_) => return,
                 Err(StoreError::VersionConflict { .. }) => continue,
                 Err(error) => {
                     tracing::error!(%tenant_id, %backup_id, %error, "could not mark the backup failed")
@@ -287,12 +302,12 @@ impl Provisioner {
         // A resumed restore finds less to do; the first attempt's figures are the story.
         restore.written = Some(restore.written.unwrap_or(0).max(written));
         restore.removed = Some(restore.removed.unwrap_or(0).max(removed));
-        self.store.save_restore(&mut restore).await.map_err(saved)?;
-        emit(DomainEvent::new(
+        let event = DomainEvent::new(
             "tenant.restored",
-            tenant_id,
             json!({ "backup_id": backup_id, "restore_id": restore_id, "written": written, "removed": removed }),
-        ));
+        );
+        let mut tenant_record = self.tenant_record(tenant_id).await?;
+        self.store.save_restore_with_event(&mut restore, &mut tenant_record, event).await.map_err(saved)?;
         Ok(())
     }
 
@@ -308,15 +323,13 @@ impl Provisioner {
             };
             record.status = RestoreStatus::Failed;
             record.failure_reason = Some(reason.to_owned());
-            match self.store.save_restore(&mut record).await {
-                Ok(()) => {
-                    emit(DomainEvent::new(
-                        "tenant.restore_failed",
-                        tenant_id,
-                        json!({ "restore_id": restore_id, "reason": reason }),
-                    ));
-                    return;
-                }
+            let Ok(mut tenant_record) = self.tenant_record(tenant_id).await else { continue };
+            let event = DomainEvent::new(
+                "tenant.restore_failed",
+                json!({ "restore_id": restore_id, "reason": reason }),
+            );
+            match self.store.save_restore_with_event(&mut record, &mut tenant_record, event).await {
+                Ok(_) => return,
                 Err(StoreError::VersionConflict { .. }) => continue,
                 Err(error) => {
                     tracing::error!(%tenant_id, restore_id, %error, "could not mark the restore failed")
@@ -330,17 +343,21 @@ impl Provisioner {
     pub(crate) async fn prune_backups(&self, tenant_id: TenantId) -> Result<(), JobError> {
         let storage = self.storage()?;
         let all = self.store.all_backups(tenant_id).await.map_err(retry)?;
+        let mut tenant_record: Option<TenantRecord> = None;
         for backup in backups::expired(&all, storage.retention, OffsetDateTime::now_utc()) {
             // Objects first: a crash between the two leaves a record whose objects are gone,
             // which the next run deletes; never objects no record leads to.
             let objects = storage.delete_prefix(&backup.keys.prefix).await.map_err(storage_error)?;
             self.crash_point("prune.after_objects")?;
-            self.store.delete_backup(&backup).await.map_err(saved)?;
-            emit(DomainEvent::new(
+            let event = DomainEvent::new(
                 "backup.expired",
-                tenant_id,
                 json!({ "backup_id": backup.backup_id, "objects_deleted": objects }),
-            ));
+            );
+            let tenant = match tenant_record.as_mut() {
+                Some(record) => record,
+                None => tenant_record.insert(self.tenant_record(tenant_id).await?),
+            };
+            self.store.delete_backup_with_event(&backup, tenant, event).await.map_err(saved)?;
         }
         Ok(())
     }
@@ -396,9 +413,7 @@ impl Provisioner {
                         size
                     }
                 };
-                let customers =
-                    self.store.latest_usage(tenant.id).await.map_err(retry)?.map(|r| r.customer_count);
-                if desired_size(plan_size, customers, tenant.task_size_override) != container.task_size {
+                if self.size_due(tenant, plan_size).await? != container.task_size {
                     self.enqueue(ProvisioningJob::ScaleTenant { tenant_id: tenant.id }).await?;
                 }
             }
@@ -432,9 +447,7 @@ impl Provisioner {
             Some(operation) => operation,
             None => {
                 let plan_size = self.plan_size(&record.tenant.plan).await?;
-                let customers =
-                    self.store.latest_usage(tenant_id).await.map_err(retry)?.map(|r| r.customer_count);
-                let target = desired_size(plan_size, customers, record.tenant.task_size_override);
+                let target = self.size_due(&record.tenant, plan_size).await?;
                 if target == container.task_size {
                     return Ok(());
                 }
@@ -516,10 +529,8 @@ impl Provisioner {
             .map_err(fleet_error)?;
         self.crash_point("scale.after_stop")?;
         record.scaling = None;
-        self.store.save_tenant(&mut record).await.map_err(saved)?;
-        emit(DomainEvent::new(
+        let event = DomainEvent::new(
             "tenant.scaled",
-            tenant_id,
             json!({
                 "from": container.task_size,
                 "to": operation.target,
@@ -527,7 +538,8 @@ impl Provisioner {
                 "task_definition_arn": operation.task_definition_arn,
                 "override": record.tenant.task_size_override.is_some(),
             }),
-        ));
+        );
+        self.store.transition_tenant(&mut record, event).await.map_err(saved)?;
         Ok(())
     }
 

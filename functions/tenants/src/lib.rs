@@ -1,7 +1,12 @@
-//! The tenants function: onboard an ISP (write it, queue its provisioning) and read tenants.
+//! The tenants function: onboard an ISP (write it, queue its provisioning) and read tenants;
+//! the catalogue (plans, versioned prices, bundles) and each tenant's subscriptions.
 
+pub mod catalog;
+mod catalog_routes;
 pub mod fleet;
+pub mod lifecycle;
 pub mod onboarding;
+pub mod subscriptions;
 pub mod views;
 
 use axum::extract::{Query, State};
@@ -27,6 +32,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+pub use lifecycle::{Actor, Lifecycle, TenantLifecycleError};
 pub use onboarding::{Onboarding, OnboardingError};
 pub use views::{HealthView, TenantAnswer, TenantStaffView, TenantView};
 
@@ -47,6 +53,36 @@ impl From<OnboardingError> for ApiError {
     }
 }
 
+impl From<TenantLifecycleError> for ApiError {
+    fn from(error: TenantLifecycleError) -> Self {
+        match error {
+            TenantLifecycleError::Denied(denied) => denied.into(),
+            refused @ TenantLifecycleError::NotBillingsReason => {
+                ApiError::new(ErrorCode::Forbidden, refused.to_string())
+            }
+            TenantLifecycleError::NotFound(_) => {
+                ApiError::new(ErrorCode::TenantNotFound, "no such tenant where you can see")
+            }
+            TenantLifecycleError::Conflict { error, tenant } => {
+                let remaining = match &error {
+                    dotmac_domain::LifecycleError::StillSuspended { remaining } => remaining.clone(),
+                    dotmac_domain::LifecycleError::Illegal(_) => tenant.suspended_for.clone(),
+                };
+                ApiError::new(ErrorCode::TenantStateConflict, error.to_string()).with_details(json!({
+                    "status": tenant.status,
+                    "suspended_for": remaining,
+                    "version": tenant.version,
+                }))
+            }
+            contended @ TenantLifecycleError::Contended => {
+                ApiError::new(ErrorCode::RequestInProgress, contended.to_string())
+            }
+            TenantLifecycleError::QueueUnavailable(cause) => ApiError::unavailable("sqs", cause),
+            TenantLifecycleError::Store(error) => error.into(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct TenantsState {
     pub store: Store,
@@ -59,6 +95,10 @@ dotmac_http::bearer_state!(TenantsState);
 impl TenantsState {
     fn onboarding(&self) -> Onboarding {
         Onboarding { store: self.store.clone(), provisioning: self.provisioning.clone() }
+    }
+
+    fn lifecycle(&self) -> Lifecycle {
+        Lifecycle { store: self.store.clone(), provisioning: self.provisioning.clone() }
     }
 }
 
@@ -75,6 +115,19 @@ pub fn routes() -> Routes<TenantsState> {
         .route(Access::Authenticated, routes!(fleet::get_backups))
         .route(Access::Authenticated, routes!(fleet::restore_backup))
         .route(Access::Authenticated, routes!(fleet::scale_tenant))
+        .route(Access::Authenticated, routes!(catalog_routes::list_plans))
+        .route(Access::Authenticated, routes!(catalog_routes::create_plan))
+        .route(Access::Authenticated, routes!(catalog_routes::get_plan))
+        .route(Access::Authenticated, routes!(catalog_routes::change_price))
+        .route(Access::Authenticated, routes!(catalog_routes::list_bundles))
+        .route(Access::Authenticated, routes!(catalog_routes::tenant_bundles))
+        .route(Access::Authenticated, routes!(catalog_routes::add_bundle))
+        .route(Access::Authenticated, routes!(catalog_routes::remove_bundle))
+        .route(Access::Authenticated, routes!(catalog_routes::change_plan))
+        .route(Access::Authenticated, routes!(suspend_tenant))
+        .route(Access::Authenticated, routes!(resume_tenant))
+        .route(Access::Authenticated, routes!(delete_tenant))
+        .route(Access::Authenticated, routes!(tenant_events))
 }
 
 pub fn router(state: TenantsState) -> ApiRoutes {
@@ -325,4 +378,158 @@ async fn list_tenants(
         None => Vec::new(),
     };
     Ok(axum::Json(Page::new(items, None)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendRequest {
+    /// Why: `admin`, `non_payment`, `abuse` or `tenant_request`. A tenant may be suspended
+    /// for several reasons at once; it runs again once every one is lifted.
+    reason: dotmac_domain::SuspensionReason,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRequest {
+    /// The reason to lift. Without one, every reason but `non_payment` is lifted: a
+    /// suspension for non-payment ends only by a resume naming `non_payment` (billing's, on
+    /// payment).
+    #[serde(default)]
+    reason: Option<dotmac_domain::SuspensionReason>,
+}
+
+/// Suspend a tenant: its container stops (a queued job), its secret, task definition and data
+/// stay. Platform staff only. Repeating it changes nothing and queues the job again.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/suspend",
+    tag = "tenants",
+    operation_id = "suspend_tenant",
+    params(("id" = String, Path, format = Uuid, description = "The tenant's id")),
+    request_body = SuspendRequest,
+    responses(
+        (status = 202, description = "The tenant, `suspended` (its task is being stopped)", body = TenantAnswer),
+        (status = 404, description = "`TENANT_NOT_FOUND`", body = ErrorEnvelope),
+        (status = 409, description = "`TENANT_STATE_CONFLICT`: not active or suspended; `details.status` is its status", body = ErrorEnvelope),
+    )
+)]
+async fn suspend_tenant(
+    State(state): State<TenantsState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    Json(request): Json<SuspendRequest>,
+) -> Result<(StatusCode, axum::Json<TenantAnswer>), ApiError> {
+    let id = parse_tenant_id(&id)?;
+    lifecycle::authorized(&caller, Action::Update)?;
+    let tenant = state.lifecycle().suspend(Actor::Caller(&caller), id, request.reason).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(TenantAnswer::for_caller(&caller, &tenant))))
+}
+
+/// Lift a suspension: once no reason is left the tenant is `active` and its container starts
+/// again (a queued job) with the same task family and secret. Platform staff only.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/resume",
+    tag = "tenants",
+    operation_id = "resume_tenant",
+    params(("id" = String, Path, format = Uuid, description = "The tenant's id")),
+    request_body = ResumeRequest,
+    responses(
+        (status = 202, description = "The tenant: `active` (its task is starting), or still `suspended` for the reasons left", body = TenantAnswer),
+        (status = 404, description = "`TENANT_NOT_FOUND`", body = ErrorEnvelope),
+        (status = 409, description = "`TENANT_STATE_CONFLICT`: not suspended, or suspended only for reasons this resume does not lift; `details.status` and `details.suspended_for`", body = ErrorEnvelope),
+    )
+)]
+async fn resume_tenant(
+    State(state): State<TenantsState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    Json(request): Json<ResumeRequest>,
+) -> Result<(StatusCode, axum::Json<TenantAnswer>), ApiError> {
+    let id = parse_tenant_id(&id)?;
+    lifecycle::authorized(&caller, Action::Update)?;
+    let tenant = state.lifecycle().resume(Actor::Caller(&caller), id, request.reason).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(TenantAnswer::for_caller(&caller, &tenant))))
+}
+
+/// Delete a tenant: `deprovisioning` now; a queued saga stops its task, deregisters its task
+/// definition, revokes its machine token and deletes its secret (recoverable for the
+/// configured window), then marks it `deleted`. The record stays for billing history and
+/// keeps its slug. Platform admins only.
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{id}",
+    tag = "tenants",
+    operation_id = "delete_tenant",
+    params(("id" = String, Path, format = Uuid, description = "The tenant's id")),
+    responses(
+        (status = 202, description = "The tenant, `deprovisioning`", body = TenantAnswer),
+        (status = 404, description = "`TENANT_NOT_FOUND`", body = ErrorEnvelope),
+        (status = 409, description = "`TENANT_STATE_CONFLICT`: still provisioning, or deleted already; `details.status`", body = ErrorEnvelope),
+    )
+)]
+async fn delete_tenant(
+    State(state): State<TenantsState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, axum::Json<TenantAnswer>), ApiError> {
+    let id = parse_tenant_id(&id)?;
+    lifecycle::authorized(&caller, Action::Delete)?;
+    let tenant = state.lifecycle().delete(&caller, id).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(TenantAnswer::for_caller(&caller, &tenant))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// `newest` first (the default) or `oldest` first.
+    #[param(pattern = "^(newest|oldest)$")]
+    order: Option<String>,
+    /// Events per page, 1–100 (default 20).
+    #[param(value_type = Option<i32>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
+    /// `next_cursor` from the previous page (of the same order).
+    #[param(min_length = 1)]
+    cursor: Option<String>,
+}
+
+/// A tenant's event log, a page at a time: newest first by default, `?order=oldest` from the
+/// start. Each event is the envelope published to EventBridge. Platform staff, the tenant's
+/// own admins and the partner that brought it may read it.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/events",
+    tag = "tenants",
+    operation_id = "list_tenant_events",
+    params(("id" = String, Path, format = Uuid, description = "The tenant's id"), EventsQuery),
+    responses(
+        (status = 200, description = "One page of events", body = Page<dotmac_domain::EventEnvelope>),
+        (status = 404, description = "`TENANT_NOT_FOUND`: none the caller can see", body = ErrorEnvelope),
+    )
+)]
+async fn tenant_events(
+    State(state): State<TenantsState>,
+    bearer: Bearer,
+    Path(id): Path<String>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Page<dotmac_domain::EventEnvelope>>, ApiError> {
+    let id = parse_tenant_id(&id)?;
+    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::ValidationFailed, e.body_text()))?;
+    let limit = dotmac_http::page::page_limit(query.limit.as_deref())?;
+    let order = match query.order.as_deref() {
+        None | Some("newest") => dotmac_store::EventOrder::NewestFirst,
+        Some("oldest") => dotmac_store::EventOrder::OldestFirst,
+        Some(_) => return Err(ApiError::invalid_field("order", "must be newest or oldest")),
+    };
+    let admitted = bearer.admit(&state.store, Some(Also::Tenant(id))).await?;
+    let tenant = tenant_in_reach(&admitted.caller, Resource::Tenant, id, admitted.tenant)?;
+    let caller = &admitted.caller;
+    let page = state
+        .store
+        .fenced(caller.fence())
+        .tenant_events(&tenant, order, limit, query.cursor.as_deref())
+        .await?;
+    let items = page.items.into_iter().map(|event| views::event_for_caller(caller, event)).collect();
+    Ok(axum::Json(Page::new(items, page.next_cursor)))
 }

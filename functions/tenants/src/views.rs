@@ -3,7 +3,8 @@
 //! decides who may see it.
 
 use dotmac_domain::{
-    Action, Caller, Container, Resource, Target, TaskSize, Tenant, TenantId, TenantStatus, authorize,
+    Action, Caller, Container, Resource, SuspensionReason, Target, TaskSize, Tenant, TenantId, TenantStatus,
+    authorize,
 };
 use dotmac_store::{HealthStatus, Heartbeat};
 use serde::Serialize;
@@ -25,6 +26,8 @@ pub struct TenantStaffView {
     /// The tenant's secret (its container's machine token lives there), once provisioned.
     pub secret_arn: Option<String>,
     pub status: TenantStatus,
+    /// Why it is suspended (empty unless `suspended`).
+    pub suspended_for: Vec<SuspensionReason>,
     pub container: Option<StaffContainerView>,
     pub customer_count: u64,
     pub bundles: Vec<String>,
@@ -68,6 +71,8 @@ pub struct TenantView {
     pub contact_email: String,
     pub partner_id: Option<String>,
     pub status: TenantStatus,
+    /// Why it is suspended (empty unless `suspended`).
+    pub suspended_for: Vec<SuspensionReason>,
     pub container: Option<ContainerView>,
     pub customer_count: u64,
     pub bundles: Vec<String>,
@@ -105,6 +110,7 @@ impl TenantStaffView {
             partner_id: tenant.partner_id.as_ref().map(ToString::to_string),
             secret_arn: tenant.secret_arn.clone(),
             status: tenant.status,
+            suspended_for: tenant.suspended_for.clone(),
             container: tenant.container.as_ref().map(StaffContainerView::of),
             customer_count: tenant.customer_count,
             bundles: tenant.bundles.clone(),
@@ -140,6 +146,7 @@ impl TenantView {
             contact_email: tenant.contact_email.to_string(),
             partner_id: tenant.partner_id.as_ref().map(ToString::to_string),
             status: tenant.status,
+            suspended_for: tenant.suspended_for.clone(),
             container: tenant.container.as_ref().map(|c| ContainerView {
                 task_size: c.task_size,
                 last_status: c.last_status.clone(),
@@ -193,4 +200,20 @@ impl HealthView {
             }),
         }
     }
+}
+
+/// An event as the caller may see it: platform staff see every event whole; anyone else sees
+/// a failure without its reason (it quotes infrastructure errors, as `failure_reason` does).
+pub fn event_for_caller(
+    caller: &Caller,
+    mut event: dotmac_domain::EventEnvelope,
+) -> dotmac_domain::EventEnvelope {
+    let staff = authorize(caller, Resource::Tenant, Action::Read, Target::default()).is_ok();
+    if !staff
+        && event.event_type == dotmac_domain::tenant_events::FAILED
+        && let Some(data) = event.data.as_object_mut()
+    {
+        data.remove("reason");
+    }
+    event
 }

@@ -7,7 +7,7 @@ use dotmac_config::Config;
 use dotmac_domain::{Email, Role, seed_plans};
 use dotmac_platform::{Handler, Kind, Platform};
 use dotmac_queue::worker::{SqsBackendConfig, run_worker};
-use dotmac_queue::{ProvisioningJob, QueueSettings, ensure_queue_with_dlq};
+use dotmac_queue::{BillingJob, ProvisioningJob, QueueSettings, ensure_queue_with_dlq};
 use dotmac_secrets::KeySetSecret;
 use dotmac_store::{Store, StoreError, UserRecord};
 use dotmac_tokens::{KeySet, StoredKey, generate_signing_key};
@@ -76,6 +76,15 @@ pub async fn prepare(
     )
     .await
     .context("creating the provisioning queue")?;
+    let billing_receive_count: u32 =
+        env.get("DOTMAC_BILLING_MAX_RECEIVE_COUNT").and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
+    let (billing_queue, _billing_dlq) = ensure_queue_with_dlq(
+        &aws_sdk_sqs::Client::new(sdk),
+        &format!("{prefix}-billing-jobs"),
+        QueueSettings { visibility_timeout_seconds: 120, max_receive_count: billing_receive_count },
+    )
+    .await
+    .context("creating the billing queue")?;
 
     let cluster = env.get("DOTMAC_ECS_CLUSTER").cloned().unwrap_or_else(|| format!("{prefix}-tenants"));
     aws_sdk_ecs::Client::new(sdk)
@@ -93,8 +102,21 @@ pub async fn prepare(
         .cloned()
         .unwrap_or_else(|| format!("{prefix}-backups"));
     env.insert("DOTMAC_BACKUP_BUCKET".into(), bucket.clone());
+    // The stack's own event bus, as the template declares one.
+    let bus = env.get("DOTMAC_EVENT_BUS_NAME").cloned().unwrap_or_else(|| format!("{prefix}-events"));
+    let events = aws_sdk_eventbridge::Client::new(sdk);
+    match events.create_event_bus().name(&bus).send().await {
+        Ok(_) => {}
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_already_exists_exception()) => {}
+        Err(error) => {
+            return Err(anyhow::anyhow!(aws_sdk_eventbridge::error::DisplayErrorContext(error).to_string()))
+                .context("creating the event bus");
+        }
+    }
+    env.insert("DOTMAC_EVENT_BUS_NAME".into(), bus);
     env.insert("DOTMAC_TABLE_NAME".into(), table);
     env.insert("DOTMAC_PROVISIONING_QUEUE_URL".into(), queue.url().to_owned());
+    env.insert("DOTMAC_BILLING_QUEUE_URL".into(), billing_queue.url().to_owned());
     env.insert("DOTMAC_ECS_CLUSTER".into(), cluster);
     env.entry("DOTMAC_TENANT_SECRET_PREFIX".into()).or_insert_with(|| format!("{prefix}/tenants"));
     let has_keys = ["DOTMAC_JWT_SIGNING_KEY", "DOTMAC_JWT_KEY_SET", "DOTMAC_JWT_KEY_SET_SECRET"]
@@ -172,12 +194,13 @@ fn local_key_set(state_dir: Option<&str>) -> anyhow::Result<String> {
     Ok(set)
 }
 
-/// Writes the plan catalogue and the platform admin (kept if it already exists). Task
+/// Writes the plan catalogue (plans, their first prices, bundles) and the platform admin (kept if it already exists). Task
 /// definitions are per tenant, registered by the provisioner.
 pub async fn seed(platform: &Platform, local: &LocalSettings) -> anyhow::Result<()> {
     for plan in seed_plans() {
         platform.store.put_plan(&plan).await.context("seeding plans")?;
     }
+    platform.store.seed_catalogue().await.context("seeding prices and bundles")?;
     let email = Email::parse(&local.admin_email).context("DOTMAC_ADMIN_EMAIL")?;
     let admin = UserRecord {
         id: uuid::Uuid::now_v7().to_string(),
@@ -208,7 +231,14 @@ async fn run_on_schedule(
     if handler == Handler::RotateSigningKeys && platform.key_set_secret().is_none() {
         return;
     }
-    let mut ticks = tokio::time::interval(every);
+    // The rotation runs at once (a fresh stack needs its keys); the billing schedules first
+    // run one interval after start, so a server started for a test or a demo never bills the
+    // tenants it is about to create behind their back.
+    let first = match handler {
+        Handler::BillingCycle | Handler::FinalizeInvoices => tokio::time::Instant::now() + every,
+        _ => tokio::time::Instant::now(),
+    };
+    let mut ticks = tokio::time::interval_at(first, every);
     tokio::pin!(stopped);
     loop {
         tokio::select! {
@@ -257,7 +287,10 @@ pub async fn serve(
     // Every function of the table, as it is triggered in AWS: HTTP functions in the one router,
     // the queue consumer as an apalis worker, scheduled ones on their interval.
     let queue_consumers = Handler::ALL.iter().filter(|h| h.kind() == Kind::QueueConsumer).count();
-    anyhow::ensure!(queue_consumers == 1, "the local server runs one queue worker, the provisioner's");
+    anyhow::ensure!(
+        queue_consumers == 2,
+        "the local server runs two queue workers: provisioning and billing"
+    );
     let worker = tokio::spawn(run_worker::<ProvisioningJob, _>(
         "provisioning",
         platform.provisioning.clone(),
@@ -273,6 +306,19 @@ pub async fn serve(
         local.worker_concurrency,
         stopped(),
     ));
+    let billing_worker = tokio::spawn(run_worker::<BillingJob, _>(
+        "billing",
+        platform.billing_queue.clone(),
+        SqsBackendConfig {
+            batch_size: i32::try_from(local.worker_concurrency.clamp(1, 10)).unwrap_or(10),
+            wait_seconds: 5,
+            retry_delay_seconds: local.retry_delay_seconds,
+            max_receive_count: platform.config.billing.max_receive_count,
+        },
+        Arc::new(platform.billing_worker()),
+        local.worker_concurrency,
+        stopped(),
+    ));
     let server = axum::serve(
         listener,
         // The peer address feeds the per-source sign-in limits (API Gateway supplies it in AWS).
@@ -284,6 +330,14 @@ pub async fn serve(
     let mut schedules: Vec<_> = Handler::ALL
         .into_iter()
         .filter_map(|handler| Some((handler, handler.schedule_every()?)))
+        // The publisher runs every second here (its schedule's minute is AWS's shortest).
+        .map(|(handler, every)| {
+            if handler == Handler::PublishEvents {
+                (handler, Duration::from_secs(1))
+            } else {
+                (handler, every)
+            }
+        })
         .map(|(handler, every)| tokio::spawn(run_on_schedule(platform.clone(), handler, every, stopped())))
         .collect();
     schedules.extend(
@@ -301,5 +355,6 @@ pub async fn serve(
     }
     server.await.context("server task")?.context("server")?;
     worker.await.context("worker task")?.context("provisioning worker")?;
+    billing_worker.await.context("billing worker task")?.context("billing worker")?;
     Ok(())
 }

@@ -35,6 +35,7 @@ fn write_lambda_env(dir: &str, env: &HashMap<String, String>, config: &Config) -
     lines.extend([
         format!("DOTMAC_TABLE_NAME={:?}", config.table_name),
         format!("DOTMAC_PROVISIONING_QUEUE_URL={:?}", config.provisioning_queue_url),
+        format!("DOTMAC_BILLING_QUEUE_URL={:?}", config.billing.queue_url),
         format!("DOTMAC_ECS_CLUSTER={:?}", config.ecs.cluster),
         format!("DOTMAC_TENANT_SECRET_PREFIX={:?}", config.tenant_secret_prefix),
         format!("DOTMAC_INVITATION_SENDER={:?}", config.invitations.sender),

@@ -6,17 +6,26 @@
 //! - `aggregation`: the billable customer count of a period from usage reports.
 //! - `pricing`: per-customer prices (graduated, volume or package tiers, a monthly minimum)
 //!   turned into invoice lines.
+//! - `bundles`: the monthly flat add-ons (CRM, Project Management, AI) and their seed prices.
+//! - `invoice`: an invoice draft (plan spans, bundles, adjustments) from a period's inputs.
 //! - `proration`: a monthly amount for part of a month, so the parts of a month always sum
 //!   back to the whole.
 
 pub mod aggregation;
+pub mod bundles;
+pub mod invoice;
 pub mod money;
 pub mod period;
 pub mod pricing;
 pub mod proration;
 
 pub use aggregation::{Aggregation, Reading, billable_count};
-pub use money::{Currency, Money, MoneyError, round_to_minor};
+pub use bundles::{Bundle, seed_bundles};
+pub use invoice::{
+    Adjustment, BundleCharge, InvoiceDraft, InvoiceError, InvoiceInputs, InvoiceLine, InvoiceLineKind,
+    PlanCharge, Usage, build_invoice, re_rating,
+};
+pub use money::{Currency, Money, MoneyError, MoneyView, round_to_minor};
 pub use period::{Period, PeriodError};
 pub use pricing::{Line, LineKind, PerCustomer, Price, PriceError, Tier, TierMode};
-pub use proration::prorate;
+pub use proration::{days_covered, prorate};

@@ -148,3 +148,26 @@ mod tests {
         assert_eq!(Money::new(1234, eur).to_string(), "12.34 EUR");
     }
 }
+
+/// An amount as the API shows it: integer minor units and the currency, and the same in major
+/// units as text. One type for every function, so the OpenAPI document has one `MoneyView`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct MoneyView {
+    /// In minor units (cents).
+    pub minor: i64,
+    #[schema(example = "USD")]
+    pub currency: String,
+    /// In major units, exact (`"250.00"`).
+    #[schema(example = "250.00")]
+    pub amount: String,
+}
+
+impl MoneyView {
+    pub fn of(money: Money) -> Self {
+        MoneyView {
+            minor: money.minor,
+            currency: money.currency.to_string(),
+            amount: money.major().to_string(),
+        }
+    }
+}

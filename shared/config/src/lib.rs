@@ -143,12 +143,32 @@ pub struct Config {
     /// Lifetime of a tenant container's machine token (renewed by re-provisioning when less
     /// than a quarter of it is left).
     pub machine_token_ttl_seconds: u64,
+    /// Lifetime of a tenant's signed license (re-issued whenever its plan or bundles change).
+    pub license_ttl_seconds: u64,
+    /// Days Secrets Manager keeps a deleted tenant's secret recoverable (7 to 30).
+    pub tenant_secret_recovery_days: i64,
+    /// The EventBridge bus domain events are published to (`default` for the account's own).
+    pub event_bus_name: String,
     /// How far ahead of the server's clock a usage report's `observed_at` may be.
     pub usage_max_future_seconds: u64,
     /// How old a usage report's `observed_at` may be (covers last month's late reports).
     pub usage_max_age_seconds: u64,
     pub invitations: InvitationSettings,
     pub backups: BackupSettings,
+    pub billing: BillingSettings,
+}
+
+/// The billing run and its invoices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingSettings {
+    /// The billing job queue (the billing function and worker need it; others never use it).
+    pub queue_url: String,
+    /// Must equal the billing queue's redrive `maxReceiveCount`: the attempt reaching it
+    /// records the tenant as failed in its run.
+    pub max_receive_count: u32,
+    /// How long after its period ends an invoice stays a draft (late reports still count)
+    /// before the finalizer numbers it.
+    pub grace_seconds: u64,
 }
 
 /// Reads variables from any source (the process environment, or a map in tests).
@@ -265,6 +285,18 @@ impl Config {
             cors_allowed_origins: env.list("DOTMAC_CORS_ALLOWED_ORIGINS"),
             tenant_secret_prefix: env.or("DOTMAC_TENANT_SECRET_PREFIX", "dotmac/tenants"),
             machine_token_ttl_seconds: env.number("DOTMAC_MACHINE_TOKEN_TTL_SECONDS", 30 * 24 * 3600u64)?,
+            license_ttl_seconds: env.number("DOTMAC_LICENSE_TTL_SECONDS", 35 * 24 * 3600u64)?,
+            tenant_secret_recovery_days: {
+                let days = env.number("DOTMAC_TENANT_SECRET_RECOVERY_DAYS", 30i64)?;
+                if !(7..=30).contains(&days) {
+                    return Err(ConfigError::Invalid {
+                        name: "DOTMAC_TENANT_SECRET_RECOVERY_DAYS",
+                        reason: "Secrets Manager keeps a deleted secret 7 to 30 days".into(),
+                    });
+                }
+                days
+            },
+            event_bus_name: env.or("DOTMAC_EVENT_BUS_NAME", "default"),
             usage_max_future_seconds: env.number("DOTMAC_USAGE_MAX_FUTURE_SECONDS", 300u64)?,
             usage_max_age_seconds: env.number("DOTMAC_USAGE_MAX_AGE_SECONDS", 35 * 24 * 3600u64)?,
             invitations: InvitationSettings::from_reader(&env)?,
@@ -273,6 +305,11 @@ impl Config {
                 retention_days: env.number("DOTMAC_BACKUP_RETENTION_DAYS", 30u32)?,
                 keep_at_least: env.number("DOTMAC_BACKUP_KEEP_AT_LEAST", 3u32)?,
                 force_path_style: env.flag("DOTMAC_S3_FORCE_PATH_STYLE", false)?,
+            },
+            billing: BillingSettings {
+                queue_url: env.or("DOTMAC_BILLING_QUEUE_URL", ""),
+                max_receive_count: env.number("DOTMAC_BILLING_MAX_RECEIVE_COUNT", 5u32)?.max(1),
+                grace_seconds: env.number("DOTMAC_BILLING_GRACE_SECONDS", 3 * 24 * 3600u64)?,
             },
             jwt: JwtSettings {
                 signing_key: source.get("DOTMAC_JWT_SIGNING_KEY"),
@@ -304,10 +341,14 @@ impl fmt::Debug for Config {
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("tenant_secret_prefix", &self.tenant_secret_prefix)
             .field("machine_token_ttl_seconds", &self.machine_token_ttl_seconds)
+            .field("license_ttl_seconds", &self.license_ttl_seconds)
+            .field("tenant_secret_recovery_days", &self.tenant_secret_recovery_days)
+            .field("event_bus_name", &self.event_bus_name)
             .field("usage_max_future_seconds", &self.usage_max_future_seconds)
             .field("usage_max_age_seconds", &self.usage_max_age_seconds)
             .field("invitations", &self.invitations)
             .field("backups", &self.backups)
+            .field("billing", &self.billing)
             .finish()
     }
 }

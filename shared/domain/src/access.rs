@@ -27,10 +27,12 @@ pub enum Resource {
     Health,
     /// A tenant's backups: taking one (create), listing them (read), restoring one (update).
     Backup,
+    /// A tenant's subscriptions: the bundles it holds (its plan is platform staff's to change).
+    Subscription,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 10] = [
+    pub const ALL: [Resource; 11] = [
         Resource::Tenant,
         Resource::User,
         Resource::Role,
@@ -41,6 +43,7 @@ impl Resource {
         Resource::Usage,
         Resource::Health,
         Resource::Backup,
+        Resource::Subscription,
     ];
 }
 
@@ -174,13 +177,16 @@ impl Role {
 
     pub fn permissions(self) -> &'static [Permission] {
         use Action::{Create, Read};
-        use Resource::{Health, Invoice, Payment, Service, Tenant, Usage};
+        use Resource::{Health, Invoice, Payment, Plan, Service, Subscription, Tenant, Usage};
         const PLATFORM_ADMIN: &[Permission] = &[Permission::new(None, None, Scope::Global)];
         const PARTNER: &[Permission] = &[
             Permission::new(Some(Tenant), Some(Create), Scope::Partner),
             Permission::new(Some(Tenant), Some(Read), Scope::Partner),
             Permission::new(Some(Usage), Some(Read), Scope::Partner),
             Permission::new(Some(Invoice), Some(Read), Scope::Partner),
+            // The catalogue it onboards onto, and what the tenants it brought hold.
+            Permission::new(Some(Plan), Some(Read), Scope::Partner),
+            Permission::new(Some(Subscription), Some(Read), Scope::Partner),
         ];
         const TENANT_ADMIN: &[Permission] = &[Permission::new(None, None, Scope::Tenant)];
         const CUSTOMER_USER: &[Permission] = &[

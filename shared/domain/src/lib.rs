@@ -2,6 +2,7 @@
 //! (`TenantSlug::parse`, `Email::parse`, ...) so everything past it can trust them.
 
 pub mod access;
+pub mod events;
 pub mod fleet;
 pub mod password_policy;
 pub mod plan;
@@ -14,7 +15,11 @@ pub use access::{
     Account, Action, AssignmentError, Caller, CustomRole, Denied, Fence, PartnerId, Permission, Resource,
     Role, RoleName, Scope, Target, authorize, check_assignment, may_define,
 };
+pub use events::{DomainEvent, ENVELOPE_VERSION, EventEnvelope};
 pub use fleet::{BackupId, SIZE_TIERS, SizeTier, desired_size, tier_size};
 pub use plan::{Plan, PlanId, TaskSize, seed_plans};
-pub use tenant::{Container, NewTenant, Tenant, TenantId, TenantStatus, TransitionError};
+pub use tenant::{
+    Container, LifecycleError, NewTenant, SuspensionReason, Tenant, TenantId, TenantStatus, TransitionError,
+    tenant_events,
+};
 pub use values::{Email, InvalidValue, TenantName, TenantSlug};

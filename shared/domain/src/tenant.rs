@@ -4,6 +4,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::access::PartnerId;
+use crate::events::DomainEvent;
 use crate::plan::{PlanId, TaskSize};
 use crate::values::{Email, InvalidValue, TenantName, TenantSlug};
 
@@ -107,6 +108,84 @@ pub struct TransitionError {
     pub to: TenantStatus,
 }
 
+/// Why a tenant is suspended. A tenant may be suspended for several reasons at once (an
+/// admin's hold on top of non-payment); it is active again only once none is left. Each
+/// reason is lifted only by a resume naming it, except that a resume naming none lifts every
+/// reason but `non_payment`: only billing (a payment) ends a suspension for non-payment.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspensionReason {
+    /// A platform admin's decision.
+    Admin,
+    /// Billing: invoices unpaid past dunning.
+    NonPayment,
+    /// Terms of service (abuse, fraud).
+    Abuse,
+    /// The ISP asked for it.
+    TenantRequest,
+}
+
+impl SuspensionReason {
+    pub const ALL: [SuspensionReason; 4] = [
+        SuspensionReason::Admin,
+        SuspensionReason::NonPayment,
+        SuspensionReason::Abuse,
+        SuspensionReason::TenantRequest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspensionReason::Admin => "admin",
+            SuspensionReason::NonPayment => "non_payment",
+            SuspensionReason::Abuse => "abuse",
+            SuspensionReason::TenantRequest => "tenant_request",
+        }
+    }
+
+    /// Whether a resume naming `lifted` (none: a plain resume) lifts this reason.
+    pub fn lifted_by(self, lifted: Option<SuspensionReason>) -> bool {
+        match lifted {
+            Some(named) => named == self,
+            None => self != SuspensionReason::NonPayment,
+        }
+    }
+}
+
+/// Why a lifecycle request changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Illegal(#[from] TransitionError),
+    /// A resume that lifts none of the reasons the tenant is suspended for.
+    #[error("the tenant stays suspended for {remaining:?}")]
+    StillSuspended { remaining: Vec<SuspensionReason> },
+}
+
+impl LifecycleError {
+    /// The tenant's status when the request was refused.
+    pub fn status(&self) -> TenantStatus {
+        match self {
+            LifecycleError::Illegal(error) => error.from,
+            LifecycleError::StillSuspended { .. } => TenantStatus::Suspended,
+        }
+    }
+}
+
+/// The event types a tenant's own lifecycle emits.
+pub mod tenant_events {
+    pub const CREATED: &str = "tenant.created";
+    pub const PROVISIONED: &str = "tenant.provisioned";
+    pub const FAILED: &str = "tenant.failed";
+    pub const SUSPENDED: &str = "tenant.suspended";
+    /// Still suspended, for another set of reasons (one added, or one lifted of several).
+    pub const SUSPENSION_CHANGED: &str = "tenant.suspension_changed";
+    pub const RESUMED: &str = "tenant.resumed";
+    pub const DEPROVISIONING: &str = "tenant.deprovisioning";
+    pub const DELETED: &str = "tenant.deleted";
+}
+
 /// Where a tenant's dedicated container runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
@@ -148,6 +227,9 @@ pub struct Tenant {
     /// Why the last provisioning attempt failed; kept after the tenant is marked `failed`.
     #[serde(default)]
     pub failure_reason: Option<String>,
+    /// Why the tenant is suspended (sorted, no repeats); empty unless `suspended`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspended_for: Vec<SuspensionReason>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -184,6 +266,7 @@ impl Tenant {
             task_size_override: None,
             bundles: Vec::new(),
             failure_reason: None,
+            suspended_for: Vec::new(),
             created_at: now,
             updated_at: now,
             version: 1,
@@ -197,6 +280,118 @@ impl Tenant {
         self.status = next;
         self.updated_at = now;
         Ok(())
+    }
+
+    /// The event of the tenant's creation (written with it).
+    pub fn created_event(&self) -> DomainEvent {
+        DomainEvent::new(
+            tenant_events::CREATED,
+            serde_json::json!({ "slug": self.slug.as_str(), "plan": self.plan.as_str(),
+                "partner_id": self.partner_id.as_ref().map(|p| p.as_str()) }),
+        )
+    }
+
+    /// `provisioning → active`: its container runs.
+    pub fn activate(
+        &mut self,
+        container: Container,
+        secret_arn: String,
+        now: OffsetDateTime,
+    ) -> Result<DomainEvent, TransitionError> {
+        self.transition(TenantStatus::Active, now)?;
+        // No ARNs: tenant admins read their log too, and ARNs name the platform's account.
+        let data = serde_json::json!({ "task_size": container.task_size });
+        self.container = Some(container);
+        self.secret_arn = Some(secret_arn);
+        self.failure_reason = None;
+        Ok(DomainEvent::new(tenant_events::PROVISIONED, data))
+    }
+
+    /// A working step (provisioning, deprovisioning) `→ failed`, keeping the reason.
+    pub fn fail(&mut self, reason: &str, now: OffsetDateTime) -> Result<DomainEvent, TransitionError> {
+        let from = self.status;
+        self.transition(TenantStatus::Failed, now)?;
+        self.failure_reason = Some(reason.to_owned());
+        Ok(DomainEvent::new(tenant_events::FAILED, serde_json::json!({ "from": from, "reason": reason })))
+    }
+
+    /// Suspends the tenant for `reason`: `active → suspended`, or one more reason on a
+    /// suspended tenant. `None` when nothing changes (already suspended for it): a repeat.
+    pub fn suspend(
+        &mut self,
+        reason: SuspensionReason,
+        now: OffsetDateTime,
+    ) -> Result<Option<DomainEvent>, LifecycleError> {
+        if self.status == TenantStatus::Suspended {
+            if self.suspended_for.contains(&reason) {
+                return Ok(None);
+            }
+            self.suspended_for.push(reason);
+            self.suspended_for.sort_unstable();
+            self.updated_at = now;
+            return Ok(Some(self.suspension_event(tenant_events::SUSPENSION_CHANGED, reason)));
+        }
+        self.transition(TenantStatus::Suspended, now)?;
+        self.suspended_for = vec![reason];
+        Ok(Some(self.suspension_event(tenant_events::SUSPENDED, reason)))
+    }
+
+    /// Lifts the reasons a resume naming `reason` lifts (`SuspensionReason::lifted_by`);
+    /// `suspended → active` once none is left. `None` for a resume of an active tenant (a
+    /// repeat); a resume that lifts nothing is `StillSuspended`.
+    pub fn resume(
+        &mut self,
+        reason: Option<SuspensionReason>,
+        now: OffsetDateTime,
+    ) -> Result<Option<DomainEvent>, LifecycleError> {
+        if self.status == TenantStatus::Active {
+            return Ok(None);
+        }
+        if self.status != TenantStatus::Suspended {
+            return Err(TransitionError { from: self.status, to: TenantStatus::Active }.into());
+        }
+        let remaining: Vec<SuspensionReason> =
+            self.suspended_for.iter().copied().filter(|held| !held.lifted_by(reason)).collect();
+        if remaining.len() == self.suspended_for.len() && !remaining.is_empty() {
+            return Err(LifecycleError::StillSuspended { remaining });
+        }
+        let lifted: Vec<SuspensionReason> =
+            self.suspended_for.iter().copied().filter(|held| held.lifted_by(reason)).collect();
+        self.suspended_for = remaining;
+        if !self.suspended_for.is_empty() {
+            self.updated_at = now;
+            let data = serde_json::json!({ "lifted": lifted, "reasons": self.suspended_for });
+            return Ok(Some(DomainEvent::new(tenant_events::SUSPENSION_CHANGED, data)));
+        }
+        self.transition(TenantStatus::Active, now)?;
+        Ok(Some(DomainEvent::new(tenant_events::RESUMED, serde_json::json!({ "lifted": lifted }))))
+    }
+
+    /// `active | suspended | failed → deprovisioning`. `None` when it already is (a repeat).
+    pub fn begin_deprovisioning(
+        &mut self,
+        now: OffsetDateTime,
+    ) -> Result<Option<DomainEvent>, LifecycleError> {
+        if self.status == TenantStatus::Deprovisioning {
+            return Ok(None);
+        }
+        let from = self.status;
+        self.transition(TenantStatus::Deprovisioning, now)?;
+        self.suspended_for.clear();
+        Ok(Some(DomainEvent::new(tenant_events::DEPROVISIONING, serde_json::json!({ "from": from }))))
+    }
+
+    /// `deprovisioning → deleted`: compute, definition, secret and token are gone; the record
+    /// stays (billing history).
+    pub fn finish_deprovisioning(&mut self, now: OffsetDateTime) -> Result<DomainEvent, TransitionError> {
+        self.transition(TenantStatus::Deleted, now)?;
+        self.container = None;
+        self.failure_reason = None;
+        Ok(DomainEvent::new(tenant_events::DELETED, serde_json::json!({ "slug": self.slug.as_str() })))
+    }
+
+    fn suspension_event(&self, event_type: &str, reason: SuspensionReason) -> DomainEvent {
+        DomainEvent::new(event_type, serde_json::json!({ "reason": reason, "reasons": self.suspended_for }))
     }
 }
 
@@ -351,6 +546,149 @@ mod tests {
                 prop_assert!(t.status != TenantStatus::Pending, "nothing leads back to pending");
                 if before.status == TenantStatus::Deleted {
                     prop_assert_eq!(t.status, TenantStatus::Deleted);
+                }
+            }
+        }
+    }
+
+    /// One lifecycle request of the use cases, for the walks below.
+    #[derive(Debug, Clone)]
+    enum Request {
+        Suspend(SuspensionReason),
+        Resume(Option<SuspensionReason>),
+        Delete,
+        FinishDelete,
+        Fail,
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        let reason = proptest::sample::select(SuspensionReason::ALL.to_vec());
+        prop_oneof![
+            3 => reason.clone().prop_map(Request::Suspend),
+            3 => proptest::option::of(reason).prop_map(Request::Resume),
+            1 => Just(Request::Delete),
+            1 => Just(Request::FinishDelete),
+            1 => Just(Request::Fail),
+        ]
+    }
+
+    fn active() -> Tenant {
+        let mut t = tenant();
+        t.transition(TenantStatus::Active, OffsetDateTime::UNIX_EPOCH).expect("active");
+        t
+    }
+
+    #[test]
+    fn suspend_and_resume_are_refused_from_every_status_that_cannot_get_there() {
+        for status in TenantStatus::ALL {
+            let mut t = Tenant { status, ..tenant() };
+            let before = t.clone();
+            let suspended = t.suspend(SuspensionReason::Admin, OffsetDateTime::UNIX_EPOCH);
+            if matches!(status, TenantStatus::Active | TenantStatus::Suspended) {
+                continue;
+            }
+            assert_eq!(
+                suspended,
+                Err(LifecycleError::Illegal(TransitionError { from: status, to: TenantStatus::Suspended }))
+            );
+            assert_eq!(t, before, "a refused suspend changes nothing");
+            let resumed = t.resume(None, OffsetDateTime::UNIX_EPOCH);
+            assert_eq!(resumed.map_err(|e| e.status()), Err(status));
+            assert_eq!(t, before, "a refused resume changes nothing");
+        }
+    }
+
+    #[test]
+    fn only_a_resume_for_non_payment_lifts_a_non_payment_suspension() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let mut t = active();
+        let event = t.suspend(SuspensionReason::NonPayment, now).expect("suspended").expect("an event");
+        assert_eq!(event.event_type, tenant_events::SUSPENDED);
+        assert_eq!(t.suspend(SuspensionReason::NonPayment, now), Ok(None), "a repeat changes nothing");
+        let before = t.clone();
+        for refused in [None, Some(SuspensionReason::Admin), Some(SuspensionReason::Abuse)] {
+            assert_eq!(
+                t.resume(refused, now),
+                Err(LifecycleError::StillSuspended { remaining: vec![SuspensionReason::NonPayment] })
+            );
+            assert_eq!(t, before);
+        }
+        // An admin hold on top: a plain resume lifts it, non-payment stays.
+        let added = t.suspend(SuspensionReason::Admin, now).expect("added").expect("event");
+        assert_eq!(added.event_type, tenant_events::SUSPENSION_CHANGED);
+        assert_eq!(t.suspended_for, [SuspensionReason::Admin, SuspensionReason::NonPayment]);
+        let lifted = t.resume(None, now).expect("admin lifted").expect("event");
+        assert_eq!(lifted.event_type, tenant_events::SUSPENSION_CHANGED);
+        assert_eq!(
+            (t.status, t.suspended_for.clone()),
+            (TenantStatus::Suspended, vec![SuspensionReason::NonPayment])
+        );
+        let resumed = t.resume(Some(SuspensionReason::NonPayment), now).expect("paid").expect("event");
+        assert_eq!(resumed.event_type, tenant_events::RESUMED);
+        assert_eq!((t.status, t.suspended_for.len()), (TenantStatus::Active, 0));
+        assert_eq!(t.resume(None, now), Ok(None), "resuming an active tenant is a repeat");
+    }
+
+    #[test]
+    fn delete_runs_from_active_suspended_and_failed_only_and_keeps_the_record() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        for status in TenantStatus::ALL {
+            let mut t = Tenant { status, ..active() };
+            let outcome = t.begin_deprovisioning(now);
+            match status {
+                TenantStatus::Active | TenantStatus::Suspended | TenantStatus::Failed => {
+                    assert_eq!(
+                        outcome.expect("allowed").map(|e| e.event_type),
+                        Some(tenant_events::DEPROVISIONING.into())
+                    );
+                    let deleted = t.finish_deprovisioning(now).expect("deleted");
+                    assert_eq!(deleted.event_type, tenant_events::DELETED);
+                    assert_eq!((t.status, t.container.is_none()), (TenantStatus::Deleted, true));
+                }
+                TenantStatus::Deprovisioning => assert_eq!(outcome, Ok(None), "a repeat"),
+                _ => assert_eq!(outcome.map_err(|e| e.status()), Err(status)),
+            }
+        }
+    }
+
+    proptest! {
+        /// Random requests against the use-case methods: every status move is one the table
+        /// allows, a refused or repeated request changes nothing, the suspension reasons are
+        /// there exactly while suspended (sorted, once each), and non-payment is lifted only
+        /// by a resume naming it.
+        #[test]
+        fn lifecycle_requests_keep_their_invariants(requests in proptest::collection::vec(request(), 0..60)) {
+            let mut t = active();
+            let mut now = OffsetDateTime::UNIX_EPOCH;
+            for request in requests {
+                now += time::Duration::seconds(1);
+                let before = t.clone();
+                let outcome: Result<Option<DomainEvent>, LifecycleError> = match request.clone() {
+                    Request::Suspend(reason) => t.suspend(reason, now),
+                    Request::Resume(reason) => t.resume(reason, now),
+                    Request::Delete => t.begin_deprovisioning(now),
+                    Request::FinishDelete => t.finish_deprovisioning(now).map(Some).map_err(Into::into),
+                    Request::Fail => t.fail("boom", now).map(Some).map_err(Into::into),
+                };
+                match &outcome {
+                    Err(error) => {
+                        prop_assert_eq!(&t, &before, "{:?} refused but changed the tenant", request);
+                        prop_assert_eq!(error.status(), before.status);
+                    }
+                    Ok(None) => prop_assert_eq!(&t, &before, "{:?} was a repeat but changed the tenant", request),
+                    Ok(Some(event)) => {
+                        prop_assert!(event.event_type.starts_with("tenant."));
+                        prop_assert!(t.status == before.status || allowed(before.status, t.status),
+                            "{} -> {} by {:?}", before.status, t.status, request);
+                        prop_assert_eq!(t.updated_at, now);
+                    }
+                }
+                prop_assert_eq!(t.status == TenantStatus::Suspended, !t.suspended_for.is_empty());
+                prop_assert!(t.suspended_for.windows(2).all(|w| w[0] < w[1]), "{:?}", t.suspended_for);
+                let held_non_payment = before.suspended_for.contains(&SuspensionReason::NonPayment);
+                let lifted_non_payment = held_non_payment && !t.suspended_for.contains(&SuspensionReason::NonPayment);
+                if lifted_non_payment && !matches!(request, Request::Delete) {
+                    prop_assert!(matches!(request, Request::Resume(Some(SuspensionReason::NonPayment))), "{:?}", request);
                 }
             }
         }

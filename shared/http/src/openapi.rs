@@ -58,6 +58,27 @@ pub fn document(catalog: &Catalog) -> OpenApi {
     openapi
 }
 
+/// Names the catalogue gives to two different schemas. The document keeps one schema per
+/// name, so a route would be documented with another's shape (two crates' `PriceVersionView`
+/// once did exactly that, and only schemathesis noticed).
+pub fn conflicting_schema_names(catalog: &Catalog) -> Vec<String> {
+    let mut seen: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
+    let mut conflicts = std::collections::BTreeSet::new();
+    for (name, schema) in &catalog.schemas {
+        let shape = serde_json::to_string(schema).unwrap_or_default();
+        match seen.get(name.as_str()) {
+            Some(first) if *first != shape => {
+                conflicts.insert(name.clone());
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(name, shape);
+            }
+        }
+    }
+    conflicts.into_iter().collect()
+}
+
 fn http_method(method: &axum::http::Method) -> Option<HttpMethod> {
     use axum::http::Method;
     Some(match *method {

@@ -9,5 +9,5 @@ pub mod sqs;
 pub mod worker;
 
 pub use job::{Delivery, Envelope, Job, JobError, JobHandler, Outcome, process_message};
-pub use jobs::ProvisioningJob;
+pub use jobs::{BillingJob, ProvisioningJob};
 pub use sqs::{QueueError, QueueSettings, ReceivedMessage, SqsQueue, ensure_queue_with_dlq};

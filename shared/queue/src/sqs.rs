@@ -92,6 +92,55 @@ impl SqsQueue {
         Ok(output.message_id().unwrap_or_default().to_owned())
     }
 
+    /// Sends `jobs` in batches of ten (`SendMessageBatch`); an entry SQS refuses is sent again
+    /// once, and a second refusal fails the call (the caller retries: every job tolerates a
+    /// duplicate). Answers how many were sent.
+    pub async fn enqueue_all<J: Job>(&self, jobs: Vec<J>) -> Result<usize, QueueError> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        let mut sent = 0;
+        let envelopes: Vec<String> = jobs
+            .into_iter()
+            .map(|job| serde_json::to_string(&Envelope::new(job)))
+            .collect::<Result<_, _>>()?;
+        for chunk in envelopes.chunks(10) {
+            let mut pending: Vec<(String, &String)> =
+                chunk.iter().enumerate().map(|(i, body)| (i.to_string(), body)).collect();
+            for attempt in 0..2 {
+                let entries = pending
+                    .iter()
+                    .map(|(id, body)| {
+                        SendMessageBatchRequestEntry::builder()
+                            .id(id)
+                            .message_body(body.as_str())
+                            .build()
+                            .map_err(|e| QueueError::sqs("SendMessageBatch", e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let output = self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| QueueError::sqs("SendMessageBatch", e))?;
+                sent += output.successful().len();
+                let failed: Vec<&str> = output.failed().iter().map(|f| f.id()).collect();
+                if failed.is_empty() {
+                    break;
+                }
+                if attempt == 1 {
+                    return Err(QueueError::Sqs {
+                        operation: "SendMessageBatch",
+                        message: format!("{} entries refused twice", failed.len()),
+                    });
+                }
+                pending.retain(|(id, _)| failed.contains(&id.as_str()));
+            }
+        }
+        Ok(sent)
+    }
+
     /// Long-polls for up to `max` messages (1..=10).
     pub async fn receive(&self, max: i32, wait_seconds: i32) -> Result<Vec<ReceivedMessage>, QueueError> {
         let output = self

@@ -7,7 +7,7 @@ pub mod key_set;
 pub mod tenant;
 
 pub use key_set::{KeySetSecret, RotationOutcome, RotationPolicy, spawn_reload};
-pub use tenant::{EnsuredToken, MachineCredentials, TenantSecrets};
+pub use tenant::{EnsuredToken, MachineCredentials, SecretState, TenantSecrets};
 
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
 

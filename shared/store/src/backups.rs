@@ -8,24 +8,24 @@
 //! so every attempt of a backup writes the very same objects.
 
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
-use dotmac_domain::{BackupId, TenantId};
+use dotmac_domain::{BackupId, DomainEvent, EventEnvelope, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
+use crate::billing::INVOICE_SK_PREFIX;
 use crate::dynamo::{Expr, Item, Query, decode, decode_cursor};
+use crate::events::EVENT_SK_PREFIX;
 use crate::item_json::RawItem;
-use crate::keys::{ItemKey, PK, SK, Stored, s, tenant_pk};
+use crate::keys::{ItemKey, PK, SK, Stored, TENANT_PROFILE_SK, USAGE_SK_PREFIX, s, tenant_pk};
+use crate::secret_writes::SECRET_WRITES_SK;
+use crate::subscriptions::SUBSCRIPTION_SK_PREFIX;
 use crate::tenants::Page;
+use crate::tenants::TenantRecord;
 use crate::{Store, StoreError};
 
 pub const BACKUP_SK_PREFIX: &str = "BACKUP#";
 pub const RESTORE_SK_PREFIX: &str = "RESTORE#";
-/// The sort key prefix of the tenant's domain-event log (the lifecycle work's outbox):
-/// history, so a restore never rewrites or removes it.
-pub const EVENT_SK_PREFIX: &str = "EVENT#";
-/// The tenant's profile (`PROFILE`): see `survives_restore`.
-pub use crate::keys::TENANT_PROFILE_SK;
 
 /// Whether an item of the tenant's partition (by its sort key) is left exactly as it is by a
 /// restore — neither written back from the backup nor removed when the backup lacks it:
@@ -35,12 +35,24 @@ pub use crate::keys::TENANT_PROFILE_SK;
 ///   which would let a stale writer's save through;
 /// - the backup and restore records: the catalogue a restore is chosen from, and the restore
 ///   in progress itself;
-/// - the event log: what happened, including the restore.
+/// - the event log: what happened, including the restore;
+/// - the platform's ledger of the tenant: its usage reports, its plan and bundle spans, its
+///   invoices and the license writers' claim. They record what the platform billed and
+///   sold, not the tenant's own data: an old invoice written back would undo a finalization
+///   (and its number), and a removed report would be billed zero times.
 pub fn survives_restore(sk: &str) -> bool {
     sk == TENANT_PROFILE_SK
-        || sk.starts_with(BACKUP_SK_PREFIX)
-        || sk.starts_with(RESTORE_SK_PREFIX)
-        || sk.starts_with(EVENT_SK_PREFIX)
+        || sk == SECRET_WRITES_SK
+        || [
+            BACKUP_SK_PREFIX,
+            RESTORE_SK_PREFIX,
+            EVENT_SK_PREFIX,
+            USAGE_SK_PREFIX,
+            SUBSCRIPTION_SK_PREFIX,
+            INVOICE_SK_PREFIX,
+        ]
+        .iter()
+        .any(|prefix| sk.starts_with(prefix))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -190,6 +202,21 @@ fn version_is(expected: u64) -> Expr {
         .value(":expected", AttributeValue::N(expected.to_string()))
 }
 
+/// The record's next version, and the item that stores it.
+fn backup_item_after(record: &BackupRecord) -> Result<(Item, BackupRecord), StoreError> {
+    let mut next = record.clone();
+    next.version = record.version + 1;
+    let item = Stored::new(ItemKey::backup(next.tenant_id, &next.backup_id), "backup", &next).to_item()?;
+    Ok((item, next))
+}
+
+fn restore_item_after(record: &RestoreRecord) -> Result<(Item, RestoreRecord), StoreError> {
+    let mut next = record.clone();
+    next.version = record.version + 1;
+    let item = Stored::new(ItemKey::restore(next.tenant_id, &next.restore_id), "restore", &next).to_item()?;
+    Ok((item, next))
+}
+
 /// What a write of many raw items at once can take (BatchWriteItem's limit).
 const BATCH: usize = 25;
 
@@ -216,10 +243,7 @@ impl Store {
     /// Replaces the record if nobody changed it since it was read, then bumps its version.
     pub async fn save_backup(&self, record: &mut BackupRecord) -> Result<(), StoreError> {
         let expected = record.version;
-        let mut next = record.clone();
-        next.version = expected + 1;
-        let item =
-            Stored::new(ItemKey::backup(next.tenant_id, &next.backup_id), "backup", &next).to_item()?;
+        let (item, next) = backup_item_after(record)?;
         self.put(item, Some(version_is(expected)))
             .await?
             .map_err(|_| StoreError::VersionConflict { expected })?;
@@ -227,15 +251,33 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a backup's record, if it is still the version read (its objects are gone).
-    pub async fn delete_backup(&self, record: &BackupRecord) -> Result<(), StoreError> {
+    /// `save_backup` with `event` in the tenant's log, in one transaction with the tenant's
+    /// version-checked record (`transition_tenant`): a backup's outcome is never recorded
+    /// without its event, nor the event without it. On `VersionConflict` read both again.
+    pub async fn save_backup_with_event(
+        &self,
+        record: &mut BackupRecord,
+        tenant: &mut TenantRecord,
+        event: DomainEvent,
+    ) -> Result<EventEnvelope, StoreError> {
+        let (item, next) = backup_item_after(record)?;
+        let step = self.put_step(item, Some(version_is(record.version)))?;
+        let envelope = self.transition_tenant_with(tenant, event, vec![step]).await?;
+        *record = next;
+        Ok(envelope)
+    }
+
+    /// Removes a backup's record (its objects are gone) with `event` in the tenant's log, in
+    /// one transaction with the tenant's version-checked record.
+    pub async fn delete_backup_with_event(
+        &self,
+        record: &BackupRecord,
+        tenant: &mut TenantRecord,
+        event: DomainEvent,
+    ) -> Result<EventEnvelope, StoreError> {
         let key = ItemKey::backup(record.tenant_id, &record.backup_id);
-        match self.delete(key, Some(version_is(record.version))).await? {
-            Ok(()) => Ok(()),
-            // Gone already (a repeated prune) is what was wanted.
-            Err(_) if self.get_backup(record.tenant_id, &record.backup_id).await?.is_none() => Ok(()),
-            Err(_) => Err(StoreError::VersionConflict { expected: record.version }),
-        }
+        let step = self.delete_step(key, version_is(record.version))?;
+        self.transition_tenant_with(tenant, event, vec![step]).await
     }
 
     /// A tenant's backups, in id order, `limit` at a time.
@@ -277,15 +319,27 @@ impl Store {
 
     pub async fn save_restore(&self, record: &mut RestoreRecord) -> Result<(), StoreError> {
         let expected = record.version;
-        let mut next = record.clone();
-        next.version = expected + 1;
-        let item =
-            Stored::new(ItemKey::restore(next.tenant_id, &next.restore_id), "restore", &next).to_item()?;
+        let (item, next) = restore_item_after(record)?;
         self.put(item, Some(version_is(expected)))
             .await?
             .map_err(|_| StoreError::VersionConflict { expected })?;
         *record = next;
         Ok(())
+    }
+
+    /// `save_restore` with `event` in the tenant's log, in one transaction (as
+    /// `save_backup_with_event`).
+    pub async fn save_restore_with_event(
+        &self,
+        record: &mut RestoreRecord,
+        tenant: &mut TenantRecord,
+        event: DomainEvent,
+    ) -> Result<EventEnvelope, StoreError> {
+        let (item, next) = restore_item_after(record)?;
+        let step = self.put_step(item, Some(version_is(record.version)))?;
+        let envelope = self.transition_tenant_with(tenant, event, vec![step]).await?;
+        *record = next;
+        Ok(envelope)
     }
 
     /// Every item of the tenant's partition as DynamoDB holds it (every attribute, every
@@ -429,10 +483,11 @@ mod tests {
 
     #[test]
     fn what_a_restore_leaves_alone() {
-        for kept in ["PROFILE", "BACKUP#x", "RESTORE#y", "EVENT#0001"] {
+        let ledger = ["USAGE#r", "SUBSCRIPTION#PLAN#000000000000001", "INVOICE#2026-11", "SECRET_WRITES"];
+        for kept in ["PROFILE", "BACKUP#x", "RESTORE#y", "EVENT#0001"].into_iter().chain(ledger) {
             assert!(survives_restore(kept), "{kept}");
         }
-        for restored in ["USER#1", "ROLE#a", "USAGE#r", "HEARTBEAT", "INVITATION#i"] {
+        for restored in ["USER#1", "ROLE#a", "HEARTBEAT", "INVITATION#i"] {
             assert!(!survives_restore(restored), "{restored}");
         }
     }

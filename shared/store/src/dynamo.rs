@@ -232,16 +232,30 @@ pub(crate) struct Query {
     limit: Option<i32>,
     start: Option<Item>,
     descending: bool,
+    consistent: bool,
 }
 
 impl Query {
     pub(crate) fn table(key: Expr) -> Self {
-        Self { index: None, key, filter: None, limit: None, start: None, descending: false }
+        Self {
+            index: None,
+            key,
+            filter: None,
+            limit: None,
+            start: None,
+            descending: false,
+            consistent: false,
+        }
     }
 
     /// Sort keys from the highest down.
     pub(crate) fn descending(self) -> Self {
         Self { descending: true, ..self }
+    }
+
+    /// Sees every write acknowledged before it (table queries only: an index cannot).
+    pub(crate) fn consistent(self) -> Self {
+        Self { consistent: true, ..self }
     }
 
     pub(crate) fn index(index: &'static str, key: Expr) -> Self {
@@ -395,6 +409,7 @@ impl Store {
             .set_limit(query.limit)
             .set_exclusive_start_key(query.start)
             .set_scan_index_forward(query.descending.then_some(false))
+            .set_consistent_read(query.consistent.then_some(true))
             .send()
             .await
             .map_err(|e| StoreError::dynamo("Query", e))?;
@@ -437,6 +452,25 @@ impl Store {
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression(ITEM_IS_NEW)
+            .build()
+            .map(|put| TransactWriteItem::builder().put(put).build())
+            .map_err(StoreError::request)
+    }
+
+    /// A transaction step writing `item` (replacing any item with its key) if `condition`
+    /// (when given) holds.
+    pub(crate) fn put_step(
+        &self,
+        item: Item,
+        condition: Option<Expr>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let (names, values) = placeholders(condition.iter());
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(|c| c.text))
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
             .build()
             .map(|put| TransactWriteItem::builder().put(put).build())
             .map_err(StoreError::request)

@@ -83,6 +83,23 @@ impl Fenced<'_> {
         }
     }
 
+    /// A page of a tenant's event log (see `Store::tenant_events`).
+    /// `tenant` is the tenant as read: a partner's fence is checked on what it records.
+    pub async fn tenant_events(
+        &self,
+        tenant: &Tenant,
+        order: crate::EventOrder,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Page<dotmac_domain::EventEnvelope>, StoreError> {
+        if !matches!(self.fence, Fence::Partner(_)) {
+            self.admit(&tenant_pk(tenant.id))?;
+        } else if !self.partner_brought(tenant) {
+            return Err(StoreError::OutOfFence { key: tenant_pk(tenant.id) });
+        }
+        self.store.tenant_events(tenant.id, order, limit, cursor).await
+    }
+
     pub async fn create_tenant(&self, tenant: &Tenant, request: Option<&str>) -> Result<(), StoreError> {
         if !(self.fence == Fence::Global || self.partner_brought(tenant)) {
             return Err(StoreError::OutOfFence { key: tenant_pk(tenant.id) });

@@ -25,9 +25,14 @@ pub fn tenant_pk(id: TenantId) -> String {
     format!("TENANT#{id}")
 }
 pub const TENANT_PROFILE_SK: &str = "PROFILE";
+/// A usage report in its tenant's partition (`USAGE#<report id>`).
+pub(crate) const USAGE_SK_PREFIX: &str = "USAGE#";
 /// All tenants sit in one GSI partition, sorted by their time-ordered id: a control plane's
 /// tenant count stays far below one partition's limits.
 pub const TENANTS_GSI1PK: &str = "TENANTS";
+/// The GSI1 partition of events not yet published (see `events`): sparse, an event leaves it
+/// once published.
+pub const OUTBOX_GSI1PK: &str = "OUTBOX";
 
 pub fn slug_pk(slug: &str) -> String {
     format!("SLUG#{slug}")
@@ -123,6 +128,12 @@ impl ItemKey {
         Self::new(tenant_pk(tenant), sk)
     }
 
+    /// For the kinds whose keys are spelled out in their own module (`catalog`, `subscriptions`,
+    /// `billing`).
+    pub(crate) fn from_parts(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Self::new(pk, sk)
+    }
+
     /// A tenant's profile.
     pub(crate) fn tenant(id: TenantId) -> Self {
         Self::new(tenant_pk(id), TENANT_PROFILE_SK)
@@ -160,7 +171,12 @@ impl ItemKey {
 
     /// A usage report of a tenant, by its report id.
     pub(crate) fn usage(tenant: TenantId, report_id: &str) -> Self {
-        Self::new(tenant_pk(tenant), format!("USAGE#{report_id}"))
+        Self::new(tenant_pk(tenant), format!("{USAGE_SK_PREFIX}{report_id}"))
+    }
+
+    /// An event in a tenant's log, by its sequence (zero-padded: key order is number order).
+    pub(crate) fn tenant_event(tenant: TenantId, sequence: u64) -> Self {
+        Self::new(tenant_pk(tenant), format!("EVENT#{sequence:010}"))
     }
 
     pub(crate) fn heartbeat(tenant: TenantId) -> Self {

@@ -7,8 +7,11 @@
 
 pub mod admission;
 pub mod backups;
+pub mod billing;
+pub mod catalog;
 mod dynamo;
 mod error;
+pub mod events;
 pub mod fence;
 pub mod heartbeats;
 pub mod idempotency;
@@ -18,7 +21,9 @@ pub mod keys;
 pub mod plans;
 pub mod roles;
 pub mod schema;
+mod secret_writes;
 pub mod sessions;
+pub mod subscriptions;
 pub mod tenants;
 pub mod throttle;
 pub mod usage;
@@ -28,7 +33,13 @@ pub use admission::{Admission, Also, Presented, SessionOf};
 pub use backups::{
     BackupKeys, BackupRecord, BackupStatus, BackupTrigger, RestoreRecord, RestoreStatus, survives_restore,
 };
+pub use billing::{
+    BillingRun, Expected, Finalized, InvoiceContext, InvoiceFilter, InvoiceRecord, InvoiceStatus, Opened,
+    OutboxEvent, RunOutcome, RunTenant, Written, invoice_id, parse_invoice_id,
+};
+pub use catalog::{PriceVersion, PriceWrite};
 pub use error::StoreError;
+pub use events::EventOrder;
 pub use fence::Fenced;
 pub use heartbeats::{HealthStatus, Heartbeat};
 pub use idempotency::{Begin, IdempotencyKey, SavedResponse};
@@ -36,6 +47,7 @@ pub use invitations::{Acceptance, Delivery, InvitationRecord};
 pub use item_json::{ItemJsonError, RawItem, item_from_json, item_to_json};
 pub use roles::{RoleRecord, RoleWrite};
 pub use sessions::{NewSession, Rotation, Session, SessionRefusal, unix_ms};
+pub use subscriptions::{BundleSpan, PlanSpan, Subscriptions};
 pub use tenants::{Lease, Page, ScaleOperation, TenantRecord};
 pub use throttle::WindowCount;
 pub use usage::{Recorded, UsageReport, UsageWindow};

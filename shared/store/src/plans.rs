@@ -8,7 +8,9 @@ type PlanItem = Stored<Plan>;
 impl Store {
     /// Writes (or overwrites) a plan; the bootstrap seeds the catalogue with it.
     pub async fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
-        let item = Stored::new(ItemKey::plan(plan.id.as_str()), "plan", plan).to_item()?;
+        let item = Stored::new(ItemKey::plan(plan.id.as_str()), "plan", plan)
+            .indexed("PLANS", plan.id.as_str())
+            .to_item()?;
         Ok(self.put(item, None).await??)
     }
 

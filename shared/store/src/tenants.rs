@@ -72,7 +72,7 @@ pub(crate) struct TenantAttributes {
 pub(crate) type TenantItem = Stored<TenantAttributes>;
 
 /// A tenant's item: found by its key, and listed (in id order) through GSI1.
-fn tenant_item(record: &TenantRecord) -> Result<Item, StoreError> {
+pub(crate) fn tenant_item(record: &TenantRecord) -> Result<Item, StoreError> {
     let id = record.tenant.id;
     let attributes = TenantAttributes {
         tenant_id: id.to_string(),
@@ -100,8 +100,8 @@ fn tenants_after(cursor: &str) -> Result<Item, StoreError> {
 }
 
 impl Store {
-    /// Writes a new tenant and claims its slug in one transaction: either both exist after,
-    /// or neither.
+    /// Writes a new tenant, claims its slug and logs `tenant.created` (sequence 1) in one
+    /// transaction: all exist after, or none.
     pub async fn create_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
         self.create_tenant_for(tenant, None).await
     }
@@ -118,7 +118,30 @@ impl Store {
         if let Some(request) = request {
             slug_claim.insert(CREATED_BY_REQUEST.to_owned(), s(request));
         }
-        match self.transact(vec![self.put_new(item)?, self.put_new(slug_claim)?]).await? {
+        // The tenant's first plan span, from its creation, in the same write: every tenant has
+        // a plan span from the moment it exists (`subscriptions`).
+        let first_plan = crate::subscriptions::PlanSpan {
+            plan_id: tenant.plan.clone(),
+            from: tenant.created_at,
+            to: None,
+        };
+        let span = crate::subscriptions::plan_span_item(tenant.id, &first_plan)?;
+        let created = dotmac_domain::EventEnvelope::seal(
+            tenant.created_event(),
+            tenant.id,
+            tenant.version,
+            tenant.created_at,
+        );
+        let event = crate::events::event_item(&created)?;
+        match self
+            .transact(vec![
+                self.put_new(item)?,
+                self.put_new(slug_claim)?,
+                self.put_new(span)?,
+                self.put_new(event)?,
+            ])
+            .await?
+        {
             Ok(()) => Ok(()),
             Err(cancelled) if cancelled.refused(1) => Err(StoreError::SlugTaken(slug.to_owned())),
             Err(cancelled) if cancelled.refused(0) => Err(StoreError::AlreadyExists),
@@ -200,14 +223,24 @@ impl Store {
 }
 
 impl Store {
-    /// Removes a tenant that was just created and never provisioned, with its slug claim;
-    /// conditional, so it can never remove a tenant that moved on.
+    /// Removes a tenant that was just created and never provisioned, with its slug claim and
+    /// its `tenant.created` event; conditional, so it can never remove a tenant that moved on.
+    /// (A publisher run in the few milliseconds between may have published that event: a
+    /// consumer then knows of a tenant that reads as not found.)
     pub async fn delete_new_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
         let unchanged = Expr::new("version = :version").value(":version", version(tenant.version));
         let ours = Expr::new("tenant_id = :tenant").value(":tenant", s(tenant.id.to_string()));
         let steps = vec![
             self.delete_step(ItemKey::tenant(tenant.id), unchanged)?,
             self.delete_step(ItemKey::slug(tenant.slug.as_str()), ours)?,
+            self.delete_step(
+                ItemKey::plan_span(tenant.id, tenant.created_at),
+                Expr::new("attribute_exists(PK)"),
+            )?,
+            self.delete_step(
+                ItemKey::tenant_event(tenant.id, tenant.version),
+                Expr::new(crate::dynamo::ITEM_EXISTS),
+            )?,
         ];
         Ok(self.transact(steps).await??)
     }

@@ -536,14 +536,28 @@ impl JwtKeys {
         self.sign(&caller, None, TokenKind::Access, ttl_seconds, now)
     }
 
-    /// Checks signature, algorithm, `kid`, `typ`, issuer, audience and validity window.
-    pub fn verify(&self, token: &str, expected: TokenKind) -> Result<Claims, TokenError> {
+    /// Signs `claims` with the current key, `typ` in the header (licenses use it).
+    pub(crate) fn sign_typed<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, TokenError> {
+        let material = self.material.load();
+        let (kid, encoding) = material.signer.as_ref().ok_or(TokenError::NoSigningKey)?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, claims, encoding).map_err(|e| TokenError::Signing(e.to_string()))
+    }
+
+    /// Checks a token of header type `typ` for `audience` as `verify` checks ours.
+    pub(crate) fn verify_typed<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: &str,
+        audience: &str,
+    ) -> Result<T, TokenError> {
         let reject = TokenError::Rejected;
         let header = jsonwebtoken::decode_header(token).map_err(|_| reject(Refusal::Malformed))?;
         if header.alg != Algorithm::EdDSA {
             return Err(reject(Refusal::AlgorithmNotAllowed));
         }
-        // The kid only ever selects among our own keys.
         let material = self.material.load();
         let key = material
             .verifying
@@ -553,21 +567,27 @@ impl JwtKeys {
         if key.retire_at.is_some_and(|at| at <= OffsetDateTime::now_utc().unix_timestamp()) {
             return Err(reject(Refusal::RetiredKey));
         }
-        if header.typ.as_deref() != Some(expected.header_typ()) {
+        if header.typ.as_deref() != Some(typ) {
             return Err(reject(Refusal::WrongType));
         }
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
+        validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = CLOCK_LEEWAY_SECONDS;
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
-            .map_err(|e| reject(e.into()))?;
-        if data.claims.typ != expected {
-            return Err(reject(Refusal::WrongType));
-        }
+        let data =
+            jsonwebtoken::decode::<T>(token, &key.decoding, &validation).map_err(|e| reject(e.into()))?;
         Ok(data.claims)
+    }
+
+    /// Checks signature, algorithm, `kid`, `typ`, issuer, audience and validity window.
+    pub fn verify(&self, token: &str, expected: TokenKind) -> Result<Claims, TokenError> {
+        let claims: Claims = self.verify_typed(token, expected.header_typ(), &self.audience)?;
+        if claims.typ != expected {
+            return Err(TokenError::Rejected(Refusal::WrongType));
+        }
+        Ok(claims)
     }
 }
 

@@ -5,8 +5,10 @@
 
 mod invitation;
 mod jwt;
+mod license;
 mod passwords;
 
 pub use invitation::{INVITATION_TOKEN_LENGTH, InvitationToken, RandomnessError};
 pub use jwt::*;
+pub use license::{Entitlements, LICENSE_TYP, LicenseClaims, license_audience};
 pub use passwords::{PasswordError, hash_password, verify_password};

@@ -953,8 +953,27 @@ async fn poll_once(queue: &SqsQueue, platform: &Platform) -> (usize, Vec<String>
     (messages.len(), failures)
 }
 
-#[tokio::test]
-async fn every_function_does_its_work_with_only_the_template_statements() {
+#[test]
+fn every_function_does_its_work_with_only_the_template_statements() {
+    // The walk through every function is one async block whose debug-build poll frame
+    // outgrows a test thread's default 2 MiB stack: it runs on a thread of its own.
+    let walk = std::thread::Builder::new()
+        .name("iam-walk".into())
+        .stack_size(64 << 20)
+        .spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(walk_every_function())
+        })
+        .expect("the walk's thread");
+    if let Err(panic) = walk.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn walk_every_function() {
     let moto = Moto::start().await;
     let prefix = format!("iam{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
 

@@ -245,6 +245,8 @@ pub struct Onboardings {
     pub wall_seconds: f64,
     pub time_to_active: Option<Summary>,
     pub post_ms: Option<Summary>,
+    /// The tenants accepted, to check what ECS runs for them afterwards.
+    pub ids: Vec<String>,
 }
 
 /// `count` onboardings sent at once; waits (at most `limit`) for every tenant to settle.
@@ -316,6 +318,7 @@ pub async fn concurrent_onboardings(
         wall_seconds: (last_active - started).as_seconds_f64(),
         time_to_active: summarize(&to_active),
         post_ms: summarize(&post_ms),
+        ids: sent.into_keys().collect(),
     })
 }
 
@@ -449,6 +452,89 @@ pub async fn active_tenant(server: &Server) -> anyhow::Result<(String, String)> 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     bail!("tenant {id} never became active")
+}
+
+/// Seconds from `POST /suspend` to the record showing its task stopped, and from `POST
+/// /resume` to the record showing a new task running, over `rounds` suspend/resume pairs of
+/// one active tenant (each state waited for before the next request).
+pub async fn suspend_resume(
+    server: &Server,
+    token: &str,
+    id: &str,
+    rounds: usize,
+) -> anyhow::Result<(Summary, Summary)> {
+    let (mut suspend, mut resume) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let before = server.tenant(token, id).await?;
+        let sent = Instant::now();
+        server.lifecycle(token, id, "suspend", json!({ "reason": "admin" })).await?;
+        server
+            .wait_until(token, id, |t| {
+                t["status"] == "suspended" && t["container"]["last_status"] == "STOPPED"
+            })
+            .await?;
+        suspend.push(sent.elapsed().as_secs_f64());
+        let sent = Instant::now();
+        server.lifecycle(token, id, "resume", json!({})).await?;
+        let old_task = before["container"]["task_arn"].clone();
+        server
+            .wait_until(token, id, |t| {
+                t["status"] == "active"
+                    && t["container"]["last_status"] == "RUNNING"
+                    && t["container"]["task_arn"] != old_task
+            })
+            .await?;
+        resume.push(sent.elapsed().as_secs_f64());
+    }
+    Ok((
+        summarize(&suspend).context("no suspend measured")?,
+        summarize(&resume).context("no resume measured")?,
+    ))
+}
+
+/// Tasks ECS runs beyond one per tenant, plus tenants running none, over `ids`: the
+/// provisioning's promise is exactly one each.
+pub async fn task_count_errors(stack: &Stack, ids: &[String]) -> anyhow::Result<usize> {
+    let provisioner = stack.platform.provisioner();
+    let mut wrong = 0;
+    for id in ids {
+        let tenant = dotmac_domain::TenantId::parse(id).context("tenant id")?;
+        let running = provisioner.fleet().running_tenant_tasks(tenant).await?;
+        wrong += running.len().abs_diff(1);
+    }
+    Ok(wrong)
+}
+
+impl Server {
+    async fn lifecycle(&self, token: &str, id: &str, action: &str, body: Value) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/tenants/{id}/{action}")))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        if status.as_u16() != 202 {
+            bail!("POST {action} answered {status}: {}", response.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// Polls the tenant every 50 ms until `done` holds (at most 90 s).
+    async fn wait_until(&self, token: &str, id: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let tenant = self.tenant(token, id).await?;
+            if done(&tenant) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("tenant {id} did not get there in 90 s: {tenant}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 const COLD_START_RUNS: usize = 20;
 /// The rows of the 200-onboardings figure, reported together or not at all.
-const ONBOARD200_ROWS: [&str; 7] = [
+const ONBOARD200_ROWS: [&str; 8] = [
     "e2e.onboard200_wall_s",
     "e2e.onboard200_p50_s",
     "e2e.onboard200_p99_s",
@@ -36,7 +36,9 @@ const ONBOARD200_ROWS: [&str; 7] = [
     "e2e.onboard200_post_p50_s",
     "e2e.onboard200_post_p99_s",
     "e2e.onboard200_retries",
+    "e2e.onboard200_task_count_errors",
 ];
+const SUSPEND_RESUME_ROUNDS: usize = 5;
 const SEQUENTIAL_ONBOARDINGS: usize = 5;
 const CONCURRENT_ONBOARDINGS: usize = 200;
 const ONBOARDING_LIMIT: Duration = Duration::from_secs(300);
@@ -660,6 +662,27 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
             "0 wanted; moto TransactWriteItems answers 500 under concurrency".into(),
         ),
         (
+            "e2e.onboard200_task_count_errors",
+            format!("{CONCURRENT_ONBOARDINGS} concurrent: tasks beyond one per tenant, or missing (ECS ListTasks)"),
+            "tasks",
+            Better::Lower,
+            "0: one task per tenant, no duplicate, none missing".into(),
+        ),
+        (
+            "e2e.suspend_p50_s",
+            format!("suspend: POST → task stopped on the record, median of {SUSPEND_RESUME_ROUNDS}"),
+            "s",
+            Better::Lower,
+            "moto ECS stops at once; Fargate's stop takes its own ~30 s".into(),
+        ),
+        (
+            "e2e.resume_p50_s",
+            format!("resume: POST → new task running on the record, median of {SUSPEND_RESUME_ROUNDS}"),
+            "s",
+            Better::Lower,
+            provisioning_anchor.into(),
+        ),
+        (
             "e2e.health_rps",
             "GET /health: rate (20,000 requests, 32 connections)".into(),
             "req/s",
@@ -754,6 +777,23 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
         }
     }
 
+    progress(format!("suspend → task stopped and resume → task running: {SUSPEND_RESUME_ROUNDS} rounds"));
+    let lifecycle = match e2e::active_tenant(&server).await {
+        Ok((token, id)) => e2e::suspend_resume(&server, &token, &id, SUSPEND_RESUME_ROUNDS).await,
+        Err(error) => Err(error),
+    };
+    match lifecycle {
+        Ok((suspend, resume)) => {
+            measured.insert("e2e.suspend_p50_s", Ok(suspend.p50));
+            measured.insert("e2e.resume_p50_s", Ok(resume.p50));
+        }
+        Err(error) => {
+            let e = format!("failed: {error:#}");
+            measured.insert("e2e.suspend_p50_s", Err(e.clone()));
+            measured.insert("e2e.resume_p50_s", Err(e));
+        }
+    }
+
     progress("local server GET /health: 1,000 warm-up + 20,000 requests");
     let limit = Duration::from_secs(60);
     let health = match e2e::load(&server, "/health", None, 1_000, 32, limit).await {
@@ -793,6 +833,13 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
             measured.insert("e2e.onboard200_p99_s", tta.map(|s| s.p99).ok_or_else(|| "no data".to_owned()));
             measured.insert("e2e.onboard200_rate", Ok(o.active as f64 / o.wall_seconds.max(f64::EPSILON)));
             measured.insert("e2e.onboard200_retries", Ok(f64::from(o.retries)));
+            measured.insert(
+                "e2e.onboard200_task_count_errors",
+                e2e::task_count_errors(stack, &o.ids)
+                    .await
+                    .map(|n| n as f64)
+                    .map_err(|e| format!("failed: {e:#}")),
+            );
             let post = o.post_ms;
             measured.insert(
                 "e2e.onboard200_post_p50_s",

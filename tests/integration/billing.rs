@@ -564,3 +564,51 @@ async fn the_sample_schedule_and_billing_job_events_run_as_lambda_runs_them() {
     let outcome = handle(platform, &messages[0], true).await;
     assert!(matches!(outcome, Outcome::Discarded(_)), "{outcome:?}");
 }
+
+/// `billing.cycle_started` read back from EventBridge: a rule on the stack's bus sends the
+/// platform's events to an SQS queue (the tenant-events test's helpers), a run is opened
+/// through the API, and the dev server's publisher loop takes the event out of the outbox.
+#[tokio::test]
+async fn opening_a_run_publishes_billing_cycle_started_to_eventbridge_in_the_versioned_envelope() {
+    let app = TestApp::spawn().await;
+    let (sqs, url) = crate::lifecycle::events_queue(&app.stack).await;
+    let admin = app.admin_token().await;
+    let (status, run) = app.send(Method::POST, "/v1/billing/runs", Some(&admin), Some(&json!({}))).await;
+    assert_eq!(status, 202, "{run}");
+    let run_id = run["id"].as_str().expect("the run's id").to_owned();
+    let period = last_period();
+    assert_eq!(run["period"], json!(period.to_string()), "the default: the period just ended");
+
+    let ours = |all: &[Value]| {
+        all.iter()
+            .filter(|e| e["type"] == "billing.cycle_started" && e["data"]["id"] == json!(run_id))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let all = crate::lifecycle::received(&sqs, &url, |all| !ours(all).is_empty()).await;
+    let events = ours(&all);
+    assert_eq!(events.len(), 1, "published once: {all:?}");
+    let event = &events[0];
+    assert_eq!(event["version"], json!(1), "{event}");
+    assert!(event["id"].as_str().is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()), "{event}");
+    let occurred_at = event["occurred_at"].as_str().expect("occurred_at");
+    OffsetDateTime::parse(occurred_at, &time::format_description::well_known::Rfc3339).expect("RFC 3339");
+    assert!(event.get("tenant_id").is_none(), "a platform event names no tenant: {event}");
+    // The seed's event: id, start, end and customer_count (not known when a run opens: null;
+    // the run's counters have the figures).
+    assert_eq!(
+        event["data"],
+        json!({
+            "id": run_id,
+            "period": period.to_string(),
+            "start": rfc3339(period.start()),
+            "end": rfc3339(period.end()),
+            "customer_count": null,
+        }),
+        "{event}"
+    );
+    // Marked published: it does not wait in the outbox any more.
+    let pending = app.stack.platform.store.unpublished_platform_events(200).await.expect("outbox");
+    assert!(pending.iter().all(|e| e.event_id != event["id"].as_str().unwrap_or_default()), "{pending:?}");
+    app.shutdown().await;
+}

@@ -612,3 +612,63 @@ async fn opening_a_run_publishes_billing_cycle_started_to_eventbridge_in_the_ver
     assert!(pending.iter().all(|e| e.event_id != event["id"].as_str().unwrap_or_default()), "{pending:?}");
     app.shutdown().await;
 }
+
+/// `GET /v1/invoices/{id}/html`: the invoice a run wrote, as a page its readers can print,
+/// with the figures of the JSON answer; refused to another tenant's admin as the JSON is.
+#[tokio::test]
+async fn an_invoice_prints_as_an_html_page_for_its_readers_only() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let tenant = app.onboarded_tenant(&admin).await;
+    app.wait_for_tenant(&admin, &tenant.to_string(), std::time::Duration::from_secs(60), |t| {
+        t["status"] == "active"
+    })
+    .await;
+    let other = app.onboarded_tenant(&admin).await;
+    let tenant_admin = app.user_token("admin@printed.example", tenant, Role::TenantAdmin).await;
+    let other_admin = app.user_token("admin@elsewhere.example", other, Role::TenantAdmin).await;
+    let report = json!({ "tenant_id": tenant, "report_id": "print-1", "customer_count": 1_200, "observed_at": rfc3339(OffsetDateTime::now_utc() - Duration::seconds(5)) });
+    let (status, body) = app.send(Method::POST, "/v1/usage", Some(&admin), Some(&report)).await;
+    assert_eq!(status, 202, "{body}");
+    let period = Period::containing(OffsetDateTime::now_utc());
+    let body = json!({ "period": period.to_string(), "tenant_ids": [tenant] });
+    let (status, run) = app.send(Method::POST, "/v1/billing/runs", Some(&admin), Some(&body)).await;
+    assert_eq!(status, 202, "{run}");
+    let run_path = format!("/v1/billing/runs/{}", run["id"].as_str().expect("id"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while app.get_json(&admin, &run_path).await.1["invoiced"] != json!(1) {
+        assert!(tokio::time::Instant::now() < deadline, "the run never invoiced the tenant");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let id = dotmac_store::invoice_id(tenant, period);
+    let (status, invoice) = app.get_json(&tenant_admin, &format!("/v1/invoices/{id}")).await;
+    assert_eq!(status, 200, "{invoice}");
+
+    let page = app.exchange(Method::GET, &format!("/v1/invoices/{id}/html"), Some(&tenant_admin), None).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let content_type = page.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert!(page.headers.contains_key("content-security-policy"), "{:?}", page.headers);
+    assert!(page.text.starts_with("<!doctype html>"), "{}", page.text);
+    let total = format!(
+        "{} {}",
+        invoice["total"]["amount"].as_str().expect("total"),
+        invoice["total"]["currency"].as_str().expect("currency")
+    );
+    assert_eq!(total, "530.00 USD", "{invoice}");
+    assert!(page.text.contains(&format!("<td class=\"n\">{total}</td></tr></tfoot>")), "{}", page.text);
+    for line in invoice["lines"].as_array().expect("lines") {
+        let description = line["description"].as_str().expect("description");
+        assert!(page.text.contains(&format!("<td>{description}</td>")), "{description}: {}", page.text);
+    }
+    assert!(page.text.contains(&id), "{}", page.text);
+
+    let refused =
+        app.exchange(Method::GET, &format!("/v1/invoices/{id}/html"), Some(&other_admin), None).await;
+    assert!(matches!(refused.status, 403 | 404), "{refused:?}");
+    assert!(refused.json["error"]["code"].is_string(), "an error is the JSON envelope: {refused:?}");
+    assert!(!refused.text.contains("530.00"), "{refused:?}");
+    let anonymous = app.exchange(Method::GET, &format!("/v1/invoices/{id}/html"), None, None).await;
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    app.shutdown().await;
+}

@@ -43,11 +43,22 @@ pub fn start(root: &Path) -> anyhow::Result<DynamoDbLocal> {
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let log = std::fs::File::create(home.join("server.log"))?;
-    let child = Command::new("java")
-        .arg(format!("-Djava.library.path={}", jar_dir.join("DynamoDBLocal_lib").display()))
+    let mut java = Command::new("java");
+    java.arg(format!("-Djava.library.path={}", jar_dir.join("DynamoDBLocal_lib").display()))
         .arg("-jar")
         .arg(jar_dir.join("DynamoDBLocal.jar"))
-        .args(["-inMemory", "-port", &port.to_string()])
+        // DynamoDB Local sends usage telemetry with the AWS SDK for Java (Cognito Identity
+        // GetId on a fixed identity pool, then Pinpoint). That SDK reads the bench's own
+        // `AWS_ENDPOINT_URL`, so the calls went to the emulator, which answered them with
+        // HTTP 500s the emulator-log check flags. No telemetry, and no emulator endpoint in
+        // the JVM's environment: it serves requests and calls nothing.
+        .args(["-inMemory", "-disableTelemetry", "-port", &port.to_string()]);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AWS_ENDPOINT_URL") {
+            java.env_remove(&name);
+        }
+    }
+    let child = java
         .current_dir(&home)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

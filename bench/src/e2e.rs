@@ -392,7 +392,7 @@ pub async fn load(
 /// Counts every DynamoDB request attempt its client sends (retries included): the round
 /// trips a request costs, whatever the backend.
 #[derive(Debug)]
-struct CountAttempts(Arc<AtomicU64>);
+pub(crate) struct CountAttempts(pub(crate) Arc<AtomicU64>);
 
 impl aws_sdk_dynamodb::config::Intercept for CountAttempts {
     fn name(&self) -> &'static str {

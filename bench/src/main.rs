@@ -11,6 +11,7 @@
 //! Every loop is bounded in count and time, and all traffic stays on 127.0.0.1.
 
 mod auth_ops;
+mod billing_run;
 mod coldstart;
 mod dynamodb_local;
 mod e2e;
@@ -42,7 +43,6 @@ const SUSPEND_RESUME_ROUNDS: usize = 5;
 const SEQUENTIAL_ONBOARDINGS: usize = 5;
 const CONCURRENT_ONBOARDINGS: usize = 200;
 const ONBOARDING_LIMIT: Duration = Duration::from_secs(300);
-const NOT_BUILT: &str = "not measured yet: the billing run bench on DynamoDB Local comes next (issue 13)";
 const NEEDS_EMULATOR: &str = "not measured: needs the emulator (run `make bench`)";
 
 const S1: &str = "1 cold start: release bootstrap, x86_64, local Runtime API, 128 MB settings";
@@ -715,31 +715,6 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
         ),
         ("e2e.get_tenant_p99_ms", "GET /v1/tenants/{id}: p99".into(), "ms", Better::Lower, get_anchor.into()),
     ];
-    let not_built = [
-        (
-            "billing.run_10k_s",
-            "billing run: 10,000 tenants on DynamoDB Local",
-            "s",
-            Better::Lower,
-            "no published anchor",
-        ),
-        (
-            "billing.requests_per_tenant",
-            "billing run: DynamoDB requests per tenant",
-            "req",
-            Better::Lower,
-            "no published anchor",
-        ),
-    ];
-    let not_built_rows = || {
-        not_built
-            .iter()
-            .map(|(id, name, unit, better, anchor)| {
-                Row::missing(*id, S4, *name, unit, *better, *anchor, NOT_BUILT)
-            })
-            .collect::<Vec<_>>()
-    };
-
     let Some(Ok(stack)) = stack else {
         let note = missing_note.unwrap_or_default();
         rows.extend(
@@ -747,7 +722,6 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
                 Row::missing(id, S4, name, unit, better, anchor, &note)
             }),
         );
-        rows.extend(not_built_rows());
         return rows;
     };
     let mut measured: HashMap<&str, Result<f64, String>> = HashMap::new();
@@ -759,7 +733,6 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
             rows.extend(planned.into_iter().map(|(id, name, unit, better, anchor)| {
                 Row::missing(id, S4, name, unit, better, anchor, &note)
             }));
-            rows.extend(not_built_rows());
             return rows;
         }
     };
@@ -881,9 +854,6 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
         };
         rows.push(row);
     }
-    // The billing/usage rows sit after the onboarding ones, before the request rates.
-    let at = rows.iter().position(|r| r.id == "e2e.health_rps").unwrap_or(rows.len());
-    rows.splice(at..at, not_built_rows());
     rows
 }
 

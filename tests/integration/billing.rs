@@ -564,3 +564,111 @@ async fn the_sample_schedule_and_billing_job_events_run_as_lambda_runs_them() {
     let outcome = handle(platform, &messages[0], true).await;
     assert!(matches!(outcome, Outcome::Discarded(_)), "{outcome:?}");
 }
+
+/// `billing.cycle_started` read back from EventBridge: a rule on the stack's bus sends the
+/// platform's events to an SQS queue (the tenant-events test's helpers), a run is opened
+/// through the API, and the dev server's publisher loop takes the event out of the outbox.
+#[tokio::test]
+async fn opening_a_run_publishes_billing_cycle_started_to_eventbridge_in_the_versioned_envelope() {
+    let app = TestApp::spawn().await;
+    let (sqs, url) = crate::lifecycle::events_queue(&app.stack).await;
+    let admin = app.admin_token().await;
+    let (status, run) = app.send(Method::POST, "/v1/billing/runs", Some(&admin), Some(&json!({}))).await;
+    assert_eq!(status, 202, "{run}");
+    let run_id = run["id"].as_str().expect("the run's id").to_owned();
+    let period = last_period();
+    assert_eq!(run["period"], json!(period.to_string()), "the default: the period just ended");
+
+    let ours = |all: &[Value]| {
+        all.iter()
+            .filter(|e| e["type"] == "billing.cycle_started" && e["data"]["id"] == json!(run_id))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let all = crate::lifecycle::received(&sqs, &url, |all| !ours(all).is_empty()).await;
+    let events = ours(&all);
+    assert_eq!(events.len(), 1, "published once: {all:?}");
+    let event = &events[0];
+    assert_eq!(event["version"], json!(1), "{event}");
+    assert!(event["id"].as_str().is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()), "{event}");
+    let occurred_at = event["occurred_at"].as_str().expect("occurred_at");
+    OffsetDateTime::parse(occurred_at, &time::format_description::well_known::Rfc3339).expect("RFC 3339");
+    assert!(event.get("tenant_id").is_none(), "a platform event names no tenant: {event}");
+    // The seed's event: id, start, end and customer_count (not known when a run opens: null;
+    // the run's counters have the figures).
+    assert_eq!(
+        event["data"],
+        json!({
+            "id": run_id,
+            "period": period.to_string(),
+            "start": rfc3339(period.start()),
+            "end": rfc3339(period.end()),
+            "customer_count": null,
+        }),
+        "{event}"
+    );
+    // Marked published: it does not wait in the outbox any more.
+    let pending = app.stack.platform.store.unpublished_platform_events(200).await.expect("outbox");
+    assert!(pending.iter().all(|e| e.event_id != event["id"].as_str().unwrap_or_default()), "{pending:?}");
+    app.shutdown().await;
+}
+
+/// `GET /v1/invoices/{id}/html`: the invoice a run wrote, as a page its readers can print,
+/// with the figures of the JSON answer; refused to another tenant's admin as the JSON is.
+#[tokio::test]
+async fn an_invoice_prints_as_an_html_page_for_its_readers_only() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let tenant = app.onboarded_tenant(&admin).await;
+    app.wait_for_tenant(&admin, &tenant.to_string(), std::time::Duration::from_secs(60), |t| {
+        t["status"] == "active"
+    })
+    .await;
+    let other = app.onboarded_tenant(&admin).await;
+    let tenant_admin = app.user_token("admin@printed.example", tenant, Role::TenantAdmin).await;
+    let other_admin = app.user_token("admin@elsewhere.example", other, Role::TenantAdmin).await;
+    let report = json!({ "tenant_id": tenant, "report_id": "print-1", "customer_count": 1_200, "observed_at": rfc3339(OffsetDateTime::now_utc() - Duration::seconds(5)) });
+    let (status, body) = app.send(Method::POST, "/v1/usage", Some(&admin), Some(&report)).await;
+    assert_eq!(status, 202, "{body}");
+    let period = Period::containing(OffsetDateTime::now_utc());
+    let body = json!({ "period": period.to_string(), "tenant_ids": [tenant] });
+    let (status, run) = app.send(Method::POST, "/v1/billing/runs", Some(&admin), Some(&body)).await;
+    assert_eq!(status, 202, "{run}");
+    let run_path = format!("/v1/billing/runs/{}", run["id"].as_str().expect("id"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while app.get_json(&admin, &run_path).await.1["invoiced"] != json!(1) {
+        assert!(tokio::time::Instant::now() < deadline, "the run never invoiced the tenant");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let id = dotmac_store::invoice_id(tenant, period);
+    let (status, invoice) = app.get_json(&tenant_admin, &format!("/v1/invoices/{id}")).await;
+    assert_eq!(status, 200, "{invoice}");
+
+    let page = app.exchange(Method::GET, &format!("/v1/invoices/{id}/html"), Some(&tenant_admin), None).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let content_type = page.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert!(page.headers.contains_key("content-security-policy"), "{:?}", page.headers);
+    assert!(page.text.starts_with("<!doctype html>"), "{}", page.text);
+    let total = format!(
+        "{} {}",
+        invoice["total"]["amount"].as_str().expect("total"),
+        invoice["total"]["currency"].as_str().expect("currency")
+    );
+    assert_eq!(total, "530.00 USD", "{invoice}");
+    assert!(page.text.contains(&format!("<td class=\"n\">{total}</td></tr></tfoot>")), "{}", page.text);
+    for line in invoice["lines"].as_array().expect("lines") {
+        let description = line["description"].as_str().expect("description");
+        assert!(page.text.contains(&format!("<td>{description}</td>")), "{description}: {}", page.text);
+    }
+    assert!(page.text.contains(&id), "{}", page.text);
+
+    let refused =
+        app.exchange(Method::GET, &format!("/v1/invoices/{id}/html"), Some(&other_admin), None).await;
+    assert!(matches!(refused.status, 403 | 404), "{refused:?}");
+    assert!(refused.json["error"]["code"].is_string(), "an error is the JSON envelope: {refused:?}");
+    assert!(!refused.text.contains("530.00"), "{refused:?}");
+    let anonymous = app.exchange(Method::GET, &format!("/v1/invoices/{id}/html"), None, None).await;
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    app.shutdown().await;
+}

@@ -417,8 +417,9 @@ async fn a_delete_that_fails_for_good_marks_the_tenant_failed_and_can_be_run_aga
     assert_deleted(&stack, &tenant, &token).await;
 }
 
-/// An EventBridge rule on the stack's bus sending the platform's events to a new SQS queue.
-async fn events_queue(stack: &TestStack) -> (aws_sdk_sqs::Client, String) {
+/// An EventBridge rule on the stack's bus sending the platform's events (every `source:
+/// dotmac.platform` entry, tenants' and the platform's own) to a new SQS queue.
+pub(crate) async fn events_queue(stack: &TestStack) -> (aws_sdk_sqs::Client, String) {
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
     let name = format!("{}-events-probe", stack.local.prefix);
     let url = sqs.create_queue().queue_name(&name).send().await.expect("queue").queue_url.expect("url");
@@ -450,7 +451,11 @@ async fn events_queue(stack: &TestStack) -> (aws_sdk_sqs::Client, String) {
 
 /// Every envelope the queue holds now (the `detail` of each EventBridge event), in the order
 /// received, until `done` holds.
-async fn received(sqs: &aws_sdk_sqs::Client, url: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) async fn received(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let mut all = Vec::new();
     for _ in 0..60 {
         let output = sqs

@@ -185,3 +185,77 @@ async fn a_periods_figure_follows_its_reports_whatever_order_they_came_in() {
     assert_eq!((status, answer["error"]["details"]["field"].clone()), (422, json!("period")), "{answer}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_periods_figure_follows_the_aggregation_of_the_price_in_force_for_the_tenants_plan() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let tenant = app.onboarded_tenant(&admin).await;
+    let now = OffsetDateTime::now_utc();
+    let period = dotmac_billing::Period::containing(now);
+    let (peak_at, last_at) = (now - time::Duration::seconds(2), now - time::Duration::seconds(1));
+    if dotmac_billing::Period::containing(peak_at) != period {
+        return app.shutdown().await; // the first seconds of a month: both must fall in it
+    }
+    let rfc = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).expect("time");
+    let reports = json!({ "tenant_id": tenant, "reports": [
+        { "report_id": "agg-1", "customer_count": 900, "observed_at": rfc(peak_at) },
+        { "report_id": "agg-2", "customer_count": 300, "observed_at": rfc(last_at) },
+    ]});
+    let (status, answer) = report(&app, &admin, &reports).await;
+    assert_eq!((status, answer["accepted"].clone()), (200, json!(2)), "{answer}");
+    let figure = |period: dotmac_billing::Period| {
+        let path = format!("/v1/tenants/{tenant}/usage?period={period}");
+        let (app, admin) = (&app, &admin);
+        async move {
+            let (status, usage) = app.get_json(admin, &path).await;
+            assert_eq!(status, 200, "{usage}");
+            (
+                usage["aggregation"].clone(),
+                usage["price_version"].clone(),
+                usage["billable_customers"].clone(),
+            )
+        }
+    };
+    assert_eq!(
+        figure(period).await,
+        (json!("max"), json!(1), json!(900)),
+        "the seed's `usage` plan: the peak"
+    );
+
+    // A plan whose price takes the count at the period's end, and the tenant moved onto it.
+    let plan = format!("latest-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let price = |aggregation: &str| {
+        json!({
+            "currency": "USD",
+            "per_customer": { "model": "package", "size": 100, "package_price": "30" },
+            "monthly_minimum": "50",
+            "aggregation": aggregation,
+        })
+    };
+    let body = json!({ "id": plan, "name": "Latest", "task_size": { "cpu": 256, "memory_mib": 512 }, "price": price("latest") });
+    let (status, created) = app.send(Method::POST, "/v1/plans", Some(&admin), Some(&body)).await;
+    assert_eq!(status, 201, "{created}");
+    let moved = json!({ "plan": plan });
+    let (status, answer) =
+        app.send(Method::POST, &format!("/v1/tenants/{tenant}/plan"), Some(&admin), Some(&moved)).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        figure(period).await,
+        (json!("latest"), json!(1), json!(300)),
+        "the count in force at the end"
+    );
+
+    // A change scheduled for the next period is not the price in force now.
+    let change = json!({ "price": price("average"), "expected_version": 1 });
+    let (status, version) =
+        app.send(Method::POST, &format!("/v1/plans/{plan}/prices"), Some(&admin), Some(&change)).await;
+    assert_eq!(status, 201, "{version}");
+    assert_eq!(figure(period).await, (json!("latest"), json!(1), json!(300)), "this period keeps its price");
+    assert_eq!(
+        figure(period.next()).await,
+        (json!("average"), json!(2), json!(300)),
+        "the next period's price rules it (the 300 carried in holds all month)"
+    );
+    app.shutdown().await;
+}

@@ -1,17 +1,19 @@
 //! The billing function: billing runs (`POST /v1/billing/runs`, `GET /v1/billing/runs/{id}`),
-//! invoices (`GET /v1/invoices`, `GET /v1/invoices/{id}`, `POST /v1/invoices/{id}/finalize`)
-//! and a tenant's upcoming invoice (`GET /v1/tenants/{id}/invoices/upcoming`); and the billing
+//! invoices (`GET /v1/invoices`, `GET /v1/invoices/{id}`, its printable page
+//! `GET /v1/invoices/{id}/html`, `POST /v1/invoices/{id}/finalize`) and a tenant's upcoming invoice (`GET /v1/tenants/{id}/invoices/upcoming`); and the billing
 //! worker (`worker::BillingWorker`) with the schedules (`Billing::scheduled_run`,
 //! `Billing::finalize_due`). Handlers parse, authorize, call a use case of `invoicing` and
 //! answer a view; the use cases' errors map to `ApiError` here, once.
 
 pub mod inputs;
 pub mod invoicing;
+pub mod printable;
 pub mod views;
 pub mod worker;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use dotmac_billing::Period;
 use dotmac_domain::{Action, Denied, Resource, Target, TenantId, authorize};
 use dotmac_http::error::ErrorEnvelope;
@@ -67,6 +69,7 @@ pub fn routes() -> Routes<BillingState> {
         .route(Access::Authenticated, routes!(get_run))
         .route(Access::Authenticated, routes!(list_invoices))
         .route(Access::Authenticated, routes!(get_invoice))
+        .route(Access::Authenticated, routes!(invoice_page))
         .route(Access::Authenticated, routes!(finalize_invoice))
         .route(Access::Authenticated, routes!(upcoming_invoice))
 }
@@ -283,6 +286,28 @@ async fn get_invoice(
 ) -> Result<axum::Json<InvoiceView>, ApiError> {
     let (_, invoice) = invoice_in_reach(&state, bearer, &id).await?;
     Ok(axum::Json(InvoiceView::of(&invoice)))
+}
+
+/// One invoice as a page a person can print: the same invoice and the same readers as
+/// `GET /v1/invoices/{id}`, as HTML (every value escaped; no script).
+#[utoipa::path(
+    get,
+    path = "/v1/invoices/{id}/html",
+    tag = "billing",
+    operation_id = "get_invoice_html",
+    params(("id" = String, Path, description = "The invoice's id (`<tenant id>_<YYYY-MM>`)")),
+    responses(
+        (status = 200, description = "The invoice as an HTML page", content_type = "text/html", body = String),
+        (status = 404, description = "`INVOICE_NOT_FOUND`: none the caller can see", body = ErrorEnvelope),
+    )
+)]
+async fn invoice_page(
+    State(state): State<BillingState>,
+    bearer: Bearer,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (_, invoice) = invoice_in_reach(&state, bearer, &id).await?;
+    Ok(printable::page(&InvoiceView::of(&invoice)))
 }
 
 /// Finalize a draft now (platform admins; e.g. a tenant's final invoice): recomputed a last

@@ -7,8 +7,8 @@ pub mod metering;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use dotmac_billing::{Aggregation, Period, Reading, billable_count};
-use dotmac_domain::{Resource, Tenant, TenantId};
+use dotmac_billing::{Aggregation, Period};
+use dotmac_domain::{Resource, TenantId};
 use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::{
     Access, ApiError, ApiRoutes, Authenticated, Bearer, ErrorCode, Json, Path, Routes, routes,
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-pub use metering::{MeteringError, Outcome, ReportingWindow, SentReport, report_usage};
+pub use metering::{MeteringError, Outcome, PeriodFigure, ReportingWindow, SentReport, report_usage};
 
 impl From<MeteringError> for ApiError {
     fn from(error: MeteringError) -> Self {
@@ -340,9 +340,12 @@ pub struct PeriodUsage {
     tenant_id: TenantId,
     #[schema(value_type = String, example = "2027-03")]
     period: String,
-    /// How the plan turns reports into the billable count.
+    /// How the plan turns reports into the billable count: the rule of the plan's price in
+    /// force in the period (`max` when it has none).
     #[schema(value_type = String, example = "max")]
     aggregation: Aggregation,
+    /// The version of the plan's price that rule comes from (none in force: `null`).
+    price_version: Option<u32>,
     /// The billable customer count of the period so far.
     billable_customers: u64,
     /// The report in force when the period began (from an earlier period), if any.
@@ -351,14 +354,6 @@ pub struct PeriodUsage {
     report_count: usize,
     /// The newest `limit` of them, newest first.
     reports: Vec<UsageReportView>,
-}
-
-/// How a tenant's plan aggregates its reports (its seeded price's rule; `max` otherwise).
-fn aggregation_of(tenant: &Tenant) -> Aggregation {
-    dotmac_billing::pricing::seed_prices()
-        .into_iter()
-        .find(|(plan, _)| *plan == tenant.plan.as_str())
-        .map_or(Aggregation::Max, |(_, price)| price.aggregation)
 }
 
 /// A period's reports and its billable customer count so far.
@@ -395,29 +390,16 @@ async fn period_usage(
     };
     let admitted = bearer.admit(&state.store, Some(Also::Tenant(id))).await?;
     let tenant = tenant_in_reach(&admitted.caller, Resource::Usage, id, admitted.tenant)?;
-    let window = state
-        .store
-        .fenced(admitted.caller.fence())
-        .usage_between(&tenant, period.start(), period.end())
-        .await?;
-    let readings: Vec<Reading> = window
-        .carried_in
-        .iter()
-        .chain(&window.reports)
-        .map(|r| Reading {
-            report_id: r.report_id.clone(),
-            observed_at: r.observed_at,
-            customer_count: r.customer_count,
-        })
-        .collect();
-    let aggregation = aggregation_of(&tenant);
+    let figure = metering::period_usage(&state.store, &admitted.caller, &tenant, period).await?;
+    let PeriodFigure { aggregation, price_version, billable_customers, usage, .. } = figure;
     Ok(axum::Json(PeriodUsage {
         tenant_id: id,
         period: period.to_string(),
         aggregation,
-        billable_customers: billable_count(aggregation, &period, &readings),
-        carried_in: window.carried_in.as_ref().map(UsageReportView::of),
-        report_count: window.reports.len(),
-        reports: window.reports.iter().rev().take(limit).map(UsageReportView::of).collect(),
+        price_version,
+        billable_customers,
+        carried_in: usage.carried_in.as_ref().map(UsageReportView::of),
+        report_count: usage.reports.len(),
+        reports: usage.reports.iter().rev().take(limit).map(UsageReportView::of).collect(),
     }))
 }

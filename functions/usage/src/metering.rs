@@ -4,9 +4,13 @@
 //! Each report is idempotent by its `report_id`: the same id with the same values is accepted
 //! again and counted once; the same id with other values is a conflict and changes nothing.
 //! A batch answers per report, never all-or-nothing.
+//!
+//! A period's figure (`period_usage`) follows the aggregation of the price in force for the
+//! tenant's plan in that period, as the billing worker prices it.
 
-use dotmac_domain::{Action, Caller, Denied, Resource, Role, Target, TenantId, authorize};
-use dotmac_store::{Recorded, Store, StoreError, UsageReport};
+use dotmac_billing::{Aggregation, Period, Reading, billable_count};
+use dotmac_domain::{Action, Caller, Denied, Resource, Role, Target, Tenant, TenantId, authorize};
+use dotmac_store::{Recorded, Store, StoreError, UsageReport, UsageWindow};
 use futures::StreamExt;
 use time::{Duration, OffsetDateTime};
 
@@ -153,6 +157,54 @@ pub async fn report_usage(
     let accepted = outcomes.iter().filter(|o| **o == Outcome::Accepted).count();
     tracing::info!(%tenant, reports = outcomes.len(), accepted, "usage reported");
     Ok(outcomes)
+}
+
+/// A period's usage so far, as `GET /v1/tenants/{id}/usage` shows it.
+#[derive(Debug, Clone)]
+pub struct PeriodFigure {
+    pub period: Period,
+    /// The aggregation of the price in force (`max` when the plan has no price then).
+    pub aggregation: Aggregation,
+    /// The price version that aggregation comes from, if the plan has one in force.
+    pub price_version: Option<u32>,
+    pub billable_customers: u64,
+    pub usage: UsageWindow,
+}
+
+/// `period`'s reports for `tenant` (read through the caller's fence: the tenant was read
+/// through it too) and its billable figure under the aggregation of the price in force for
+/// the tenant's plan in that period, the price the billing run uses. The two reads are
+/// independent, so they go out together.
+pub async fn period_usage(
+    store: &Store,
+    caller: &Caller,
+    tenant: &Tenant,
+    period: Period,
+) -> Result<PeriodFigure, MeteringError> {
+    let fenced = store.fenced(caller.fence());
+    let (usage, price) = futures::try_join!(
+        fenced.usage_between(tenant, period.start(), period.end()),
+        // The catalogue is not tenant data: every caller who reads usage may read plans.
+        store.price_in_force(&tenant.plan, period),
+    )?;
+    let aggregation = price.as_ref().map_or_else(Aggregation::default, |p| p.price.aggregation);
+    let readings: Vec<Reading> = usage
+        .carried_in
+        .iter()
+        .chain(&usage.reports)
+        .map(|r| Reading {
+            report_id: r.report_id.clone(),
+            observed_at: r.observed_at,
+            customer_count: r.customer_count,
+        })
+        .collect();
+    Ok(PeriodFigure {
+        period,
+        aggregation,
+        price_version: price.map(|p| p.version),
+        billable_customers: billable_count(aggregation, &period, &readings),
+        usage,
+    })
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ Usage: stripe_double.py --port PORT --webhook-secret whsec_... [--webhook-url UR
 """
 
 import argparse
+import base64
 import copy
 import hashlib
 import hmac
@@ -427,9 +428,16 @@ def make_handler(double: Double):
             self.wfile.write(raw)
 
         def key(self) -> str | None:
+            """The secret key, as Stripe takes it: Bearer, or Basic with the key as the user."""
             auth = self.headers.get("authorization", "")
             if auth.lower().startswith("bearer "):
                 return auth[7:].strip() or None
+            if auth.lower().startswith("basic "):
+                try:
+                    user = base64.b64decode(auth[6:].strip()).decode().split(":", 1)[0]
+                except (ValueError, UnicodeDecodeError):
+                    return None
+                return user or None
             return None
 
         def serve(self, method: str) -> None:

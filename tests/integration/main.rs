@@ -14,6 +14,7 @@ mod lifecycle;
 mod machine_tokens;
 mod onboarding;
 mod partners;
+mod payments;
 mod provisioner;
 mod readiness;
 mod sessions;

@@ -15,6 +15,7 @@ pub mod fence;
 pub mod heartbeats;
 pub mod idempotency;
 pub mod invitations;
+pub mod payments;
 pub mod keys;
 pub mod plans;
 pub mod roles;
@@ -39,6 +40,10 @@ pub use fence::Fenced;
 pub use heartbeats::{HealthStatus, Heartbeat};
 pub use idempotency::{Begin, IdempotencyKey, SavedResponse};
 pub use invitations::{Acceptance, Delivery, InvitationRecord};
+pub use payments::{
+    AttemptStatus, ChargeDue, Decided, Decision, Payment, PaymentStatus, StripeEventRecord, parse_payment_id,
+    payment_id,
+};
 pub use roles::{RoleRecord, RoleWrite};
 pub use sessions::{NewSession, Rotation, Session, SessionRefusal, unix_ms};
 pub use subscriptions::{BundleSpan, PlanSpan, Subscriptions};

@@ -168,6 +168,13 @@ def stripe_error(status: int, kind: str, message: str, **extra) -> tuple[int, di
     return status, {"error": {"type": kind, "message": message, **extra}}
 
 
+def metadata_of(params: dict) -> dict:
+    """`metadata[key]=value` pairs; an empty `metadata=` (how clients send an empty map, and
+    Stripe's way to clear it) is none."""
+    value = params.get("metadata")
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def truthy(value) -> bool:
     return str(value).lower() == "true"
 
@@ -265,14 +272,17 @@ class Double:
         for field in ("email", "name", "description"):
             if field in params:
                 customer[field] = params[field]
-        customer["metadata"] = params.get("metadata", {})
+        customer["metadata"] = metadata_of(params)
         customer["invoice_settings"]["default_payment_method"] = params.get("payment_method", "pm_card_visa")
         account.customers[customer["id"]] = customer
         return 200, customer, [("customer.created", customer)]
 
     def update_customer(self, customer: dict, params: dict):
         if "metadata" in params:
-            customer["metadata"].update(params["metadata"])
+            if isinstance(params["metadata"], dict):
+                customer["metadata"].update(params["metadata"])
+            else:
+                customer["metadata"] = {}
         settings = params.get("invoice_settings", {})
         if "default_payment_method" in settings:
             customer["invoice_settings"]["default_payment_method"] = settings["default_payment_method"] or None
@@ -306,7 +316,7 @@ class Double:
             created=created,
             customer=customer_id,
             description=params.get("description"),
-            metadata=params.get("metadata", {}),
+            metadata=metadata_of(params),
             payment_method=params.get("payment_method"),
         )
         account.payment_intents[intent_id] = intent

@@ -1036,7 +1036,8 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
     };
     // A panic inside (a function answering 500 on a refused call, say) is held until the
     // refusals are reported, so the failure names the call the template does not allow.
-    let outcome = tokio::time::timeout(Duration::from_secs(90), AssertUnwindSafe(async {
+    // Boxed: the whole walk is one future, too large for a test thread's stack.
+    let outcome = tokio::time::timeout(Duration::from_secs(90), Box::pin(AssertUnwindSafe(async {
         // rotate-signing-keys: the first run on the fresh stack creates both sets, a later
         // run that is due adds a key.
         let rotation_config = config_of(Handler::RotateSigningKeys);
@@ -1382,7 +1383,7 @@ async fn every_function_does_its_work_with_only_the_template_statements() {
         let token = dotmac_tests::invitation_token(body.split(['"', '<', ' ', '\n']).find(|part| part.contains("#token=")).expect("a link"));
         let (status, user) = call(&users, Method::POST, "/v1/invitations/accept", None, Some(json!({"token": token, "password": "Amber-Orchard-Compass-58"}))).await;
         assert_eq!((status, user["tenant_id"].as_str()), (201, Some(tenant_id.as_str())), "{user}");
-    }).catch_unwind())
+    }).catch_unwind()))
     .await;
     server.abort();
 

@@ -361,10 +361,12 @@ impl Store {
                 (PaymentStatus::Failed, "invoice.payment_failed", format!("invoice.payment_failed:{}", payment.id))
             }
         };
-        // Paid once, and never back to failed; only a finalized invoice is charged.
-        let invoice_update = Expr::new("SET payment_status = :payment, version = version + :one")
-            .value(":payment", s(invoice_status.as_str()))
-            .value(":one", n(1));
+        // Paid once, and never back to failed; only a finalized invoice is charged. The
+        // invoice's version is its content's lock (drafts recomputed in place) and a finalized
+        // invoice's content never changes, so a payment move is guarded by the state it leaves
+        // and leaves the version alone.
+        let invoice_update =
+            Expr::new("SET payment_status = :payment").value(":payment", s(invoice_status.as_str()));
         let invoice_update = match invoice_status {
             PaymentStatus::Paid => invoice_update.and_set("paid_at = :now").value(":now", s(rfc3339(now))),
             _ => invoice_update,
@@ -415,10 +417,9 @@ impl Store {
         now: OffsetDateTime,
     ) -> Result<Decided, StoreError> {
         let id = invoice_id(tenant, period);
-        let update = Expr::new("SET payment_status = :paid, paid_at = :now, version = version + :one")
+        let update = Expr::new("SET payment_status = :paid, paid_at = :now")
             .value(":paid", s(PaymentStatus::Paid.as_str()))
-            .value(":now", s(rfc3339(now)))
-            .value(":one", n(1));
+            .value(":now", s(rfc3339(now)));
         let condition = Expr::new("#istatus = :finalized AND (attribute_not_exists(payment_status) OR payment_status = :open)")
             .name("#istatus", "status")
             .value(":finalized", s(InvoiceStatus::Finalized.as_str()))

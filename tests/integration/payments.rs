@@ -50,7 +50,8 @@ impl Double {
 
     /// A webhook endpoint of this key's account, as `POST /v1/webhook_endpoints` on Stripe.
     async fn register_endpoint(&self, url: &str) {
-        let (status, endpoint) = self.post("/v1/webhook_endpoints", &[("url", url), ("enabled_events[0]", "*")]).await;
+        let (status, endpoint) =
+            self.post("/v1/webhook_endpoints", &[("url", url), ("enabled_events[0]", "*")]).await;
         assert_eq!(status, 200, "{endpoint}");
     }
 
@@ -74,7 +75,9 @@ impl Double {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|d| d["type"] == kind && d["status"].as_u64().is_some_and(|s| (200..300).contains(&s)))
+                .filter(|d| {
+                    d["type"] == kind && d["status"].as_u64().is_some_and(|s| (200..300).contains(&s))
+                })
                 .count();
             (accepted >= times).then_some(summary)
         })
@@ -82,7 +85,12 @@ impl Double {
         let deliveries = summary["deliveries"].as_array().expect("deliveries");
         let refused: Vec<_> = deliveries.iter().filter(|d| d["status"] != 200).collect();
         assert!(refused.is_empty(), "every delivery was accepted: {refused:?}");
-        deliveries.iter().find(|d| d["type"] == kind).and_then(|d| d["event"].as_str()).expect("event id").to_owned()
+        deliveries
+            .iter()
+            .find(|d| d["type"] == kind)
+            .and_then(|d| d["event"].as_str())
+            .expect("event id")
+            .to_owned()
     }
 }
 
@@ -138,7 +146,14 @@ async fn finalized_invoice(platform: &Platform, tenant: TenantId) -> String {
     let billing = platform.billing();
     let period = last_period();
     billing
-        .invoice_tenant(None, tenant, None, &PlanId::parse("usage").expect("plan"), period, OffsetDateTime::now_utc())
+        .invoice_tenant(
+            None,
+            tenant,
+            None,
+            &PlanId::parse("usage").expect("plan"),
+            period,
+            OffsetDateTime::now_utc(),
+        )
         .await
         .expect("invoiced");
     let invoice = billing.finalize(tenant, period, OffsetDateTime::now_utc()).await.expect("finalized");
@@ -201,7 +216,12 @@ fn webhook_secret(platform: &Platform) -> String {
     platform.config.stripe.webhook_secret.clone().expect("the stack sets DOTMAC_STRIPE_WEBHOOK_SECRET")
 }
 
-async fn post_webhook(http: &reqwest::Client, url: &str, signature: Option<&str>, body: &str) -> (u16, Value) {
+async fn post_webhook(
+    http: &reqwest::Client,
+    url: &str,
+    signature: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
     let mut request = http.post(url).header("content-type", "application/json").body(body.to_owned());
     if let Some(signature) = signature {
         request = request.header("stripe-signature", signature);
@@ -224,7 +244,12 @@ async fn a_finalized_invoice_is_charged_and_paid_end_to_end_over_http() {
 
     // The run (its worker is the server's), then the finalization, both through the API.
     let (status, run) = app
-        .send(http::Method::POST, "/v1/billing/runs", Some(&token), Some(&json!({"period": period.to_string(), "tenant_ids": [tenant]})))
+        .send(
+            http::Method::POST,
+            "/v1/billing/runs",
+            Some(&token),
+            Some(&json!({"period": period.to_string(), "tenant_ids": [tenant]})),
+        )
         .await;
     assert_eq!(status, 202, "{run}");
     wait_until("the draft", || async {
@@ -232,7 +257,8 @@ async fn a_finalized_invoice_is_charged_and_paid_end_to_end_over_http() {
         (status == 200).then_some(())
     })
     .await;
-    let (status, invoice) = app.send(http::Method::POST, &format!("/v1/invoices/{id}/finalize"), Some(&token), None).await;
+    let (status, invoice) =
+        app.send(http::Method::POST, &format!("/v1/invoices/{id}/finalize"), Some(&token), None).await;
     assert_eq!(status, 200, "{invoice}");
     assert_eq!(invoice["total"]["minor"], 250_00);
 
@@ -252,10 +278,17 @@ async fn a_finalized_invoice_is_charged_and_paid_end_to_end_over_http() {
 
     // The double signed and delivered payment_intent.succeeded to the server, which took it.
     let event = double.delivered("payment_intent.succeeded", 1).await;
-    let recorded = wait_until("the event recorded", || async { platform.store.stripe_event(&event).await.expect("read") }).await;
+    let recorded = wait_until("the event recorded", || async {
+        platform.store.stripe_event(&event).await.expect("read")
+    })
+    .await;
     assert!(["applied", "unchanged"].contains(&recorded.outcome.as_str()), "{recorded:?}");
     let summary = double.summary().await;
-    assert_eq!((summary["customers"].as_u64(), summary["payment_intents"].as_u64()), (Some(1), Some(1)), "{summary}");
+    assert_eq!(
+        (summary["customers"].as_u64(), summary["payment_intents"].as_u64()),
+        (Some(1), Some(1)),
+        "{summary}"
+    );
     assert_eq!(summary["succeeded"], 1);
     // `invoice.paid` went into the platform outbox, once.
     assert!(platform.store.stripe_customer(tenant).await.expect("read").is_some());
@@ -387,7 +420,10 @@ async fn a_declined_card_fails_the_attempt_and_the_invoice() {
     // `invoice_settings[default_payment_method]`).
     let customer = platform.payments().customer(tenant, OffsetDateTime::now_utc()).await.expect("customer");
     let (status, updated) = double
-        .post(&format!("/v1/customers/{customer}"), &[("invoice_settings[default_payment_method]", "pm_card_chargeDeclined")])
+        .post(
+            &format!("/v1/customers/{customer}"),
+            &[("invoice_settings[default_payment_method]", "pm_card_chargeDeclined")],
+        )
         .await;
     assert_eq!(status, 200, "{updated}");
     finalized_invoice(platform, tenant).await;
@@ -404,10 +440,17 @@ async fn a_declined_card_fails_the_attempt_and_the_invoice() {
     assert_eq!(invoice.payment_status, Some(PaymentStatus::Failed));
     // Stripe's own webhook about it arrives too, and changes nothing.
     let event = double.delivered("payment_intent.payment_failed", 1).await;
-    let recorded = wait_until("the event recorded", || async { platform.store.stripe_event(&event).await.expect("read") }).await;
+    let recorded = wait_until("the event recorded", || async {
+        platform.store.stripe_event(&event).await.expect("read")
+    })
+    .await;
     assert_eq!(recorded.outcome, "unchanged");
     let summary = double.summary().await;
-    assert_eq!((summary["declined"].as_u64(), summary["payment_intents"].as_u64()), (Some(1), Some(1)), "{summary}");
+    assert_eq!(
+        (summary["declined"].as_u64(), summary["payment_intents"].as_u64()),
+        (Some(1), Some(1)),
+        "{summary}"
+    );
     // Nothing stays due: dunning (not this job) schedules the next attempt.
     assert!(platform.store.charges_due().await.expect("due").iter().all(|d| d.tenant_id != tenant));
 }
@@ -432,7 +475,10 @@ async fn the_webhook_answers_exactly_what_is_wrong_with_a_signature() {
     expect_refused(post_webhook(&http, &endpoint, Some("nonsense"), &body).await, "malformed");
     expect_refused(post_webhook(&http, &endpoint, Some(&format!("t={now}")), &body).await, "no_v1_signature");
     let good = dotmac_stripe::sign(&secret, now, body.as_bytes());
-    expect_refused(post_webhook(&http, &endpoint, Some(&good), &body.replace("cus_1", "cus_2")).await, "mismatch");
+    expect_refused(
+        post_webhook(&http, &endpoint, Some(&good), &body.replace("cus_1", "cus_2")).await,
+        "mismatch",
+    );
     let wrong = dotmac_stripe::sign("whsec_not_ours", now, body.as_bytes());
     expect_refused(post_webhook(&http, &endpoint, Some(&wrong), &body).await, "mismatch");
     let stale = dotmac_stripe::sign(&secret, now - 301, body.as_bytes());
@@ -461,7 +507,10 @@ async fn stripes_own_python_library_signs_webhooks_our_endpoint_accepts_and_veri
     let secret = webhook_secret(&stack.platform);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let python = root.join(".venv-stripe/bin/python");
-    assert!(python.exists(), "the Stripe venv is missing: run through `local/stack.sh with-emulator` (it creates .venv-stripe)");
+    assert!(
+        python.exists(),
+        "the Stripe venv is missing: run through `local/stack.sh with-emulator` (it creates .venv-stripe)"
+    );
     let script = root.join("tests/interop/sign_webhook_with_stripe.py");
     let body = json!({"id": format!("evt_{}", uuid::Uuid::new_v4().simple()), "object": "event", "type": "customer.created",
         "created": 1, "data": {"object": {"id": "cus_1", "object": "customer"}}})
@@ -480,12 +529,25 @@ async fn stripes_own_python_library_signs_webhooks_our_endpoint_accepts_and_veri
     let header = sign(None);
     assert!(header.starts_with("t=") && header.contains(",v1="), "{header}");
     let (status, answer) = post_webhook(&http, &endpoint, Some(&header), &body).await;
-    assert_eq!((status, answer["outcome"].as_str()), (200, Some("ignored")), "Stripe's signature is accepted: {answer}");
-    let (status, answer) = post_webhook(&http, &endpoint, Some(&header), &body.replace("cus_1", "cus_9")).await;
-    assert_eq!((status, answer["error"]["details"]["reason"].as_str()), (400, Some("mismatch")), "tampered: {answer}");
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("ignored")),
+        "Stripe's signature is accepted: {answer}"
+    );
+    let (status, answer) =
+        post_webhook(&http, &endpoint, Some(&header), &body.replace("cus_1", "cus_9")).await;
+    assert_eq!(
+        (status, answer["error"]["details"]["reason"].as_str()),
+        (400, Some("mismatch")),
+        "tampered: {answer}"
+    );
     let stale = sign(Some(OffsetDateTime::now_utc().unix_timestamp() - 600));
     let (status, answer) = post_webhook(&http, &endpoint, Some(&stale), &body).await;
-    assert_eq!((status, answer["error"]["details"]["reason"].as_str()), (400, Some("stale")), "stale: {answer}");
+    assert_eq!(
+        (status, answer["error"]["details"]["reason"].as_str()),
+        (400, Some("stale")),
+        "stale: {answer}"
+    );
 
     // And Stripe's library verifies the signatures we (and the double) compute.
     let ours = dotmac_stripe::sign(&secret, OffsetDateTime::now_utc().unix_timestamp(), body.as_bytes());
@@ -534,7 +596,14 @@ async fn the_stripe_client_gets_the_same_answer_for_a_repeated_key_and_a_refusal
     let replayed = stripe.charge(charge(1_00)).await.expect("replayed");
     assert_eq!(paid, replayed);
     let other = stripe.charge(charge(2_00)).await;
-    assert!(matches!(&other, Err(dotmac_stripe::StripeCallError::Refused { kind, .. }) if kind == "idempotency_error"), "{other:?}");
+    assert!(
+        matches!(&other, Err(dotmac_stripe::StripeCallError::Refused { kind, .. }) if kind == "idempotency_error"),
+        "{other:?}"
+    );
     let summary = double.summary().await;
-    assert_eq!((summary["customers"].as_u64(), summary["payment_intents"].as_u64()), (Some(1), Some(1)), "{summary}");
+    assert_eq!(
+        (summary["customers"].as_u64(), summary["payment_intents"].as_u64()),
+        (Some(1), Some(1)),
+        "{summary}"
+    );
 }

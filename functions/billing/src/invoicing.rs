@@ -16,9 +16,8 @@ use dotmac_domain::{
 };
 use dotmac_queue::{BillingJob, QueueError, SqsQueue};
 use dotmac_store::{
-    PaymentStatus,
-    BillingRun, Expected, Finalized, InvoiceRecord, InvoiceStatus, Opened, OutboxEvent, Store, StoreError,
-    Written, invoice_id,
+    BillingRun, Expected, Finalized, InvoiceRecord, InvoiceStatus, Opened, OutboxEvent, PaymentStatus, Store,
+    StoreError, Written, invoice_id,
 };
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -331,7 +330,11 @@ impl Billing {
                     record.number = Some(number);
                     // The charge-due item went in with the finalization; this only saves the
                     // sweep's wait. A failed enqueue is left to the sweep (`finalize_due`).
-                    let charge = BillingJob::ChargeInvoice { tenant_id: tenant, period: period.to_string(), attempt: 1 };
+                    let charge = BillingJob::ChargeInvoice {
+                        tenant_id: tenant,
+                        period: period.to_string(),
+                        attempt: 1,
+                    };
                     if let Err(error) = self.queue.enqueue(charge).await {
                         tracing::warn!(invoice = id, %error, "the charge is left to the next sweep");
                     }

@@ -325,10 +325,14 @@ impl Platform {
     fn build(config: Config, sdk: &aws_config::SdkConfig, keys: JwtKeys) -> Self {
         let stripe = config.stripe.secret_key.as_ref().and_then(|secret_key| {
             install_tls_provider();
-            let settings =
-                dotmac_stripe::StripeSettings { secret_key: secret_key.clone(), api_base: config.stripe.api_base.clone() };
+            let settings = dotmac_stripe::StripeSettings {
+                secret_key: secret_key.clone(),
+                api_base: config.stripe.api_base.clone(),
+            };
             dotmac_stripe::Stripe::new(&settings)
-                .map_err(|error| tracing::error!(%error, "the Stripe client could not be built; charges wait"))
+                .map_err(
+                    |error| tracing::error!(%error, "the Stripe client could not be built; charges wait"),
+                )
                 .ok()
         });
         Platform {
@@ -419,7 +423,11 @@ impl Platform {
     }
 
     fn payments_state(&self) -> dotmac_payments::PaymentsState {
-        dotmac_payments::PaymentsState { store: self.store.clone(), keys: self.keys.clone(), payments: self.payments() }
+        dotmac_payments::PaymentsState {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            payments: self.payments(),
+        }
     }
 
     fn billing_state(&self) -> dotmac_billing_fn::BillingState {
@@ -588,9 +596,10 @@ async fn load_stripe_secret(
         .await
         .map_err(|e| anyhow::anyhow!(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))
         .with_context(|| format!("reading the Stripe secret {secret_id}"))?;
-    let text = value.secret_string().with_context(|| format!("the Stripe secret {secret_id} holds no text"))?;
-    let parsed: StripeSecret =
-        serde_json::from_str(text).with_context(|| format!("the Stripe secret {secret_id} is not the expected JSON"))?;
+    let text =
+        value.secret_string().with_context(|| format!("the Stripe secret {secret_id} holds no text"))?;
+    let parsed: StripeSecret = serde_json::from_str(text)
+        .with_context(|| format!("the Stripe secret {secret_id} is not the expected JSON"))?;
     let filled = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
     stripe.secret_key = stripe.secret_key.take().or(filled(parsed.secret_key));
     stripe.webhook_secret = stripe.webhook_secret.take().or(filled(parsed.webhook_secret));

@@ -19,12 +19,12 @@ use std::collections::HashMap;
 use dotmac_billing::Period;
 use dotmac_domain::TenantId;
 use dotmac_store::{
-    AttemptStatus, Decided, Decision, InvoiceStatus, Payment, PaymentStatus, Store, StoreError, StripeEventRecord,
-    invoice_id, parse_payment_id, payment_id,
+    AttemptStatus, Decided, Decision, InvoiceStatus, Payment, PaymentStatus, Store, StoreError,
+    StripeEventRecord, invoice_id, parse_payment_id, payment_id,
 };
 use dotmac_stripe::{
-    Charge, ChargeOutcome, DEFAULT_TOLERANCE_SECONDS, IntentEventKind, SignatureError, Stripe, StripeCallError,
-    WebhookEvent,
+    Charge, ChargeOutcome, DEFAULT_TOLERANCE_SECONDS, IntentEventKind, SignatureError, Stripe,
+    StripeCallError, WebhookEvent,
 };
 use time::OffsetDateTime;
 
@@ -48,7 +48,9 @@ pub enum PaymentsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Charged {
     Paid,
-    Failed { code: String },
+    Failed {
+        code: String,
+    },
     /// Stripe's answer is not final; the webhook will decide.
     Pending,
     /// Nothing was charged: the invoice was paid already, or has nothing to charge.
@@ -115,8 +117,14 @@ impl Payments {
         if let Some(id) = self.store.stripe_customer(tenant).await? {
             return Ok(id);
         }
-        let name = self.store.get_tenant(tenant).await?.map(|t| t.name.to_string()).unwrap_or_else(|| tenant.to_string());
-        let created = self.stripe()?.create_customer(&tenant.to_string(), &name, &customer_key(tenant)).await?;
+        let name = self
+            .store
+            .get_tenant(tenant)
+            .await?
+            .map(|t| t.name.to_string())
+            .unwrap_or_else(|| tenant.to_string());
+        let created =
+            self.stripe()?.create_customer(&tenant.to_string(), &name, &customer_key(tenant)).await?;
         let kept = self.store.keep_stripe_customer(tenant, &created, now).await?;
         if kept != created {
             // Only if the stored id was written by a creation under another key (never by us).
@@ -134,7 +142,11 @@ impl Payments {
         now: OffsetDateTime,
     ) -> Result<Charged, PaymentsError> {
         let id = invoice_id(tenant, period);
-        let invoice = self.store.get_invoice(tenant, period).await?.ok_or_else(|| PaymentsError::NoInvoice(id.clone()))?;
+        let invoice = self
+            .store
+            .get_invoice(tenant, period)
+            .await?
+            .ok_or_else(|| PaymentsError::NoInvoice(id.clone()))?;
         if invoice.status != InvoiceStatus::Finalized {
             return Err(PaymentsError::NoInvoice(id));
         }
@@ -270,7 +282,8 @@ impl Payments {
         let Some(intent) = event.intent().map_err(|e| PaymentsError::NotAnEvent(e.to_string()))? else {
             return Ok(Applied::Ignored);
         };
-        let Some((tenant, period, attempt)) = intent.metadata.get("payment_id").and_then(|id| parse_payment_id(id))
+        let Some((tenant, period, attempt)) =
+            intent.metadata.get("payment_id").and_then(|id| parse_payment_id(id))
         else {
             return Ok(Applied::Ignored);
         };
@@ -279,15 +292,23 @@ impl Payments {
         };
         let same_money = payment.amount.minor == intent.amount
             && payment.amount.currency.to_string().eq_ignore_ascii_case(&intent.currency);
-        let same_intent = payment.stripe_payment_intent_id.as_deref().is_none_or(|pi| pi == intent.payment_intent);
+        let same_intent =
+            payment.stripe_payment_intent_id.as_deref().is_none_or(|pi| pi == intent.payment_intent);
         if !same_money || !same_intent {
-            tracing::warn!(payment = payment.id, event = event.id, "a webhook about another charge than this attempt's; ignored");
+            tracing::warn!(
+                payment = payment.id,
+                event = event.id,
+                "a webhook about another charge than this attempt's; ignored"
+            );
             return Ok(Applied::Ignored);
         }
         let decision = match intent.kind {
-            IntentEventKind::Succeeded => Decision::Succeeded { payment_intent: Some(intent.payment_intent.clone()) },
+            IntentEventKind::Succeeded => {
+                Decision::Succeeded { payment_intent: Some(intent.payment_intent.clone()) }
+            }
             IntentEventKind::Failed => {
-                let (code, message) = intent.failure.clone().unwrap_or_else(|| ("payment_failed".into(), String::new()));
+                let (code, message) =
+                    intent.failure.clone().unwrap_or_else(|| ("payment_failed".into(), String::new()));
                 Decision::Failed { payment_intent: Some(intent.payment_intent.clone()), code, message }
             }
         };

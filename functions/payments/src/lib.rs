@@ -33,7 +33,9 @@ impl From<PaymentsError> for ApiError {
                     .with_details(json!({ "reason": reason.reason() }))
             }
             PaymentsError::NotAnEvent(reason) => ApiError::new(ErrorCode::MalformedRequest, reason),
-            PaymentsError::NotConfigured => ApiError::unavailable("stripe", "no webhook secret is configured"),
+            PaymentsError::NotConfigured => {
+                ApiError::unavailable("stripe", "no webhook secret is configured")
+            }
             PaymentsError::Stripe(error) => ApiError::unavailable("stripe", error),
             PaymentsError::Store(error) => error.into(),
         }
@@ -87,7 +89,9 @@ async fn stripe_webhook(
     // A header that is not text cannot be a signature.
     let signature = match headers.get("stripe-signature") {
         None => None,
-        Some(value) => Some(value.to_str().map_err(|_| PaymentsError::Signature(dotmac_stripe::SignatureError::Malformed))?),
+        Some(value) => Some(
+            value.to_str().map_err(|_| PaymentsError::Signature(dotmac_stripe::SignatureError::Malformed))?,
+        ),
     };
     let outcome = state.payments.apply_webhook(signature, &body, OffsetDateTime::now_utc()).await?;
     Ok(axum::Json(WebhookAnswer { received: true, outcome: outcome.as_str().to_owned() }))
@@ -140,7 +144,13 @@ impl PaymentsWorker {
         Some(self.run(*tenant_id, period, *attempt, delivery).await)
     }
 
-    async fn run(&self, tenant: TenantId, period: &str, attempt: u32, delivery: &Delivery) -> Result<(), JobError> {
+    async fn run(
+        &self,
+        tenant: TenantId,
+        period: &str,
+        attempt: u32,
+        delivery: &Delivery,
+    ) -> Result<(), JobError> {
         let Ok(period) = Period::parse(period) else {
             return Err(JobError::Discard(format!("{period:?} is not a period")));
         };

@@ -201,12 +201,21 @@ fn rfc3339(at: OffsetDateTime) -> String {
 }
 
 /// The charge-due item written beside a finalization (crate: `finalize_invoice` adds it).
-pub(crate) fn charge_due_item(tenant: TenantId, period: Period, now: OffsetDateTime) -> Result<Item, StoreError> {
+pub(crate) fn charge_due_item(
+    tenant: TenantId,
+    period: Period,
+    now: OffsetDateTime,
+) -> Result<Item, StoreError> {
     let due = ChargeDue { tenant_id: tenant, period, attempt: 1, due_at: now };
     Stored::new(ItemKey::charge_due(&invoice_id(tenant, period)), "charge_due", due).to_item()
 }
 
-fn outbox_event(event_id: String, detail_type: &str, detail: serde_json::Value, now: OffsetDateTime) -> OutboxEvent {
+fn outbox_event(
+    event_id: String,
+    detail_type: &str,
+    detail: serde_json::Value,
+    now: OffsetDateTime,
+) -> OutboxEvent {
     OutboxEvent {
         event_id,
         detail_type: detail_type.to_owned(),
@@ -240,7 +249,8 @@ impl Store {
         due_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let due = ChargeDue { tenant_id: tenant, period, attempt, due_at };
-        let item = Stored::new(ItemKey::charge_due(&invoice_id(tenant, period)), "charge_due", due).to_item()?;
+        let item =
+            Stored::new(ItemKey::charge_due(&invoice_id(tenant, period)), "charge_due", due).to_item()?;
         let _ = self.put(item, None).await?;
         Ok(())
     }
@@ -261,7 +271,8 @@ impl Store {
         customer_id: &str,
         now: OffsetDateTime,
     ) -> Result<String, StoreError> {
-        let record = CustomerAttributes { tenant_id: tenant, customer_id: customer_id.to_owned(), created_at: now };
+        let record =
+            CustomerAttributes { tenant_id: tenant, customer_id: customer_id.to_owned(), created_at: now };
         let item = Stored::new(ItemKey::stripe_customer(tenant), "stripe_customer", record).to_item()?;
         match self.put_new_or_read(item).await? {
             None => Ok(customer_id.to_owned()),
@@ -271,8 +282,12 @@ impl Store {
 
     /// Records `payment` (pending) unless its attempt exists; returns the attempt as stored.
     pub async fn begin_payment(&self, payment: &Payment) -> Result<Payment, StoreError> {
-        let item = Stored::new(ItemKey::payment(payment.tenant_id, payment.period, payment.attempt), "payment", payment)
-            .to_item()?;
+        let item = Stored::new(
+            ItemKey::payment(payment.tenant_id, payment.period, payment.attempt),
+            "payment",
+            payment,
+        )
+        .to_item()?;
         match self.put_new_or_read(item).await? {
             None => Ok(payment.clone()),
             Some(existing) => Ok(decode::<Stored<Payment>>(existing)?.record),
@@ -285,11 +300,18 @@ impl Store {
         period: Period,
         attempt: u32,
     ) -> Result<Option<Payment>, StoreError> {
-        Ok(self.get_item::<Stored<Payment>>(ItemKey::payment(tenant, period, attempt)).await?.map(|i| i.record))
+        Ok(self
+            .get_item::<Stored<Payment>>(ItemKey::payment(tenant, period, attempt))
+            .await?
+            .map(|i| i.record))
     }
 
     /// Every attempt at the tenant's invoice of `period`, first attempt first.
-    pub async fn invoice_payments(&self, tenant: TenantId, period: Period) -> Result<Vec<Payment>, StoreError> {
+    pub async fn invoice_payments(
+        &self,
+        tenant: TenantId,
+        period: Period,
+    ) -> Result<Vec<Payment>, StoreError> {
         let key = Expr::new("PK = :pk AND begins_with(#sk, :prefix)")
             .name("#sk", SK)
             .value(":pk", s(tenant_pk(tenant)))
@@ -305,7 +327,12 @@ impl Store {
             .value(":pending", s(AttemptStatus::Pending.as_str()));
         let condition = Expr::new("attribute_exists(PK) AND #status = :pending").name("#status", "status");
         let _ = self
-            .update(ItemKey::payment(payment.tenant_id, payment.period, payment.attempt), update, Some(condition), None)
+            .update(
+                ItemKey::payment(payment.tenant_id, payment.period, payment.attempt),
+                update,
+                Some(condition),
+                None,
+            )
             .await?;
         Ok(())
     }
@@ -357,9 +384,11 @@ impl Store {
             Decision::Succeeded { .. } => {
                 (PaymentStatus::Paid, "invoice.paid", format!("invoice.paid:{}", payment.invoice_id))
             }
-            Decision::Failed { .. } => {
-                (PaymentStatus::Failed, "invoice.payment_failed", format!("invoice.payment_failed:{}", payment.id))
-            }
+            Decision::Failed { .. } => (
+                PaymentStatus::Failed,
+                "invoice.payment_failed",
+                format!("invoice.payment_failed:{}", payment.id),
+            ),
         };
         // Paid once, and never back to failed; only a finalized invoice is charged. The
         // invoice's version is its content's lock (drafts recomputed in place) and a finalized
@@ -391,7 +420,8 @@ impl Store {
             detail["failure_code"] = serde_json::Value::String(code.clone());
         }
         let outbox = outbox_event(event_id, event_type, detail, now);
-        let outbox_item = Stored::new(ItemKey::outbox(&outbox.event_id), "outbox_event", &outbox).to_item()?;
+        let outbox_item =
+            Stored::new(ItemKey::outbox(&outbox.event_id), "outbox_event", &outbox).to_item()?;
         let outbox_step = self.put_new(outbox_item)?;
 
         match self.transact(vec![payment_step.clone(), invoice_step, outbox_step]).await? {
@@ -420,14 +450,20 @@ impl Store {
         let update = Expr::new("SET payment_status = :paid, paid_at = :now")
             .value(":paid", s(PaymentStatus::Paid.as_str()))
             .value(":now", s(rfc3339(now)));
-        let condition = Expr::new("#istatus = :finalized AND (attribute_not_exists(payment_status) OR payment_status = :open)")
-            .name("#istatus", "status")
-            .value(":finalized", s(InvoiceStatus::Finalized.as_str()))
-            .value(":open", s(PaymentStatus::Open.as_str()));
+        let condition = Expr::new(
+            "#istatus = :finalized AND (attribute_not_exists(payment_status) OR payment_status = :open)",
+        )
+        .name("#istatus", "status")
+        .value(":finalized", s(InvoiceStatus::Finalized.as_str()))
+        .value(":open", s(PaymentStatus::Open.as_str()));
         let detail = serde_json::json!({ "invoice_id": id, "tenant_id": tenant, "period": period.to_string(), "payment_id": null });
         let outbox = outbox_event(format!("invoice.paid:{id}"), "invoice.paid", detail, now);
-        let outbox_item = Stored::new(ItemKey::outbox(&outbox.event_id), "outbox_event", &outbox).to_item()?;
-        let steps = vec![self.update_step(ItemKey::invoice(tenant, period), update, condition)?, self.put_new(outbox_item)?];
+        let outbox_item =
+            Stored::new(ItemKey::outbox(&outbox.event_id), "outbox_event", &outbox).to_item()?;
+        let steps = vec![
+            self.update_step(ItemKey::invoice(tenant, period), update, condition)?,
+            self.put_new(outbox_item)?,
+        ];
         match self.transact(steps).await? {
             Ok(()) => Ok(Decided::Applied),
             Err(cancelled) if cancelled.refused(0) || cancelled.refused(1) => Ok(Decided::Unchanged),
@@ -437,7 +473,10 @@ impl Store {
 
     /// Whether a Stripe event was applied already.
     pub async fn stripe_event(&self, event_id: &str) -> Result<Option<StripeEventRecord>, StoreError> {
-        Ok(self.get_item::<Stored<StripeEventRecord>>(ItemKey::stripe_event(event_id)).await?.map(|i| i.record))
+        Ok(self
+            .get_item::<Stored<StripeEventRecord>>(ItemKey::stripe_event(event_id))
+            .await?
+            .map(|i| i.record))
     }
 
     /// Records an applied Stripe event, once (a second record of the same event is refused
@@ -467,7 +506,10 @@ mod tests {
 
     #[test]
     fn attempts_sort_in_order_under_their_invoice() {
-        assert!(payment_sk(Period::parse("2026-11").expect("p"), 9) < payment_sk(Period::parse("2026-11").expect("p"), 10));
+        assert!(
+            payment_sk(Period::parse("2026-11").expect("p"), 9)
+                < payment_sk(Period::parse("2026-11").expect("p"), 10)
+        );
         assert!(payment_sk(Period::parse("2026-11").expect("p"), 1).starts_with("PAYMENT#2026-11#"));
     }
 }

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use stripe::{ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe::{
+    ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest,
+};
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
 use stripe_core::payment_intent::{CreatePaymentIntent, CreatePaymentIntentOffSession};
 use stripe_shared::{PaymentIntent, PaymentIntentStatus};
@@ -20,7 +22,10 @@ pub struct StripeSettings {
 
 impl std::fmt::Debug for StripeSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StripeSettings").field("secret_key", &"<redacted>").field("api_base", &self.api_base).finish()
+        f.debug_struct("StripeSettings")
+            .field("secret_key", &"<redacted>")
+            .field("api_base", &self.api_base)
+            .finish()
     }
 }
 
@@ -158,11 +163,10 @@ impl Stripe {
     /// Creates and confirms an off-session payment intent. A decline is an outcome, not an
     /// error: Stripe answers it with a 402 whose body carries the intent.
     pub async fn charge(&self, charge: Charge<'_>) -> Result<ChargeOutcome, StripeCallError> {
-        let currency = charge
-            .currency
-            .to_ascii_lowercase()
-            .parse::<stripe_types::Currency>()
-            .map_err(|_| StripeCallError::Config(format!("{} is no currency Stripe knows", charge.currency)))?;
+        let currency =
+            charge.currency.to_ascii_lowercase().parse::<stripe_types::Currency>().map_err(|_| {
+                StripeCallError::Config(format!("{} is no currency Stripe knows", charge.currency))
+            })?;
         let request = CreatePaymentIntent::new(charge.amount, currency)
             .customer(charge.customer)
             .payment_method(charge.payment_method)

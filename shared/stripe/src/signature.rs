@@ -68,7 +68,8 @@ fn parse(header: &str) -> Result<Header<'_>, SignatureError> {
 
 fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
     // HMAC takes a key of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -124,10 +125,12 @@ mod tests {
     #[test]
     fn a_known_signature_matches() {
         let header = sign(SECRET, NOW, BODY);
-        assert_eq!(header, "t=1796000000,v1=f2ebfe393f7786bebb6041d5f6f04acb481fad13e8b8b052711163ed0d98791e");
+        assert_eq!(
+            header,
+            "t=1796000000,v1=f2ebfe393f7786bebb6041d5f6f04acb481fad13e8b8b052711163ed0d98791e"
+        );
         assert_eq!(check(Some(&header), BODY), Ok(NOW));
     }
-
 
     #[test]
     fn one_matching_v1_among_several_is_enough() {
@@ -167,7 +170,10 @@ mod tests {
         let header = sign(SECRET, old, BODY);
         assert_eq!(
             check(Some(&header), BODY),
-            Err(SignatureError::Stale { age: DEFAULT_TOLERANCE_SECONDS + 1, tolerance: DEFAULT_TOLERANCE_SECONDS })
+            Err(SignatureError::Stale {
+                age: DEFAULT_TOLERANCE_SECONDS + 1,
+                tolerance: DEFAULT_TOLERANCE_SECONDS
+            })
         );
         // At the edge it is still fresh.
         let edge = sign(SECRET, NOW - DEFAULT_TOLERANCE_SECONDS, BODY);

@@ -5,8 +5,11 @@
 #   local/stack.sh contract             schemathesis against the platform's served OpenAPI document
 #   local/stack.sh venv                 install the Python tools (.venv)
 #   local/stack.sh sam-venv             install SAM CLI (.venv-sam)
+#   local/stack.sh stripe-venv          install Stripe's Python library (.venv-stripe, interop tests)
 # DOTMAC_EMULATOR=external skips moto and uses the AWS_* variables as they are (LocalStack,
 # DynamoDB Local via AWS_ENDPOINT_URL_DYNAMODB, or real AWS).
+# DOTMAC_STRIPE_API_BASE set (say to https://api.stripe.com with a test-mode key) skips the
+# local Stripe double (local/stripe_double.py) and uses Stripe as configured.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,6 +17,7 @@ cd "$ROOT"
 VENV="$ROOT/.venv"
 SAM_VENV="$ROOT/.venv-sam"
 CONTRACT_VENV="$ROOT/.venv-contract"
+STRIPE_VENV="$ROOT/.venv-stripe"
 STATE="$ROOT/.local"
 mkdir -p "$STATE"
 
@@ -68,6 +72,48 @@ start_emulator() {
   eval "$exports"
 }
 
+STRIPE_DOUBLE_PID=""
+stop_stripe_double() {
+  if [ -n "$STRIPE_DOUBLE_PID" ] && kill -0 "$STRIPE_DOUBLE_PID" 2>/dev/null; then
+    kill "$STRIPE_DOUBLE_PID" 2>/dev/null || true
+    wait "$STRIPE_DOUBLE_PID" 2>/dev/null || true
+  fi
+  STRIPE_DOUBLE_PID=""
+}
+
+# Starts the local Stripe double on a free port (unless DOTMAC_STRIPE_API_BASE points at a
+# Stripe already) and exports the three variables the platform reads. A secret key or webhook
+# secret already set is the one the double and our endpoint both use. $1: where the double
+# delivers webhooks for every key (the dev server's endpoint), or empty (tests register their
+# own endpoints per key).
+start_stripe_double() {
+  local webhook_url=${1:-}
+  if [ -n "${DOTMAC_STRIPE_API_BASE:-}" ]; then
+    say "Stripe: using $DOTMAC_STRIPE_API_BASE (DOTMAC_STRIPE_API_BASE is set; no local double)"
+    return 0
+  fi
+  export DOTMAC_STRIPE_SECRET_KEY="${DOTMAC_STRIPE_SECRET_KEY:-sk_test_dotmac_local_double}"
+  export DOTMAC_STRIPE_WEBHOOK_SECRET="${DOTMAC_STRIPE_WEBHOOK_SECRET:-whsec_$(python3 -c 'import secrets; print(secrets.token_hex(24))')}"
+  local port log
+  port=$(free_port)
+  log="$STATE/stripe-double-$port.log"
+  say "starting the Stripe test double on 127.0.0.1:$port (log: ${log#$ROOT/})"
+  python3 local/stripe_double.py --port "$port" --webhook-secret "$DOTMAC_STRIPE_WEBHOOK_SECRET" \
+    ${webhook_url:+--webhook-url "$webhook_url"} >"$log" 2>&1 &
+  STRIPE_DOUBLE_PID=$!
+  export DOTMAC_STRIPE_API_BASE="http://127.0.0.1:$port"
+  local tries=0
+  until python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/health", timeout=1)' "$DOTMAC_STRIPE_API_BASE" 2>/dev/null; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 100 ] || ! kill -0 "$STRIPE_DOUBLE_PID" 2>/dev/null; then
+      echo "the Stripe double did not start; its log:" >&2
+      tail -n 20 "$log" >&2 || true
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
 cmd_dev() {
   local port=${DOTMAC_PORT:-8000} pidfile="$STATE/dev.pid"
   if [ -f "$pidfile" ] && kill -0 "$(cut -d' ' -f1 "$pidfile")" 2>/dev/null; then
@@ -83,7 +129,7 @@ cmd_dev() {
   APP_PID=""
   # Background jobs of a script ignore Ctrl-C, so the trap hands the platform a SIGTERM (its
   # graceful stop) and then stops the emulator.
-  trap "stop_app; stop_emulator; rm -f '$pidfile'" EXIT
+  trap "stop_app; stop_emulator; stop_stripe_double; rm -f '$pidfile'" EXIT
   trap 'exit 0' INT TERM
   if [ "${DOTMAC_EMULATOR:-moto}" = "moto" ]; then
     local emulator_port=${DOTMAC_EMULATOR_PORT:-4566}
@@ -93,6 +139,7 @@ cmd_dev() {
     fi
     start_emulator "$emulator_port"
   fi
+  start_stripe_double "http://127.0.0.1:$port/v1/webhooks/stripe"
   say "building and starting the platform"
   export DOTMAC_STATE_DIR="${DOTMAC_STATE_DIR:-$STATE}"
   # A person follows an invitation's link from the terminal: the e-mail only reaches moto.
@@ -139,9 +186,12 @@ check_emulator_log() {
 }
 
 cmd_with_emulator() {
-  trap 'stop_emulator' EXIT
+  trap 'stop_emulator; stop_stripe_double' EXIT
   trap 'exit 130' INT TERM
   start_emulator "$(free_port)"
+  start_stripe_double ""
+  # The interop tests sign webhooks with Stripe's own Python library.
+  ensure_venv "$STRIPE_VENV" local/requirements-stripe.txt
   local status=0
   "$@" || status=$?
   # The command's own failure wins; a clean run with 5xx in the log fails on them.
@@ -184,5 +234,6 @@ case "${1:-}" in
   sam-venv) ensure_venv "$SAM_VENV" local/requirements-sam.txt ;;
   package-venv) ensure_venv "$VENV" local/requirements-package.txt ;;
   contract-venv) ensure_venv "$CONTRACT_VENV" local/requirements-contract.txt ;;
-  *) echo "usage: local/stack.sh dev | with-emulator CMD… | contract | venv | sam-venv | package-venv | contract-venv" >&2; exit 2 ;;
+  stripe-venv) ensure_venv "$STRIPE_VENV" local/requirements-stripe.txt ;;
+  *) echo "usage: local/stack.sh dev | with-emulator CMD… | contract | venv | sam-venv | package-venv | contract-venv | stripe-venv" >&2; exit 2 ;;
 esac

@@ -227,6 +227,7 @@ struct StackNames {
     family: String,
     private_secret_arn: String,
     public_secret_arn: String,
+    stripe_secret_arn: String,
     execution_role_arn: String,
     task_role_arn: String,
     invitation_sender: String,
@@ -249,6 +250,8 @@ impl StackNames {
             "TaskFamily" => self.family.clone(),
             "JwtKeySetSecret" => self.private_secret_arn.clone(),
             "JwtPublicKeySetSecret" => self.public_secret_arn.clone(),
+            "StripeSecret" => self.stripe_secret_arn.clone(),
+            "StripeApiBase" => "https://api.stripe.com".to_owned(),
             "InvitationSender" => self.invitation_sender.clone(),
             "BackupBucket" => self.bucket.clone(),
             "EventBus" => self.event_bus.clone(),
@@ -915,6 +918,21 @@ async fn call_with(
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+/// Stripe's POST of a signed event to the webhook route.
+async fn call_webhook(router: &axum::Router, signature: &str, body: &str) -> (u16, Value) {
+    let request = http::Request::builder()
+        .method(Method::POST)
+        .uri("/v1/webhooks/stripe")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("stripe-signature", signature)
+        .body(Body::from(body.to_owned()))
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("answered");
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
 fn authorizer_event(token: &str) -> ApiGatewayV2CustomAuthorizerV2Request {
     let raw = include_str!("../../events/apigw-authorizer.json").replace("REPLACE_WITH_TOKEN", token);
     serde_json::from_str(&raw).expect("authorizer event")
@@ -992,6 +1010,22 @@ async fn walk_every_function() {
             .expect("empty key set");
         secret_arns.insert(name, created.arn().expect("arn").to_owned());
     }
+    // The Stripe secret as a deployer fills it in (a key of this test's own on the Stripe
+    // double, so its charges are apart from every other test's).
+    let stripe_secret_name = format!("{prefix}-stripe");
+    let stripe_key = format!("sk_test_iam_{}", uuid::Uuid::new_v4().simple());
+    let webhook_secret = format!("whsec_iam_{}", uuid::Uuid::new_v4().simple());
+    let created = secrets
+        .create_secret()
+        .name(&stripe_secret_name)
+        .secret_string(json!({"secret_key": stripe_key, "webhook_secret": webhook_secret}).to_string())
+        .send()
+        .await
+        .expect("the Stripe secret");
+    secret_arns.insert(stripe_secret_name.clone(), created.arn().expect("arn").to_owned());
+    let stripe_secret_arn = secret_arns[&stripe_secret_name].clone();
+    let stripe_api_base = std::env::var("DOTMAC_STRIPE_API_BASE")
+        .expect("DOTMAC_STRIPE_API_BASE: run through `local/stack.sh with-emulator` (the Stripe double)");
     let mut env: HashMap<String, String> = HashMap::new();
     for (name, value) in [
         ("DOTMAC_PREFIX", prefix.clone()),
@@ -1012,6 +1046,9 @@ async fn walk_every_function() {
         ("DOTMAC_S3_FORCE_PATH_STYLE", "true".to_owned()),
         ("DOTMAC_BACKUP_RETENTION_DAYS", "0".to_owned()),
         ("DOTMAC_BACKUP_KEEP_AT_LEAST", "0".to_owned()),
+        // As deployed: the key and the webhook secret only in Secrets Manager.
+        ("DOTMAC_STRIPE_SECRET_ID", stripe_secret_name.clone()),
+        ("DOTMAC_STRIPE_API_BASE", stripe_api_base.clone()),
     ] {
         env.insert(name.to_owned(), value);
     }
@@ -1028,6 +1065,7 @@ async fn walk_every_function() {
         family: format!("{prefix}-isp-framework"),
         private_secret_arn: secret_arns[&format!("{prefix}-jwt-key-set")].clone(),
         public_secret_arn: secret_arns[&format!("{prefix}-jwt-public-key-set")].clone(),
+        stripe_secret_arn,
         execution_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-execution"),
         task_role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{prefix}-task"),
         invitation_sender: config.invitations.sender.clone(),
@@ -1317,6 +1355,38 @@ async fn walk_every_function() {
         finalizer.config.billing.grace_seconds = 0;
         let due = finalizer.billing().finalize_due(period.end() + time::Duration::days(1)).await.expect("the finalizer runs");
         assert_eq!(due, 1, "the last period's draft");
+        // payments: the charges the two finalizations queued (and the sweep queued again), run
+        // by the billing worker with its Stripe secret read at cold start: the Stripe customer
+        // (on the Stripe double), each attempt, its charge, its decision with the invoice and
+        // the outbox event, the charge off the due list; the duplicates find them decided.
+        let worker = platform_of(Handler::BillingWorker).await;
+        assert!(worker.stripe.is_some(), "the billing worker read the Stripe secret");
+        loop {
+            let messages = billing_queue.receive(10, 1).await.expect("ReceiveMessage as the event source mapping");
+            if messages.is_empty() {
+                break;
+            }
+            let answer = dotmac_queue::lambda::handle_sqs_event(&worker.billing_worker(), dotmac_tests::sqs_event(&messages), 5).await;
+            assert!(answer.batch_item_failures.is_empty(), "every charge done");
+            for message in &messages {
+                billing_queue.ack(&message.receipt_handle).await.expect("DeleteMessage as the event source mapping");
+            }
+        }
+        // The payments function: an invoice's payments, and Stripe's webhook about its charge
+        // (signed with the secret it read; the job decided first, so it changes nothing).
+        let payments = platform_of(Handler::Payments).await;
+        let secret = payments.config.stripe.webhook_secret.clone().expect("the payments function read the Stripe secret");
+        let payments = payments.router(Handler::Payments).expect("payments router");
+        let (status, answer) = call(&payments, Method::GET, &format!("/v1/invoices/{invoice_id}/payments"), Some(&admin), None).await;
+        assert_eq!((status, answer["payment_status"].as_str()), (200, Some("paid")), "{answer}");
+        let paid = &answer["items"][0];
+        let event = json!({"id": format!("evt_iam_{}", uuid::Uuid::new_v4().simple()), "object": "event",
+            "type": "payment_intent.succeeded", "created": time::OffsetDateTime::now_utc().unix_timestamp(),
+            "data": {"object": {"id": paid["stripe_payment_intent_id"], "object": "payment_intent",
+                "amount": paid["amount"]["minor"], "currency": "usd", "metadata": {"payment_id": paid["id"]}}}}).to_string();
+        let signature = dotmac_stripe::sign(&secret, time::OffsetDateTime::now_utc().unix_timestamp(), event.as_bytes());
+        let (status, answer) = call_webhook(&payments, &signature, &event).await;
+        assert_eq!((status, answer["outcome"].as_str()), (200, Some("unchanged")), "{answer}");
         // The lifecycle: suspend, resume and delete through the tenants function, each job
         // taken by the provisioner as the event source mapping takes it, the events read, and
         // the publisher putting them on the bus.

@@ -15,6 +15,7 @@ mod lifecycle;
 mod machine_tokens;
 mod onboarding;
 mod partners;
+mod payments;
 mod provisioner;
 mod readiness;
 mod scale;

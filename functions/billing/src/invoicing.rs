@@ -16,8 +16,8 @@ use dotmac_domain::{
 };
 use dotmac_queue::{BillingJob, QueueError, SqsQueue};
 use dotmac_store::{
-    BillingRun, Expected, Finalized, InvoiceRecord, InvoiceStatus, Opened, OutboxEvent, Store, StoreError,
-    Written, invoice_id,
+    BillingRun, Expected, Finalized, InvoiceRecord, InvoiceStatus, Opened, OutboxEvent, PaymentStatus, Store,
+    StoreError, Written, invoice_id,
 };
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -321,12 +321,23 @@ impl Billing {
                 compute(&inputs, tenant, current.partner_id.clone(), current.run_id.as_deref(), now)?;
             record.status = InvoiceStatus::Finalized;
             record.finalized_at = Some(now);
+            record.payment_status = Some(PaymentStatus::Open);
             record.created_at = current.created_at;
             record.version = current.version + 1;
             match self.store.finalize_invoice(&record, current.version).await? {
                 Finalized::Numbered(number) => {
                     tracing::info!(invoice = id, number, "invoice finalized");
                     record.number = Some(number);
+                    // The charge-due item went in with the finalization; this only saves the
+                    // sweep's wait. A failed enqueue is left to the sweep (`finalize_due`).
+                    let charge = BillingJob::ChargeInvoice {
+                        tenant_id: tenant,
+                        period: period.to_string(),
+                        attempt: 1,
+                    };
+                    if let Err(error) = self.queue.enqueue(charge).await {
+                        tracing::warn!(invoice = id, %error, "the charge is left to the next sweep");
+                    }
                     return Ok(record);
                 }
                 Finalized::InvoiceChanged => continue,
@@ -361,7 +372,30 @@ impl Billing {
             }
             period = period.previous();
         }
+        self.queue_due_charges().await?;
         Ok(finalized)
+    }
+
+    /// Queues a `ChargeInvoice` for every charge still due (`Store::charges_due`): the safety
+    /// net behind the enqueue that follows a finalization. A charge already under way is
+    /// queued again harmlessly (the job is idempotent per invoice and attempt).
+    pub async fn queue_due_charges(&self) -> Result<usize, BillingError> {
+        let jobs: Vec<BillingJob> = self
+            .store
+            .charges_due()
+            .await?
+            .into_iter()
+            .map(|due| BillingJob::ChargeInvoice {
+                tenant_id: due.tenant_id,
+                period: due.period.to_string(),
+                attempt: due.attempt,
+            })
+            .collect();
+        let count = jobs.len();
+        if count > 0 {
+            self.queue.enqueue_all(jobs).await?;
+        }
+        Ok(count)
     }
 
     /// What the current period would cost now: computed, not stored. `tenant` was read
@@ -440,6 +474,7 @@ fn compute(
             created_at: now,
             updated_at: now,
             finalized_at: None,
+            payment_status: None,
             version: 1,
         },
     })

@@ -51,6 +51,12 @@ impl JobHandler<BillingJob> for BillingWorker {
                     }
                 }
             }
+            // Charges are the payments worker's (`dotmac_payments`); the deployed billing worker
+            // routes them there first (`dotmac_platform`). One arriving here was routed
+            // wrong: retried, so it ends in the dead-letter queue where it shows, never lost.
+            BillingJob::ChargeInvoice { tenant_id, period, attempt } => Err(JobError::Retry(format!(
+                "ChargeInvoice {tenant_id} {period} #{attempt} reached the invoicing worker"
+            ))),
         }
     }
 }

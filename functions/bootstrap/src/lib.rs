@@ -82,6 +82,8 @@ pub enum Handler {
     FinalizeInvoices,
     /// Moves the outbox's domain events to EventBridge (`dotmac_publisher`).
     PublishEvents,
+    /// `/v1/webhooks/stripe` (Stripe's signed webhooks) and an invoice's payments.
+    Payments,
 }
 
 /// Which signing keys a function holds.
@@ -114,7 +116,7 @@ fn seconds(seconds: u64) -> time::Duration {
 }
 
 impl Handler {
-    pub const ALL: [Handler; 14] = [
+    pub const ALL: [Handler; 15] = [
         Handler::Auth,
         Handler::Tenants,
         Handler::Users,
@@ -129,6 +131,7 @@ impl Handler {
         Handler::BillingCycle,
         Handler::FinalizeInvoices,
         Handler::PublishEvents,
+        Handler::Payments,
     ];
 
     pub fn parse(raw: &str) -> Option<Handler> {
@@ -153,6 +156,7 @@ impl Handler {
             Handler::BillingCycle => "billing-cycle",
             Handler::FinalizeInvoices => "finalize-invoices",
             Handler::PublishEvents => "publish-events",
+            Handler::Payments => "payments",
         }
     }
 
@@ -164,7 +168,8 @@ impl Handler {
             | Handler::Usage
             | Handler::Health
             | Handler::Docs
-            | Handler::Billing => Kind::Http,
+            | Handler::Billing
+            | Handler::Payments => Kind::Http,
             Handler::Provisioner | Handler::BillingWorker => Kind::QueueConsumer,
             Handler::Authorizer => Kind::Authorizer,
             Handler::RotateSigningKeys
@@ -185,6 +190,7 @@ impl Handler {
             Handler::Health => dotmac_health::routes().catalog(),
             Handler::Docs => dotmac_docs::routes().catalog(),
             Handler::Billing => dotmac_billing_fn::routes().catalog(),
+            Handler::Payments => dotmac_payments::routes().catalog(),
             Handler::Provisioner
             | Handler::Authorizer
             | Handler::RotateSigningKeys
@@ -225,9 +231,12 @@ impl Handler {
     pub fn keys(self) -> Keys {
         match self {
             Handler::Auth | Handler::Provisioner => Keys::Sign,
-            Handler::Tenants | Handler::Users | Handler::Usage | Handler::Authorizer | Handler::Billing => {
-                Keys::Verify
-            }
+            Handler::Tenants
+            | Handler::Users
+            | Handler::Usage
+            | Handler::Authorizer
+            | Handler::Billing
+            | Handler::Payments => Keys::Verify,
             Handler::Health
             | Handler::Docs
             | Handler::RotateSigningKeys
@@ -268,6 +277,8 @@ pub struct Platform {
     pub prices: dotmac_billing_fn::inputs::PriceCache,
     /// Domain events out (the publisher's).
     pub events: aws_sdk_eventbridge::Client,
+    /// The Stripe client (charges), when a secret key is configured.
+    pub stripe: Option<dotmac_stripe::Stripe>,
 }
 
 impl Platform {
@@ -292,6 +303,12 @@ impl Platform {
         mut config: Config,
         sdk: &aws_config::SdkConfig,
     ) -> anyhow::Result<Self> {
+        if handler.uses_stripe() {
+            load_stripe_secret(&mut config.stripe, &aws_sdk_secretsmanager::Client::new(sdk)).await?;
+        } else {
+            // A function that never charges nor verifies webhooks holds no Stripe secret.
+            (config.stripe.secret_key, config.stripe.webhook_secret) = (None, None);
+        }
         match handler.keys() {
             Keys::Sign => Self::with_sdk_config(config, sdk).await,
             Keys::Verify => {
@@ -340,7 +357,20 @@ impl Platform {
     }
 
     fn build(config: Config, sdk: &aws_config::SdkConfig, keys: JwtKeys) -> Self {
+        let stripe = config.stripe.secret_key.as_ref().and_then(|secret_key| {
+            install_tls_provider();
+            let settings = dotmac_stripe::StripeSettings {
+                secret_key: secret_key.clone(),
+                api_base: config.stripe.api_base.clone(),
+            };
+            dotmac_stripe::Stripe::new(&settings)
+                .map_err(
+                    |error| tracing::error!(%error, "the Stripe client could not be built; charges wait"),
+                )
+                .ok()
+        });
         Platform {
+            stripe,
             store: Store::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name),
             provisioning: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.provisioning_queue_url),
             billing_queue: SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.billing.queue_url),
@@ -410,8 +440,29 @@ impl Platform {
         }
     }
 
-    pub fn billing_worker(&self) -> dotmac_billing_fn::BillingWorker {
-        dotmac_billing_fn::BillingWorker { billing: self.billing() }
+    /// The billing queue's consumer: charges to the payments worker, the rest to invoicing.
+    pub fn billing_worker(&self) -> BillingJobs {
+        BillingJobs {
+            invoicing: dotmac_billing_fn::BillingWorker { billing: self.billing() },
+            payments: dotmac_payments::PaymentsWorker { payments: self.payments() },
+        }
+    }
+
+    /// The payments use cases (charges, webhooks), with this instance's Stripe client.
+    pub fn payments(&self) -> dotmac_payments::Payments {
+        dotmac_payments::Payments {
+            store: self.store.clone(),
+            stripe: self.stripe.clone(),
+            webhook_secret: self.config.stripe.webhook_secret.clone(),
+        }
+    }
+
+    fn payments_state(&self) -> dotmac_payments::PaymentsState {
+        dotmac_payments::PaymentsState {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            payments: self.payments(),
+        }
     }
 
     fn billing_state(&self) -> dotmac_billing_fn::BillingState {
@@ -461,6 +512,7 @@ impl Platform {
             Handler::Health => Some(dotmac_health::router(self.health_state())),
             Handler::Docs => Some(dotmac_docs::router(dotmac_docs::DocsState::new(api_catalog))),
             Handler::Billing => Some(dotmac_billing_fn::router(self.billing_state())),
+            Handler::Payments => Some(dotmac_payments::router(self.payments_state())),
             Handler::Provisioner
             | Handler::Authorizer
             | Handler::RotateSigningKeys
@@ -564,6 +616,64 @@ impl Platform {
 
     pub fn authorizer(&self) -> Authorizer {
         Authorizer { store: self.store.clone(), keys: self.keys.clone() }
+    }
+}
+
+impl Handler {
+    /// Whether the function holds the Stripe secrets: the webhook endpoint (verifies) and the
+    /// billing worker (charges). No other function can read them (see the template's IAM).
+    pub fn uses_stripe(self) -> bool {
+        matches!(self, Handler::Payments | Handler::BillingWorker)
+    }
+}
+
+/// Fills the Stripe key and webhook secret from their Secrets Manager secret, when one is
+/// configured (deployed); values set in the environment win (a local stack).
+async fn load_stripe_secret(
+    stripe: &mut dotmac_config::StripeConfig,
+    secrets: &aws_sdk_secretsmanager::Client,
+) -> anyhow::Result<()> {
+    let Some(secret_id) = stripe.secret_id.clone() else { return Ok(()) };
+    #[derive(serde::Deserialize)]
+    struct StripeSecret {
+        secret_key: Option<String>,
+        webhook_secret: Option<String>,
+    }
+    let value = secrets
+        .get_secret_value()
+        .secret_id(&secret_id)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))
+        .with_context(|| format!("reading the Stripe secret {secret_id}"))?;
+    let text =
+        value.secret_string().with_context(|| format!("the Stripe secret {secret_id} holds no text"))?;
+    let parsed: StripeSecret = serde_json::from_str(text)
+        .with_context(|| format!("the Stripe secret {secret_id} is not the expected JSON"))?;
+    let filled = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+    stripe.secret_key = stripe.secret_key.take().or(filled(parsed.secret_key));
+    stripe.webhook_secret = stripe.webhook_secret.take().or(filled(parsed.webhook_secret));
+    Ok(())
+}
+
+/// The billing queue's one consumer: `ChargeInvoice` jobs go to the payments worker, every
+/// other job to the invoicing worker.
+#[derive(Debug, Clone)]
+pub struct BillingJobs {
+    pub invoicing: dotmac_billing_fn::BillingWorker,
+    pub payments: dotmac_payments::PaymentsWorker,
+}
+
+impl dotmac_queue::JobHandler<dotmac_queue::BillingJob> for BillingJobs {
+    async fn handle(
+        &self,
+        job: dotmac_queue::BillingJob,
+        delivery: &dotmac_queue::Delivery,
+    ) -> Result<(), dotmac_queue::JobError> {
+        match self.payments.charge(&job, delivery).await {
+            Some(result) => result,
+            None => self.invoicing.handle(job, delivery).await,
+        }
     }
 }
 

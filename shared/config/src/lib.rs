@@ -156,7 +156,34 @@ pub struct Config {
     pub invitations: InvitationSettings,
     pub backups: BackupSettings,
     pub billing: BillingSettings,
+    pub stripe: StripeConfig,
 }
+
+/// Stripe: the secret key and API base the charges use, the webhook endpoint's signing
+/// secret. Locally from the environment (`make dev` fills them in for the double); deployed,
+/// the key and the webhook secret come from the Secrets Manager secret `secret_id` names
+/// (JSON `{"secret_key": "...", "webhook_secret": "..."}`), read at cold start only by the
+/// functions that use them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StripeConfig {
+    pub secret_key: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub api_base: String,
+    pub secret_id: Option<String>,
+}
+
+impl fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeConfig")
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<redacted>"))
+            .field("api_base", &self.api_base)
+            .field("secret_id", &self.secret_id)
+            .finish()
+    }
+}
+
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 
 /// The billing run and its invoices.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,6 +338,12 @@ impl Config {
                 max_receive_count: env.number("DOTMAC_BILLING_MAX_RECEIVE_COUNT", 5u32)?.max(1),
                 grace_seconds: env.number("DOTMAC_BILLING_GRACE_SECONDS", 3 * 24 * 3600u64)?,
             },
+            stripe: StripeConfig {
+                secret_key: source.get("DOTMAC_STRIPE_SECRET_KEY"),
+                webhook_secret: source.get("DOTMAC_STRIPE_WEBHOOK_SECRET"),
+                api_base: env.or("DOTMAC_STRIPE_API_BASE", DEFAULT_STRIPE_API_BASE),
+                secret_id: source.get("DOTMAC_STRIPE_SECRET_ID"),
+            },
             jwt: JwtSettings {
                 signing_key: source.get("DOTMAC_JWT_SIGNING_KEY"),
                 key_set: source.get("DOTMAC_JWT_KEY_SET"),
@@ -349,6 +382,7 @@ impl fmt::Debug for Config {
             .field("invitations", &self.invitations)
             .field("backups", &self.backups)
             .field("billing", &self.billing)
+            .field("stripe", &self.stripe)
             .finish()
     }
 }

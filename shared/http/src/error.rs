@@ -38,6 +38,7 @@ macro_rules! error_codes {
 error_codes! {
     ValidationFailed = "VALIDATION_FAILED" => UNPROCESSABLE_ENTITY,
     MalformedRequest = "MALFORMED_REQUEST" => BAD_REQUEST,
+    WebhookSignatureInvalid = "WEBHOOK_SIGNATURE_INVALID" => BAD_REQUEST,
     UnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE" => UNSUPPORTED_MEDIA_TYPE,
     PayloadTooLarge = "PAYLOAD_TOO_LARGE" => PAYLOAD_TOO_LARGE,
     Unauthenticated = "UNAUTHENTICATED" => UNAUTHORIZED,

@@ -71,6 +71,11 @@ pub enum BillingJob {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         partner_id: Option<PartnerId>,
     },
+    /// Charge attempt `attempt` (from 1) at the tenant's finalized invoice of `period`
+    /// through Stripe (run by the payments worker, `dotmac_payments`). Every Stripe call it
+    /// makes carries an idempotency key derived from the invoice and attempt, and the attempt
+    /// is recorded before Stripe is asked, so a duplicate, a retry or a crash charges once.
+    ChargeInvoice { tenant_id: TenantId, period: String, attempt: u32 },
 }
 
 impl Job for BillingJob {

@@ -12,7 +12,9 @@
 //! - invoice number: `INVOICE_NUMBER` / `COUNTER`: the last number given, moved in the same
 //!   transaction as the invoice it numbers, so numbers have no gaps.
 //! - outbox: `OUTBOX` / `<event id>`: a domain event written with the state change it
-//!   announces, for a publisher to send to EventBridge (`billing.cycle_started`).
+//!   announces, for a publisher to send to EventBridge (`billing.cycle_started`, and the
+//!   payments' `invoice.paid` / `invoice.payment_failed`).
+//! - payments, Stripe customers, charges due: see `crate::payments`.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use dotmac_billing::{InvoiceDraft, Period, PlanCharge};
@@ -84,6 +86,9 @@ pub struct InvoiceRecord {
     pub updated_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub finalized_at: Option<OffsetDateTime>,
+    /// Set on finalization (`open`), then moved by its payments (`crate::payments`).
+    #[serde(default)]
+    pub payment_status: Option<crate::payments::PaymentStatus>,
     pub version: u64,
 }
 
@@ -609,7 +614,12 @@ impl Store {
             let Some(put) = self.invoice_put(&numbered, Expected::Draft(read_version))? else {
                 return Ok(Finalized::InvoiceChanged);
             };
-            match self.transact(vec![counter, put]).await? {
+            // The charge is due in the same transaction: no finalized invoice without it.
+            let due = self.put_step(
+                crate::payments::charge_due_item(record.tenant_id, record.period, record.updated_at)?,
+                None,
+            )?;
+            match self.transact(vec![counter, put, due]).await? {
                 Ok(()) => return Ok(Finalized::Numbered(number)),
                 Err(cancelled) if cancelled.refused(1) => return Ok(Finalized::InvoiceChanged),
                 Err(cancelled) if cancelled.refused(0) => continue,
@@ -710,6 +720,16 @@ impl Fenced<'_> {
     ) -> Result<Option<InvoiceRecord>, StoreError> {
         self.reaches(tenant)?;
         self.store().get_invoice(tenant.id, period).await
+    }
+
+    /// Every attempt at the tenant's invoice of `period`.
+    pub async fn invoice_payments(
+        &self,
+        tenant: &Tenant,
+        period: Period,
+    ) -> Result<Vec<crate::payments::Payment>, StoreError> {
+        self.reaches(tenant)?;
+        self.store().invoice_payments(tenant.id, period).await
     }
 
     pub async fn invoices_around(

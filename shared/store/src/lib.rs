@@ -18,6 +18,7 @@ pub mod idempotency;
 pub mod invitations;
 pub mod item_json;
 pub mod keys;
+pub mod payments;
 pub mod plans;
 pub mod roles;
 pub mod schema;
@@ -45,6 +46,10 @@ pub use heartbeats::{HealthStatus, Heartbeat};
 pub use idempotency::{Begin, IdempotencyKey, SavedResponse};
 pub use invitations::{Acceptance, Delivery, InvitationRecord};
 pub use item_json::{ItemJsonError, RawItem, item_from_json, item_to_json};
+pub use payments::{
+    AttemptStatus, ChargeDue, Decided, Decision, Payment, PaymentStatus, StripeEventRecord, parse_payment_id,
+    payment_id,
+};
 pub use roles::{RoleRecord, RoleWrite};
 pub use sessions::{NewSession, Rotation, Session, SessionRefusal, unix_ms};
 pub use subscriptions::{BundleSpan, PlanSpan, Subscriptions};

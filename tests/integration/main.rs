@@ -17,6 +17,7 @@ mod onboarding;
 mod partners;
 mod provisioner;
 mod readiness;
+mod reconcile;
 mod scale;
 mod sessions;
 mod signing_keys;

@@ -240,7 +240,13 @@ async fn a_rollout_across_20_tenants_moves_the_active_ones_and_skips_the_one_del
         dotmac_tenants::Lifecycle { store: stack.platform.store.clone(), provisioning: queue.clone() };
     lifecycle.delete(&admin(), doomed).await.expect("delete");
     provisioner.handle(ProvisioningJob::DeprovisionTenant { tenant_id: doomed }, &delivery(1, 5)).await.expect("deleted");
-    // A duplicate delivery of the batch just run counts nobody twice.
+    // Two copies of the next batch's job at once (a duplicate delivery): they share the
+    // batch, a copy that lost a race on a tenant retries, and nobody is counted twice.
+    let other = stack.platform.provisioner();
+    let job = || ProvisioningJob::RolloutBatch { rollout_id: started.id.clone() };
+    let (first, second) = (delivery(1, 5), delivery(1, 5));
+    // Either may answer "try again" (a tenant the other copy holds); what counts is the end.
+    let _ = tokio::join!(provisioner.handle(job(), &first), other.handle(job(), &second));
     let done = run_batches(&provisioner, &stack, &started.id, 10, false).await;
     assert_eq!(done.status, RolloutStatus::Completed, "{done:?}");
     assert_eq!((done.updated, done.skipped, done.failed), (19, 1, 0), "{done:?}");

@@ -129,28 +129,39 @@ impl Provisioner {
     /// Moves one tenant to the rollout's image; `Some(reason)` when it is no longer one to
     /// move (suspended or deleted since the batch was chosen).
     async fn move_tenant(&self, rollout: &Rollout, tenant_id: TenantId) -> Result<Option<&'static str>, JobError> {
-        let Some(mut record) = self.store.get_tenant_record(tenant_id).await.map_err(retry)? else {
+        let Some(record) = self.store.get_tenant_record(tenant_id).await.map_err(retry)? else {
             return Ok(Some("deleted"));
         };
         if let RolloutChoice::Skip(reason) = rollout_choice(record.tenant.status) {
             return Ok(Some(reason));
         }
+        // The tenant's lease, under a token of this attempt's own: a second copy of the batch
+        // (a duplicate delivery) meets it and tries again later instead of replacing the
+        // same task at the same time.
+        let token = format!("rollout-{}", uuid::Uuid::new_v4());
+        let mut record = self.claim_as(record, token.clone()).await?;
+        let outcome = self.move_claimed(rollout, &mut record).await;
+        self.let_go_of(tenant_id, &token).await;
+        outcome.map(|()| None)
+    }
+
+    async fn move_claimed(&self, rollout: &Rollout, record: &mut dotmac_store::TenantRecord) -> Result<(), JobError> {
+        let tenant_id = record.tenant.id;
         if record.image.as_deref() != Some(rollout.image.as_str()) {
-            let from = self.image_of(&record).to_owned();
+            let from = self.image_of(record).to_owned();
             record.image = Some(rollout.image.clone());
             record.tenant.updated_at = OffsetDateTime::now_utc();
             let event = DomainEvent::new(
                 "tenant.image_changed",
                 json!({ "from": from, "to": rollout.image, "rollout_id": rollout.id }),
             );
-            self.store.transition_tenant(&mut record, event).await.map_err(|error| match error {
+            self.store.transition_tenant(record, event).await.map_err(|error| match error {
                 StoreError::VersionConflict { .. } => JobError::Retry("the tenant changed meanwhile".into()),
                 other => retry(other),
             })?;
         }
         self.crash_point("rollout.after_image")?;
         // The scale saga's replace, keyed by image and size (a no-op once it runs the image).
-        self.scale(tenant_id).await?;
-        Ok(None)
+        self.scale(tenant_id).await
     }
 }

@@ -41,7 +41,8 @@ async fn stop_behind_its_back(stack: &TestStack, task_arn: &str) {
 }
 
 async fn reconciled_events(stack: &TestStack, tenant: TenantId) -> Vec<Value> {
-    let page = stack.platform.store.tenant_events(tenant, EventOrder::OldestFirst, 100, None).await.expect("events");
+    let page =
+        stack.platform.store.tenant_events(tenant, EventOrder::OldestFirst, 100, None).await.expect("events");
     page.items.into_iter().filter(|e| e.event_type == "tenant.reconciled").map(|e| e.data).collect()
 }
 
@@ -76,7 +77,10 @@ async fn a_task_stopped_behind_the_platforms_back_is_relaunched_once_and_recorde
     assert_eq!(events[0]["drift"][0]["recorded_task_arn"], old);
     assert_eq!(events[0]["task_arn"], tasks[0]);
     // The tenant in sync was left alone: its task, no event.
-    assert_eq!(tenant_task_arns(&stack, &untouched).await, vec![untouched.container.clone().expect("c").task_arn]);
+    assert_eq!(
+        tenant_task_arns(&stack, &untouched).await,
+        vec![untouched.container.clone().expect("c").task_arn]
+    );
     assert!(reconciled_events(&stack, untouched.id).await.is_empty());
 
     // A duplicate delivery finds it in sync: no second task, no second event.
@@ -88,10 +92,8 @@ async fn a_task_stopped_behind_the_platforms_back_is_relaunched_once_and_recorde
     stop_behind_its_back(&stack, &tasks[0]).await;
     let other = stack.platform.provisioner();
     let (first, second) = (delivery(1, 5), delivery(1, 5));
-    let (a, b) = tokio::join!(
-        provisioner.handle(reconcile_job(), &first),
-        other.handle(reconcile_job(), &second),
-    );
+    let (a, b) =
+        tokio::join!(provisioner.handle(reconcile_job(), &first), other.handle(reconcile_job(), &second),);
     a.expect("first copy");
     b.expect("second copy");
     // A copy that lost the claim left it to the other; a third pass finds nothing to do.
@@ -118,10 +120,17 @@ async fn a_deleted_tenants_running_task_is_stopped() {
         .await
         .expect("deleted");
     // A task for it appears anyway (a stray launch, a restore of old infrastructure).
-    let stray = provisioner.fleet().launch(&tenant, tenant.container.clone().expect("c").task_size, "", "arn:test:secret").await.expect("task");
+    let stray = provisioner
+        .fleet()
+        .launch(&tenant, tenant.container.clone().expect("c").task_size, "", "arn:test:secret")
+        .await
+        .expect("task");
     assert_eq!(tenant_task_arns(&stack, &tenant).await, vec![stray.task_arn.clone()]);
 
-    provisioner.handle(ProvisioningJob::ReconcileTenant { tenant_id: tenant.id }, &delivery(1, 5)).await.expect("reconcile");
+    provisioner
+        .handle(ProvisioningJob::ReconcileTenant { tenant_id: tenant.id }, &delivery(1, 5))
+        .await
+        .expect("reconcile");
     assert!(tenant_task_arns(&stack, &tenant).await.is_empty(), "the stray task is stopped");
     let record = stack.platform.store.get_tenant(tenant.id).await.expect("get").expect("exists");
     assert_eq!(record.status, TenantStatus::Deleted);
@@ -130,7 +139,10 @@ async fn a_deleted_tenants_running_task_is_stopped() {
     assert_eq!(events[0]["drift"][0]["kind"], "unowned");
     assert_eq!(events[0]["drift"][0]["task_arns"][0], stray.task_arn);
     // Again: nothing more to do.
-    provisioner.handle(ProvisioningJob::ReconcileTenant { tenant_id: tenant.id }, &delivery(2, 5)).await.expect("again");
+    provisioner
+        .handle(ProvisioningJob::ReconcileTenant { tenant_id: tenant.id }, &delivery(2, 5))
+        .await
+        .expect("again");
     assert_eq!(reconciled_events(&stack, tenant.id).await.len(), 1);
 }
 
@@ -142,7 +154,10 @@ fn at_path<'a>(event: &'a Value, path: &str) -> &'a Value {
 /// What EventBridge sends the queue for `event`: the template's input transformer applied
 /// (a placeholder outside quotes takes the value as JSON, so a string comes quoted).
 fn transformed(event: &Value) -> String {
-    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml")).expect("template");
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml"),
+    )
+    .expect("template");
     let template: yaml_serde::Value = yaml_serde::from_str(&text).expect("yaml");
     let rule = &template["Resources"]["TenantTaskStoppedRule"]["Properties"];
     let pattern = &rule["EventPattern"];
@@ -174,7 +189,8 @@ async fn the_task_stopped_rules_message_reconciles_its_tenant() {
     let envelope: Envelope<ProvisioningJob> = serde_json::from_str(&body).expect("the job envelope");
     assert_eq!(envelope.job, ProvisioningJob::ReconcileTenant { tenant_id: tenant.id });
     // The sample SQS message in events/ is the same transformation of the sample event.
-    let sample: Value = serde_json::from_str(include_str!("../../events/sqs-ecs-task-stopped.json")).expect("sample");
+    let sample: Value =
+        serde_json::from_str(include_str!("../../events/sqs-ecs-task-stopped.json")).expect("sample");
     let sample_event: Value =
         serde_json::from_str(include_str!("../../events/eventbridge-ecs-task-stopped.json")).expect("event");
     assert_eq!(
@@ -199,7 +215,13 @@ async fn rollout(stack: &TestStack, id: &str) -> Rollout {
 }
 
 /// Runs the rollout's batch jobs (what the queue would carry) until it stops moving.
-async fn run_batches(provisioner: &Provisioner, stack: &TestStack, id: &str, most: usize, final_attempt: bool) -> Rollout {
+async fn run_batches(
+    provisioner: &Provisioner,
+    stack: &TestStack,
+    id: &str,
+    most: usize,
+    final_attempt: bool,
+) -> Rollout {
     let attempt = if final_attempt { delivery(5, 5) } else { delivery(1, 5) };
     for _ in 0..most {
         let before = rollout(stack, id).await;
@@ -216,7 +238,14 @@ async fn run_batches(provisioner: &Provisioner, stack: &TestStack, id: &str, mos
 
 /// The images of the tenant's running tasks.
 async fn images(provisioner: &Provisioner, tenant: TenantId) -> Vec<Option<String>> {
-    provisioner.fleet().running_tenant_tasks(tenant).await.expect("tasks").into_iter().map(|t| t.image).collect()
+    provisioner
+        .fleet()
+        .running_tenant_tasks(tenant)
+        .await
+        .expect("tasks")
+        .into_iter()
+        .map(|t| t.image)
+        .collect()
 }
 
 #[tokio::test]
@@ -229,7 +258,10 @@ async fn a_rollout_across_20_tenants_moves_the_active_ones_and_skips_the_one_del
     let image = "registry.example/isp-framework:2.0.0";
     let queue = stack.platform.provisioning.clone();
     let new = NewRollout { image: image.into(), batch_size: 5, failure_threshold: 0 };
-    let started = start_rollout(&stack.platform.store, &queue, &admin(), new, time::OffsetDateTime::now_utc()).await.expect("start");
+    let started =
+        start_rollout(&stack.platform.store, &queue, &admin(), new, time::OffsetDateTime::now_utc())
+            .await
+            .expect("start");
     assert_eq!(started.total, 20);
     let provisioner = stack.platform.provisioner();
     // The first batch, then a tenant further on is deleted.
@@ -239,7 +271,10 @@ async fn a_rollout_across_20_tenants_moves_the_active_ones_and_skips_the_one_del
     let lifecycle =
         dotmac_tenants::Lifecycle { store: stack.platform.store.clone(), provisioning: queue.clone() };
     lifecycle.delete(&admin(), doomed).await.expect("delete");
-    provisioner.handle(ProvisioningJob::DeprovisionTenant { tenant_id: doomed }, &delivery(1, 5)).await.expect("deleted");
+    provisioner
+        .handle(ProvisioningJob::DeprovisionTenant { tenant_id: doomed }, &delivery(1, 5))
+        .await
+        .expect("deleted");
     // Two copies of the next batch's job at once (a duplicate delivery): they share the
     // batch, a copy that lost a race on a tenant retries, and nobody is counted twice.
     let other = stack.platform.provisioner();
@@ -261,7 +296,11 @@ async fn a_rollout_across_20_tenants_moves_the_active_ones_and_skips_the_one_del
             continue;
         }
         assert_eq!(record.image.as_deref(), Some(image));
-        assert_eq!(images(&provisioner, tenant.id).await, vec![Some(image.to_owned())], "one task, the new image");
+        assert_eq!(
+            images(&provisioner, tenant.id).await,
+            vec![Some(image.to_owned())],
+            "one task, the new image"
+        );
         let container = record.tenant.container.expect("container");
         assert_eq!(tenant_task_arns(&stack, tenant).await, vec![container.task_arn]);
         assert!(record.scaling.is_none());
@@ -278,10 +317,14 @@ async fn a_paused_rollout_moves_nobody_until_resumed() {
     let store = &stack.platform.store;
     let queue = stack.platform.provisioning.clone();
     let new = NewRollout { image: "registry.example/isp:3".into(), batch_size: 1, failure_threshold: 0 };
-    let started = start_rollout(store, &queue, &admin(), new, time::OffsetDateTime::now_utc()).await.expect("start");
+    let started =
+        start_rollout(store, &queue, &admin(), new, time::OffsetDateTime::now_utc()).await.expect("start");
     let paused = set_paused(store, &queue, &admin(), &started.id, true).await.expect("pause");
     assert_eq!(paused.status, RolloutStatus::Paused);
-    assert_eq!(set_paused(store, &queue, &admin(), &started.id, true).await.expect("again").status, RolloutStatus::Paused);
+    assert_eq!(
+        set_paused(store, &queue, &admin(), &started.id, true).await.expect("again").status,
+        RolloutStatus::Paused
+    );
     let provisioner = stack.platform.provisioner();
     provisioner
         .handle(ProvisioningJob::RolloutBatch { rollout_id: started.id.clone() }, &delivery(1, 5))
@@ -306,9 +349,13 @@ async fn a_rollout_stops_failed_past_its_failure_threshold() {
     let tenants = [active(&stack).await, active(&stack).await, active(&stack).await];
     let queue = stack.platform.provisioning.clone();
     let new = NewRollout { image: "registry.example/isp:broken".into(), batch_size: 1, failure_threshold: 1 };
-    let started = start_rollout(&stack.platform.store, &queue, &admin(), new, time::OffsetDateTime::now_utc()).await.expect("start");
+    let started =
+        start_rollout(&stack.platform.store, &queue, &admin(), new, time::OffsetDateTime::now_utc())
+            .await
+            .expect("start");
     // Every move fails (as a replacement that never comes up would), on its last attempt.
-    let failing = stack.platform.provisioner().with_fault_hook(Arc::new(|step: &str| step == "rollout.after_image"));
+    let failing =
+        stack.platform.provisioner().with_fault_hook(Arc::new(|step: &str| step == "rollout.after_image"));
     let done = run_batches(&failing, &stack, &started.id, 10, true).await;
     assert_eq!(done.status, RolloutStatus::Failed, "{done:?}");
     assert_eq!((done.failed, done.updated), (2, 0), "one failure tolerated, the second stops it");
@@ -345,15 +392,22 @@ async fn the_rollout_routes_are_platform_staffs_and_show_progress() {
     assert_eq!(status, 404, "{missing}");
     assert_eq!(missing["error"]["code"], "ROLLOUT_NOT_FOUND");
     let (status, bad) = app
-        .send(Method::POST, "/v1/fleet/rollouts", Some(&admin), Some(&json!({ "image": "", "batch_size": 10 })))
+        .send(
+            Method::POST,
+            "/v1/fleet/rollouts",
+            Some(&admin),
+            Some(&json!({ "image": "", "batch_size": 10 })),
+        )
         .await;
     assert_eq!(status, 422, "{bad}");
     // A tenant's own admin may not.
     let tenant = app.onboarded_tenant(&admin).await;
     let tenant_admin = app.user_token("rollout-tenant-admin@example.com", tenant, Role::TenantAdmin).await;
-    let (status, denied) = app.send(Method::POST, "/v1/fleet/rollouts", Some(&tenant_admin), Some(&body)).await;
+    let (status, denied) =
+        app.send(Method::POST, "/v1/fleet/rollouts", Some(&tenant_admin), Some(&body)).await;
     assert_eq!(status, 403, "{denied}");
-    let (status, _) = app.send(Method::POST, &format!("/v1/fleet/rollouts/{id}/pause"), Some(&tenant_admin), None).await;
+    let (status, _) =
+        app.send(Method::POST, &format!("/v1/fleet/rollouts/{id}/pause"), Some(&tenant_admin), None).await;
     assert_eq!(status, 403);
     app.shutdown().await;
 }

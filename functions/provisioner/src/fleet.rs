@@ -120,7 +120,8 @@ impl LaunchedTask {
                 .find(|c| c.name() == Some(CONTAINER_NAME))
                 .and_then(|c| c.image())
                 .map(str::to_owned),
-            size: match (task.cpu().and_then(|c| c.parse().ok()), task.memory().and_then(|m| m.parse().ok())) {
+            size: match (task.cpu().and_then(|c| c.parse().ok()), task.memory().and_then(|m| m.parse().ok()))
+            {
                 (Some(cpu), Some(memory_mib)) => Some(TaskSize { cpu, memory_mib }),
                 _ => None,
             },
@@ -293,7 +294,11 @@ impl Fleet {
     }
 
     /// What the tenant's definition would be if registered now.
-    async fn desired_definition(&self, secret_arn: &str, image: &str) -> Result<DesiredDefinition, FleetError> {
+    async fn desired_definition(
+        &self,
+        secret_arn: &str,
+        image: &str,
+    ) -> Result<DesiredDefinition, FleetError> {
         let secret = Secret::builder()
             .name(MACHINE_TOKEN_VARIABLE)
             .value_from(format!("{secret_arn}:{MACHINE_TOKEN_KEY}::"))

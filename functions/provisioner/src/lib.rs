@@ -469,7 +469,9 @@ impl JobHandler<ProvisioningJob> for Provisioner {
             ProvisioningJob::ReconcileFleet { scheduled_at, cursor } => {
                 self.reconcile_fleet(&scheduled_at, cursor.as_deref()).await.map(|_| ())
             }
-            ProvisioningJob::ReconcileTenant { tenant_id } => self.reconcile_tenant(tenant_id).await.map(|_| ()),
+            ProvisioningJob::ReconcileTenant { tenant_id } => {
+                self.reconcile_tenant(tenant_id).await.map(|_| ())
+            }
             ProvisioningJob::RolloutBatch { rollout_id } => self.rollout_batch(&rollout_id, delivery).await,
         }
     }

@@ -81,7 +81,11 @@ impl Provisioner {
     }
 
     /// `claim` under a lease token of the caller's (a reconcile names its repair).
-    pub(crate) async fn claim_as(&self, mut record: TenantRecord, token: String) -> Result<TenantRecord, JobError> {
+    pub(crate) async fn claim_as(
+        &self,
+        mut record: TenantRecord,
+        token: String,
+    ) -> Result<TenantRecord, JobError> {
         let now = OffsetDateTime::now_utc();
         if record.lease.as_ref().is_some_and(|lease| lease.is_live(now) && lease.token != token) {
             return Err(JobError::Retry("another job holds the tenant's lease".into()));

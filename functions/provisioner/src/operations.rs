@@ -452,7 +452,12 @@ impl Provisioner {
                 // task's revision runs: a replace is keyed by both.
                 let image = self.image_of(&record).to_owned();
                 if target == container.task_size
-                    && self.fleet.definition_image(&container.task_definition_arn).await.map_err(fleet_error)?.as_deref()
+                    && self
+                        .fleet
+                        .definition_image(&container.task_definition_arn)
+                        .await
+                        .map_err(fleet_error)?
+                        .as_deref()
                         == Some(image.as_str())
                 {
                     return Ok(());
@@ -496,7 +501,13 @@ impl Provisioner {
                 None => {
                     self.pace_run_task().await;
                     self.fleet
-                        .launch_image(&record.tenant, operation.target, &operation.token, &secret_arn, image.as_deref())
+                        .launch_image(
+                            &record.tenant,
+                            operation.target,
+                            &operation.token,
+                            &secret_arn,
+                            image.as_deref(),
+                        )
                         .await
                         .map_err(fleet_error)?
                 }

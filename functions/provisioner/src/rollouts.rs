@@ -10,7 +10,9 @@
 //! a redelivered batch counts nobody twice and skips whoever is marked; the rollout fails
 //! once its failures pass the threshold, and completes after its last page.
 
-use dotmac_domain::{DomainEvent, RolloutChoice, TenantId, TenantStatus, rollout_choice, rollout_failed, select_batch};
+use dotmac_domain::{
+    DomainEvent, RolloutChoice, TenantId, TenantStatus, rollout_choice, rollout_failed, select_batch,
+};
 use dotmac_queue::{Delivery, JobError, ProvisioningJob};
 use dotmac_store::{Rollout, RolloutOutcome, RolloutStatus, StoreError};
 use serde_json::json;
@@ -46,7 +48,8 @@ impl Provisioner {
                 return self.finish_batch(rollout_id).await;
             }
             let limit = i32::try_from(rollout.batch_size.clamp(1, 100)).unwrap_or(10);
-            let page = self.store.list_tenant_records(limit, rollout.cursor.as_deref()).await.map_err(retry)?;
+            let page =
+                self.store.list_tenant_records(limit, rollout.cursor.as_deref()).await.map_err(retry)?;
             let statuses: Vec<(TenantId, TenantStatus)> =
                 page.items.iter().map(|r| (r.tenant.id, r.tenant.status)).collect();
             let (batch, skipped) = select_batch(&statuses);
@@ -62,7 +65,8 @@ impl Provisioner {
             rollout.walked = page.next_cursor.is_none();
             rollout.cursor = page.next_cursor;
             rollout.batch_number += 1;
-            let reached = rollout.updated + rollout.skipped + rollout.failed + rollout.current_batch.len() as u64;
+            let reached =
+                rollout.updated + rollout.skipped + rollout.failed + rollout.current_batch.len() as u64;
             rollout.total = rollout.total.max(reached);
             rollout.updated_at = now;
             // A conflict: another copy of this job moved it on; the redelivery takes its batch.
@@ -128,7 +132,11 @@ impl Provisioner {
 
     /// Moves one tenant to the rollout's image; `Some(reason)` when it is no longer one to
     /// move (suspended or deleted since the batch was chosen).
-    async fn move_tenant(&self, rollout: &Rollout, tenant_id: TenantId) -> Result<Option<&'static str>, JobError> {
+    async fn move_tenant(
+        &self,
+        rollout: &Rollout,
+        tenant_id: TenantId,
+    ) -> Result<Option<&'static str>, JobError> {
         let Some(record) = self.store.get_tenant_record(tenant_id).await.map_err(retry)? else {
             return Ok(Some("deleted"));
         };
@@ -145,7 +153,11 @@ impl Provisioner {
         outcome.map(|()| None)
     }
 
-    async fn move_claimed(&self, rollout: &Rollout, record: &mut dotmac_store::TenantRecord) -> Result<(), JobError> {
+    async fn move_claimed(
+        &self,
+        rollout: &Rollout,
+        record: &mut dotmac_store::TenantRecord,
+    ) -> Result<(), JobError> {
         let tenant_id = record.tenant.id;
         if record.image.as_deref() != Some(rollout.image.as_str()) {
             let from = self.image_of(record).to_owned();

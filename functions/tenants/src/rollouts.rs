@@ -8,7 +8,9 @@ use axum::http::{HeaderMap, StatusCode};
 use dotmac_domain::{Action, Caller, Denied, Resource, Target, TenantId, authorize};
 use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::idempotency::IdempotencyKeyHeader;
-use dotmac_http::{ApiError, Authenticated, ErrorCode, Idempotent, Json, Path, idempotent, request_fingerprint};
+use dotmac_http::{
+    ApiError, Authenticated, ErrorCode, Idempotent, Json, Path, idempotent, request_fingerprint,
+};
 use dotmac_queue::{ProvisioningJob, SqsQueue};
 use dotmac_store::{Rollout, RolloutStatus, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -68,8 +70,12 @@ impl NewRollout {
     pub fn parse(request: &RolloutRequest) -> Result<Self, RolloutError> {
         let image = request.image.trim();
         // An image reference: registry/name[:tag][@digest], no spaces, not absurdly long.
-        if image.is_empty() || image.len() > 255 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(RolloutError::Invalid { field: "image", reason: "must be an image reference".into() });
+        if image.is_empty() || image.len() > 255 || image.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(RolloutError::Invalid {
+                field: "image",
+                reason: "must be an image reference".into(),
+            });
         }
         if !(1..=MAX_BATCH_SIZE).contains(&request.batch_size) {
             return Err(RolloutError::Invalid {
@@ -150,7 +156,8 @@ pub async fn set_paused(
 ) -> Result<Rollout, RolloutError> {
     staff_only(caller)?;
     for _ in 0..5 {
-        let mut rollout = store.get_rollout(id).await?.ok_or_else(|| RolloutError::NotFound(id.to_owned()))?;
+        let mut rollout =
+            store.get_rollout(id).await?.ok_or_else(|| RolloutError::NotFound(id.to_owned()))?;
         let (from, to) = if pause {
             (RolloutStatus::Running, RolloutStatus::Paused)
         } else {
@@ -187,7 +194,12 @@ pub async fn set_paused(
 #[serde(deny_unknown_fields)]
 pub struct RolloutRequest {
     /// The ISP framework image to move the active tenants to (`registry/name:tag`).
-    #[schema(min_length = 1, max_length = 255, pattern = r"^\S+$", example = "registry.example/isp-framework:2.0.0")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^\S+$",
+        example = "registry.example/isp-framework:2.0.0"
+    )]
     pub image: String,
     /// Tenants examined per batch (1–100): the active ones are moved, the others skipped.
     #[schema(minimum = 1, maximum = 100)]
@@ -379,7 +391,10 @@ mod tests {
     #[test]
     fn a_rollout_request_is_parsed() {
         let parsed = NewRollout::parse(&request(" registry/isp:2.0 ", 5)).expect("valid");
-        assert_eq!(parsed, NewRollout { image: "registry/isp:2.0".into(), batch_size: 5, failure_threshold: 0 });
+        assert_eq!(
+            parsed,
+            NewRollout { image: "registry/isp:2.0".into(), batch_size: 5, failure_threshold: 0 }
+        );
         for (image, size) in [("", 5), ("a b", 5), ("img:1", 0), ("img:1", MAX_BATCH_SIZE + 1)] {
             assert!(NewRollout::parse(&request(image, size)).is_err(), "{image:?} {size}");
         }

@@ -22,7 +22,10 @@ pub struct ObservedTask {
 impl ObservedTask {
     /// Whether the task is on its way out (or out): such a task never runs again.
     pub fn is_ending(&self) -> bool {
-        matches!(self.last_status.as_str(), "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" | "STOPPED" | "DELETED")
+        matches!(
+            self.last_status.as_str(),
+            "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" | "STOPPED" | "DELETED"
+        )
     }
 }
 
@@ -46,15 +49,32 @@ pub struct Recorded<'a> {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Drift {
     /// An active tenant runs no task (its recorded task, if any, stopped or is gone).
-    Missing { recorded_task_arn: Option<String> },
+    Missing {
+        recorded_task_arn: Option<String>,
+    },
     /// The record points at a task that is not the one running (or not as it runs now).
-    StaleRecord { recorded_task_arn: Option<String>, running_task_arn: String },
+    StaleRecord {
+        recorded_task_arn: Option<String>,
+        running_task_arn: String,
+    },
     /// More tasks than the one the tenant should run (and no resize under way).
-    Extra { task_arns: Vec<String> },
+    Extra {
+        task_arns: Vec<String>,
+    },
     /// A suspended or deleted tenant's task still runs.
-    Unowned { task_arns: Vec<String> },
-    WrongImage { task_arn: String, running: String, desired: String },
-    WrongSize { task_arn: String, running: TaskSize, desired: TaskSize },
+    Unowned {
+        task_arns: Vec<String>,
+    },
+    WrongImage {
+        task_arn: String,
+        running: String,
+        desired: String,
+    },
+    WrongSize {
+        task_arn: String,
+        running: TaskSize,
+        desired: TaskSize,
+    },
 }
 
 /// What a reconcile does about a tenant: every field empty or false when it is in sync.
@@ -105,8 +125,8 @@ pub fn classify(expected: &Expected, recorded: Option<Recorded<'_>>, running: &[
                 .or_else(|| live.first())
                 .copied();
             let Some(keep) = keep else { return verdict };
-            let record_current = recorded
-                .is_some_and(|r| r.task_arn == keep.task_arn && r.last_status == keep.last_status);
+            let record_current =
+                recorded.is_some_and(|r| r.task_arn == keep.task_arn && r.last_status == keep.last_status);
             if !record_current && keep.last_status == "RUNNING" {
                 verdict.adopt = Some(keep.task_arn.clone());
                 verdict.drift.push(Drift::StaleRecord {
@@ -131,14 +151,17 @@ pub fn classify(expected: &Expected, recorded: Option<Recorded<'_>>, running: &[
                 });
             }
             // ECS's own figure, else the record's when the record is about this task.
-            let running_size = keep
-                .size
-                .or_else(|| recorded.filter(|r| r.task_arn == keep.task_arn).map(|r| r.size));
+            let running_size =
+                keep.size.or_else(|| recorded.filter(|r| r.task_arn == keep.task_arn).map(|r| r.size));
             if let Some(running) = running_size
                 && running != *size
             {
                 verdict.replace = true;
-                verdict.drift.push(Drift::WrongSize { task_arn: keep.task_arn.clone(), running, desired: *size });
+                verdict.drift.push(Drift::WrongSize {
+                    task_arn: keep.task_arn.clone(),
+                    running,
+                    desired: *size,
+                });
             }
         }
     }
@@ -333,7 +356,12 @@ mod tests {
     }
 
     fn task(arn: &str, status: &str, image: &str) -> ObservedTask {
-        ObservedTask { task_arn: arn.into(), last_status: status.into(), image: Some(image.into()), size: None }
+        ObservedTask {
+            task_arn: arn.into(),
+            last_status: status.into(),
+            image: Some(image.into()),
+            size: None,
+        }
     }
 
     fn runs(image: &str) -> Expected {
@@ -353,7 +381,8 @@ mod tests {
 
     #[test]
     fn an_active_tenant_with_nothing_running_is_relaunched() {
-        for running in [vec![], vec![task("a", "STOPPED", "img:1")], vec![task("a", "DEACTIVATING", "img:1")]] {
+        for running in [vec![], vec![task("a", "STOPPED", "img:1")], vec![task("a", "DEACTIVATING", "img:1")]]
+        {
             let verdict = classify(&runs("img:1"), Some(recorded("a")), &running);
             assert!(verdict.relaunch);
             assert_eq!(verdict.drift, vec![Drift::Missing { recorded_task_arn: Some("a".into()) }]);
@@ -383,12 +412,19 @@ mod tests {
     fn a_wrong_image_or_size_is_replaced() {
         let verdict = classify(&runs("img:2"), Some(recorded("a")), &[task("a", "RUNNING", "img:1")]);
         assert!(verdict.replace && !verdict.relaunch);
-        assert!(matches!(&verdict.drift[..], [Drift::WrongImage { running, desired, .. }] if running == "img:1" && desired == "img:2"));
+        assert!(
+            matches!(&verdict.drift[..], [Drift::WrongImage { running, desired, .. }] if running == "img:1" && desired == "img:2")
+        );
         let big = TaskSize { cpu: 1024, memory_mib: 2048 };
-        let verdict =
-            classify(&Expected::Runs { image: "img:1".into(), size: big }, Some(recorded("a")), &[task("a", "RUNNING", "img:1")]);
+        let verdict = classify(
+            &Expected::Runs { image: "img:1".into(), size: big },
+            Some(recorded("a")),
+            &[task("a", "RUNNING", "img:1")],
+        );
         assert!(verdict.replace);
-        assert!(matches!(&verdict.drift[..], [Drift::WrongSize { running, desired, .. }] if *running == SMALL && *desired == big));
+        assert!(
+            matches!(&verdict.drift[..], [Drift::WrongSize { running, desired, .. }] if *running == SMALL && *desired == big)
+        );
         // ECS's own size wins over the record's.
         let mut sized = task("a", "RUNNING", "img:1");
         sized.size = Some(big);

@@ -17,8 +17,8 @@ pub use access::{
 };
 pub use events::{DomainEvent, ENVELOPE_VERSION, EventEnvelope};
 pub use fleet::{
-    BackupId, Drift, Expected, ObservedTask, Recorded, RolloutChoice, SIZE_TIERS, SizeTier, Verdict, classify,
-    desired_size, expects_compute, rollout_choice, rollout_failed, select_batch, tier_size,
+    BackupId, Drift, Expected, ObservedTask, Recorded, RolloutChoice, SIZE_TIERS, SizeTier, Verdict,
+    classify, desired_size, expects_compute, rollout_choice, rollout_failed, select_batch, tier_size,
 };
 pub use plan::{Plan, PlanId, TaskSize, seed_plans};
 pub use tenant::{

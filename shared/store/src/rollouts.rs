@@ -167,7 +167,9 @@ impl Store {
         next.version = expected + 1;
         let unchanged = Expr::new("attribute_exists(PK) AND version = :expected")
             .value(":expected", n(i64::try_from(expected).unwrap_or(i64::MAX)));
-        self.put(rollout_item(&next)?, Some(unchanged)).await?.map_err(|_| StoreError::VersionConflict { expected })?;
+        self.put(rollout_item(&next)?, Some(unchanged))
+            .await?
+            .map_err(|_| StoreError::VersionConflict { expected })?;
         *rollout = next;
         Ok(())
     }
@@ -206,8 +208,10 @@ impl Store {
                 .value(":failure", AttributeValue::L(vec![failure]))
                 .value(":empty", AttributeValue::L(Vec::new()));
             // Past the kept number the failure is counted, its reason left in its mark.
-            condition = Expr::new(format!("{ITEM_EXISTS} AND (attribute_not_exists(failures) OR size(failures) < :kept)"))
-                .value(":kept", n(KEPT_FAILURES as i64));
+            condition = Expr::new(format!(
+                "{ITEM_EXISTS} AND (attribute_not_exists(failures) OR size(failures) < :kept)"
+            ))
+            .value(":kept", n(KEPT_FAILURES as i64));
         }
         let steps = vec![
             self.put_new(mark_item.clone())?,
@@ -220,7 +224,10 @@ impl Store {
                 // The kept list is full (or the rollout is gone): count it without the reason.
                 let update = Expr::new("SET updated_at = :now ADD failed :one, version :one")
                     .value(":one", n(1))
-                    .value(":now", s(now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()));
+                    .value(
+                        ":now",
+                        s(now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()),
+                    );
                 let steps = vec![
                     self.put_new(mark_item)?,
                     self.update_step(ItemKey::rollout(id), update, Expr::new(ITEM_EXISTS))?,
@@ -228,11 +235,15 @@ impl Store {
                 match self.transact(steps).await? {
                     Ok(()) => Ok(true),
                     Err(cancelled) if cancelled.refused(0) => Ok(false),
-                    Err(cancelled) if cancelled.refused(1) => Err(StoreError::Corrupt(format!("rollout {id} does not exist"))),
+                    Err(cancelled) if cancelled.refused(1) => {
+                        Err(StoreError::Corrupt(format!("rollout {id} does not exist")))
+                    }
                     Err(cancelled) => Err(cancelled.into()),
                 }
             }
-            Err(cancelled) if cancelled.refused(1) => Err(StoreError::Corrupt(format!("rollout {id} does not exist"))),
+            Err(cancelled) if cancelled.refused(1) => {
+                Err(StoreError::Corrupt(format!("rollout {id} does not exist")))
+            }
             Err(cancelled) => Err(cancelled.into()),
         }
     }

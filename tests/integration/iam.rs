@@ -1436,10 +1436,31 @@ async fn walk_every_function() {
         assert_eq!((received, failures.len()), (1, 0), "one scale job, done");
         let (_, tenant) = call(&tenants, Method::GET, &format!("/v1/tenants/{tenant_id}"), Some(&admin), None).await;
         assert_eq!(tenant["container"]["task_size"], json!({"cpu": 512, "memory_mib": 1024}), "{tenant}");
+        // rollout: recorded by the tenants function with its first batch queued; the
+        // provisioner moves the active tenants (the image on the record, the scale saga's
+        // replace), counts each with its mark (a transaction with an update), skips the rest.
+        let (status, rollout) = call(&tenants, Method::POST, "/v1/fleet/rollouts", Some(&admin), Some(json!({"image": "registry.example/isp-framework:iam", "batch_size": 10, "failure_threshold": 100}))).await;
+        assert_eq!(status, 202, "{rollout}");
+        let rollout_id = rollout["id"].as_str().expect("id").to_owned();
+        let mut rounds = 0;
+        while rounds < 10 && admin_queue.approximate_depth().await.expect("depth") > 0 {
+            let (_, failures) = poll_once(&queue, &provisioner).await;
+            assert!(failures.is_empty(), "a rollout batch failed: {failures:?}");
+            rounds += 1;
+        }
+        let (status, rollout) = call(&tenants, Method::GET, &format!("/v1/fleet/rollouts/{rollout_id}"), Some(&admin), None).await;
+        assert_eq!((status, rollout["status"].as_str()), (200, Some("completed")), "{rollout}");
+        assert!(rollout["updated"].as_u64().is_some_and(|n| n >= 1), "{rollout}");
+        let (status, answer) = call(&tenants, Method::POST, &format!("/v1/fleet/rollouts/{rollout_id}/pause"), Some(&admin), None).await;
+        assert_eq!(status, 409, "a completed rollout is not paused: {answer}");
         // The schedules' jobs as they arrive from EventBridge Scheduler (the admin sends them
         // here), fanned out by the provisioner: daily backups and pruning (every backup has
-        // expired under this stack's retention), the hourly size check.
-        for sample in [include_str!("../../events/sqs-scheduled-backups.json"), include_str!("../../events/sqs-scheduled-scaling.json")] {
+        // expired under this stack's retention), the hourly size check, the fleet reconcile.
+        for sample in [
+            include_str!("../../events/sqs-scheduled-backups.json"),
+            include_str!("../../events/sqs-scheduled-scaling.json"),
+            include_str!("../../events/sqs-scheduled-reconcile.json"),
+        ] {
             let event: Value = serde_json::from_str(sample).expect("sample");
             let body: Value = serde_json::from_str(event["Records"][0]["body"].as_str().expect("body")).expect("job");
             admin_queue.send(&body).await.expect("scheduled job");

@@ -91,6 +91,10 @@ impl Objects {
             }),
             ("POST", "/v1/plans/{id}/prices") => json!({ "price": price }),
             ("POST", "/v1/billing/runs") => json!({ "tenant_ids": [self.tenant] }),
+            // A valid rollout, so only who asks can refuse it (platform staff's alone).
+            ("POST", "/v1/fleet/rollouts") => {
+                json!({ "image": "registry.example/intruder:1", "batch_size": 1 })
+            }
             // Valid bodies, so a refusal can only come from who asks: not even a tenant's own
             // admin may suspend, resume (or delete) it.
             ("POST", "/v1/tenants/{id}/suspend") => json!({ "reason": "tenant_request" }),

@@ -18,6 +18,7 @@ mod partners;
 mod payments;
 mod provisioner;
 mod readiness;
+mod reconcile;
 mod scale;
 mod sessions;
 mod signing_keys;

@@ -42,9 +42,10 @@ pub struct QueueSchedule {
     pub job: fn(time::OffsetDateTime) -> dotmac_queue::ProvisioningJob,
 }
 
-/// The template's `BackupSchedule` and `ScalingSchedule` entries, which the local server
-/// stands in for at the same pace.
-pub fn queue_schedules() -> [QueueSchedule; 2] {
+/// The template's `BackupSchedule`, `ScalingSchedule` and `ReconcileSchedule` entries, which
+/// the local server stands in for at the same pace. (moto emits no ECS events, so locally the
+/// 5-minute reconcile of every tenant also stands in for the task-stopped rule.)
+pub fn queue_schedules() -> [QueueSchedule; 3] {
     fn backups(now: time::OffsetDateTime) -> dotmac_queue::ProvisioningJob {
         let scheduled_at = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         dotmac_queue::ProvisioningJob::ScheduledBackups { scheduled_at }
@@ -52,8 +53,13 @@ pub fn queue_schedules() -> [QueueSchedule; 2] {
     fn scaling(_: time::OffsetDateTime) -> dotmac_queue::ProvisioningJob {
         dotmac_queue::ProvisioningJob::ScheduledScaling {}
     }
+    fn reconcile(now: time::OffsetDateTime) -> dotmac_queue::ProvisioningJob {
+        let scheduled_at = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        dotmac_queue::ProvisioningJob::ReconcileFleet { scheduled_at, cursor: None }
+    }
     [
         QueueSchedule { name: "daily-backups", every: Duration::from_secs(24 * 3600), job: backups },
+        QueueSchedule { name: "fleet-reconcile", every: Duration::from_secs(5 * 60), job: reconcile },
         QueueSchedule { name: "hourly-scaling", every: Duration::from_secs(3600), job: scaling },
     ]
 }

@@ -9,8 +9,8 @@ use aws_sdk_ecs::types::{
     Secret, Tag, Task, TaskOverride,
 };
 use dotmac_config::EcsSettings;
-use dotmac_domain::{TaskSize, Tenant, TenantId};
-use std::collections::BTreeSet;
+use dotmac_domain::{ObservedTask, TaskSize, Tenant, TenantId};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 pub const CONTAINER_NAME: &str = "isp-framework";
@@ -89,6 +89,12 @@ pub struct LaunchedTask {
     pub last_status: String,
     pub stopped_reason: Option<String>,
     pub private_ip: Option<String>,
+    /// What launched it (a tenant's task: the tenant id).
+    pub started_by: Option<String>,
+    /// The image of its ISP framework container, when ECS says.
+    pub image: Option<String>,
+    /// Its task-level CPU and memory, when ECS says.
+    pub size: Option<TaskSize>,
 }
 
 impl LaunchedTask {
@@ -107,9 +113,34 @@ impl LaunchedTask {
             // An empty reason (ECS has none yet) would leave the failure without one.
             stopped_reason: task.stopped_reason().filter(|r| !r.is_empty()).map(str::to_owned),
             private_ip,
+            started_by: task.started_by().map(str::to_owned),
+            image: task
+                .containers()
+                .iter()
+                .find(|c| c.name() == Some(CONTAINER_NAME))
+                .and_then(|c| c.image())
+                .map(str::to_owned),
+            size: match (task.cpu().and_then(|c| c.parse().ok()), task.memory().and_then(|m| m.parse().ok()))
+            {
+                (Some(cpu), Some(memory_mib)) => Some(TaskSize { cpu, memory_mib }),
+                _ => None,
+            },
+        }
+    }
+
+    /// The task as the reconcile's pure rules see it.
+    pub fn observed(&self) -> ObservedTask {
+        ObservedTask {
+            task_arn: self.task_arn.clone(),
+            last_status: self.last_status.clone(),
+            image: self.image.clone(),
+            size: self.size,
         }
     }
 }
+
+/// DescribeTasks takes at most this many tasks per call.
+const DESCRIBE_BATCH: usize = 100;
 
 /// A tenant task definition as it would be registered now.
 #[derive(Debug, Clone)]
@@ -203,8 +234,21 @@ impl Fleet {
         secret_arn: &str,
         size: Option<TaskSize>,
     ) -> Result<String, FleetError> {
+        self.ensure_definition(tenant_id, secret_arn, size, None).await
+    }
+
+    /// `ensure_sized_task_definition` running `image` (`None`: the fleet's image): a rollout's
+    /// replacement registers a revision carrying its image, and a relaunch of a tenant the
+    /// rollout moved reuses it.
+    pub async fn ensure_definition(
+        &self,
+        tenant_id: TenantId,
+        secret_arn: &str,
+        size: Option<TaskSize>,
+        image: Option<&str>,
+    ) -> Result<String, FleetError> {
         let family = self.tenant_family(tenant_id);
-        let mut desired = self.desired_definition(secret_arn).await?;
+        let mut desired = self.desired_definition(secret_arn, image.unwrap_or(&self.settings.image)).await?;
         if let Some(size) = size {
             desired.cpu = Some(size.cpu.to_string());
             desired.memory = Some(size.memory_mib.to_string());
@@ -250,7 +294,11 @@ impl Fleet {
     }
 
     /// What the tenant's definition would be if registered now.
-    async fn desired_definition(&self, secret_arn: &str) -> Result<DesiredDefinition, FleetError> {
+    async fn desired_definition(
+        &self,
+        secret_arn: &str,
+        image: &str,
+    ) -> Result<DesiredDefinition, FleetError> {
         let secret = Secret::builder()
             .name(MACHINE_TOKEN_VARIABLE)
             .value_from(format!("{secret_arn}:{MACHINE_TOKEN_KEY}::"))
@@ -262,7 +310,7 @@ impl Fleet {
             Some(baseline) => {
                 let mut containers = baseline.container_definitions().to_vec();
                 for container in containers.iter_mut().filter(|c| c.name() == Some(CONTAINER_NAME)) {
-                    container.image = Some(self.settings.image.clone());
+                    container.image = Some(image.to_owned());
                     container.secrets = Some(vec![secret.clone()]);
                 }
                 (
@@ -277,7 +325,7 @@ impl Fleet {
                 vec![
                     ContainerDefinition::builder()
                         .name(CONTAINER_NAME)
-                        .image(&self.settings.image)
+                        .image(image)
                         .essential(true)
                         .memory(512)
                         .port_mappings(PortMapping::builder().container_port(CONTAINER_PORT).build())
@@ -416,13 +464,25 @@ impl Fleet {
         client_token: &str,
         secret_arn: &str,
     ) -> Result<LaunchedTask, FleetError> {
+        self.launch_image(tenant, size, client_token, secret_arn, None).await
+    }
+
+    /// `launch` running `image` (`None`: the fleet's image).
+    pub async fn launch_image(
+        &self,
+        tenant: &Tenant,
+        size: TaskSize,
+        client_token: &str,
+        secret_arn: &str,
+        image: Option<&str>,
+    ) -> Result<LaunchedTask, FleetError> {
         if !size.is_valid_fargate_size() {
             return Err(FleetError::Invalid(format!("{size:?} is not a Fargate task size")));
         }
         if self.settings.subnets.is_empty() {
             return Err(FleetError::Invalid("no subnets configured (DOTMAC_ECS_SUBNETS)".into()));
         }
-        let task_definition = self.ensure_sized_task_definition(tenant.id, secret_arn, Some(size)).await?;
+        let task_definition = self.ensure_definition(tenant.id, secret_arn, Some(size), image).await?;
         let tenant_id = tenant.id.to_string();
         let env = |name: &str, value: &str| KeyValuePair::builder().name(name).value(value).build();
         let tag = |key: &str, value: &str| Tag::builder().key(key).value(value).build();
@@ -564,6 +624,49 @@ impl Fleet {
             .await
             .map_err(|e| FleetError::ecs("ListTasks", e))?;
         let arns = output.task_arns.unwrap_or_default();
+        let mut tasks = Vec::new();
+        for batch in arns.chunks(DESCRIBE_BATCH) {
+            tasks.extend(self.describe_many(batch).await?);
+        }
+        Ok(tasks)
+    }
+
+    /// Every task of the cluster ECS lists as desired RUNNING, described, by `startedBy`: the
+    /// whole fleet in `ListTasks` pages of 100 and `DescribeTasks` batches of 100 (so 1,000
+    /// tenants cost about 20 calls, not 2,000).
+    pub async fn running_tasks_by_starter(&self) -> Result<HashMap<String, Vec<LaunchedTask>>, FleetError> {
+        let mut arns = Vec::new();
+        let mut next_token = None;
+        loop {
+            let page = self
+                .ecs
+                .list_tasks()
+                .cluster(&self.settings.cluster)
+                .desired_status(DesiredStatus::Running)
+                .max_results(100)
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(|e| FleetError::ecs("ListTasks", e))?;
+            arns.extend(page.task_arns.unwrap_or_default());
+            match page.next_token {
+                Some(token) if !token.is_empty() => next_token = Some(token),
+                _ => break,
+            }
+        }
+        let mut by_starter: HashMap<String, Vec<LaunchedTask>> = HashMap::new();
+        for batch in arns.chunks(DESCRIBE_BATCH) {
+            for task in self.describe_many(batch).await? {
+                if let Some(starter) = task.started_by.clone() {
+                    by_starter.entry(starter).or_default().push(task);
+                }
+            }
+        }
+        Ok(by_starter)
+    }
+
+    /// Up to 100 tasks in one DescribeTasks call.
+    async fn describe_many(&self, arns: &[String]) -> Result<Vec<LaunchedTask>, FleetError> {
         if arns.is_empty() {
             return Ok(Vec::new());
         }
@@ -571,11 +674,29 @@ impl Fleet {
             .ecs
             .describe_tasks()
             .cluster(&self.settings.cluster)
-            .set_tasks(Some(arns))
+            .set_tasks(Some(arns.to_vec()))
             .send()
             .await
             .map_err(|e| FleetError::ecs("DescribeTasks", e))?;
         Ok(described.tasks().iter().map(LaunchedTask::from_task).collect())
+    }
+
+    /// The image of the ISP framework container in a task definition revision.
+    pub async fn definition_image(&self, task_definition_arn: &str) -> Result<Option<String>, FleetError> {
+        let output = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(task_definition_arn)
+            .send()
+            .await
+            .map_err(|e| FleetError::ecs("DescribeTaskDefinition", e))?;
+        Ok(output.task_definition().and_then(|d| {
+            d.container_definitions()
+                .iter()
+                .find(|c| c.name() == Some(CONTAINER_NAME))
+                .and_then(|c| c.image())
+                .map(str::to_owned)
+        }))
     }
 
     /// Stops one task; a task ECS no longer runs is stopped already.

@@ -5,6 +5,8 @@ pub mod backups;
 mod fleet;
 mod lifecycle;
 mod operations;
+mod reconcile;
+mod rollouts;
 
 pub use backups::{BackupStorage, Manifest, Retention};
 pub use fleet::{Fleet, FleetError, LaunchedTask, OneOffTask, is_throttling};
@@ -59,6 +61,8 @@ pub struct Provisioner {
     /// Tests only (`with_fault`): no setting or variable reads it, so it is never armed in a
     /// deployed function.
     fault: Option<Fault>,
+    /// When this instance's next RunTask may go (see `pace_run_task`).
+    next_run_task: Arc<tokio::sync::Mutex<tokio::time::Instant>>,
 }
 
 impl Provisioner {
@@ -77,7 +81,28 @@ impl Provisioner {
             faults: None,
             secret_recovery_days: 30,
             fault: None,
+            next_run_task: Arc::new(tokio::sync::Mutex::new(tokio::time::Instant::now())),
         }
+    }
+
+    /// The image the tenant's container should run: the one a rollout moved it to, else the
+    /// fleet's.
+    pub(crate) fn image_of<'a>(&'a self, record: &'a TenantRecord) -> &'a str {
+        record.image.as_deref().unwrap_or(&self.fleet.settings().image)
+    }
+
+    /// Waits for this instance's next RunTask slot: the fleet's repairs and replacements go
+    /// at most `reconcile_run_tasks_per_second` a second, under ECS's RunTask rate of 20 a
+    /// second (a throttle beyond that still goes through `JobError::Throttled`).
+    pub(crate) async fn pace_run_task(&self) {
+        let per_second = self.fleet.settings().reconcile_run_tasks_per_second.max(1);
+        let gap = Duration::from_secs(1) / per_second;
+        let mut next = self.next_run_task.lock().await;
+        let now = tokio::time::Instant::now();
+        let at = (*next).max(now);
+        *next = at + gap;
+        drop(next);
+        tokio::time::sleep_until(at).await;
     }
 
     /// Backups go to this bucket.
@@ -293,7 +318,11 @@ impl Provisioner {
                 tracing::info!(tenant_id = %tenant.id, task_arn = %task.task_arn, "adopting the tenant's existing task");
                 task
             }
-            None => self.fleet.launch(tenant, plan.task_size, client_token, &secret_arn).await?,
+            None => {
+                self.fleet
+                    .launch_image(tenant, plan.task_size, client_token, &secret_arn, record.image.as_deref())
+                    .await?
+            }
         };
         let timeout = Duration::from_secs(self.fleet.settings().task_start_timeout_seconds);
         let running = self.fleet.wait_until_running(&task.task_arn, timeout).await?;
@@ -437,6 +466,13 @@ impl JobHandler<ProvisioningJob> for Provisioner {
             ProvisioningJob::ScheduledBackups { scheduled_at } => self.scheduled_backups(&scheduled_at).await,
             ProvisioningJob::ScheduledScaling {} => self.scheduled_scaling().await,
             ProvisioningJob::PruneBackups { tenant_id } => self.prune_backups(tenant_id).await,
+            ProvisioningJob::ReconcileFleet { scheduled_at, cursor } => {
+                self.reconcile_fleet(&scheduled_at, cursor.as_deref()).await.map(|_| ())
+            }
+            ProvisioningJob::ReconcileTenant { tenant_id } => {
+                self.reconcile_tenant(tenant_id).await.map(|_| ())
+            }
+            ProvisioningJob::RolloutBatch { rollout_id } => self.rollout_batch(&rollout_id, delivery).await,
         }
     }
 }

@@ -76,9 +76,17 @@ impl Provisioner {
     }
 
     /// Takes the tenant's lease for this job (see the module's doc).
-    async fn claim(&self, mut record: TenantRecord, delivery: &Delivery) -> Result<TenantRecord, JobError> {
+    async fn claim(&self, record: TenantRecord, delivery: &Delivery) -> Result<TenantRecord, JobError> {
+        self.claim_as(record, job_key(delivery)).await
+    }
+
+    /// `claim` under a lease token of the caller's (a reconcile names its repair).
+    pub(crate) async fn claim_as(
+        &self,
+        mut record: TenantRecord,
+        token: String,
+    ) -> Result<TenantRecord, JobError> {
         let now = OffsetDateTime::now_utc();
-        let token = job_key(delivery);
         if record.lease.as_ref().is_some_and(|lease| lease.is_live(now) && lease.token != token) {
             return Err(JobError::Retry("another job holds the tenant's lease".into()));
         }
@@ -97,7 +105,11 @@ impl Provisioner {
     /// Frees the lease this job holds after a failed attempt, so the next job need not wait
     /// for it to expire (best effort: it expires anyway).
     async fn let_go(&self, tenant_id: TenantId, delivery: &Delivery) {
-        let token = job_key(delivery);
+        self.let_go_of(tenant_id, &job_key(delivery)).await
+    }
+
+    /// `let_go` of the lease `token` names.
+    pub(crate) async fn let_go_of(&self, tenant_id: TenantId, token: &str) {
         for _ in 0..3 {
             let Ok(Some(mut record)) = self.store.get_tenant_record(tenant_id).await else { return };
             if record.lease.as_ref().is_none_or(|lease| lease.token != token) {
@@ -202,7 +214,7 @@ impl Provisioner {
                 Some(task) => task,
                 None => self
                     .fleet
-                    .launch(&record.tenant, size, &client_token, &secret_arn)
+                    .launch_image(&record.tenant, size, &client_token, &secret_arn, record.image.as_deref())
                     .await
                     .map_err(fleet)?,
             };

@@ -54,7 +54,7 @@ fn saved(error: StoreError) -> JobError {
 const PAGE: i32 = 100;
 
 impl Provisioner {
-    fn crash_point(&self, step: &str) -> Result<(), JobError> {
+    pub(crate) fn crash_point(&self, step: &str) -> Result<(), JobError> {
         match &self.faults {
             Some(hook) if hook(step) => Err(JobError::Retry(format!("injected crash after {step}"))),
             _ => Ok(()),
@@ -87,7 +87,7 @@ impl Provisioner {
             .ok_or_else(|| JobError::Discard("no backup bucket is configured (DOTMAC_BACKUP_BUCKET)".into()))
     }
 
-    async fn enqueue(&self, job: ProvisioningJob) -> Result<(), JobError> {
+    pub(crate) async fn enqueue(&self, job: ProvisioningJob) -> Result<(), JobError> {
         let queue =
             self.jobs.as_ref().ok_or_else(|| JobError::Discard("no job queue to fan out to".into()))?;
         queue.enqueue(job).await.map(|_| ()).map_err(retry)
@@ -448,7 +448,18 @@ impl Provisioner {
             None => {
                 let plan_size = self.plan_size(&record.tenant.plan).await?;
                 let target = self.size_due(&record.tenant, plan_size).await?;
-                if target == container.task_size {
+                // The image it should run (a rollout's, else the fleet's) against the one its
+                // task's revision runs: a replace is keyed by both.
+                let image = self.image_of(&record).to_owned();
+                if target == container.task_size
+                    && self
+                        .fleet
+                        .definition_image(&container.task_definition_arn)
+                        .await
+                        .map_err(fleet_error)?
+                        .as_deref()
+                        == Some(image.as_str())
+                {
                     return Ok(());
                 }
                 if !target.is_valid_fargate_size() {
@@ -460,6 +471,7 @@ impl Provisioner {
                     previous_task_arn: container.task_arn.clone(),
                     replacement_task_arn: None,
                     task_definition_arn: None,
+                    image: Some(image),
                 };
                 record.scaling = Some(operation.clone());
                 self.store.save_tenant(&mut record).await.map_err(saved)?;
@@ -473,9 +485,10 @@ impl Provisioner {
             || operation.replacement_task_arn.is_none()
         {
             // The sized revision (reused when it exists already).
+            let image = operation.image.clone().or_else(|| record.image.clone());
             let definition = self
                 .fleet
-                .ensure_sized_task_definition(tenant_id, &secret_arn, Some(operation.target))
+                .ensure_definition(tenant_id, &secret_arn, Some(operation.target), image.as_deref())
                 .await
                 .map_err(fleet_error)?;
             self.crash_point("scale.after_register")?;
@@ -485,11 +498,19 @@ impl Provisioner {
             let adopted = running.into_iter().find(|t| t.task_arn != operation.previous_task_arn);
             let replacement = match adopted {
                 Some(task) => task,
-                None => self
-                    .fleet
-                    .launch(&record.tenant, operation.target, &operation.token, &secret_arn)
-                    .await
-                    .map_err(fleet_error)?,
+                None => {
+                    self.pace_run_task().await;
+                    self.fleet
+                        .launch_image(
+                            &record.tenant,
+                            operation.target,
+                            &operation.token,
+                            &secret_arn,
+                            image.as_deref(),
+                        )
+                        .await
+                        .map_err(fleet_error)?
+                }
             };
             self.crash_point("scale.after_run_task")?;
             let timeout = Duration::from_secs(self.fleet.settings().task_start_timeout_seconds);
@@ -536,6 +557,7 @@ impl Provisioner {
                 "to": operation.target,
                 "task_arn": operation.replacement_task_arn,
                 "task_definition_arn": operation.task_definition_arn,
+                "image": operation.image,
                 "override": record.tenant.task_size_override.is_some(),
             }),
         );

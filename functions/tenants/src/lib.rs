@@ -6,6 +6,7 @@ mod catalog_routes;
 pub mod fleet;
 pub mod lifecycle;
 pub mod onboarding;
+pub mod rollouts;
 pub mod subscriptions;
 pub mod views;
 
@@ -128,6 +129,10 @@ pub fn routes() -> Routes<TenantsState> {
         .route(Access::Authenticated, routes!(resume_tenant))
         .route(Access::Authenticated, routes!(delete_tenant))
         .route(Access::Authenticated, routes!(tenant_events))
+        .route(Access::Authenticated, routes!(rollouts::create_rollout))
+        .route(Access::Authenticated, routes!(rollouts::show_rollout))
+        .route(Access::Authenticated, routes!(rollouts::pause_rollout))
+        .route(Access::Authenticated, routes!(rollouts::resume_rollout))
 }
 
 pub fn router(state: TenantsState) -> ApiRoutes {

@@ -27,6 +27,12 @@ pub struct EcsSettings {
     pub task_role_arn: Option<String>,
     /// How long the provisioner waits for a new task to reach RUNNING in one attempt.
     pub task_start_timeout_seconds: u64,
+    /// The most repairs one fleet reconcile job makes before it queues itself again with a
+    /// cursor (`DOTMAC_RECONCILE_MAX_REPAIRS`).
+    pub reconcile_max_repairs: u32,
+    /// The pace of the reconcile's RunTask calls, kept under ECS's RunTask limit of 20 a
+    /// second so other launches keep room (`DOTMAC_RECONCILE_RUN_TASKS_PER_SECOND`).
+    pub reconcile_run_tasks_per_second: u32,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -308,6 +314,10 @@ impl Config {
                 execution_role_arn: source.get("DOTMAC_TASK_EXECUTION_ROLE_ARN"),
                 task_role_arn: source.get("DOTMAC_TASK_ROLE_ARN"),
                 task_start_timeout_seconds: env.number("DOTMAC_TASK_START_TIMEOUT_SECONDS", 40u64)?,
+                reconcile_max_repairs: env.number("DOTMAC_RECONCILE_MAX_REPAIRS", 50u32)?.max(1),
+                reconcile_run_tasks_per_second: env
+                    .number("DOTMAC_RECONCILE_RUN_TASKS_PER_SECOND", 10u32)?
+                    .clamp(1, 20),
             },
             cors_allowed_origins: env.list("DOTMAC_CORS_ALLOWED_ORIGINS"),
             tenant_secret_prefix: env.or("DOTMAC_TENANT_SECRET_PREFIX", "dotmac/tenants"),
@@ -400,6 +410,8 @@ impl fmt::Debug for EcsSettings {
             .field("execution_role_arn", &self.execution_role_arn)
             .field("task_role_arn", &self.task_role_arn)
             .field("task_start_timeout_seconds", &self.task_start_timeout_seconds)
+            .field("reconcile_max_repairs", &self.reconcile_max_repairs)
+            .field("reconcile_run_tasks_per_second", &self.reconcile_run_tasks_per_second)
             .finish()
     }
 }

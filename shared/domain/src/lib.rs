@@ -16,7 +16,10 @@ pub use access::{
     Role, RoleName, Scope, Target, authorize, check_assignment, may_define,
 };
 pub use events::{DomainEvent, ENVELOPE_VERSION, EventEnvelope};
-pub use fleet::{BackupId, SIZE_TIERS, SizeTier, desired_size, tier_size};
+pub use fleet::{
+    BackupId, Drift, Expected, ObservedTask, Recorded, RolloutChoice, SIZE_TIERS, SizeTier, Verdict,
+    classify, desired_size, expects_compute, rollout_choice, rollout_failed, select_batch, tier_size,
+};
 pub use plan::{Plan, PlanId, TaskSize, seed_plans};
 pub use tenant::{
     Container, LifecycleError, NewTenant, SuspensionReason, Tenant, TenantId, TenantStatus, TransitionError,

@@ -45,6 +45,22 @@ pub enum ProvisioningJob {
     /// window), mark it `deleted`. Every step checks what is left first, so a retry after a
     /// crash at any point carries on where the last attempt stopped.
     DeprovisionTenant { tenant_id: TenantId },
+    /// The fleet reconcile (every 5 minutes): compare what each active, suspended or deleted
+    /// tenant should run with what ECS runs and repair the drift, at most the configured
+    /// number of repairs per run; past it the job queues itself again from `cursor` (the
+    /// tenants list's). `scheduled_at` (RFC 3339) names the run in logs and events.
+    ReconcileFleet {
+        scheduled_at: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
+    /// The reconcile of one tenant: what an ECS "Task State Change" to STOPPED queues (the
+    /// rule's input transformer writes it, `infra/template.yaml`), so a crashed container is
+    /// back in seconds.
+    ReconcileTenant { tenant_id: TenantId },
+    /// The next batch of a rolling image update: its active tenants moved to the rollout's
+    /// image, the others counted skipped; queues the batch after it unless paused or done.
+    RolloutBatch { rollout_id: String },
 }
 
 impl Job for ProvisioningJob {
@@ -117,13 +133,16 @@ mod tests {
         for raw in [
             include_str!("../../../events/sqs-scheduled-backups.json"),
             include_str!("../../../events/sqs-scheduled-scaling.json"),
+            include_str!("../../../events/sqs-scheduled-reconcile.json"),
         ] {
             let event: serde_json::Value = serde_json::from_str(raw).expect("event");
             let body = event["Records"][0]["body"].as_str().expect("body");
             let envelope: Envelope<ProvisioningJob> = serde_json::from_str(body).expect("decodes");
             assert!(matches!(
                 envelope.job,
-                ProvisioningJob::ScheduledBackups { .. } | ProvisioningJob::ScheduledScaling {}
+                ProvisioningJob::ScheduledBackups { .. }
+                    | ProvisioningJob::ScheduledScaling {}
+                    | ProvisioningJob::ReconcileFleet { cursor: None, .. }
             ));
         }
     }
@@ -135,6 +154,8 @@ mod tests {
             (include_str!("../../../events/sqs-suspend-tenant.json"), "suspend_tenant"),
             (include_str!("../../../events/sqs-resume-tenant.json"), "resume_tenant"),
             (include_str!("../../../events/sqs-deprovision-tenant.json"), "deprovision_tenant"),
+            (include_str!("../../../events/sqs-ecs-task-stopped.json"), "reconcile_tenant"),
+            (include_str!("../../../events/sqs-rollout-batch.json"), "rollout_batch"),
         ];
         for (raw, tag) in samples {
             let event: serde_json::Value = serde_json::from_str(raw).expect("json");

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod payments;
 pub mod plans;
 pub mod roles;
+pub mod rollouts;
 pub mod schema;
 mod secret_writes;
 pub mod sessions;
@@ -51,6 +52,7 @@ pub use payments::{
     payment_id,
 };
 pub use roles::{RoleRecord, RoleWrite};
+pub use rollouts::{Rollout, RolloutFailure, RolloutMark, RolloutOutcome, RolloutStatus};
 pub use sessions::{NewSession, Rotation, Session, SessionRefusal, unix_ms};
 pub use subscriptions::{BundleSpan, PlanSpan, Subscriptions};
 pub use tenants::{Lease, Page, ScaleOperation, TenantRecord};

@@ -46,6 +46,10 @@ pub struct ScaleOperation {
     pub replacement_task_arn: Option<String>,
     #[serde(default)]
     pub task_definition_arn: Option<String>,
+    /// The image the replacement runs (a rollout's replace); `None`: the tenant's image as
+    /// it stands, the size alone changing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// A tenant as stored: the domain tenant plus the bookkeeping that is not part of it.
@@ -54,6 +58,9 @@ pub struct TenantRecord {
     pub tenant: Tenant,
     pub lease: Option<Lease>,
     pub scaling: Option<ScaleOperation>,
+    /// The image the tenant's container should run, once a rollout moved it; `None`: the
+    /// fleet's image (`ISP_FRAMEWORK_IMAGE`).
+    pub image: Option<String>,
 }
 
 /// A tenant's own attributes: the domain tenant, its id again (as the slug claim records
@@ -67,6 +74,8 @@ pub(crate) struct TenantAttributes {
     pub(crate) lease: Option<Lease>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) scaling: Option<ScaleOperation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) image: Option<String>,
 }
 
 pub(crate) type TenantItem = Stored<TenantAttributes>;
@@ -79,6 +88,7 @@ pub(crate) fn tenant_item(record: &TenantRecord) -> Result<Item, StoreError> {
         tenant: record.tenant.clone(),
         lease: record.lease.clone(),
         scaling: record.scaling.clone(),
+        image: record.image.clone(),
     };
     Stored::new(ItemKey::tenant(id), "tenant", attributes).indexed(TENANTS_GSI1PK, id.to_string()).to_item()
 }
@@ -109,7 +119,7 @@ impl Store {
     /// `create_tenant`, remembering on the slug claim which request (caller and
     /// Idempotency-Key) made it, so that request's retry can recognise its own tenant.
     pub async fn create_tenant_for(&self, tenant: &Tenant, request: Option<&str>) -> Result<(), StoreError> {
-        let record = TenantRecord { tenant: tenant.clone(), lease: None, scaling: None };
+        let record = TenantRecord { tenant: tenant.clone(), lease: None, scaling: None, image: None };
         let item = tenant_item(&record)?;
         let slug = tenant.slug.as_str();
         let mut slug_claim = ItemKey::slug(slug).into_item();
@@ -155,6 +165,7 @@ impl Store {
             tenant: item.record.tenant,
             lease: item.record.lease,
             scaling: item.record.scaling,
+            image: item.record.image,
         }))
     }
 
@@ -205,6 +216,27 @@ impl Store {
             .limit(limit)
             .start(start);
         self.page(query, GSI1SK, |item: TenantItem| item.record.tenant).await
+    }
+
+    /// Tenants as stored (with their lease, resize and image), in creation order, `limit` at
+    /// a time: what the fleet's reconcile and rollouts walk. Read from the index, so a change
+    /// made a moment ago may not show yet; they read each tenant again before changing it.
+    pub async fn list_tenant_records(
+        &self,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<Page<TenantRecord>, StoreError> {
+        let start = cursor.map(tenants_after).transpose()?;
+        let query = Query::index(GSI1, Expr::new("GSI1PK = :pk").value(":pk", s(TENANTS_GSI1PK)))
+            .limit(limit)
+            .start(start);
+        self.page(query, GSI1SK, |item: TenantItem| TenantRecord {
+            tenant: item.record.tenant,
+            lease: item.record.lease,
+            scaling: item.record.scaling,
+            image: item.record.image,
+        })
+        .await
     }
 
     /// Which tenant holds a slug, if any.

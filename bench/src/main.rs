@@ -18,6 +18,7 @@ mod e2e;
 mod handler;
 mod on_dynamodb_local;
 mod pricing;
+mod reconcile;
 mod report;
 
 use anyhow::Context;
@@ -40,6 +41,8 @@ const ONBOARD200_ROWS: [&str; 8] = [
     "e2e.onboard200_task_count_errors",
 ];
 const SUSPEND_RESUME_ROUNDS: usize = 5;
+/// Tenants the reconcile pass runs over (the 1,000).
+const RECONCILE_TENANTS: usize = 1_000;
 const SEQUENTIAL_ONBOARDINGS: usize = 5;
 const CONCURRENT_ONBOARDINGS: usize = 200;
 const ONBOARDING_LIMIT: Duration = Duration::from_secs(300);
@@ -669,6 +672,20 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
             "0: one task per tenant, no duplicate, none missing".into(),
         ),
         (
+            "fleet.reconcile_1000_s",
+            format!("fleet reconcile: one pass over {RECONCILE_TENANTS} running tenants (and the stack's others)"),
+            "s",
+            Better::Lower,
+            "ListTasks pages + DescribeTasks batches of 100 for the cluster; moto ECS".into(),
+        ),
+        (
+            "fleet.reconcile_1000_ecs_calls",
+            format!("fleet reconcile over {RECONCILE_TENANTS}: ECS requests of the pass"),
+            "calls",
+            Better::Lower,
+            "about 2 per 100 tasks when nothing drifted".into(),
+        ),
+        (
             "e2e.suspend_p50_s",
             format!("suspend: POST → task stopped on the record, median of {SUSPEND_RESUME_ROUNDS}"),
             "s",
@@ -842,6 +859,22 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
             for id in ONBOARD200_ROWS {
                 measured.insert(id, Err(note.clone()));
             }
+        }
+    }
+    progress(format!("fleet reconcile: provisioning {RECONCILE_TENANTS} tenants, then one pass"));
+    match reconcile::reconcile_pass(stack, RECONCILE_TENANTS).await {
+        Ok(pass) => {
+            progress(format!(
+                "reconcile: {} tenants examined, {} repaired, {:.1} s; seeding took {:.1} s",
+                pass.examined, pass.repaired, pass.seconds, pass.seeding_seconds
+            ));
+            measured.insert("fleet.reconcile_1000_s", Ok(pass.seconds));
+            measured.insert("fleet.reconcile_1000_ecs_calls", Ok(pass.ecs_calls as f64));
+        }
+        Err(error) => {
+            let e = format!("failed: {error:#}");
+            measured.insert("fleet.reconcile_1000_s", Err(e.clone()));
+            measured.insert("fleet.reconcile_1000_ecs_calls", Err(e));
         }
     }
     server.shutdown().await;

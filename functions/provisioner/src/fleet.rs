@@ -479,9 +479,7 @@ impl Fleet {
         if !size.is_valid_fargate_size() {
             return Err(FleetError::Invalid(format!("{size:?} is not a Fargate task size")));
         }
-        if self.settings.subnets.is_empty() {
-            return Err(FleetError::Invalid("no subnets configured (DOTMAC_ECS_SUBNETS)".into()));
-        }
+        let network = self.task_network()?;
         let task_definition = self.ensure_definition(tenant.id, secret_arn, Some(size), image).await?;
         let tenant_id = tenant.id.to_string();
         let env = |name: &str, value: &str| KeyValuePair::builder().name(name).value(value).build();
@@ -497,20 +495,6 @@ impl Fleet {
                     .environment(env("TENANT_SLUG", tenant.slug.as_str()))
                     .environment(env("TENANT_PLAN", tenant.plan.as_str()))
                     .build(),
-            )
-            .build();
-        let network = NetworkConfiguration::builder()
-            .awsvpc_configuration(
-                AwsVpcConfiguration::builder()
-                    .set_subnets(Some(self.settings.subnets.clone()))
-                    .set_security_groups(Some(self.settings.security_groups.clone()))
-                    .assign_public_ip(if self.settings.assign_public_ip {
-                        AssignPublicIp::Enabled
-                    } else {
-                        AssignPublicIp::Disabled
-                    })
-                    .build()
-                    .map_err(|e| FleetError::Invalid(e.to_string()))?,
             )
             .build();
         let mut request = self
@@ -533,18 +517,7 @@ impl Fleet {
             request = request.client_token(client_token);
         }
         let output = request.send().await.map_err(|e| FleetError::ecs("RunTask", e))?;
-        if let Some(failure) = output.failures().first() {
-            let reason = failure.reason().unwrap_or("failure");
-            let message = format!("{reason}: {}", failure.detail().unwrap_or_default());
-            // Fargate capacity answers in `failures` too ("Capacity is unavailable at this time").
-            if is_throttling(reason) || reason.contains("Capacity is unavailable") {
-                return Err(FleetError::Throttled { operation: "RunTask", message });
-            }
-            return Err(FleetError::Ecs { operation: "RunTask", message });
-        }
-        let task =
-            output.tasks().first().ok_or_else(|| FleetError::Invalid("RunTask started no task".into()))?;
-        let launched = LaunchedTask::from_task(task);
+        let launched = LaunchedTask::from_task(started_task(&output)?);
         tracing::info!(tenant_id = %tenant.id, task_arn = %launched.task_arn, "tenant task launched");
         Ok(launched)
     }
@@ -725,9 +698,7 @@ impl Fleet {
         if let Some(existing) = self.tasks_started_by(task.marker).await?.into_iter().next() {
             return Ok(existing);
         }
-        if self.settings.subnets.is_empty() {
-            return Err(FleetError::Invalid("no subnets configured (DOTMAC_ECS_SUBNETS)".into()));
-        }
+        let network = self.task_network()?;
         let definition =
             self.ensure_sized_task_definition(task.tenant.id, task.secret_arn, Some(task.size)).await?;
         let tenant_id = task.tenant.id.to_string();
@@ -740,20 +711,6 @@ impl Fleet {
         for (name, value) in &task.environment {
             container = container.environment(env(name, value));
         }
-        let network = NetworkConfiguration::builder()
-            .awsvpc_configuration(
-                AwsVpcConfiguration::builder()
-                    .set_subnets(Some(self.settings.subnets.clone()))
-                    .set_security_groups(Some(self.settings.security_groups.clone()))
-                    .assign_public_ip(if self.settings.assign_public_ip {
-                        AssignPublicIp::Enabled
-                    } else {
-                        AssignPublicIp::Disabled
-                    })
-                    .build()
-                    .map_err(|e| FleetError::Invalid(e.to_string()))?,
-            )
-            .build();
         let tag = |key: &str, value: &str| Tag::builder().key(key).value(value).build();
         let output = self
             .ecs
@@ -772,19 +729,42 @@ impl Fleet {
             .send()
             .await
             .map_err(|e| FleetError::ecs("RunTask", e))?;
-        if let Some(failure) = output.failures().first() {
-            let reason = failure.reason().unwrap_or("failure");
-            let message = format!("{reason}: {}", failure.detail().unwrap_or_default());
-            if is_throttling(reason) || reason.contains("Capacity is unavailable") {
-                return Err(FleetError::Throttled { operation: "RunTask", message });
-            }
-            return Err(FleetError::Ecs { operation: "RunTask", message });
-        }
-        output
-            .tasks()
-            .first()
-            .and_then(|t| t.task_arn())
+        started_task(&output)?
+            .task_arn()
             .map(str::to_owned)
-            .ok_or_else(|| FleetError::Invalid("RunTask started no task".into()))
+            .ok_or_else(|| FleetError::Invalid("RunTask started a task without an ARN".into()))
     }
+
+    /// The network every tenant task runs in (its subnets are required).
+    fn task_network(&self) -> Result<NetworkConfiguration, FleetError> {
+        if self.settings.subnets.is_empty() {
+            return Err(FleetError::Invalid("no subnets configured (DOTMAC_ECS_SUBNETS)".into()));
+        }
+        let vpc = AwsVpcConfiguration::builder()
+            .set_subnets(Some(self.settings.subnets.clone()))
+            .set_security_groups(Some(self.settings.security_groups.clone()))
+            .assign_public_ip(if self.settings.assign_public_ip {
+                AssignPublicIp::Enabled
+            } else {
+                AssignPublicIp::Disabled
+            })
+            .build()
+            .map_err(|e| FleetError::Invalid(e.to_string()))?;
+        Ok(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
+    }
+}
+
+/// The task RunTask started, or why it started none. A throttle, or Fargate capacity (which
+/// RunTask answers in `failures` too: "Capacity is unavailable at this time"), is worth
+/// another try later.
+fn started_task(output: &aws_sdk_ecs::operation::run_task::RunTaskOutput) -> Result<&Task, FleetError> {
+    if let Some(failure) = output.failures().first() {
+        let reason = failure.reason().unwrap_or("failure");
+        let message = format!("{reason}: {}", failure.detail().unwrap_or_default());
+        if is_throttling(reason) || reason.contains("Capacity is unavailable") {
+            return Err(FleetError::Throttled { operation: "RunTask", message });
+        }
+        return Err(FleetError::Ecs { operation: "RunTask", message });
+    }
+    output.tasks().first().ok_or_else(|| FleetError::Invalid("RunTask started no task".into()))
 }

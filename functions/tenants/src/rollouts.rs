@@ -22,6 +22,8 @@ use crate::TenantsState;
 
 /// Most tenants one batch moves.
 pub const MAX_BATCH_SIZE: u32 = 100;
+/// More failures than this is no threshold at all (and beyond what JSON integers carry safely).
+pub const MAX_FAILURE_THRESHOLD: u64 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
@@ -83,11 +85,14 @@ impl NewRollout {
                 reason: format!("must be from 1 to {MAX_BATCH_SIZE}"),
             });
         }
-        Ok(NewRollout {
-            image: image.to_owned(),
-            batch_size: request.batch_size,
-            failure_threshold: request.failure_threshold.unwrap_or(0),
-        })
+        let failure_threshold = request.failure_threshold.unwrap_or(0);
+        if failure_threshold > MAX_FAILURE_THRESHOLD {
+            return Err(RolloutError::Invalid {
+                field: "failure_threshold",
+                reason: format!("must be from 0 to {MAX_FAILURE_THRESHOLD}"),
+            });
+        }
+        Ok(NewRollout { image: image.to_owned(), batch_size: request.batch_size, failure_threshold })
     }
 }
 
@@ -206,6 +211,7 @@ pub struct RolloutRequest {
     pub batch_size: u32,
     /// Failures tolerated; one more stops the rollout with status `failed` (default 0).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100000)]
     pub failure_threshold: Option<u64>,
 }
 
@@ -398,6 +404,13 @@ mod tests {
         for (image, size) in [("", 5), ("a b", 5), ("img:1", 0), ("img:1", MAX_BATCH_SIZE + 1)] {
             assert!(NewRollout::parse(&request(image, size)).is_err(), "{image:?} {size}");
         }
+        let threshold = |n| RolloutRequest { failure_threshold: Some(n), ..request("img:1", 5) };
+        assert_eq!(
+            NewRollout::parse(&threshold(MAX_FAILURE_THRESHOLD)).expect("at the bound").failure_threshold,
+            MAX_FAILURE_THRESHOLD
+        );
+        assert!(NewRollout::parse(&threshold(MAX_FAILURE_THRESHOLD + 1)).is_err());
+        assert!(NewRollout::parse(&threshold(1 << 63)).is_err(), "past JSON's safe integers");
     }
 
     #[test]

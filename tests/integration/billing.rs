@@ -113,10 +113,12 @@ async fn invoices_of(platform: &Platform, period: Period) -> Vec<InvoiceRecord> 
     page.items
 }
 
-/// The invoices without their payment status, which charging them moves (`payments.rs`).
+/// The invoices without their payment status and time, which charging them moves
+/// (`payments.rs`).
 fn unpaid(mut invoices: Vec<InvoiceRecord>) -> Vec<InvoiceRecord> {
     for invoice in &mut invoices {
         invoice.payment_status = None;
+        invoice.paid_at = None;
     }
     invoices
 }

@@ -275,6 +275,10 @@ async fn a_finalized_invoice_is_charged_and_paid_end_to_end_over_http() {
     assert_eq!(items[0]["amount"]["minor"], 250_00);
     assert!(items[0]["stripe_payment_intent_id"].as_str().is_some_and(|pi| pi.starts_with("pi_")));
     assert!(items[0]["processed_at"].is_string());
+    // The invoice itself says so.
+    let (status, invoice) = app.get_json(&token, &format!("/v1/invoices/{id}")).await;
+    assert_eq!(status, 200, "{invoice}");
+    assert_eq!((invoice["payment_status"].as_str(), invoice["paid_at"].is_string()), (Some("paid"), true));
 
     // The double signed and delivered payment_intent.succeeded to the server, which took it.
     let event = double.delivered("payment_intent.succeeded", 1).await;

@@ -101,6 +101,11 @@ pub struct InvoiceView {
     pub updated_at: String,
     #[schema(format = DateTime)]
     pub finalized_at: Option<String>,
+    /// Where its payment stands once finalized: `open`, `paid`, `failed` or `refunded`
+    /// (its attempts: `GET /v1/invoices/{id}/payments`).
+    pub payment_status: Option<String>,
+    #[schema(format = DateTime)]
+    pub paid_at: Option<String>,
 }
 
 const ROUNDING: &str =
@@ -127,6 +132,8 @@ impl InvoiceView {
             rounding: ROUNDING.to_owned(),
             updated_at: rfc3339(invoice.updated_at),
             finalized_at: invoice.finalized_at.map(rfc3339),
+            payment_status: invoice.payment_status.map(|status| status.as_str().to_owned()),
+            paid_at: invoice.paid_at.map(rfc3339),
         }
     }
 

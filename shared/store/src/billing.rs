@@ -89,6 +89,9 @@ pub struct InvoiceRecord {
     /// Set on finalization (`open`), then moved by its payments (`crate::payments`).
     #[serde(default)]
     pub payment_status: Option<crate::payments::PaymentStatus>,
+    /// When a payment (or a zero total) settled it; written with `payment_status = paid`.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub paid_at: Option<OffsetDateTime>,
     pub version: u64,
 }
 

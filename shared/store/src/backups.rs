@@ -202,19 +202,41 @@ fn version_is(expected: u64) -> Expr {
         .value(":expected", AttributeValue::N(expected.to_string()))
 }
 
-/// The record's next version, and the item that stores it.
-fn backup_item_after(record: &BackupRecord) -> Result<(Item, BackupRecord), StoreError> {
-    let mut next = record.clone();
-    next.version = record.version + 1;
-    let item = Stored::new(ItemKey::backup(next.tenant_id, &next.backup_id), "backup", &next).to_item()?;
-    Ok((item, next))
+/// A backup or a restore: one record under its own key, replaced whole by each save, which
+/// bumps its `version` (the lock the next save checks).
+trait VersionedRecord: Clone + Serialize {
+    const KIND: &'static str;
+    fn key(&self) -> ItemKey;
+    fn version_mut(&mut self) -> &mut u64;
 }
 
-fn restore_item_after(record: &RestoreRecord) -> Result<(Item, RestoreRecord), StoreError> {
+impl VersionedRecord for BackupRecord {
+    const KIND: &'static str = "backup";
+    fn key(&self) -> ItemKey {
+        ItemKey::backup(self.tenant_id, &self.backup_id)
+    }
+    fn version_mut(&mut self) -> &mut u64 {
+        &mut self.version
+    }
+}
+
+impl VersionedRecord for RestoreRecord {
+    const KIND: &'static str = "restore";
+    fn key(&self) -> ItemKey {
+        ItemKey::restore(self.tenant_id, &self.restore_id)
+    }
+    fn version_mut(&mut self) -> &mut u64 {
+        &mut self.version
+    }
+}
+
+/// The record's next version, the item that stores it, and the version it replaces.
+fn item_after<R: VersionedRecord>(record: &R) -> Result<(Item, R, u64), StoreError> {
     let mut next = record.clone();
-    next.version = record.version + 1;
-    let item = Stored::new(ItemKey::restore(next.tenant_id, &next.restore_id), "restore", &next).to_item()?;
-    Ok((item, next))
+    let expected = *next.version_mut();
+    *next.version_mut() = expected + 1;
+    let item = Stored::new(next.key(), R::KIND, &next).to_item()?;
+    Ok((item, next, expected))
 }
 
 /// What a write of many raw items at once can take (BatchWriteItem's limit).
@@ -242,13 +264,7 @@ impl Store {
 
     /// Replaces the record if nobody changed it since it was read, then bumps its version.
     pub async fn save_backup(&self, record: &mut BackupRecord) -> Result<(), StoreError> {
-        let expected = record.version;
-        let (item, next) = backup_item_after(record)?;
-        self.put(item, Some(version_is(expected)))
-            .await?
-            .map_err(|_| StoreError::VersionConflict { expected })?;
-        *record = next;
-        Ok(())
+        self.save_versioned(record).await
     }
 
     /// `save_backup` with `event` in the tenant's log, in one transaction with the tenant's
@@ -260,11 +276,7 @@ impl Store {
         tenant: &mut TenantRecord,
         event: DomainEvent,
     ) -> Result<EventEnvelope, StoreError> {
-        let (item, next) = backup_item_after(record)?;
-        let step = self.put_step(item, Some(version_is(record.version)))?;
-        let envelope = self.transition_tenant_with(tenant, event, vec![step]).await?;
-        *record = next;
-        Ok(envelope)
+        self.save_versioned_with_event(record, tenant, event).await
     }
 
     /// Removes a backup's record (its objects are gone) with `event` in the tenant's log, in
@@ -317,14 +329,9 @@ impl Store {
         Ok(self.get_item::<RestoreItem>(ItemKey::restore(tenant, id)).await?.map(|i| i.record))
     }
 
+    /// Replaces the record if nobody changed it since it was read, then bumps its version.
     pub async fn save_restore(&self, record: &mut RestoreRecord) -> Result<(), StoreError> {
-        let expected = record.version;
-        let (item, next) = restore_item_after(record)?;
-        self.put(item, Some(version_is(expected)))
-            .await?
-            .map_err(|_| StoreError::VersionConflict { expected })?;
-        *record = next;
-        Ok(())
+        self.save_versioned(record).await
     }
 
     /// `save_restore` with `event` in the tenant's log, in one transaction (as
@@ -335,8 +342,26 @@ impl Store {
         tenant: &mut TenantRecord,
         event: DomainEvent,
     ) -> Result<EventEnvelope, StoreError> {
-        let (item, next) = restore_item_after(record)?;
-        let step = self.put_step(item, Some(version_is(record.version)))?;
+        self.save_versioned_with_event(record, tenant, event).await
+    }
+
+    async fn save_versioned<R: VersionedRecord>(&self, record: &mut R) -> Result<(), StoreError> {
+        let (item, next, expected) = item_after(record)?;
+        self.put(item, Some(version_is(expected)))
+            .await?
+            .map_err(|_| StoreError::VersionConflict { expected })?;
+        *record = next;
+        Ok(())
+    }
+
+    async fn save_versioned_with_event<R: VersionedRecord>(
+        &self,
+        record: &mut R,
+        tenant: &mut TenantRecord,
+        event: DomainEvent,
+    ) -> Result<EventEnvelope, StoreError> {
+        let (item, next, expected) = item_after(record)?;
+        let step = self.put_step(item, Some(version_is(expected)))?;
         let envelope = self.transition_tenant_with(tenant, event, vec![step]).await?;
         *record = next;
         Ok(envelope)

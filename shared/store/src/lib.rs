@@ -9,6 +9,7 @@ pub mod admission;
 pub mod backups;
 pub mod billing;
 pub mod catalog;
+pub mod dunning;
 mod dynamo;
 mod error;
 pub mod events;
@@ -39,6 +40,7 @@ pub use billing::{
     BillingRun, Expected, Finalized, InvoiceContext, InvoiceFilter, InvoiceRecord, InvoiceStatus, Opened,
     OutboxEvent, RunOutcome, RunTenant, Written, invoice_id, parse_invoice_id,
 };
+pub use dunning::{Dunning, DunningDue, DunningEntry, DunningStatus, DunningWrite};
 pub use catalog::{PriceVersion, PriceWrite};
 pub use error::StoreError;
 pub use events::EventOrder;

@@ -221,7 +221,7 @@ impl Handler {
             Handler::RotateSigningKeys
             | Handler::FinalizeInvoices
             | Handler::BillingCycle
-            | Handler::Dunning => Some(Duration::from_secs(3600))
+            | Handler::Dunning => Some(Duration::from_secs(3600)),
             // EventBridge Scheduler's shortest rate; the dev server runs it every second
             // instead (`dotmac_local`), as latency there is what a developer waits for.
             Handler::PublishEvents => Some(Duration::from_secs(60)),

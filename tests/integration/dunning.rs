@@ -146,13 +146,20 @@ async fn a_decline_retries_degrades_suspends_and_a_payment_brings_the_tenant_bac
     assert_eq!(charges(platform).await, 1);
     let dunning = platform.store.get_dunning(id, last_period()).await.expect("read").expect("a dunning");
     let started = dunning.started_at;
-    assert_eq!((dunning.status, dunning.step, dunning.standing), (DunningStatus::Open, 0, BillingStanding::PastDue));
+    assert_eq!(
+        (dunning.status, dunning.step, dunning.standing),
+        (DunningStatus::Open, 0, BillingStanding::PastDue)
+    );
     assert_eq!(tenant(platform, id).await.billing_standing, BillingStanding::PastDue);
     assert!(provision_jobs(&stack).await.contains(&ProvisioningJob::IssueLicense { tenant_id: id }));
     assert_eq!(license(&stack, id).await, ("past_due".to_owned(), vec!["ai".to_owned(), "crm".to_owned()]));
     let seen = history(&http, &base, &token, &invoice).await;
     assert_eq!(seen["payment_status"], "failed", "{seen}");
-    assert_eq!((seen["dunning"]["status"].clone(), seen["dunning"]["standing"].clone()), (json!("open"), json!("past_due")), "{seen}");
+    assert_eq!(
+        (seen["dunning"]["status"].clone(), seen["dunning"]["standing"].clone()),
+        (json!("open"), json!("past_due")),
+        "{seen}"
+    );
 
     // Day 2: nothing is due yet.
     dunning_at(platform, started + Duration::days(2)).await;
@@ -180,12 +187,24 @@ async fn a_decline_retries_degrades_suspends_and_a_payment_brings_the_tenant_bac
     // lifecycle: its task stops, its data stays.
     dunning_at(platform, started + Duration::days(7)).await;
     let suspended = tenant(platform, id).await;
-    assert_eq!((suspended.status, suspended.suspended_for.clone()), (TenantStatus::Suspended, vec![SuspensionReason::NonPayment]));
+    assert_eq!(
+        (suspended.status, suspended.suspended_for.clone()),
+        (TenantStatus::Suspended, vec![SuspensionReason::NonPayment])
+    );
     assert_eq!(suspended.billing_standing, BillingStanding::Suspended);
     let jobs = provision_jobs(&stack).await;
     assert!(jobs.contains(&ProvisioningJob::SuspendTenant { tenant_id: id }), "{jobs:?}");
     assert!(tenant_task_arns(&stack, &suspended).await.is_empty(), "its task stopped");
-    assert!(platform.store.dunnings_due(started + Duration::days(30)).await.expect("due").iter().all(|d| d.tenant_id != id), "no step left");
+    assert!(
+        platform
+            .store
+            .dunnings_due(started + Duration::days(30))
+            .await
+            .expect("due")
+            .iter()
+            .all(|d| d.tenant_id != id),
+        "no step left"
+    );
 
     // The payment: the tenant's new card, and the day-7 retry succeeds. The dunning clears,
     // the tenant is current and active, its task runs and its license has its bundles back.
@@ -197,34 +216,59 @@ async fn a_decline_retries_degrades_suspends_and_a_payment_brings_the_tenant_bac
     assert_eq!((back.status, back.billing_standing), (TenantStatus::Active, BillingStanding::Current));
     assert!(back.suspended_for.is_empty());
     let jobs = provision_jobs(&stack).await;
-    assert!(jobs.iter().any(|j| matches!(j, ProvisioningJob::ResumeTenant { tenant_id, .. } if *tenant_id == id)), "{jobs:?}");
+    assert!(
+        jobs.iter().any(|j| matches!(j, ProvisioningJob::ResumeTenant { tenant_id, .. } if *tenant_id == id)),
+        "{jobs:?}"
+    );
     assert_eq!(tenant_task_arns(&stack, &tenant(platform, id).await).await.len(), 1, "its task runs again");
     assert_eq!(license(&stack, id).await, ("current".to_owned(), vec!["ai".to_owned(), "crm".to_owned()]));
 
     // The invoice's history over HTTP: four attempts (three declined), and every dunning step.
     let seen = history(&http, &base, &token, &invoice).await;
     assert_eq!(seen["payment_status"], "paid", "{seen}");
-    let statuses: Vec<&str> = seen["items"].as_array().expect("items").iter().map(|p| p["status"].as_str().unwrap_or("")).collect();
+    let statuses: Vec<&str> =
+        seen["items"].as_array().expect("items").iter().map(|p| p["status"].as_str().unwrap_or("")).collect();
     assert_eq!(statuses, ["failed", "failed", "failed", "succeeded"], "{seen}");
     let steps: Vec<(String, String)> = seen["dunning"]["history"]
         .as_array()
         .expect("history")
         .iter()
-        .map(|e| (e["kind"].as_str().unwrap_or("").to_owned(), e["standing"].as_str().unwrap_or("").to_owned()))
+        .map(|e| {
+            (e["kind"].as_str().unwrap_or("").to_owned(), e["standing"].as_str().unwrap_or("").to_owned())
+        })
         .collect();
-    let expected = [("started", "past_due"), ("step", "past_due"), ("step", "restricted"), ("step", "suspended"), ("cleared", "current")];
+    let expected = [
+        ("started", "past_due"),
+        ("step", "past_due"),
+        ("step", "restricted"),
+        ("step", "suspended"),
+        ("cleared", "current"),
+    ];
     assert_eq!(steps, expected.map(|(k, s)| (k.to_owned(), s.to_owned())), "{seen}");
     assert_eq!(seen["dunning"]["status"], "cleared");
 
     // Every step is an event in the tenant's log (published to EventBridge from there).
-    let events = platform.store.tenant_events(id, dotmac_store::EventOrder::OldestFirst, 100, None).await.expect("events");
+    let events = platform
+        .store
+        .tenant_events(id, dotmac_store::EventOrder::OldestFirst, 100, None)
+        .await
+        .expect("events");
     let kinds: Vec<&str> = events.items.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "tenant.dunning_step").count(), 4, "{kinds:?}");
-    assert!(kinds.contains(&"tenant.suspended") && kinds.contains(&"tenant.resumed") && kinds.contains(&"tenant.dunning_cleared"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"tenant.suspended")
+            && kinds.contains(&"tenant.resumed")
+            && kinds.contains(&"tenant.dunning_cleared"),
+        "{kinds:?}"
+    );
     // A later run, and the payment's redelivery, change nothing.
     let settled = tenant(platform, id).await.version;
     dunning_at(platform, started + Duration::days(40)).await;
-    platform.payments().follow_payment(id, last_period(), OffsetDateTime::now_utc()).await.expect("follow again");
+    platform
+        .payments()
+        .follow_payment(id, last_period(), OffsetDateTime::now_utc())
+        .await
+        .expect("follow again");
     assert_eq!(tenant(platform, id).await.version, settled);
 }
 
@@ -235,9 +279,14 @@ async fn restricted(double: &Double, platform: &Platform) -> (TenantId, OffsetDa
     card(double, platform, id, "pm_card_chargeDeclined").await;
     finalized_invoice(platform, id).await;
     charges(platform).await;
-    let started = platform.store.get_dunning(id, last_period()).await.expect("read").expect("dunning").started_at;
+    let started =
+        platform.store.get_dunning(id, last_period()).await.expect("read").expect("dunning").started_at;
     for day in [3, 5] {
-        platform.payments().dunning_step(id, last_period(), started + Duration::days(day)).await.expect("step");
+        platform
+            .payments()
+            .dunning_step(id, last_period(), started + Duration::days(day))
+            .await
+            .expect("step");
         charges(platform).await;
     }
     assert_eq!(tenant(platform, id).await.billing_standing, BillingStanding::Restricted);
@@ -307,9 +356,24 @@ async fn a_late_payment_racing_the_suspending_step_ends_paid_and_active_whatever
     //    (for admin) after its payment.
     let (id, started) = restricted(&double, platform).await;
     payments.dunning_step(id, period, started + Duration::days(7)).await.expect("step");
-    platform.lifecycle().suspend(dotmac_tenants::Actor::Caller(&dotmac_domain::Caller::new("platform-admin", None, &[dotmac_domain::Role::PlatformAdmin])), id, SuspensionReason::Admin).await.expect("admin suspension");
+    platform
+        .lifecycle()
+        .suspend(
+            dotmac_tenants::Actor::Caller(&dotmac_domain::Caller::new(
+                "platform-admin",
+                None,
+                &[dotmac_domain::Role::PlatformAdmin],
+            )),
+            id,
+            SuspensionReason::Admin,
+        )
+        .await
+        .expect("admin suspension");
     card(&double, platform, id, "pm_card_visa").await;
     charges(platform).await;
     let after = tenant(platform, id).await;
-    assert_eq!((after.status, after.suspended_for.clone(), after.billing_standing), (TenantStatus::Suspended, vec![SuspensionReason::Admin], BillingStanding::Current));
+    assert_eq!(
+        (after.status, after.suspended_for.clone(), after.billing_standing),
+        (TenantStatus::Suspended, vec![SuspensionReason::Admin], BillingStanding::Current)
+    );
 }

@@ -232,9 +232,7 @@ impl Handler {
     /// The EventBridge Scheduler expression of a scheduled function in the template.
     pub fn schedule_expression(self) -> Option<&'static str> {
         match self {
-            Handler::RotateSigningKeys | Handler::FinalizeInvoices | Handler::Dunning => {
-                Some("rate(1 hour)")
-            }
+            Handler::RotateSigningKeys | Handler::FinalizeInvoices | Handler::Dunning => Some("rate(1 hour)"),
             // 01:00 UTC on the first of the month: the run of the month just ended.
             Handler::BillingCycle => Some("cron(0 1 1 * ? *)"),
             Handler::PublishEvents => Some("rate(1 minute)"),
@@ -578,11 +576,14 @@ impl Platform {
     /// One run for an EventBridge Scheduler event: its `time` (when the schedule fired) is
     /// the run's time, so a delayed or retried delivery acts as of its firing (and a test can
     /// run the dunning job "at day N"). An event without one runs now.
-    pub async fn run_schedule_event(&self, handler: Handler, event: &serde_json::Value) -> anyhow::Result<()> {
-        let fired = event
-            .get("time")
-            .and_then(serde_json::Value::as_str)
-            .and_then(|at| time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok());
+    pub async fn run_schedule_event(
+        &self,
+        handler: Handler,
+        event: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let fired = event.get("time").and_then(serde_json::Value::as_str).and_then(|at| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+        });
         self.run_schedule_at(handler, fired.unwrap_or_else(time::OffsetDateTime::now_utc)).await
     }
 

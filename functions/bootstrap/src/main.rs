@@ -118,7 +118,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             Box::pin(lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
                 let platform = platform.clone();
                 async move {
-                    platform.run_schedule_event(handler, &event.payload).await.map_err(|e| format!("{e:#}"))?;
+                    platform
+                        .run_schedule_event(handler, &event.payload)
+                        .await
+                        .map_err(|e| format!("{e:#}"))?;
                     Ok::<_, lambda_runtime::Error>(
                         serde_json::json!({ "handler": handler.name(), "ok": true }),
                     )

@@ -103,7 +103,12 @@ impl Payments {
         }
     }
 
-    async fn start_dunning(&self, tenant: TenantId, period: Period, now: OffsetDateTime) -> Result<(), PaymentsError> {
+    async fn start_dunning(
+        &self,
+        tenant: TenantId,
+        period: Period,
+        now: OffsetDateTime,
+    ) -> Result<(), PaymentsError> {
         let schedule = &self.dunning().schedule;
         let written = self
             .store
@@ -119,7 +124,12 @@ impl Payments {
     /// Clears the invoice's dunning (it was paid) and lifts a suspension for non-payment once
     /// no other unpaid invoice keeps the tenant suspended. A repeat finds it cleared and still
     /// makes sure of the resume (a crash between the two is healed by the redelivery).
-    pub async fn clear_dunning(&self, tenant: TenantId, period: Period, now: OffsetDateTime) -> Result<(), PaymentsError> {
+    pub async fn clear_dunning(
+        &self,
+        tenant: TenantId,
+        period: Period,
+        now: OffsetDateTime,
+    ) -> Result<(), PaymentsError> {
         let standing = match self.store.clear_dunning(tenant, period, now).await? {
             DunningWrite::Written { tenant: after, .. } => {
                 tracing::info!(%tenant, %period, standing = after.billing_standing.as_str(), "dunning cleared");
@@ -177,9 +187,16 @@ impl Payments {
     }
 
     /// Makes the invoice's next dunning step if it is due at `now`.
-    pub async fn dunning_step(&self, tenant: TenantId, period: Period, now: OffsetDateTime) -> Result<Stepped, PaymentsError> {
+    pub async fn dunning_step(
+        &self,
+        tenant: TenantId,
+        period: Period,
+        now: OffsetDateTime,
+    ) -> Result<Stepped, PaymentsError> {
         let schedule = self.dunning().schedule.clone();
-        let Some(dunning) = self.store.get_dunning(tenant, period).await? else { return Ok(Stepped::Nothing) };
+        let Some(dunning) = self.store.get_dunning(tenant, period).await? else {
+            return Ok(Stepped::Nothing);
+        };
         if dunning.status != DunningStatus::Open {
             return Ok(Stepped::Nothing);
         }
@@ -222,7 +239,11 @@ impl Payments {
 
     /// Suspends the tenant for non-payment through its lifecycle, then takes the dunning
     /// off the due index; resumes at once if a payment cleared the dunning meanwhile.
-    async fn suspend_and_settle(&self, dunning: &Dunning, now: OffsetDateTime) -> Result<bool, PaymentsError> {
+    async fn suspend_and_settle(
+        &self,
+        dunning: &Dunning,
+        now: OffsetDateTime,
+    ) -> Result<bool, PaymentsError> {
         let (tenant, period) = (dunning.tenant_id, dunning.period);
         let suspended = self.suspend_for_non_payment(tenant).await?;
         if !self.store.settle_dunning(dunning).await? {

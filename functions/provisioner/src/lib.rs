@@ -214,7 +214,11 @@ impl Provisioner {
             plan: tenant.plan.to_string(),
             // Dunning's standing: a restricted (or suspended) tenant's premium bundles are off
             // until a payment clears it; the bundles themselves stay on the tenant.
-            bundles: if tenant.billing_standing.keeps_bundles() { tenant.bundles.clone() } else { Vec::new() },
+            bundles: if tenant.billing_standing.keeps_bundles() {
+                tenant.bundles.clone()
+            } else {
+                Vec::new()
+            },
             billing_status: tenant.billing_standing.license_status().to_owned(),
         };
         let (license, claims) =

@@ -2,9 +2,9 @@
 //! into that audience's view here, so a new field on `Tenant` stays internal until someone
 //! decides who may see it.
 
-use dotmac_domain::{BillingStanding, 
-    Action, Caller, Container, Resource, SuspensionReason, Target, TaskSize, Tenant, TenantId, TenantStatus,
-    authorize,
+use dotmac_domain::{
+    Action, BillingStanding, Caller, Container, Resource, SuspensionReason, Target, TaskSize, Tenant,
+    TenantId, TenantStatus, authorize,
 };
 use dotmac_store::{HealthStatus, Heartbeat};
 use serde::Serialize;

@@ -350,7 +350,8 @@ impl Config {
                 queue_url: env.or("DOTMAC_BILLING_QUEUE_URL", ""),
                 max_receive_count: env.number("DOTMAC_BILLING_MAX_RECEIVE_COUNT", 5u32)?.max(1),
                 grace_seconds: env.number("DOTMAC_BILLING_GRACE_SECONDS", 3 * 24 * 3600u64)?,
-                dunning_schedule: env.number("DOTMAC_DUNNING_SCHEDULE", dotmac_domain::DunningSchedule::default())?,
+                dunning_schedule: env
+                    .number("DOTMAC_DUNNING_SCHEDULE", dotmac_domain::DunningSchedule::default())?,
             },
             stripe: StripeConfig {
                 secret_key: source.get("DOTMAC_STRIPE_SECRET_KEY"),

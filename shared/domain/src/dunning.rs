@@ -18,7 +18,18 @@ use time::{Duration, OffsetDateTime};
 /// A tenant's billing standing: what its license states and how far dunning degraded it.
 /// Ordered from good to worst, so a tenant with several unpaid invoices stands at the worst.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum BillingStanding {
@@ -30,8 +41,12 @@ pub enum BillingStanding {
 }
 
 impl BillingStanding {
-    pub const ALL: [BillingStanding; 4] =
-        [BillingStanding::Current, BillingStanding::PastDue, BillingStanding::Restricted, BillingStanding::Suspended];
+    pub const ALL: [BillingStanding; 4] = [
+        BillingStanding::Current,
+        BillingStanding::PastDue,
+        BillingStanding::Restricted,
+        BillingStanding::Suspended,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -336,9 +336,10 @@ impl Store {
     }
 
     fn versioned_put(&self, dunning: &Dunning, expected: u64) -> Result<TransactWriteItem, StoreError> {
-        let item = Stored::new(ItemKey::dunning(dunning.tenant_id, dunning.period), "dunning", dunning).to_item()?;
-        let condition =
-            Expr::new("attribute_exists(PK) AND version = :expected").value(":expected", n(i64::try_from(expected).unwrap_or(i64::MAX)));
+        let item =
+            Stored::new(ItemKey::dunning(dunning.tenant_id, dunning.period), "dunning", dunning).to_item()?;
+        let condition = Expr::new("attribute_exists(PK) AND version = :expected")
+            .value(":expected", n(i64::try_from(expected).unwrap_or(i64::MAX)));
         self.put_step(item, Some(condition))
     }
 
@@ -356,7 +357,12 @@ impl Store {
 
     /// The transaction's check that the invoice is finalized and unpaid (`failed` only, for
     /// a start: the failure is what starts a dunning).
-    fn invoice_unpaid(&self, tenant: TenantId, period: Period, failed_only: bool) -> Result<TransactWriteItem, StoreError> {
+    fn invoice_unpaid(
+        &self,
+        tenant: TenantId,
+        period: Period,
+        failed_only: bool,
+    ) -> Result<TransactWriteItem, StoreError> {
         let text = if failed_only {
             "#istatus = :finalized AND payment_status = :failed"
         } else {
@@ -373,16 +379,19 @@ impl Store {
     }
 
     async fn invoice_failed(&self, tenant: TenantId, period: Period) -> Result<bool, StoreError> {
-        Ok(self
-            .get_invoice(tenant, period)
-            .await?
-            .is_some_and(|invoice| matches!(invoice.payment_status, Some(PaymentStatus::Failed | PaymentStatus::Open))))
+        Ok(self.get_invoice(tenant, period).await?.is_some_and(|invoice| {
+            matches!(invoice.payment_status, Some(PaymentStatus::Failed | PaymentStatus::Open))
+        }))
     }
 }
 
 impl crate::Fenced<'_> {
     /// The dunning of the tenant's invoice of `period`, if it ever had one.
-    pub async fn invoice_dunning(&self, tenant: &Tenant, period: Period) -> Result<Option<Dunning>, StoreError> {
+    pub async fn invoice_dunning(
+        &self,
+        tenant: &Tenant,
+        period: Period,
+    ) -> Result<Option<Dunning>, StoreError> {
         self.reaches(tenant)?;
         self.store().get_dunning(tenant.id, period).await
     }

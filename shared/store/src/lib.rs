@@ -40,8 +40,8 @@ pub use billing::{
     BillingRun, Expected, Finalized, InvoiceContext, InvoiceFilter, InvoiceRecord, InvoiceStatus, Opened,
     OutboxEvent, RunOutcome, RunTenant, Written, invoice_id, parse_invoice_id,
 };
-pub use dunning::{Dunning, DunningDue, DunningEntry, DunningStatus, DunningWrite};
 pub use catalog::{PriceVersion, PriceWrite};
+pub use dunning::{Dunning, DunningDue, DunningEntry, DunningStatus, DunningWrite};
 pub use error::StoreError;
 pub use events::EventOrder;
 pub use fence::Fenced;

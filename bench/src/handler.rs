@@ -100,6 +100,7 @@ pub fn make_fixture() -> anyhow::Result<Fixture> {
         task_size_override: None,
         bundles: vec!["crm".into(), "ai".into()],
         suspended_for: Vec::new(),
+        billing_standing: Default::default(),
         failure_reason: None,
         created_at: now,
         updated_at: now,

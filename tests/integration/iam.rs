@@ -1125,7 +1125,7 @@ async fn walk_every_function() {
     };
     // A panic inside (a function answering 500 on a refused call, say) is held until the
     // refusals are reported, so the failure names the call the template does not allow.
-    let outcome = tokio::time::timeout(Duration::from_secs(90), AssertUnwindSafe(async {
+    let outcome = tokio::time::timeout(Duration::from_secs(180), AssertUnwindSafe(async {
         // rotate-signing-keys: the first run on the fresh stack creates both sets, a later
         // run that is due adds a key.
         let rotation_config = config_of(Handler::RotateSigningKeys);
@@ -1534,6 +1534,104 @@ async fn walk_every_function() {
         let token = dotmac_tests::invitation_token(body.split(['"', '<', ' ', '\n']).find(|part| part.contains("#token=")).expect("a link"));
         let (status, user) = call(&users, Method::POST, "/v1/invitations/accept", None, Some(json!({"token": token, "password": "Amber-Orchard-Compass-58"}))).await;
         assert_eq!((status, user["tenant_id"].as_str()), (201, Some(tenant_id.as_str())), "{user}");
+
+        // dunning: two tenants' invoices fail, one by the billing worker's declined charge,
+        // one by Stripe's webhook to the payments function (each opens the dunning: its
+        // ConditionCheck, the tenant's standing and event, IssueLicense queued); the dunning
+        // function at days 3, 5 and 7 (the steps' transactions, the retries queued, the
+        // lifecycle's suspension); then one is paid by the worker's retry, the other by a
+        // webhook (the dunning cleared, its due entry deleted, the tenant resumed).
+        let dunning_period = period.previous().previous();
+        let now = time::OffsetDateTime::now_utc();
+        let stripe_http = dotmac_tests::http_client();
+        let mut dunned = Vec::new();
+        for declined in [true, false] {
+            let mut tenant = dotmac_domain::Tenant::onboard(
+                dotmac_domain::NewTenant {
+                    name: dotmac_domain::TenantName::parse("Dunned ISP").expect("name"),
+                    slug: dotmac_domain::TenantSlug::parse(&format!("dun-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])).expect("slug"),
+                    plan: dotmac_domain::PlanId::parse("usage").expect("plan"),
+                    contact_email: dotmac_domain::Email::parse("ops@dunned.example").expect("email"),
+                    partner_id: None,
+                },
+                now,
+            );
+            tenant.status = TenantStatus::Active;
+            admin_platform.store.create_tenant(&tenant).await.expect("tenant");
+            let report = dotmac_store::UsageReport { report_id: "peak".into(), tenant_id: tenant.id, customer_count: 500, observed_at: dunning_period.start() + time::Duration::days(10), received_at: now };
+            admin_platform.store.record_usage(&report).await.expect("usage");
+            if declined {
+                let answer: Value = stripe_http.post(format!("{stripe_api_base}/v1/customers")).bearer_auth(&stripe_key).form(&[("payment_method", "pm_card_chargeDeclined")]).send().await.expect("the double").json().await.expect("json");
+                let customer = answer["id"].as_str().expect("a customer");
+                admin_platform.store.keep_stripe_customer(tenant.id, customer, now).await.expect("kept");
+            }
+            let plan = dotmac_domain::PlanId::parse("usage").expect("plan");
+            admin_platform.billing().invoice_tenant(None, tenant.id, None, &plan, dunning_period, now).await.expect("invoiced");
+            admin_platform.billing().finalize(tenant.id, dunning_period, now).await.expect("finalized");
+            dunned.push(tenant.id);
+        }
+        let (by_worker, by_webhook) = (dunned[0], dunned[1]);
+        // A webhook about an attempt (recorded pending, as after a crash before Stripe's answer).
+        let webhook_about = |tenant: dotmac_domain::TenantId, kind: &'static str| {
+            let admin_platform = admin_platform.clone();
+            let payments = payments.clone();
+            let secret = secret.clone();
+            async move {
+                let invoice = admin_platform.store.get_invoice(tenant, dunning_period).await.expect("read").expect("invoice");
+                let attempt = admin_platform.store.invoice_payments(tenant, dunning_period).await.expect("payments").len() as u32 + 1;
+                let pending = dotmac_store::Payment {
+                    id: dotmac_store::payment_id(tenant, dunning_period, attempt), invoice_id: invoice.id.clone(), tenant_id: tenant,
+                    period: dunning_period, attempt, amount: invoice.content.total, status: dotmac_store::AttemptStatus::Pending,
+                    stripe_customer_id: "cus_iam_dunning".into(), stripe_payment_method_id: Some("pm_card_visa".into()),
+                    stripe_payment_intent_id: None, failure_code: None, failure_message: None, created_at: time::OffsetDateTime::now_utc(),
+                    processed_at: None, decided_by_event: None, version: 1,
+                };
+                admin_platform.store.begin_payment(&pending).await.expect("pending attempt");
+                let event = json!({"id": format!("evt_iam_{}", uuid::Uuid::new_v4().simple()), "object": "event", "type": kind,
+                    "created": time::OffsetDateTime::now_utc().unix_timestamp(),
+                    "data": {"object": {"id": format!("pi_iam_{}", uuid::Uuid::new_v4().simple()), "object": "payment_intent",
+                        "amount": pending.amount.minor, "currency": "usd", "metadata": {"payment_id": pending.id}}}}).to_string();
+                let signature = dotmac_stripe::sign(&secret, time::OffsetDateTime::now_utc().unix_timestamp(), event.as_bytes());
+                let (status, answer) = call_webhook(&payments, &signature, &event).await;
+                assert_eq!((status, answer["outcome"].as_str()), (200, Some("applied")), "{answer}");
+            }
+        };
+        webhook_about(by_webhook, "payment_intent.payment_failed").await;
+        let drain_charges = || async {
+            loop {
+                let messages = billing_queue.receive(10, 1).await.expect("ReceiveMessage as the event source mapping");
+                if messages.is_empty() {
+                    break;
+                }
+                let answer = dotmac_queue::lambda::handle_sqs_event(&worker.billing_worker(), dotmac_tests::sqs_event(&messages), 5).await;
+                assert!(answer.batch_item_failures.is_empty(), "every charge done");
+                for message in &messages {
+                    billing_queue.ack(&message.receipt_handle).await.expect("DeleteMessage as the event source mapping");
+                }
+            }
+        };
+        drain_charges().await;
+        for tenant in &dunned {
+            let stored = admin_platform.store.get_tenant(*tenant).await.expect("get").expect("tenant");
+            assert_eq!(stored.billing_standing, dotmac_domain::BillingStanding::PastDue, "{stored:?}");
+        }
+        let dunning = platform_of(Handler::Dunning).await;
+        for day in [3, 5, 7] {
+            dunning.run_schedule_at(Handler::Dunning, now + time::Duration::days(day) + time::Duration::hours(1)).await.expect("the dunning run");
+        }
+        for tenant in &dunned {
+            let stored = admin_platform.store.get_tenant(*tenant).await.expect("get").expect("tenant");
+            assert_eq!((stored.status, stored.billing_standing), (TenantStatus::Suspended, dotmac_domain::BillingStanding::Suspended), "{stored:?}");
+        }
+        // The retries: the worker declines the first tenant's (its card) and charges the
+        // second's (a new customer's default card): paid, cleared, resumed by the worker.
+        drain_charges().await;
+        // The first tenant's payment arrives by webhook.
+        webhook_about(by_worker, "payment_intent.succeeded").await;
+        for tenant in &dunned {
+            let stored = admin_platform.store.get_tenant(*tenant).await.expect("get").expect("tenant");
+            assert_eq!((stored.status, stored.billing_standing), (TenantStatus::Active, dotmac_domain::BillingStanding::Current), "{stored:?}");
+        }
     }).catch_unwind())
     .await;
     server.abort();
@@ -1548,7 +1646,7 @@ async fn walk_every_function() {
         record.denied.join("\n  ")
     );
     match outcome {
-        Err(_) => panic!("the functions' work took more than 90 s"),
+        Err(_) => panic!("the functions' work took more than 180 s"),
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
         Ok(Ok(())) => {}
     }

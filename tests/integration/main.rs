@@ -4,6 +4,7 @@ mod authorizer;
 mod backups;
 mod billing;
 mod catalog;
+mod dunning;
 mod first_deploy;
 mod iam;
 mod identity_attacks;

@@ -19,14 +19,14 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 /// The Stripe double as one key (one account) sees it.
-struct Double {
+pub(crate) struct Double {
     base: String,
-    key: String,
+    pub(crate) key: String,
     http: reqwest::Client,
 }
 
 impl Double {
-    fn for_new_key() -> Double {
+    pub(crate) fn for_new_key() -> Double {
         let base = std::env::var("DOTMAC_STRIPE_API_BASE")
             .ok()
             .filter(|v| !v.is_empty())
@@ -35,7 +35,7 @@ impl Double {
         Double { base, key, http: dotmac_tests::http_client() }
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -49,13 +49,13 @@ impl Double {
     }
 
     /// A webhook endpoint of this key's account, as `POST /v1/webhook_endpoints` on Stripe.
-    async fn register_endpoint(&self, url: &str) {
+    pub(crate) async fn register_endpoint(&self, url: &str) {
         let (status, endpoint) =
             self.post("/v1/webhook_endpoints", &[("url", url), ("enabled_events[0]", "*")]).await;
         assert_eq!(status, 200, "{endpoint}");
     }
 
-    async fn summary(&self) -> Value {
+    pub(crate) async fn summary(&self) -> Value {
         let response = self
             .http
             .get(format!("{}/_double/summary", self.base))
@@ -95,7 +95,7 @@ impl Double {
 }
 
 /// Polls `probe` until it answers `Some`, for at most 30 s (then fails, naming `what`).
-async fn wait_until<T, F, Fut>(what: &str, probe: F) -> T
+pub(crate) async fn wait_until<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -112,7 +112,7 @@ where
 
 /// An active tenant on `plan` with `customers` reported mid last period (the usage plan:
 /// 500 customers are 250.00).
-async fn billed_tenant(platform: &Platform, customers: u64) -> TenantId {
+pub(crate) async fn billed_tenant(platform: &Platform, customers: u64) -> TenantId {
     let slug = format!("pay-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let mut tenant = Tenant::onboard(
         NewTenant {
@@ -137,12 +137,12 @@ async fn billed_tenant(platform: &Platform, customers: u64) -> TenantId {
     tenant.id
 }
 
-fn last_period() -> Period {
+pub(crate) fn last_period() -> Period {
     Period::containing(OffsetDateTime::now_utc()).previous()
 }
 
 /// Computes and finalizes the tenant's invoice of last period (no run: the use case directly).
-async fn finalized_invoice(platform: &Platform, tenant: TenantId) -> String {
+pub(crate) async fn finalized_invoice(platform: &Platform, tenant: TenantId) -> String {
     let billing = platform.billing();
     let period = last_period();
     billing
@@ -162,7 +162,7 @@ async fn finalized_invoice(platform: &Platform, tenant: TenantId) -> String {
 }
 
 /// Every message the billing queue holds now.
-async fn take(platform: &Platform) -> Vec<ReceivedMessage> {
+pub(crate) async fn take(platform: &Platform) -> Vec<ReceivedMessage> {
     let mut taken = Vec::new();
     loop {
         let batch = platform.billing_queue.receive(10, 0).await.expect("receive");
@@ -175,7 +175,7 @@ async fn take(platform: &Platform) -> Vec<ReceivedMessage> {
 
 /// Runs the billing worker on one message as the SQS adapter does (not acknowledged: a test
 /// may deliver it again).
-async fn run(platform: &Platform, message: &ReceivedMessage) {
+pub(crate) async fn run(platform: &Platform, message: &ReceivedMessage) {
     let outcome = process_message::<BillingJob, _>(
         &platform.billing_worker(),
         &message.message_id,
@@ -188,7 +188,7 @@ async fn run(platform: &Platform, message: &ReceivedMessage) {
     assert!(outcome.acknowledges(), "{outcome:?} for {}", message.body);
 }
 
-fn charge_jobs(messages: &[ReceivedMessage]) -> Vec<&ReceivedMessage> {
+pub(crate) fn charge_jobs(messages: &[ReceivedMessage]) -> Vec<&ReceivedMessage> {
     messages
         .iter()
         .filter(|m| {
@@ -204,7 +204,7 @@ async fn payments_of(platform: &Platform, tenant: TenantId) -> Vec<Payment> {
 
 /// Serves the payments function's routes (the webhook) of `platform` on a free port, as the
 /// Lambda would, without any worker: the test decides which jobs run.
-async fn serve_payments(platform: &Platform) -> String {
+pub(crate) async fn serve_payments(platform: &Platform) -> String {
     let router = platform.router(Handler::Payments).expect("payments routes");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("addr"));

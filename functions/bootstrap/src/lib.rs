@@ -88,6 +88,8 @@ pub enum Handler {
     FinalizeInvoices,
     /// Moves the outbox's domain events to EventBridge (`dotmac_publisher`).
     PublishEvents,
+    /// The hourly dunning job: every unpaid invoice's dunning step that is due.
+    Dunning,
     /// `/v1/webhooks/stripe` (Stripe's signed webhooks) and an invoice's payments.
     Payments,
 }
@@ -122,7 +124,7 @@ fn seconds(seconds: u64) -> time::Duration {
 }
 
 impl Handler {
-    pub const ALL: [Handler; 15] = [
+    pub const ALL: [Handler; 16] = [
         Handler::Auth,
         Handler::Tenants,
         Handler::Users,
@@ -138,6 +140,7 @@ impl Handler {
         Handler::FinalizeInvoices,
         Handler::PublishEvents,
         Handler::Payments,
+        Handler::Dunning,
     ];
 
     pub fn parse(raw: &str) -> Option<Handler> {
@@ -163,6 +166,7 @@ impl Handler {
             Handler::FinalizeInvoices => "finalize-invoices",
             Handler::PublishEvents => "publish-events",
             Handler::Payments => "payments",
+            Handler::Dunning => "dunning",
         }
     }
 
@@ -181,7 +185,8 @@ impl Handler {
             Handler::RotateSigningKeys
             | Handler::BillingCycle
             | Handler::FinalizeInvoices
-            | Handler::PublishEvents => Kind::Schedule,
+            | Handler::PublishEvents
+            | Handler::Dunning => Kind::Schedule,
         }
     }
 
@@ -203,7 +208,8 @@ impl Handler {
             | Handler::BillingWorker
             | Handler::BillingCycle
             | Handler::FinalizeInvoices
-            | Handler::PublishEvents => Catalog::default(),
+            | Handler::PublishEvents
+            | Handler::Dunning => Catalog::default(),
         }
     }
 
@@ -212,9 +218,10 @@ impl Handler {
         match self {
             // The billing cycle is monthly in AWS; locally it is tried hourly, which opens the
             // period's run once (its id is the period's) and does nothing after.
-            Handler::RotateSigningKeys | Handler::FinalizeInvoices | Handler::BillingCycle => {
-                Some(Duration::from_secs(3600))
-            }
+            Handler::RotateSigningKeys
+            | Handler::FinalizeInvoices
+            | Handler::BillingCycle
+            | Handler::Dunning => Some(Duration::from_secs(3600)),
             // EventBridge Scheduler's shortest rate; the dev server runs it every second
             // instead (`dotmac_local`), as latency there is what a developer waits for.
             Handler::PublishEvents => Some(Duration::from_secs(60)),
@@ -225,7 +232,7 @@ impl Handler {
     /// The EventBridge Scheduler expression of a scheduled function in the template.
     pub fn schedule_expression(self) -> Option<&'static str> {
         match self {
-            Handler::RotateSigningKeys | Handler::FinalizeInvoices => Some("rate(1 hour)"),
+            Handler::RotateSigningKeys | Handler::FinalizeInvoices | Handler::Dunning => Some("rate(1 hour)"),
             // 01:00 UTC on the first of the month: the run of the month just ended.
             Handler::BillingCycle => Some("cron(0 1 1 * ? *)"),
             Handler::PublishEvents => Some("rate(1 minute)"),
@@ -249,7 +256,8 @@ impl Handler {
             | Handler::BillingWorker
             | Handler::BillingCycle
             | Handler::FinalizeInvoices
-            | Handler::PublishEvents => Keys::None,
+            | Handler::PublishEvents
+            | Handler::Dunning => Keys::None,
         }
     }
 }
@@ -460,7 +468,18 @@ impl Platform {
             store: self.store.clone(),
             stripe: self.stripe.clone(),
             webhook_secret: self.config.stripe.webhook_secret.clone(),
+            dunning: dotmac_payments::DunningSettings {
+                schedule: self.config.billing.dunning_schedule.clone(),
+                provisioning: self.provisioning.clone(),
+                billing_queue: self.billing_queue.clone(),
+                lifecycle: Arc::new(BillingLifecycle(self.lifecycle())),
+            },
         }
+    }
+
+    /// The tenant lifecycle's use cases (suspend, resume, delete).
+    pub fn lifecycle(&self) -> dotmac_tenants::Lifecycle {
+        dotmac_tenants::Lifecycle { store: self.store.clone(), provisioning: self.provisioning.clone() }
     }
 
     fn payments_state(&self) -> dotmac_payments::PaymentsState {
@@ -525,7 +544,8 @@ impl Platform {
             | Handler::BillingWorker
             | Handler::BillingCycle
             | Handler::FinalizeInvoices
-            | Handler::PublishEvents => None,
+            | Handler::PublishEvents
+            | Handler::Dunning => None,
         }
     }
 
@@ -548,21 +568,47 @@ impl Platform {
         with_defaults(self.api_routes().router, &self.config.cors_allowed_origins)
     }
 
-    /// One run of a scheduled function (see `Handler::schedule_every`).
+    /// One run of a scheduled function (see `Handler::schedule_every`), now.
     pub async fn run_schedule(&self, handler: Handler) -> anyhow::Result<()> {
+        self.run_schedule_at(handler, time::OffsetDateTime::now_utc()).await
+    }
+
+    /// One run for an EventBridge Scheduler event: its `time` (when the schedule fired) is
+    /// the run's time, so a delayed or retried delivery acts as of its firing (and a test can
+    /// run the dunning job "at day N"). An event without one runs now.
+    pub async fn run_schedule_event(
+        &self,
+        handler: Handler,
+        event: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let fired = event.get("time").and_then(serde_json::Value::as_str).and_then(|at| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+        });
+        self.run_schedule_at(handler, fired.unwrap_or_else(time::OffsetDateTime::now_utc)).await
+    }
+
+    /// One run of a scheduled function as of `now`.
+    pub async fn run_schedule_at(&self, handler: Handler, now: time::OffsetDateTime) -> anyhow::Result<()> {
         match handler {
+            Handler::Dunning => {
+                let run = self.payments().run_dunning(now).await?;
+                if run.due > 0 {
+                    tracing::info!(?run, "dunning steps made");
+                }
+                Ok(())
+            }
             Handler::RotateSigningKeys => {
                 let outcome = self.rotate_signing_keys().await?;
                 tracing::debug!(?outcome, "signing key rotation checked");
                 Ok(())
             }
             Handler::BillingCycle => {
-                let run = self.billing().scheduled_run(time::OffsetDateTime::now_utc()).await?;
+                let run = self.billing().scheduled_run(now).await?;
                 tracing::debug!(run_id = run.id, period = %run.period, "billing cycle checked");
                 Ok(())
             }
             Handler::FinalizeInvoices => {
-                let finalized = self.billing().finalize_due(time::OffsetDateTime::now_utc()).await?;
+                let finalized = self.billing().finalize_due(now).await?;
                 tracing::debug!(finalized, "due invoices finalized");
                 Ok(())
             }
@@ -660,6 +706,44 @@ async fn load_stripe_secret(
     stripe.secret_key = stripe.secret_key.take().or(filled(parsed.secret_key));
     stripe.webhook_secret = stripe.webhook_secret.take().or(filled(parsed.webhook_secret));
     Ok(())
+}
+
+/// Dunning's way into the tenant lifecycle: suspend and resume as `Actor::Billing`, for
+/// `non_payment` only (the lifecycle refuses billing any other reason).
+struct BillingLifecycle(dotmac_tenants::Lifecycle);
+
+fn suspension_error(error: dotmac_tenants::TenantLifecycleError) -> dotmac_payments::SuspensionError {
+    use dotmac_tenants::TenantLifecycleError as E;
+    match error {
+        E::Contended | E::QueueUnavailable(_) | E::Store(_) => {
+            dotmac_payments::SuspensionError::Unavailable(error.to_string())
+        }
+        E::Denied(_) | E::NotBillingsReason | E::NotFound(_) | E::Conflict { .. } => {
+            dotmac_payments::SuspensionError::Refused(error.to_string())
+        }
+    }
+}
+
+impl dotmac_payments::NonPaymentSuspension for BillingLifecycle {
+    fn suspend(
+        &self,
+        tenant: dotmac_domain::TenantId,
+    ) -> dotmac_payments::BoxFuture<'_, Result<dotmac_domain::Tenant, dotmac_payments::SuspensionError>> {
+        Box::pin(async move {
+            let reason = dotmac_domain::SuspensionReason::NonPayment;
+            self.0.suspend(dotmac_tenants::Actor::Billing, tenant, reason).await.map_err(suspension_error)
+        })
+    }
+
+    fn resume(
+        &self,
+        tenant: dotmac_domain::TenantId,
+    ) -> dotmac_payments::BoxFuture<'_, Result<dotmac_domain::Tenant, dotmac_payments::SuspensionError>> {
+        Box::pin(async move {
+            let reason = Some(dotmac_domain::SuspensionReason::NonPayment);
+            self.0.resume(dotmac_tenants::Actor::Billing, tenant, reason).await.map_err(suspension_error)
+        })
+    }
 }
 
 /// The billing queue's one consumer: `ChargeInvoice` jobs go to the payments worker, every

@@ -110,15 +110,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             )))
             .await
         }
-        // The rotation is served above, before any keys are loaded; the billing schedules here
-        // (EventBridge Scheduler's payload carries nothing they need: each run decides from
-        // the clock and the store what is due).
+        // The rotation is served above, before any keys are loaded; the billing and dunning
+        // schedules here, each run as of the event's `time` (when the schedule fired): it
+        // decides from that and the store what is due.
         Kind::Schedule => {
             let platform = Arc::new(platform);
-            Box::pin(lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
+            Box::pin(lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
                 let platform = platform.clone();
                 async move {
-                    platform.run_schedule(handler).await.map_err(|e| format!("{e:#}"))?;
+                    platform
+                        .run_schedule_event(handler, &event.payload)
+                        .await
+                        .map_err(|e| format!("{e:#}"))?;
                     Ok::<_, lambda_runtime::Error>(
                         serde_json::json!({ "handler": handler.name(), "ok": true }),
                     )

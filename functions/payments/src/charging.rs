@@ -40,6 +40,9 @@ pub enum PaymentsError {
     NotAnEvent(String),
     #[error(transparent)]
     Stripe(#[from] StripeCallError),
+    /// The lifecycle or the provisioning queue could not take a dunning move: retried.
+    #[error("dunning could not reach the tenant's lifecycle: {0}")]
+    Lifecycle(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -89,6 +92,8 @@ pub struct Payments {
     pub stripe: Option<Stripe>,
     /// The webhook endpoint's signing secret (`whsec_...`).
     pub webhook_secret: Option<String>,
+    /// What a decided payment moves (`crate::dunning`).
+    pub dunning: crate::dunning::DunningSettings,
 }
 
 impl std::fmt::Debug for Payments {
@@ -151,6 +156,8 @@ impl Payments {
             return Err(PaymentsError::NoInvoice(id));
         }
         if matches!(invoice.payment_status, Some(PaymentStatus::Paid | PaymentStatus::Refunded)) {
+            // Paid by another attempt or a webhook: its dunning (if any) is cleared.
+            self.follow_payment(tenant, period, now).await?;
             self.store.clear_charge_due(tenant, period).await?;
             return Ok(Charged::NothingToDo);
         }
@@ -188,10 +195,12 @@ impl Payments {
         };
         match payment.status {
             AttemptStatus::Succeeded => {
+                self.follow_payment(tenant, period, now).await?;
                 self.store.clear_charge_due(tenant, period).await?;
                 return Ok(Charged::Paid);
             }
             AttemptStatus::Failed => {
+                self.follow_payment(tenant, period, now).await?;
                 self.store.clear_charge_due(tenant, period).await?;
                 return Ok(Charged::Failed { code: payment.failure_code.clone().unwrap_or_default() });
             }
@@ -206,6 +215,7 @@ impl Payments {
                 message: "the tenant's Stripe customer has no default payment method".into(),
             };
             self.store.decide_payment(&payment, &decision, None, now).await?;
+            self.follow_payment(tenant, period, now).await?;
             self.store.clear_charge_due(tenant, period).await?;
             return Ok(Charged::Failed { code: "no_payment_method".into() });
         };
@@ -245,6 +255,9 @@ impl Payments {
                 return Ok(Charged::Pending);
             }
         };
+        // Before the charge-due item goes: a crash here leaves the job to run again, and it
+        // finds the attempt decided and follows it then.
+        self.follow_payment(tenant, period, now).await?;
         self.store.clear_charge_due(tenant, period).await?;
         Ok(charged)
     }
@@ -315,6 +328,9 @@ impl Payments {
         // The charge-due item stays: the next sweep's job finds the attempt decided and takes
         // it off (so this function needs no DeleteItem).
         let decided = self.store.decide_payment(&payment, &decision, Some(&event.id), now).await?;
+        // Whichever answer came first, the invoice's dunning follows its payment state (an
+        // error here leaves the event unrecorded: Stripe's redelivery follows it again).
+        self.follow_payment(tenant, period, now).await?;
         Ok(match decided {
             Decided::Applied => Applied::Applied,
             Decided::Unchanged => Applied::Unchanged,

@@ -5,6 +5,7 @@
 //! view; the use cases' errors map to `ApiError` here, once.
 
 pub mod charging;
+pub mod dunning;
 pub mod views;
 
 use axum::body::Bytes;
@@ -22,7 +23,8 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 pub use charging::{Applied, Charged, Payments, PaymentsError};
-pub use views::{InvoicePaymentsView, PaymentView, WebhookAnswer};
+pub use dunning::{BoxFuture, DunningRun, DunningSettings, NonPaymentSuspension, Stepped, SuspensionError};
+pub use views::{DunningEntryView, DunningView, InvoicePaymentsView, PaymentView, WebhookAnswer};
 
 impl From<PaymentsError> for ApiError {
     fn from(error: PaymentsError) -> Self {
@@ -37,6 +39,7 @@ impl From<PaymentsError> for ApiError {
                 ApiError::unavailable("stripe", "no webhook secret is configured")
             }
             PaymentsError::Stripe(error) => ApiError::unavailable("stripe", error),
+            PaymentsError::Lifecycle(error) => ApiError::unavailable("lifecycle", error),
             PaymentsError::Store(error) => error.into(),
         }
     }
@@ -97,7 +100,8 @@ async fn stripe_webhook(
     Ok(axum::Json(WebhookAnswer { received: true, outcome: outcome.as_str().to_owned() }))
 }
 
-/// An invoice's payment status and every attempt at charging it, first attempt first.
+/// An invoice's payment history: its payment status, every attempt at charging it (first
+/// attempt first) and its dunning's steps.
 #[utoipa::path(
     get,
     path = "/v1/invoices/{id}/payments",
@@ -128,7 +132,8 @@ async fn invoice_payments(
     let fenced = state.store.fenced(admitted.caller.fence());
     let invoice = fenced.get_invoice(&tenant, period).await?.ok_or_else(invoice_not_found)?;
     let payments = fenced.invoice_payments(&tenant, period).await?;
-    Ok(axum::Json(InvoicePaymentsView::of(&invoice, &payments)))
+    let dunning = fenced.invoice_dunning(&tenant, period).await?;
+    Ok(axum::Json(InvoicePaymentsView::of(&invoice, &payments, dunning.as_ref())))
 }
 
 /// The billing queue's `ChargeInvoice` jobs.

@@ -1,7 +1,8 @@
 //! What the payments routes answer, built field by field from the records.
 
 use dotmac_billing::MoneyView;
-use dotmac_store::{InvoiceRecord, Payment};
+use dotmac_domain::BillingStanding;
+use dotmac_store::{Dunning, DunningEntry, DunningStatus, InvoiceRecord, Payment};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -58,21 +59,71 @@ impl PaymentView {
     }
 }
 
-/// An invoice's payment status and its attempts.
+/// One entry of a dunning's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DunningEntryView {
+    /// `started` (the payment failed), `step` (a scheduled step: a retry, and the tenant
+    /// degraded) or `cleared` (a payment ended it).
+    pub kind: String,
+    pub step: u32,
+    pub standing: BillingStanding,
+    /// The charge attempt a step queued.
+    pub attempt: Option<u32>,
+    pub at: String,
+}
+
+/// An invoice's dunning: where it stands and every step so far.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DunningView {
+    pub status: DunningStatus,
+    /// The last step made (0: started by the failure).
+    pub step: u32,
+    /// The standing this invoice holds its tenant at (`current` once cleared).
+    pub standing: BillingStanding,
+    pub started_at: String,
+    /// When the next step is due, if one is left.
+    pub next_at: Option<String>,
+    pub history: Vec<DunningEntryView>,
+}
+
+impl DunningView {
+    pub fn of(dunning: &Dunning) -> Self {
+        let entry = |e: &DunningEntry| DunningEntryView {
+            kind: e.kind.clone(),
+            step: e.step,
+            standing: e.standing,
+            attempt: e.attempt,
+            at: rfc3339(e.at),
+        };
+        DunningView {
+            status: dunning.status,
+            step: dunning.step,
+            standing: dunning.standing,
+            started_at: rfc3339(dunning.started_at),
+            next_at: dunning.next_at.map(rfc3339),
+            history: dunning.history.iter().map(entry).collect(),
+        }
+    }
+}
+
+/// An invoice's payment status, its attempts and its dunning: the invoice's payment history.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvoicePaymentsView {
     pub invoice_id: String,
     /// `open`, `paid`, `failed` or `refunded`; none while the invoice is a draft.
     pub payment_status: Option<String>,
     pub items: Vec<PaymentView>,
+    /// The dunning a failed payment started, if any (kept, `cleared`, once paid).
+    pub dunning: Option<DunningView>,
 }
 
 impl InvoicePaymentsView {
-    pub fn of(invoice: &InvoiceRecord, payments: &[Payment]) -> Self {
+    pub fn of(invoice: &InvoiceRecord, payments: &[Payment], dunning: Option<&Dunning>) -> Self {
         InvoicePaymentsView {
             invoice_id: invoice.id.clone(),
             payment_status: invoice.payment_status.map(|s| s.as_str().to_owned()),
             items: payments.iter().map(PaymentView::of).collect(),
+            dunning: dunning.map(DunningView::of),
         }
     }
 }

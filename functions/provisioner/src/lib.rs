@@ -212,8 +212,14 @@ impl Provisioner {
         let entitlements = Entitlements {
             tenant_id: tenant.id,
             plan: tenant.plan.to_string(),
-            bundles: tenant.bundles.clone(),
-            billing_status: BILLING_STATUS_CURRENT.to_owned(),
+            // Dunning's standing: a restricted (or suspended) tenant's premium bundles are off
+            // until a payment clears it; the bundles themselves stay on the tenant.
+            bundles: if tenant.billing_standing.keeps_bundles() {
+                tenant.bundles.clone()
+            } else {
+                Vec::new()
+            },
+            billing_status: tenant.billing_standing.license_status().to_owned(),
         };
         let (license, claims) =
             keys.issue_license(&entitlements, *license_ttl_seconds, OffsetDateTime::now_utc())?;

@@ -3,8 +3,8 @@
 //! decides who may see it.
 
 use dotmac_domain::{
-    Action, Caller, Container, Resource, SuspensionReason, Target, TaskSize, Tenant, TenantId, TenantStatus,
-    authorize,
+    Action, BillingStanding, Caller, Container, Resource, SuspensionReason, Target, TaskSize, Tenant,
+    TenantId, TenantStatus, authorize,
 };
 use dotmac_store::{HealthStatus, Heartbeat};
 use serde::Serialize;
@@ -28,6 +28,9 @@ pub struct TenantStaffView {
     pub status: TenantStatus,
     /// Why it is suspended (empty unless `suspended`).
     pub suspended_for: Vec<SuspensionReason>,
+    /// `current`, or how far dunning degraded it (`past_due`, `restricted`, `suspended`)
+    /// while an invoice is unpaid.
+    pub billing_standing: BillingStanding,
     pub container: Option<StaffContainerView>,
     pub customer_count: u64,
     pub bundles: Vec<String>,
@@ -73,6 +76,9 @@ pub struct TenantView {
     pub status: TenantStatus,
     /// Why it is suspended (empty unless `suspended`).
     pub suspended_for: Vec<SuspensionReason>,
+    /// `current`, or how far dunning degraded it (`past_due`, `restricted`, `suspended`)
+    /// while an invoice is unpaid.
+    pub billing_standing: BillingStanding,
     pub container: Option<ContainerView>,
     pub customer_count: u64,
     pub bundles: Vec<String>,
@@ -111,6 +117,7 @@ impl TenantStaffView {
             secret_arn: tenant.secret_arn.clone(),
             status: tenant.status,
             suspended_for: tenant.suspended_for.clone(),
+            billing_standing: tenant.billing_standing,
             container: tenant.container.as_ref().map(StaffContainerView::of),
             customer_count: tenant.customer_count,
             bundles: tenant.bundles.clone(),
@@ -147,6 +154,7 @@ impl TenantView {
             partner_id: tenant.partner_id.as_ref().map(ToString::to_string),
             status: tenant.status,
             suspended_for: tenant.suspended_for.clone(),
+            billing_standing: tenant.billing_standing,
             container: tenant.container.as_ref().map(|c| ContainerView {
                 task_size: c.task_size,
                 last_status: c.last_status.clone(),

@@ -235,7 +235,9 @@ async fn run_on_schedule(
     // run one interval after start, so a server started for a test or a demo never bills the
     // tenants it is about to create behind their back.
     let first = match handler {
-        Handler::BillingCycle | Handler::FinalizeInvoices => tokio::time::Instant::now() + every,
+        Handler::BillingCycle | Handler::FinalizeInvoices | Handler::Dunning => {
+            tokio::time::Instant::now() + every
+        }
         _ => tokio::time::Instant::now(),
     };
     let mut ticks = tokio::time::interval_at(first, every);

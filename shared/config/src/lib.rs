@@ -202,6 +202,9 @@ pub struct BillingSettings {
     /// How long after its period ends an invoice stays a draft (late reports still count)
     /// before the finalizer numbers it.
     pub grace_seconds: u64,
+    /// The days after a failed payment at which dunning retries and degrades the tenant
+    /// (`DOTMAC_DUNNING_SCHEDULE`, default `3,5,7`; the last step suspends for non-payment).
+    pub dunning_schedule: dotmac_domain::DunningSchedule,
 }
 
 /// Reads variables from any source (the process environment, or a map in tests).
@@ -347,6 +350,8 @@ impl Config {
                 queue_url: env.or("DOTMAC_BILLING_QUEUE_URL", ""),
                 max_receive_count: env.number("DOTMAC_BILLING_MAX_RECEIVE_COUNT", 5u32)?.max(1),
                 grace_seconds: env.number("DOTMAC_BILLING_GRACE_SECONDS", 3 * 24 * 3600u64)?,
+                dunning_schedule: env
+                    .number("DOTMAC_DUNNING_SCHEDULE", dotmac_domain::DunningSchedule::default())?,
             },
             stripe: StripeConfig {
                 secret_key: source.get("DOTMAC_STRIPE_SECRET_KEY"),

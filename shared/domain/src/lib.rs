@@ -2,6 +2,7 @@
 //! (`TenantSlug::parse`, `Email::parse`, ...) so everything past it can trust them.
 
 pub mod access;
+pub mod dunning;
 pub mod events;
 pub mod fleet;
 pub mod password_policy;
@@ -15,6 +16,7 @@ pub use access::{
     Account, Action, AssignmentError, Caller, CustomRole, Denied, Fence, PartnerId, Permission, Resource,
     Role, RoleName, Scope, Target, authorize, check_assignment, may_define,
 };
+pub use dunning::{BillingStanding, DunningSchedule, ScheduleError};
 pub use events::{DomainEvent, ENVELOPE_VERSION, EventEnvelope};
 pub use fleet::{
     BackupId, Drift, Expected, ObservedTask, Recorded, RolloutChoice, SIZE_TIERS, SizeTier, Verdict,

@@ -230,6 +230,10 @@ pub struct Tenant {
     /// Why the tenant is suspended (sorted, no repeats); empty unless `suspended`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suspended_for: Vec<SuspensionReason>,
+    /// How far dunning has degraded the tenant (`current` unless an invoice is unpaid); its
+    /// license states it. Moved only by the dunning store writes, version-checked.
+    #[serde(default, skip_serializing_if = "crate::dunning::BillingStanding::is_current")]
+    pub billing_standing: crate::dunning::BillingStanding,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -267,6 +271,7 @@ impl Tenant {
             bundles: Vec::new(),
             failure_reason: None,
             suspended_for: Vec::new(),
+            billing_standing: crate::dunning::BillingStanding::Current,
             created_at: now,
             updated_at: now,
             version: 1,

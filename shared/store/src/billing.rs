@@ -706,7 +706,7 @@ impl Store {
 
 impl Fenced<'_> {
     /// `tenant` as the caller read it (through this fence, e.g. by the admission).
-    fn reaches(&self, tenant: &Tenant) -> Result<(), StoreError> {
+    pub(crate) fn reaches(&self, tenant: &Tenant) -> Result<(), StoreError> {
         let inside = match self.fence() {
             Fence::Global => true,
             Fence::Tenant(own) => *own == tenant.id,

@@ -487,6 +487,21 @@ impl Store {
             .map_err(StoreError::request)
     }
 
+    /// A transaction step writing nothing, that cancels the transaction unless `condition`
+    /// holds on the item with `key` (a write guarded by another item's state).
+    pub(crate) fn check_step(&self, key: ItemKey, condition: Expr) -> Result<TransactWriteItem, StoreError> {
+        let (names, values) = placeholders([&condition]);
+        aws_sdk_dynamodb::types::ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key.into_item()))
+            .condition_expression(condition.text)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .build()
+            .map(|check| TransactWriteItem::builder().condition_check(check).build())
+            .map_err(StoreError::request)
+    }
+
     /// A transaction step applying `update` to the item with `key` if `condition` holds.
     pub(crate) fn update_step(
         &self,

@@ -9,6 +9,7 @@ pub mod admission;
 pub mod backups;
 pub mod billing;
 pub mod catalog;
+pub mod dunning;
 mod dynamo;
 mod error;
 pub mod events;
@@ -40,6 +41,7 @@ pub use billing::{
     OutboxEvent, RunOutcome, RunTenant, Written, invoice_id, parse_invoice_id,
 };
 pub use catalog::{PriceVersion, PriceWrite};
+pub use dunning::{Dunning, DunningDue, DunningEntry, DunningStatus, DunningWrite};
 pub use error::StoreError;
 pub use events::EventOrder;
 pub use fence::Fenced;

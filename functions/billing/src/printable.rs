@@ -168,6 +168,8 @@ mod tests {
             rounding: "half away from zero".into(),
             updated_at: "2027-04-01T01:00:00Z".into(),
             finalized_at: Some("2027-04-04T01:00:00Z".into()),
+            payment_status: Some("open".into()),
+            paid_at: None,
         }
     }
 

@@ -12,6 +12,7 @@
 
 mod auth_ops;
 mod billing_run;
+mod charging_run;
 mod coldstart;
 mod dynamodb_local;
 mod e2e;

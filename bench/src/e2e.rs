@@ -181,7 +181,8 @@ async fn onboard(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Res
         let response = match sending {
             Ok(response) => response,
             Err(error) => {
-                last = format!("transport: {error}");
+                // With its causes: a client timeout and a refused connection read alike otherwise.
+                last = format!("transport: {:#}", anyhow::Error::from(error));
                 continue;
             }
         };

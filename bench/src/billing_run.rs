@@ -307,7 +307,10 @@ async fn drive(
 /// Runs `jobs` as the billing queue's consumer would get them (see the module's comment):
 /// `INVOCATIONS` instances (one per entry of `instances`), `BATCH_SIZE` records an
 /// invocation, failed records delivered again; the redeliveries.
-pub async fn drive_jobs(instances: Vec<dotmac_platform::Platform>, jobs: Vec<BillingJob>) -> anyhow::Result<u64> {
+pub async fn drive_jobs(
+    instances: Vec<dotmac_platform::Platform>,
+    jobs: Vec<BillingJob>,
+) -> anyhow::Result<u64> {
     let max_receive_count = instances.first().context("an instance")?.config.billing.max_receive_count;
     let pending: VecDeque<(String, String, u32)> = jobs
         .into_iter()

@@ -24,8 +24,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use time::OffsetDateTime;
 
-/// Finalizations in flight while preparing the charges (setup, not timed).
-const FINALIZE_IN_FLIGHT: usize = 16;
+/// Finalizations in flight while preparing the charges (setup, not timed). Invoice numbers
+/// come from one counter, so finalizations contend on it: the finalizer's schedule runs them
+/// one after another, and 16 at once used up `finalize_invoice`'s attempts on DynamoDB Local.
+const FINALIZE_IN_FLIGHT: usize = 2;
 /// Webhook events per measurement (the first of the charged invoices' payments).
 pub const WEBHOOK_EVENTS: usize = 2_000;
 /// Rounds of the pure signature check over every event, the best counting.
@@ -74,7 +76,9 @@ pub async fn charge_all(
     // Only ever the local double: the bench's traffic stays on 127.0.0.1.
     let local = ["http://127.0.0.1:", "http://localhost:"].iter().any(|p| api_base.starts_with(p));
     if !local {
-        bail!("not measured: needs the local Stripe double (DOTMAC_STRIPE_API_BASE is {api_base}; local/stack.sh starts the double)");
+        bail!(
+            "needs the local Stripe double (DOTMAC_STRIPE_API_BASE is {api_base}; local/stack.sh starts the double)"
+        );
     }
     let http = reqwest::Client::new();
     let stripe_key = format!("sk_test_bench_{}", uuid::Uuid::new_v4().simple());
@@ -117,7 +121,8 @@ pub async fn charge_all(
     let finalize_seconds = began.elapsed().as_secs_f64();
     let _ = sqs.delete_queue().queue_url(&queue_url).send().await;
 
-    let settings = dotmac_stripe::StripeSettings { secret_key: stripe_key.clone(), api_base: api_base.clone() };
+    let settings =
+        dotmac_stripe::StripeSettings { secret_key: stripe_key.clone(), api_base: api_base.clone() };
     let attempts = Arc::new(AtomicU64::new(0));
     let counted = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(CountAttempts(attempts.clone())).build(),
@@ -302,14 +307,16 @@ pub async fn webhooks(stack: &Stack, tenants: &[TenantId], period: Period) -> an
     let began = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..WEBHOOK_CONNECTIONS {
-        let (http, url, secret, queue) = (server.http.clone(), url.clone(), secret.clone(), over_http.clone());
+        let (http, url, secret, queue) =
+            (server.http.clone(), url.clone(), secret.clone(), over_http.clone());
         clients.spawn(async move {
             let mut seen: HashMap<String, usize> = HashMap::new();
             loop {
                 let Some(body) = queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front() else {
                     return anyhow::Ok(seen);
                 };
-                let signature = dotmac_stripe::sign(&secret, OffsetDateTime::now_utc().unix_timestamp(), &body);
+                let signature =
+                    dotmac_stripe::sign(&secret, OffsetDateTime::now_utc().unix_timestamp(), &body);
                 let response = http
                     .post(url.as_str())
                     .header("content-type", "application/json; charset=utf-8")

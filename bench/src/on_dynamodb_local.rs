@@ -178,7 +178,7 @@ fn planned() -> Vec<(&'static str, String, &'static str, Better, &'static str)> 
         ),
         (
             "billing.finalize_10k_s",
-            format!("setup, not in the charge phase: finalizing the {tenants} invoices (Billing::finalize, 16 at once, DynamoDB Local; charge jobs to a bench queue on moto SQS)"),
+            format!("setup, not in the charge phase: finalizing the {tenants} invoices (Billing::finalize, 2 at once: one invoice-number counter, DynamoDB Local; charge jobs to a bench queue on moto SQS)"),
             "s",
             Better::Lower,
             "not a figure of the issue's",
@@ -226,7 +226,8 @@ const CHARGE_ROWS: [&str; 5] = [
     "billing.invoices_paid",
     "billing.finalize_10k_s",
 ];
-const WEBHOOK_ROWS: [&str; 4] = ["webhook.verify_us", "webhook.apply_us", "webhook.store_us", "webhook.events_per_s"];
+const WEBHOOK_ROWS: [&str; 4] =
+    ["webhook.verify_us", "webhook.apply_us", "webhook.store_us", "webhook.events_per_s"];
 
 /// Rows whose count is the billing run's: they say so when it is not the 10,000.
 fn counted_by_the_run(id: &str) -> bool {
@@ -272,7 +273,13 @@ pub async fn rows() -> Vec<Row> {
     for row in &mut rows {
         let note = notes.remove(row.id.as_str());
         let scaled = (count != billing_run::TENANTS && counted_by_the_run(&row.id) && row.value.is_some())
-            .then(|| format!("{} tenants ({}), not the issue's 10,000", group(count), billing_run::TENANTS_VARIABLE));
+            .then(|| {
+                format!(
+                    "{} tenants ({}), not the issue's 10,000",
+                    group(count),
+                    billing_run::TENANTS_VARIABLE
+                )
+            });
         let joined: Vec<String> = [row.note.take(), scaled, note].into_iter().flatten().collect();
         if !joined.is_empty() {
             row.note = Some(joined.join("; "));

@@ -605,7 +605,11 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
         None => Some(NEEDS_EMULATOR.to_owned()),
     };
     let workers = stack.and_then(|s| s.as_ref().ok()).map_or(4, |s| s.local.worker_concurrency);
-    let reconcile = report::format_value(reconcile_tenants() as f64);
+    // As a count: `format_value` shows three significant digits (20 as "20.0").
+    let reconcile = match reconcile_tenants() {
+        n if n < 1_000 => n.to_string(),
+        n => report::format_value(n as f64),
+    };
     let provisioning_anchor = "moto ECS, no image pull: Fargate adds its own start time";
     let onboarding_anchor = "ECS RunTask 20 calls/s, launch bucket 100 burst (AWS docs)";
     let get_anchor = "AWS Rust + DynamoDB warm p50 5.1 / p99 20.1 ms at 300 req/s (serverless-rust-demo)";

@@ -236,7 +236,8 @@ fn counted_by_the_run(id: &str) -> bool {
 
 /// 10000 as "10,000".
 fn group(n: usize) -> String {
-    crate::report::format_value(n as f64)
+    // `format_value` shows three significant digits: a count under 1,000 as it is.
+    if n < 1_000 { n.to_string() } else { crate::report::format_value(n as f64) }
 }
 
 /// The section's rows as missing, with `note` (the child could not run).

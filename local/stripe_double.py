@@ -29,7 +29,9 @@ Where it differs from Stripe (a double, for tests and `make dev`):
 
 Read-back for tests (not Stripe's API), authenticated with the key like any call:
 - `GET /_double/summary`: counts of customers, payment intents, succeeded and declined
-  confirmations, and the webhook deliveries with the status our endpoint answered.
+  confirmations, the API requests the key made (`requests`, and `requests_by_endpoint` as
+  `"METHOD /v1/resource/{id}"`; read-back calls not counted), and the webhook deliveries with
+  the status our endpoint answered.
 - `POST /_double/events/<id>/resend`: deliver an event once more (as the Dashboard's resend).
 
 Usage: stripe_double.py --port PORT --webhook-secret whsec_... [--webhook-url URL]
@@ -197,6 +199,17 @@ class Account:
         self.deliveries: list[dict] = []
         self.succeeded = 0
         self.declined = 0
+        # Every API request of the key, idempotent replays and refusals included (what a
+        # client's call count is measured by); the read-back below is not counted.
+        self.requests = 0
+        self.requests_by_endpoint: dict[str, int] = {}
+
+    def count(self, method: str, path: str) -> None:
+        parts = [p for p in path.split("/") if p]
+        endpoint = "/" + "/".join(parts[:2] + ["{id}" for _ in parts[2:3]] + parts[3:])
+        self.requests += 1
+        name = f"{method} {endpoint}"
+        self.requests_by_endpoint[name] = self.requests_by_endpoint.get(name, 0) + 1
 
 
 class Double:
@@ -409,6 +422,8 @@ class Double:
             "payment_intents": len(account.payment_intents),
             "succeeded": account.succeeded,
             "declined": account.declined,
+            "requests": account.requests,
+            "requests_by_endpoint": dict(account.requests_by_endpoint),
             "events": [{"id": e["id"], "type": e["type"]} for e in account.events.values()],
             "deliveries": list(account.deliveries),
         }
@@ -489,6 +504,7 @@ def make_handler(double: Double):
                     to_send = [event]
                     status, body, replayed = 200, {"resent": event["id"]}, False
                 else:
+                    account.count(method, url.path)
                     status, body, replayed, events = double.handle(
                         key, method, url.path, params, self.headers.get("idempotency-key")
                     )

@@ -28,7 +28,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
+/// Tenants of the run unless `DOTMAC_BENCH_BILLING_TENANTS` says otherwise (`make bench`
+/// runs the 10,000; a smaller count is for a quick look on a debug build).
 pub const TENANTS: usize = 10_000;
+pub const TENANTS_VARIABLE: &str = "DOTMAC_BENCH_BILLING_TENANTS";
 /// Records per SQS event: the billing worker's event source mapping's `BatchSize`.
 pub const BATCH_SIZE: usize = 10;
 /// Invocations at once: the concurrency Lambda starts an SQS event source mapping with.
@@ -41,6 +44,16 @@ pub const REPORTS_TO_UPCOMING: usize = 200;
 
 type Item = HashMap<String, AttributeValue>;
 
+/// The run's tenant count: `DOTMAC_BENCH_BILLING_TENANTS` if it is a positive number, else
+/// `TENANTS`.
+pub fn tenants() -> usize {
+    std::env::var(TENANTS_VARIABLE)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(TENANTS)
+}
+
 /// What the run measured.
 pub struct RunFigures {
     pub seed_seconds: f64,
@@ -49,6 +62,9 @@ pub struct RunFigures {
     pub invoices_written: u64,
     pub redeliveries: u64,
     pub raw_tenants_per_second: f64,
+    /// What the run invoiced (drafts of `period`), for the charge phase after it.
+    pub tenants: Vec<TenantId>,
+    pub period: Period,
 }
 
 /// Every string in `value` with `from` replaced by `to` (pairs in order), recursively.
@@ -210,11 +226,12 @@ async fn seed(stack: &Stack, dynamo: &aws_sdk_dynamodb::Client, period: Period) 
     let run = &uuid::Uuid::new_v4().simple().to_string()[..6];
     let mut templates = Vec::new();
     for (n, plan) in ["usage", "scaled", "enterprise"].into_iter().enumerate() {
-        templates.push(template(stack, dynamo, plan, period, run, TENANTS + n).await?);
+        templates.push(template(stack, dynamo, plan, period, run, tenants() + n).await?);
     }
-    let mut items = Vec::with_capacity(TENANTS * templates[0].items.len());
-    let mut tenants = Vec::with_capacity(TENANTS);
-    for n in 0..TENANTS {
+    let count = tenants();
+    let mut items = Vec::with_capacity(count * templates[0].items.len());
+    let mut tenants = Vec::with_capacity(count);
+    for n in 0..count {
         let template = &templates[n % templates.len()];
         let id = TenantId::generate();
         let pairs = [(template.tenant.to_string(), id.to_string()), (template.slug.clone(), slug_of(n, run))];
@@ -274,20 +291,31 @@ async fn drive(
     period: Period,
     tenants: &[(TenantId, PlanId)],
 ) -> anyhow::Result<u64> {
-    let max_receive_count = instances.first().context("an instance")?.config.billing.max_receive_count;
-    let pending: VecDeque<(String, String, u32)> = tenants
+    let jobs = tenants
         .iter()
-        .enumerate()
-        .map(|(n, (tenant, plan))| {
-            let job = BillingJob::InvoiceTenant {
-                run_id: run_id.to_owned(),
-                tenant_id: *tenant,
-                period: period.to_string(),
-                plan: plan.clone(),
-                partner_id: None,
-            };
-            Ok((format!("m-{n}"), serde_json::to_string(&Envelope::new(job))?, 1))
+        .map(|(tenant, plan)| BillingJob::InvoiceTenant {
+            run_id: run_id.to_owned(),
+            tenant_id: *tenant,
+            period: period.to_string(),
+            plan: plan.clone(),
+            partner_id: None,
         })
+        .collect();
+    drive_jobs(instances, jobs).await
+}
+
+/// Runs `jobs` as the billing queue's consumer would get them (see the module's comment):
+/// `INVOCATIONS` instances (one per entry of `instances`), `BATCH_SIZE` records an
+/// invocation, failed records delivered again; the redeliveries.
+pub async fn drive_jobs(
+    instances: Vec<dotmac_platform::Platform>,
+    jobs: Vec<BillingJob>,
+) -> anyhow::Result<u64> {
+    let max_receive_count = instances.first().context("an instance")?.config.billing.max_receive_count;
+    let pending: VecDeque<(String, String, u32)> = jobs
+        .into_iter()
+        .enumerate()
+        .map(|(n, job)| Ok((format!("m-{n}"), serde_json::to_string(&Envelope::new(job))?, 1)))
         .collect::<anyhow::Result<_>>()?;
     let left = Arc::new(AtomicUsize::new(pending.len()));
     let pending = Arc::new(Mutex::new(pending));
@@ -509,7 +537,8 @@ pub async fn run_10k(stack: &Stack, sdk: &aws_config::SdkConfig) -> anyhow::Resu
     let period = Period::containing(OffsetDateTime::now_utc()).previous();
 
     crate::progress(format!(
-        "section 5: seeding {TENANTS} tenants (BatchWriteItem copies of onboarded ones)"
+        "section 5: seeding {} tenants (BatchWriteItem copies of onboarded ones)",
+        tenants()
     ));
     let began = Instant::now();
     let seeded = seed(stack, &dynamo, period).await?;
@@ -551,10 +580,11 @@ pub async fn run_10k(stack: &Stack, sdk: &aws_config::SdkConfig) -> anyhow::Resu
             instance
         })
         .collect();
+    let count = seeded.tenants.len();
     let run_id = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    open_run(stack, &run_id, period, TENANTS).await?;
+    open_run(stack, &run_id, period, count).await?;
     crate::progress(format!(
-        "section 5: billing run over {TENANTS} tenants ({INVOCATIONS} invocations × {BATCH_SIZE} records)"
+        "section 5: billing run over {count} tenants ({INVOCATIONS} invocations × {BATCH_SIZE} records)"
     ));
     let began = Instant::now();
     let redeliveries = drive(instances, &run_id, period, &seeded.tenants).await?;
@@ -566,9 +596,9 @@ pub async fn run_10k(stack: &Stack, sdk: &aws_config::SdkConfig) -> anyhow::Resu
 
     let invoices = invoices_written(&dynamo, &table, period, &run_id).await?;
     let run = stack.platform.store.get_billing_run(&run_id).await?.context("the run")?;
-    if invoices != TENANTS as u64 || run.invoiced != TENANTS as u64 || run.failed != 0 {
+    if invoices != count as u64 || run.invoiced != count as u64 || run.failed != 0 {
         bail!(
-            "{invoices} invoices read back, the run counts {} invoiced and {} failed, of {TENANTS}",
+            "{invoices} invoices read back, the run counts {} invoiced and {} failed, of {count}",
             run.invoiced,
             run.failed
         );
@@ -576,10 +606,12 @@ pub async fn run_10k(stack: &Stack, sdk: &aws_config::SdkConfig) -> anyhow::Resu
     Ok(RunFigures {
         seed_seconds,
         run_seconds,
-        requests_per_tenant: requests as f64 / TENANTS as f64,
+        requests_per_tenant: requests as f64 / count as f64,
         invoices_written: invoices,
         redeliveries,
         raw_tenants_per_second: raw_before.max(raw_after),
+        tenants: seeded.tenants.iter().map(|(tenant, _)| *tenant).collect(),
+        period,
     })
 }
 

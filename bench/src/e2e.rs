@@ -181,7 +181,8 @@ async fn onboard(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Res
         let response = match sending {
             Ok(response) => response,
             Err(error) => {
-                last = format!("transport: {error}");
+                // With its causes: a client timeout and a refused connection read alike otherwise.
+                last = format!("transport: {:#}", anyhow::Error::from(error));
                 continue;
             }
         };
@@ -289,7 +290,16 @@ pub async fn concurrent_onboardings(
     let mut settled: HashMap<String, Value> = HashMap::new();
     while settled.len() < sent.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for tenant in server.all_tenants(&token).await? {
+        // A poll the loaded server does not answer in time is polled again (until `limit`):
+        // one slow list is no reason to lose the whole measurement.
+        let tenants = match server.all_tenants(&token).await {
+            Ok(tenants) => tenants,
+            Err(error) => {
+                eprintln!("bench: polling the tenants failed, polling again: {:#}", error);
+                continue;
+            }
+        };
+        for tenant in tenants {
             let Some(id) = tenant["id"].as_str() else { continue };
             if sent.contains_key(id) && matches!(tenant["status"].as_str(), Some("active" | "failed")) {
                 settled.insert(id.to_owned(), tenant);

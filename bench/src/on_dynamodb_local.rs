@@ -6,6 +6,7 @@
 //! environment like the platform does in production, so only the environment changes.
 
 use crate::billing_run;
+use crate::charging_run;
 use crate::e2e::{self, Server};
 use crate::report::{Better, Row};
 use anyhow::{Context, bail};
@@ -30,6 +31,8 @@ const GET_CONNECTIONS: usize = 16;
 
 /// Every row of the section, each with its anchor; filled in by `rows`.
 fn planned() -> Vec<(&'static str, String, &'static str, Better, &'static str)> {
+    let tenants = group(billing_run::tenants());
+    let webhook_events = group(charging_run::WEBHOOK_EVENTS.min(billing_run::tenants()));
     let lago = "Lago ~10,000 events/s over REST batches (vendor figure); goal ≥ 80 % of the raw rate";
     let get_anchor = "AWS Rust + DynamoDB warm p50 5.1 / p99 20.1 ms at 300 req/s (serverless-rust-demo)";
     vec![
@@ -88,7 +91,7 @@ fn planned() -> Vec<(&'static str, String, &'static str, Better, &'static str)> 
             "billing.run_10k_s",
             format!(
                 "billing run: {} tenants' invoice jobs through the worker's SQS entry point in process ({} invocations × {} records; no SQS, no fan-out)",
-                group(billing_run::TENANTS),
+                tenants,
                 billing_run::INVOCATIONS,
                 billing_run::BATCH_SIZE
             ),
@@ -109,7 +112,7 @@ fn planned() -> Vec<(&'static str, String, &'static str, Better, &'static str)> 
             "billing run: invoices written (read back from the invoice index)".into(),
             "invoices",
             Better::Higher,
-            "one per tenant: 10,000",
+            "one per tenant",
         ),
         (
             "billing.run_redeliveries",
@@ -142,12 +145,99 @@ fn planned() -> Vec<(&'static str, String, &'static str, Better, &'static str)> 
             Better::Lower,
             "not a figure of the platform's",
         ),
+        (
+            "billing.charge_10k_s",
+            format!(
+                "charge phase: {tenants} finalized invoices' ChargeInvoice jobs through the worker's SQS entry point in process ({} invocations × {} records), Stripe = the local Stripe double over HTTP, DynamoDB = DynamoDB Local",
+                billing_run::INVOCATIONS,
+                billing_run::BATCH_SIZE
+            ),
+            "s",
+            Better::Lower,
+            "no published anchor; the double answers one request at a time (Python, one lock)",
+        ),
+        (
+            "billing.stripe_calls_per_tenant",
+            format!("charge phase: Stripe API requests per tenant ({tenants} first charges; counted by the Stripe double for the bench's key, retries included)"),
+            "req",
+            Better::Lower,
+            "3 by design for a first charge: create the customer, read its default payment method, one confirmed PaymentIntent",
+        ),
+        (
+            "billing.charge_requests_per_tenant",
+            "charge phase: DynamoDB requests per tenant on DynamoDB Local (SDK interceptor, retries included)".into(),
+            "req",
+            Better::Lower,
+            "no published anchor",
+        ),
+        (
+            "billing.invoices_paid",
+            "charge phase: confirmations the Stripe double counts succeeded (one customer and one intent per tenant checked)".into(),
+            "invoices",
+            Better::Higher,
+            "one per tenant",
+        ),
+        (
+            "billing.finalize_10k_s",
+            format!("setup, not in the charge phase: finalizing the {tenants} invoices (Billing::finalize, 2 at once: one invoice-number counter, DynamoDB Local; charge jobs to a bench queue on moto SQS)"),
+            "s",
+            Better::Lower,
+            "not a figure of the issue's",
+        ),
+        (
+            "webhook.verify_us",
+            format!("webhook: Stripe-Signature check alone (shared/stripe verify, HMAC-SHA256), per event, best of 5 passes over {webhook_events} events; in memory, no backend"),
+            "µs",
+            Better::Lower,
+            "the pure part of the per-event figure below",
+        ),
+        (
+            "webhook.apply_us",
+            format!("webhook: verify + dedupe + apply per event (Payments::apply_webhook in process, one at a time, {webhook_events} payment_intent.succeeded for charged invoices), DynamoDB on DynamoDB Local"),
+            "µs",
+            Better::Lower,
+            "no published anchor; Stripe waits up to ~10 s for an endpoint's 2xx",
+        ),
+        (
+            "webhook.store_us",
+            "webhook: the store work of one event (dedupe read, payment read + decision, event record) = the figure above minus the signature check, DynamoDB Local".into(),
+            "µs",
+            Better::Lower,
+            "dominated by the backend's round trips",
+        ),
+        (
+            "webhook.events_per_s",
+            format!(
+                "webhook end to end: signed deliveries POSTed to the local server's POST /v1/webhooks/stripe, {} connections, {webhook_events} events, DynamoDB on DynamoDB Local",
+                charging_run::WEBHOOK_CONNECTIONS,
+            ),
+            "events/s",
+            Better::Higher,
+            "no published anchor",
+        ),
     ]
+}
+
+/// The rows of the charge phase and of the webhooks, each reported or failed together.
+const CHARGE_ROWS: [&str; 5] = [
+    "billing.charge_10k_s",
+    "billing.stripe_calls_per_tenant",
+    "billing.charge_requests_per_tenant",
+    "billing.invoices_paid",
+    "billing.finalize_10k_s",
+];
+const WEBHOOK_ROWS: [&str; 4] =
+    ["webhook.verify_us", "webhook.apply_us", "webhook.store_us", "webhook.events_per_s"];
+
+/// Rows whose count is the billing run's: they say so when it is not the 10,000.
+fn counted_by_the_run(id: &str) -> bool {
+    id.starts_with("billing.") && id != "billing.report_to_upcoming_p99_ms" || id.starts_with("webhook.")
 }
 
 /// 10000 as "10,000".
 fn group(n: usize) -> String {
-    crate::report::format_value(n as f64)
+    // `format_value` shows three significant digits: a count under 1,000 as it is.
+    if n < 1_000 { n.to_string() } else { crate::report::format_value(n as f64) }
 }
 
 /// The section's rows as missing, with `note` (the child could not run).
@@ -162,7 +252,8 @@ pub fn missing_rows(note: &str) -> Vec<Row> {
 pub async fn rows() -> Vec<Row> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let mut measured: HashMap<&str, Result<f64, String>> = HashMap::new();
-    match measure(&sdk, &mut measured).await {
+    let mut notes: HashMap<&str, String> = HashMap::new();
+    match measure(&sdk, &mut measured, &mut notes).await {
         Ok(()) => {}
         Err(error) => {
             let note = format!("failed: {error:#}");
@@ -171,19 +262,37 @@ pub async fn rows() -> Vec<Row> {
             }
         }
     }
-    planned()
+    let count = billing_run::tenants();
+    let mut rows: Vec<Row> = planned()
         .into_iter()
         .map(|(id, name, unit, better, anchor)| match measured.remove(id) {
             Some(Ok(value)) => Row::measured(id, SECTION, name, value, unit, better, anchor),
             Some(Err(note)) => Row::missing(id, SECTION, name, unit, better, anchor, note),
             None => Row::missing(id, SECTION, name, unit, better, anchor, "not measured"),
         })
-        .collect()
+        .collect();
+    for row in &mut rows {
+        let note = notes.remove(row.id.as_str());
+        let scaled = (count != billing_run::TENANTS && counted_by_the_run(&row.id) && row.value.is_some())
+            .then(|| {
+                format!(
+                    "{} tenants ({}), not the issue's 10,000",
+                    group(count),
+                    billing_run::TENANTS_VARIABLE
+                )
+            });
+        let joined: Vec<String> = [row.note.take(), scaled, note].into_iter().flatten().collect();
+        if !joined.is_empty() {
+            row.note = Some(joined.join("; "));
+        }
+    }
+    rows
 }
 
 async fn measure(
     sdk: &aws_config::SdkConfig,
     measured: &mut HashMap<&'static str, Result<f64, String>>,
+    notes: &mut HashMap<&'static str, String>,
 ) -> anyhow::Result<()> {
     crate::progress("section 5: resources (DynamoDB on DynamoDB Local, the rest on moto)");
     let stack = e2e::prepare_stack(sdk).await?;
@@ -254,9 +363,10 @@ async fn measure(
     // The run below drives its jobs itself: the server's workers and schedules stop first.
     server.shutdown().await;
 
-    match billing_run::run_10k(&stack, sdk).await {
+    let run = billing_run::run_10k(&stack, sdk).await;
+    match &run {
         Ok(run) => {
-            let ours = billing_run::TENANTS as f64 / run.run_seconds.max(f64::EPSILON);
+            let ours = run.tenants.len() as f64 / run.run_seconds.max(f64::EPSILON);
             measured.insert("billing.run_10k_s", Ok(run.run_seconds));
             measured.insert("billing.requests_per_tenant", Ok(run.requests_per_tenant));
             measured.insert("billing.invoices_written", Ok(run.invoices_written as f64));
@@ -279,6 +389,44 @@ async fn measure(
                 "billing.run_share_pct",
                 "billing.seed_10k_s",
             ] {
+                measured.insert(id, Err(note.clone()));
+            }
+        }
+    }
+    let Ok(run) = run else {
+        for id in CHARGE_ROWS.into_iter().chain(WEBHOOK_ROWS) {
+            measured.insert(id, Err("not measured: the billing run failed".into()));
+        }
+        return Ok(());
+    };
+    match charging_run::charge_all(&stack, sdk, &run.tenants, run.period).await {
+        Ok(charge) => {
+            measured.insert("billing.charge_10k_s", Ok(charge.charge_seconds));
+            measured.insert("billing.stripe_calls_per_tenant", Ok(charge.stripe_calls_per_tenant));
+            notes.insert("billing.stripe_calls_per_tenant", charge.stripe_calls_by_endpoint.clone());
+            measured.insert("billing.charge_requests_per_tenant", Ok(charge.dynamo_requests_per_tenant));
+            measured.insert("billing.invoices_paid", Ok(charge.paid as f64));
+            measured.insert("billing.finalize_10k_s", Ok(charge.finalize_seconds));
+            notes.insert("billing.charge_10k_s", format!("{} records redelivered", charge.redeliveries));
+            match charging_run::webhooks(&stack, &run.tenants, run.period).await {
+                Ok(hooks) => {
+                    measured.insert("webhook.verify_us", Ok(hooks.verify_us));
+                    measured.insert("webhook.apply_us", Ok(hooks.apply_us));
+                    measured.insert("webhook.store_us", Ok((hooks.apply_us - hooks.verify_us).max(0.0)));
+                    measured.insert("webhook.events_per_s", Ok(hooks.events_per_second));
+                    notes.insert("webhook.apply_us", hooks.outcomes.clone());
+                    notes.insert("webhook.events_per_s", hooks.outcomes);
+                }
+                Err(error) => {
+                    for id in WEBHOOK_ROWS {
+                        measured.insert(id, Err(format!("failed: {error:#}")));
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            let note = format!("failed: {error:#}");
+            for id in CHARGE_ROWS.into_iter().chain(WEBHOOK_ROWS) {
                 measured.insert(id, Err(note.clone()));
             }
         }

@@ -1,0 +1,359 @@
+//! Section 5, after the billing run: its invoices finalized and charged through the Stripe test
+//! double (`local/stripe_double.py`, started by `local/stack.sh`), then Stripe's webhooks for
+//! those charges verified, deduplicated and applied, in process and over HTTP.
+//!
+//! The charges are the billing queue's `ChargeInvoice` jobs (what a finalization queues),
+//! driven in process through the billing worker's Lambda entry point exactly as the run's
+//! invoice jobs are (`billing_run::drive_jobs`). The Stripe client talks to the double over
+//! HTTP as it would to Stripe, under a secret key of the bench's own: the double keeps each
+//! key's objects and request count apart (an account per key), so its read-back counts this
+//! run's Stripe calls only. The finalizations' own enqueues go to a queue of the bench's, so
+//! the stack's billing queue stays empty.
+
+use crate::billing_run;
+use crate::e2e::{CountAttempts, Server, Stack};
+use anyhow::{Context, bail};
+use dotmac_billing::Period;
+use dotmac_domain::TenantId;
+use dotmac_payments::Applied;
+use dotmac_queue::BillingJob;
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+use time::OffsetDateTime;
+
+/// Finalizations in flight while preparing the charges (setup, not timed). Invoice numbers
+/// come from one counter, so finalizations contend on it: the finalizer's schedule runs them
+/// one after another, and 16 at once used up `finalize_invoice`'s attempts on DynamoDB Local.
+const FINALIZE_IN_FLIGHT: usize = 2;
+/// Webhook events per measurement (the first of the charged invoices' payments).
+pub const WEBHOOK_EVENTS: usize = 2_000;
+/// Rounds of the pure signature check over every event, the best counting.
+const VERIFY_ROUNDS: usize = 5;
+/// Connections posting deliveries at once (Stripe delivers concurrently).
+pub const WEBHOOK_CONNECTIONS: usize = 16;
+
+/// What the charge phase measured.
+pub struct ChargeFigures {
+    pub finalize_seconds: f64,
+    pub charge_seconds: f64,
+    pub stripe_calls_per_tenant: f64,
+    pub stripe_calls_by_endpoint: String,
+    pub dynamo_requests_per_tenant: f64,
+    pub paid: u64,
+    pub redeliveries: u64,
+}
+
+/// The Stripe double's read-back for one key (`GET /_double/summary`).
+async fn double_summary(http: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<Value> {
+    let response = http
+        .get(format!("{base}/_double/summary"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .context("the Stripe double's summary")?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    if !status.is_success() {
+        bail!("the Stripe double's summary answered {status}: {body}");
+    }
+    if body.get("requests").and_then(Value::as_u64).is_none() {
+        bail!("{base} counts no requests (`requests` in /_double/summary): not the project's Stripe double?");
+    }
+    Ok(body)
+}
+
+/// Finalizes every invoice of the run (setup), then charges them all through the double.
+pub async fn charge_all(
+    stack: &Stack,
+    sdk: &aws_config::SdkConfig,
+    tenants: &[TenantId],
+    period: Period,
+) -> anyhow::Result<ChargeFigures> {
+    let api_base = stack.platform.config.stripe.api_base.trim_end_matches('/').to_owned();
+    // Only ever the local double: the bench's traffic stays on 127.0.0.1.
+    let local = ["http://127.0.0.1:", "http://localhost:"].iter().any(|p| api_base.starts_with(p));
+    if !local {
+        bail!(
+            "needs the local Stripe double (DOTMAC_STRIPE_API_BASE is {api_base}; local/stack.sh starts the double)"
+        );
+    }
+    let http = reqwest::Client::new();
+    let stripe_key = format!("sk_test_bench_{}", uuid::Uuid::new_v4().simple());
+    // Fails here, before the setup, when the double (or its counter) is not there.
+    double_summary(&http, &api_base, &stripe_key).await?;
+
+    // The finalizations queue their `ChargeInvoice` onto a queue of the bench's: the jobs
+    // are driven below, and the stack's billing queue (its workers') is left out of it.
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("bench-charges-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
+        .send()
+        .await
+        .context("CreateQueue (the finalizations' charge jobs)")?;
+    let queue_url = queue.queue_url.context("the queue's URL")?;
+    let mut finalizer = stack.platform.clone();
+    finalizer.billing_queue = dotmac_queue::SqsQueue::new(sqs.clone(), queue_url.clone());
+    crate::progress(format!("section 5: finalizing {} invoices (setup)", tenants.len()));
+    let began = Instant::now();
+    let pending = Arc::new(Mutex::new(tenants.iter().copied().collect::<VecDeque<_>>()));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..FINALIZE_IN_FLIGHT {
+        let (billing, pending) = (finalizer.billing(), pending.clone());
+        workers.spawn(async move {
+            loop {
+                let Some(tenant) = pending.lock().unwrap_or_else(PoisonError::into_inner).pop_front() else {
+                    return anyhow::Ok(());
+                };
+                billing
+                    .finalize(tenant, period, OffsetDateTime::now_utc())
+                    .await
+                    .with_context(|| format!("finalizing {tenant}'s invoice"))?;
+            }
+        });
+    }
+    while let Some(joined) = workers.join_next().await {
+        joined??;
+    }
+    let finalize_seconds = began.elapsed().as_secs_f64();
+    let _ = sqs.delete_queue().queue_url(&queue_url).send().await;
+
+    let settings =
+        dotmac_stripe::StripeSettings { secret_key: stripe_key.clone(), api_base: api_base.clone() };
+    let attempts = Arc::new(AtomicU64::new(0));
+    let counted = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(CountAttempts(attempts.clone())).build(),
+    );
+    let table = stack.platform.store.table().to_owned();
+    let instances = (0..billing_run::INVOCATIONS)
+        .map(|_| {
+            let mut instance = stack.platform.clone();
+            instance.store = dotmac_store::Store::new(counted.clone(), &table);
+            // Each Lambda instance has its own client (and connection pool).
+            instance.stripe = Some(dotmac_stripe::Stripe::new(&settings)?);
+            anyhow::Ok(instance)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let jobs = tenants
+        .iter()
+        .map(|&tenant_id| BillingJob::ChargeInvoice { tenant_id, period: period.to_string(), attempt: 1 })
+        .collect();
+    crate::progress(format!(
+        "section 5: charging {} invoices through the Stripe double ({} invocations × {} records)",
+        tenants.len(),
+        billing_run::INVOCATIONS,
+        billing_run::BATCH_SIZE
+    ));
+    let began = Instant::now();
+    let redeliveries = billing_run::drive_jobs(instances, jobs).await?;
+    let charge_seconds = began.elapsed().as_secs_f64();
+    let dynamo_requests = attempts.load(Ordering::Relaxed);
+
+    let summary = double_summary(&http, &api_base, &stripe_key).await?;
+    let count = |field: &str| summary.get(field).and_then(Value::as_u64).unwrap_or(0);
+    let n = tenants.len() as u64;
+    if count("customers") != n || count("succeeded") != n || count("payment_intents") != n {
+        bail!(
+            "the double holds {} customers, {} payment intents, {} succeeded for {n} invoices",
+            count("customers"),
+            count("payment_intents"),
+            count("succeeded")
+        );
+    }
+    let by_endpoint = summary
+        .get("requests_by_endpoint")
+        .and_then(Value::as_object)
+        .map(|m| {
+            let mut parts: Vec<String> =
+                m.iter().map(|(k, v)| format!("{k} {}", v.as_u64().unwrap_or(0))).collect();
+            parts.sort();
+            parts.join(", ")
+        })
+        .unwrap_or_default();
+    Ok(ChargeFigures {
+        finalize_seconds,
+        charge_seconds,
+        stripe_calls_per_tenant: count("requests") as f64 / n.max(1) as f64,
+        stripe_calls_by_endpoint: by_endpoint,
+        dynamo_requests_per_tenant: dynamo_requests as f64 / n.max(1) as f64,
+        paid: count("succeeded"),
+        redeliveries,
+    })
+}
+
+/// What the webhook measurements came to.
+pub struct WebhookFigures {
+    pub verify_us: f64,
+    pub apply_us: f64,
+    pub events_per_second: f64,
+    /// Outcomes of the in-process pass and of the HTTP pass (`applied`, `unchanged`, ...).
+    pub outcomes: String,
+}
+
+/// A `payment_intent.succeeded` event for `payment`, as Stripe sends it (the fields of
+/// Stripe's event and payment-intent objects the platform reads, and a few it does not).
+fn succeeded_event(event_id: &str, payment: &dotmac_store::Payment) -> anyhow::Result<Vec<u8>> {
+    let intent = payment.stripe_payment_intent_id.as_deref().context("a charged payment has an intent")?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let body = json!({
+        "id": event_id,
+        "object": "event",
+        "api_version": "2025-09-30.clover",
+        "created": now,
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": { "id": null, "idempotency_key": null },
+        "type": "payment_intent.succeeded",
+        "data": { "object": {
+            "id": intent,
+            "object": "payment_intent",
+            "amount": payment.amount.minor,
+            "amount_received": payment.amount.minor,
+            "currency": payment.amount.currency.to_string().to_ascii_lowercase(),
+            "customer": payment.stripe_customer_id,
+            "payment_method": payment.stripe_payment_method_id,
+            "status": "succeeded",
+            "metadata": {
+                "payment_id": payment.id,
+                "invoice_id": payment.invoice_id,
+                "tenant_id": payment.tenant_id.to_string(),
+                "attempt": payment.attempt.to_string(),
+            },
+        }},
+    });
+    Ok(serde_json::to_vec(&body)?)
+}
+
+fn tally(outcomes: &HashMap<String, usize>) -> String {
+    let mut parts: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    parts.sort();
+    parts.join(", ")
+}
+
+/// Webhooks for the first `WEBHOOK_EVENTS` charged invoices: the pure signature check, the
+/// whole `Payments::apply_webhook` in process one event after another, then fresh events
+/// POSTed signed to the local server's `POST /v1/webhooks/stripe`.
+pub async fn webhooks(stack: &Stack, tenants: &[TenantId], period: Period) -> anyhow::Result<WebhookFigures> {
+    let secret = stack
+        .platform
+        .config
+        .stripe
+        .webhook_secret
+        .clone()
+        .context("no DOTMAC_STRIPE_WEBHOOK_SECRET (local/stack.sh sets it)")?;
+    let store = &stack.platform.store;
+    let sample = &tenants[..WEBHOOK_EVENTS.min(tenants.len())];
+    let mut payments = Vec::with_capacity(sample.len());
+    for &tenant in sample {
+        payments.push(store.get_payment(tenant, period, 1).await?.context("the charged invoice's payment")?);
+    }
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let events = |pass: &str| -> anyhow::Result<Vec<Vec<u8>>> {
+        payments
+            .iter()
+            .enumerate()
+            .map(|(n, payment)| succeeded_event(&format!("evt_bench{run}{pass}{n:06}"), payment))
+            .collect()
+    };
+
+    // 1. The signature check alone (HMAC-SHA256 and the header), in memory.
+    let in_process = events("p")?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let signed: Vec<String> = in_process.iter().map(|body| dotmac_stripe::sign(&secret, now, body)).collect();
+    let mut verify_us = f64::INFINITY;
+    for _ in 0..VERIFY_ROUNDS {
+        let began = Instant::now();
+        for (body, signature) in in_process.iter().zip(&signed) {
+            dotmac_stripe::verify(
+                Some(std::hint::black_box(signature.as_str())),
+                std::hint::black_box(body),
+                &secret,
+                now,
+                dotmac_stripe::DEFAULT_TOLERANCE_SECONDS,
+            )?;
+        }
+        verify_us = verify_us.min(began.elapsed().as_secs_f64() * 1e6 / in_process.len().max(1) as f64);
+    }
+
+    // 2. The whole use case in process, one event after another: verify, the dedupe read,
+    //    the payment read and decision, the event's record.
+    crate::progress(format!("section 5: {} webhook events applied in process, one by one", in_process.len()));
+    let payments_use_case = stack.platform.payments();
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    let began = Instant::now();
+    for body in &in_process {
+        let now = OffsetDateTime::now_utc();
+        let signature = dotmac_stripe::sign(&secret, now.unix_timestamp(), body);
+        let applied = payments_use_case.apply_webhook(Some(&signature), body, now).await?;
+        if applied == Applied::Ignored {
+            bail!("a webhook for a charged payment was ignored");
+        }
+        *outcomes.entry(format!("in process {}", applied.as_str())).or_default() += 1;
+    }
+    let apply_us = began.elapsed().as_secs_f64() * 1e6 / in_process.len().max(1) as f64;
+
+    // 3. End to end: fresh events, signed at sending, POSTed by `WEBHOOK_CONNECTIONS` clients.
+    let over_http = Arc::new(Mutex::new(events("h")?.into_iter().collect::<VecDeque<_>>()));
+    let total = payments.len();
+    crate::progress(format!(
+        "section 5: {total} signed webhook deliveries to POST /v1/webhooks/stripe, {WEBHOOK_CONNECTIONS} connections"
+    ));
+    let server = Server::start(stack).await?;
+    let url = Arc::new(format!("{}/v1/webhooks/stripe", server.base));
+    let secret = Arc::new(secret);
+    let began = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..WEBHOOK_CONNECTIONS {
+        let (http, url, secret, queue) =
+            (server.http.clone(), url.clone(), secret.clone(), over_http.clone());
+        clients.spawn(async move {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            loop {
+                let Some(body) = queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front() else {
+                    return anyhow::Ok(seen);
+                };
+                let signature =
+                    dotmac_stripe::sign(&secret, OffsetDateTime::now_utc().unix_timestamp(), &body);
+                let response = http
+                    .post(url.as_str())
+                    .header("content-type", "application/json; charset=utf-8")
+                    .header("user-agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+                    .header("stripe-signature", signature)
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let answer: Value = response.json().await?;
+                if !status.is_success() {
+                    bail!("POST /v1/webhooks/stripe answered {status}: {answer}");
+                }
+                let outcome = answer["outcome"].as_str().unwrap_or("?").to_owned();
+                *seen.entry(format!("over HTTP {outcome}")).or_default() += 1;
+            }
+        });
+    }
+    let mut delivered = 0;
+    while let Some(joined) = clients.join_next().await {
+        for (outcome, n) in joined?? {
+            delivered += n;
+            *outcomes.entry(outcome).or_default() += n;
+        }
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    server.shutdown().await;
+    if delivered != total {
+        bail!("{delivered} of {total} deliveries answered");
+    }
+    if outcomes.keys().any(|k| k.ends_with("ignored") || k.ends_with('?')) {
+        bail!("deliveries for charged payments came back ignored or unreadable: {}", tally(&outcomes));
+    }
+    Ok(WebhookFigures {
+        verify_us,
+        apply_us,
+        events_per_second: total as f64 / elapsed.max(f64::EPSILON),
+        outcomes: tally(&outcomes),
+    })
+}

@@ -475,6 +475,7 @@ fn compute(
             updated_at: now,
             finalized_at: None,
             payment_status: None,
+            refunded_minor: 0,
             version: 1,
         },
     })

@@ -89,6 +89,9 @@ pub struct InvoiceRecord {
     /// Set on finalization (`open`), then moved by its payments (`crate::payments`).
     #[serde(default)]
     pub payment_status: Option<crate::payments::PaymentStatus>,
+    /// What its credit notes refunded so far, in minor units (`crate::partners`).
+    #[serde(default)]
+    pub refunded_minor: i64,
     pub version: u64,
 }
 

@@ -81,8 +81,13 @@ impl Payments {
             .await?
             .filter(|i| i.status == InvoiceStatus::Finalized)
             .ok_or_else(|| RefundError::NoInvoice(id.clone()))?;
-        if !matches!(invoice.payment_status, Some(PaymentStatus::Paid | PaymentStatus::PartiallyRefunded)) {
-            return Err(RefundError::NotPaid(id));
+        match invoice.payment_status {
+            Some(PaymentStatus::Paid | PaymentStatus::PartiallyRefunded) => {}
+            // Everything paid went back already: nothing is left to refund.
+            Some(PaymentStatus::Refunded) => {
+                return Err(RefundError::Exceeds { requested: asked.amount.unwrap_or(0), refundable: 0 });
+            }
+            _ => return Err(RefundError::NotPaid(id)),
         }
         // The attempt that took the money (an invoice settled without a charge has none).
         let payments = self.store.invoice_payments(tenant, period).await?;

@@ -642,14 +642,19 @@ async fn a_partner_earns_on_a_paid_invoice_and_a_refund_claws_it_back_through_a_
     body["plan_rates"] = json!({ "usage": "20" });
     let (status, created) = app.send(http::Method::POST, "/v1/partners", Some(&admin), Some(&body)).await;
     assert_eq!(status, 201, "{created}");
-    assert_eq!((created["commission_rate"].clone(), created["plan_rates"]["usage"].clone()), (json!("10"), json!("20")));
+    assert_eq!(
+        (created["commission_rate"].clone(), created["plan_rates"]["usage"].clone()),
+        (json!("10"), json!("20"))
+    );
     let answer = app.exchange(http::Method::POST, "/v1/partners", Some(&admin), Some(&body)).await;
     answer.assert_error(409, "ALREADY_EXISTS");
 
     app.create_user(&format!("sales@{partner}.example"), None, Some(&partner), &["partner"]).await;
     let seller = app.token_for(&format!("sales@{partner}.example"), dotmac_tests::USER_PASSWORD).await;
-    app.create_user(&format!("sales@other-{partner}.example"), None, Some("other-reseller"), &["partner"]).await;
-    let stranger = app.token_for(&format!("sales@other-{partner}.example"), dotmac_tests::USER_PASSWORD).await;
+    app.create_user(&format!("sales@other-{partner}.example"), None, Some("other-reseller"), &["partner"])
+        .await;
+    let stranger =
+        app.token_for(&format!("sales@other-{partner}.example"), dotmac_tests::USER_PASSWORD).await;
     let (status, own) = app.get_json(&seller, &format!("/v1/partners/{partner}")).await;
     assert_eq!((status, own["id"].clone()), (200, json!(partner)), "a partner's staff read their partner");
     app.exchange(http::Method::GET, &format!("/v1/partners/{partner}"), Some(&stranger), None)
@@ -662,9 +667,14 @@ async fn a_partner_earns_on_a_paid_invoice_and_a_refund_claws_it_back_through_a_
     app.exchange(http::Method::PATCH, &format!("/v1/partners/{partner}"), Some(&admin), Some(&stale))
         .await
         .assert_error(409, "VERSION_CONFLICT");
-    app.exchange(http::Method::PATCH, &format!("/v1/partners/{partner}"), Some(&seller), Some(&json!({ "name": "Mine" })))
-        .await
-        .assert_error(403, "FORBIDDEN");
+    app.exchange(
+        http::Method::PATCH,
+        &format!("/v1/partners/{partner}"),
+        Some(&seller),
+        Some(&json!({ "name": "Mine" })),
+    )
+    .await
+    .assert_error(403, "FORBIDDEN");
 
     // A tenant it brought is billed, finalized and paid through Stripe, as in the first test.
     let tenant =
@@ -728,10 +738,14 @@ async fn a_partner_earns_on_a_paid_invoice_and_a_refund_claws_it_back_through_a_
 
     // Refunds: platform staff only.
     let refunds = format!("/v1/invoices/{id}/refunds");
-    let tenant_admin = app.user_token(&format!("admin@{partner}-tenant.example"), tenant, dotmac_domain::Role::TenantAdmin).await;
+    let tenant_admin = app
+        .user_token(&format!("admin@{partner}-tenant.example"), tenant, dotmac_domain::Role::TenantAdmin)
+        .await;
     let part = json!({ "amount": 100_00, "reason": "service outage credit" });
     for token in [&seller, &tenant_admin] {
-        app.exchange(http::Method::POST, &refunds, Some(token), Some(&part)).await.assert_error(403, "FORBIDDEN");
+        app.exchange(http::Method::POST, &refunds, Some(token), Some(&part))
+            .await
+            .assert_error(403, "FORBIDDEN");
     }
     let keyed = || {
         app.http
@@ -758,8 +772,15 @@ async fn a_partner_earns_on_a_paid_invoice_and_a_refund_claws_it_back_through_a_
     let (status, rest) =
         app.send(http::Method::POST, &refunds, Some(&admin), Some(&json!({ "reason": "cancelled" }))).await;
     assert_eq!(status, 201, "{rest}");
-    assert_eq!((rest["payment_status"].clone(), rest["credit_note"]["amount"]["minor"].clone()), (json!("refunded"), json!(150_00)));
-    assert_eq!(rest["commission_reversed"]["minor"], -expected - clawed_first, "the rest of the commission: {rest}");
+    assert_eq!(
+        (rest["payment_status"].clone(), rest["credit_note"]["amount"]["minor"].clone()),
+        (json!("refunded"), json!(150_00))
+    );
+    assert_eq!(
+        rest["commission_reversed"]["minor"],
+        -expected - clawed_first,
+        "the rest of the commission: {rest}"
+    );
     app.exchange(http::Method::POST, &refunds, Some(&admin), Some(&json!({ "reason": "again" })))
         .await
         .assert_error(409, "REFUND_EXCEEDS_PAID");
@@ -768,17 +789,26 @@ async fn a_partner_earns_on_a_paid_invoice_and_a_refund_claws_it_back_through_a_
     let (status, notes) = app.get_json(&tenant_admin, &format!("/v1/invoices/{id}/credit-notes")).await;
     assert_eq!(status, 200, "{notes}");
     assert_eq!(notes["refunded"]["minor"], 250_00);
-    let numbers: Vec<_> = notes["items"].as_array().expect("items").iter().map(|n| n["sequence"].clone()).collect();
+    let numbers: Vec<_> =
+        notes["items"].as_array().expect("items").iter().map(|n| n["sequence"].clone()).collect();
     assert_eq!(numbers, vec![json!(1), json!(2)], "{notes}");
     let (_, statement) = app.get_json(&seller, &statement_path).await;
-    let kinds: Vec<_> = statement["entries"].as_array().expect("entries").iter().map(|e| e["kind"].clone()).collect();
+    let kinds: Vec<_> =
+        statement["entries"].as_array().expect("entries").iter().map(|e| e["kind"].clone()).collect();
     assert_eq!(kinds, vec![json!("accrual"), json!("clawback"), json!("clawback")], "{statement}");
     assert_eq!(statement["totals"][0]["accrued"], expected);
-    assert_eq!(statement["totals"][0]["net"], 0, "a full refund reverses the commission exactly: {statement}");
+    assert_eq!(
+        statement["totals"][0]["net"], 0,
+        "a full refund reverses the commission exactly: {statement}"
+    );
 
     // Stripe made exactly two refunds (the keyed retry was answered from our record).
     let summary = double.summary().await;
-    assert_eq!((summary["refunds"].as_u64(), summary["refunded"].as_u64()), (Some(2), Some(250_00)), "{summary}");
+    assert_eq!(
+        (summary["refunds"].as_u64(), summary["refunded"].as_u64()),
+        (Some(2), Some(250_00)),
+        "{summary}"
+    );
     let stored = platform.store.get_invoice(tenant, period).await.expect("read").expect("invoice");
     assert_eq!((stored.payment_status, stored.refunded_minor), (Some(PaymentStatus::Refunded), 250_00));
     app.shutdown().await;

@@ -150,7 +150,10 @@ impl Payments {
         if invoice.status != InvoiceStatus::Finalized {
             return Err(PaymentsError::NoInvoice(id));
         }
-        if matches!(invoice.payment_status, Some(PaymentStatus::Paid | PaymentStatus::Refunded | PaymentStatus::PartiallyRefunded)) {
+        if matches!(
+            invoice.payment_status,
+            Some(PaymentStatus::Paid | PaymentStatus::Refunded | PaymentStatus::PartiallyRefunded)
+        ) {
             self.store.clear_charge_due(tenant, period).await?;
             return Ok(Charged::NothingToDo);
         }

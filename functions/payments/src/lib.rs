@@ -13,12 +13,14 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use dotmac_billing::{CommissionRates, Money, Period};
-use dotmac_domain::{Action, Caller, Denied, Email, PartnerId, PlanId, Resource, Target, TenantId, TenantName, authorize};
+use dotmac_domain::{
+    Action, Caller, Denied, Email, PartnerId, PlanId, Resource, Target, TenantId, TenantName, authorize,
+};
 use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::idempotency::IdempotencyKeyHeader;
 use dotmac_http::{
-    Access, ApiError, ApiRoutes, Authenticated, Bearer, ErrorCode, Idempotent, Json, Path, Routes, idempotent,
-    request_fingerprint, routes, tenant_in_reach,
+    Access, ApiError, ApiRoutes, Authenticated, Bearer, ErrorCode, Idempotent, Json, Path, Routes,
+    idempotent, request_fingerprint, routes, tenant_in_reach,
 };
 use dotmac_queue::{BillingJob, Delivery, JobError, JobHandler};
 use dotmac_store::{Also, Store, parse_invoice_id};
@@ -62,12 +64,15 @@ impl From<PartnersError> for ApiError {
             PartnersError::Invalid(invalid) => invalid.into(),
             PartnersError::Denied(denied) => denied.into(),
             PartnersError::NotFound(_) => partner_not_found(),
-            PartnersError::Exists(id) => ApiError::new(ErrorCode::AlreadyExists, format!("a partner {id} exists already"))
-                .with_details(json!({ "field": "id" })),
-            PartnersError::VersionConflict(expected) => {
-                ApiError::new(ErrorCode::VersionConflict, "the partner changed since it was read; read it again")
-                    .with_details(json!({ "expected_version": expected }))
+            PartnersError::Exists(id) => {
+                ApiError::new(ErrorCode::AlreadyExists, format!("a partner {id} exists already"))
+                    .with_details(json!({ "field": "id" }))
             }
+            PartnersError::VersionConflict(expected) => ApiError::new(
+                ErrorCode::VersionConflict,
+                "the partner changed since it was read; read it again",
+            )
+            .with_details(json!({ "expected_version": expected })),
             PartnersError::Store(error) => error.into(),
         }
     }
@@ -77,15 +82,24 @@ impl From<RefundError> for ApiError {
     fn from(error: RefundError) -> Self {
         match error {
             RefundError::NoInvoice(_) => invoice_not_found(),
-            RefundError::NotPaid(id) => ApiError::new(ErrorCode::InvoiceNotPaid, format!("invoice {id} has no payment to refund")),
+            RefundError::NotPaid(id) => {
+                ApiError::new(ErrorCode::InvoiceNotPaid, format!("invoice {id} has no payment to refund"))
+            }
             RefundError::Exceeds { requested, refundable } => ApiError::new(
                 ErrorCode::RefundExceedsPaid,
                 "a refund cannot exceed what was paid less earlier refunds",
             )
             .with_details(json!({ "field": "amount", "requested": requested, "refundable": refundable })),
-            RefundError::Raced => ApiError::new(ErrorCode::VersionConflict, "another refund of the invoice was recorded meanwhile; ask again"),
-            RefundError::NotConfigured => ApiError::unavailable("stripe", "no Stripe secret key is configured"),
-            RefundError::Refused(reason) => ApiError::new(ErrorCode::RefundRefused, format!("Stripe refused the refund: {reason}")),
+            RefundError::Raced => ApiError::new(
+                ErrorCode::VersionConflict,
+                "another refund of the invoice was recorded meanwhile; ask again",
+            ),
+            RefundError::NotConfigured => {
+                ApiError::unavailable("stripe", "no Stripe secret key is configured")
+            }
+            RefundError::Refused(reason) => {
+                ApiError::new(ErrorCode::RefundRefused, format!("Stripe refused the refund: {reason}"))
+            }
             RefundError::Stripe(error) => ApiError::unavailable("stripe", error),
             RefundError::Store(error) => error.into(),
         }
@@ -197,7 +211,6 @@ async fn invoice_payments(
     Ok(axum::Json(InvoicePaymentsView::of(&invoice, &payments)))
 }
 
-
 /// Refund a paid invoice.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -257,7 +270,8 @@ async fn refund_invoice(
     let path = format!("/v1/invoices/{id}/refunds");
     let fingerprint = request_fingerprint("POST", &path, &canonical);
     let scope = format!("refunds#{}#{id}", caller.user_id);
-    let asked = RefundAsked { amount: body.amount, reason: reason.to_owned(), requested_by: caller.user_id.clone() };
+    let asked =
+        RefundAsked { amount: body.amount, reason: reason.to_owned(), requested_by: caller.user_id.clone() };
     idempotent(&state.store, &scope, &headers, &fingerprint, || async {
         let note = state.payments.refund(tenant, period, &asked, OffsetDateTime::now_utc()).await?;
         let status = state
@@ -353,7 +367,9 @@ pub struct PartnerChangesBody {
     pub version: Option<u64>,
 }
 
-fn plan_rates(raw: Option<&BTreeMap<String, String>>) -> Result<Option<BTreeMap<String, dotmac_billing::CommissionRate>>, ApiError> {
+fn plan_rates(
+    raw: Option<&BTreeMap<String, String>>,
+) -> Result<Option<BTreeMap<String, dotmac_billing::CommissionRate>>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
     if raw.len() > 50 {
         return Err(ApiError::invalid_field("plan_rates", "at most 50 plans"));
@@ -463,8 +479,16 @@ async fn update_partner(
     let id = parse_partner_id(&id)?;
     let changes = PartnerChanges {
         name: body.name.as_deref().map(TenantName::parse).transpose()?,
-        contact_email: body.contact_email.as_deref().map(|e| Email::parse_field(e, "contact_email")).transpose()?,
-        commission_rate: body.commission_rate.as_deref().map(|r| partners::parse_rate(r, "commission_rate")).transpose()?,
+        contact_email: body
+            .contact_email
+            .as_deref()
+            .map(|e| Email::parse_field(e, "contact_email"))
+            .transpose()?,
+        commission_rate: body
+            .commission_rate
+            .as_deref()
+            .map(|r| partners::parse_rate(r, "commission_rate"))
+            .transpose()?,
         plan_rates: plan_rates(body.plan_rates.as_ref())?,
         version: body.version,
     };

@@ -89,7 +89,12 @@ pub struct Partners {
 }
 
 impl Partners {
-    pub async fn create(&self, caller: &Caller, new: NewPartner, now: OffsetDateTime) -> Result<PartnerRecord, PartnersError> {
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        new: NewPartner,
+        now: OffsetDateTime,
+    ) -> Result<PartnerRecord, PartnersError> {
         if !caller.has_global_scope() {
             return Err(Denied { resource: Resource::Partner, action: Action::Create }.into());
         }
@@ -152,7 +157,12 @@ impl Partners {
     }
 
     /// The partner's entries booked in `period` (its monthly statement).
-    pub async fn statement(&self, caller: &Caller, id: &PartnerId, period: Period) -> Result<Statement, PartnersError> {
+    pub async fn statement(
+        &self,
+        caller: &Caller,
+        id: &PartnerId,
+        period: Period,
+    ) -> Result<Statement, PartnersError> {
         allowed(caller, Resource::Commission, Action::Read, id)?;
         let fenced = self.store.fenced(caller.fence());
         if fenced.get_partner(id).await?.is_none() {

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use dotmac_billing::{Money, Period};
 use dotmac_domain::TenantId;
 use dotmac_store::{
-    AttemptStatus, CreditNote, InvoiceStatus, PaymentStatus, RefundRecord, Refunded, StoreError, credit_note_id,
-    invoice_id,
+    AttemptStatus, CreditNote, InvoiceStatus, PaymentStatus, RefundRecord, Refunded, StoreError,
+    credit_note_id, invoice_id,
 };
 use dotmac_stripe::{RefundRequest, StripeCallError};
 use time::OffsetDateTime;

@@ -113,7 +113,12 @@ impl PartnerView {
             name: partner.name.to_string(),
             contact_email: partner.contact_email.to_string(),
             commission_rate: partner.rates.default.to_string(),
-            plan_rates: partner.rates.per_plan.iter().map(|(plan, rate)| (plan.clone(), rate.to_string())).collect(),
+            plan_rates: partner
+                .rates
+                .per_plan
+                .iter()
+                .map(|(plan, rate)| (plan.clone(), rate.to_string()))
+                .collect(),
             created_at: rfc3339(partner.created_at),
             updated_at: rfc3339(partner.updated_at),
             version: partner.version,

@@ -255,8 +255,10 @@ mod tests {
             line(plan("scaled"), 100_00),
             line(InvoiceLineKind::Bundle { code: "ai".into() }, 100_00),
         ]);
-        let rates =
-            CommissionRates { default: rate("10"), per_plan: BTreeMap::from([("scaled".into(), rate("20"))]) };
+        let rates = CommissionRates {
+            default: rate("10"),
+            per_plan: BTreeMap::from([("scaled".into(), rate("20"))]),
+        };
         let accrual = accrue(&draft, &rates).expect("accrual");
         assert_eq!(
             accrual.lines.iter().map(|l| l.amount.minor).collect::<Vec<_>>(),

@@ -24,7 +24,9 @@ pub mod proration;
 
 pub use aggregation::{Aggregation, Reading, billable_count};
 pub use bundles::{Bundle, seed_bundles};
-pub use commission::{Accrual, CommissionLine, CommissionRate, CommissionRates, RateError, accrue, clawback, commissionable};
+pub use commission::{
+    Accrual, CommissionLine, CommissionRate, CommissionRates, RateError, accrue, clawback, commissionable,
+};
 pub use invoice::{
     Adjustment, BundleCharge, InvoiceDraft, InvoiceError, InvoiceInputs, InvoiceLine, InvoiceLineKind,
     PlanCharge, Usage, build_invoice, re_rating,

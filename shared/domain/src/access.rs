@@ -184,7 +184,9 @@ impl Role {
 
     pub fn permissions(self) -> &'static [Permission] {
         use Action::{Create, Read};
-        use Resource::{Commission, Health, Invoice, Partner, Payment, Plan, Service, Subscription, Tenant, Usage};
+        use Resource::{
+            Commission, Health, Invoice, Partner, Payment, Plan, Service, Subscription, Tenant, Usage,
+        };
         const PLATFORM_ADMIN: &[Permission] = &[Permission::new(None, None, Scope::Global)];
         const PARTNER: &[Permission] = &[
             Permission::new(Some(Tenant), Some(Create), Scope::Partner),

@@ -49,7 +49,8 @@ pub use idempotency::{Begin, IdempotencyKey, SavedResponse};
 pub use invitations::{Acceptance, Delivery, InvitationRecord};
 pub use item_json::{ItemJsonError, RawItem, item_from_json, item_to_json};
 pub use partners::{
-    CommissionEntry, CommissionKind, CreditNote, PartnerRecord, RefundRecord, Refunded, accrual_entry, credit_note_id,
+    CommissionEntry, CommissionKind, CreditNote, PartnerRecord, RefundRecord, Refunded, accrual_entry,
+    credit_note_id,
 };
 pub use payments::{
     AttemptStatus, ChargeDue, Decided, Decision, Payment, PaymentStatus, StripeEventRecord, parse_payment_id,

@@ -259,7 +259,11 @@ impl Store {
 
     /// A partner's ledger entries booked in `period`, in key order (accrual before its
     /// clawbacks).
-    pub async fn commissions(&self, partner: &PartnerId, period: Period) -> Result<Vec<CommissionEntry>, StoreError> {
+    pub async fn commissions(
+        &self,
+        partner: &PartnerId,
+        period: Period,
+    ) -> Result<Vec<CommissionEntry>, StoreError> {
         let key = Expr::new("PK = :pk AND begins_with(#sk, :prefix)")
             .name("#sk", SK)
             .value(":pk", s(partner_pk(partner)))
@@ -270,7 +274,11 @@ impl Store {
 
     /// The accrual an invoice earned, wherever it was booked (the partner's partition holds
     /// few entries per invoice; the filter finds it without knowing the month it was paid).
-    pub async fn accrual_of(&self, partner: &PartnerId, invoice: &str) -> Result<Option<CommissionEntry>, StoreError> {
+    pub async fn accrual_of(
+        &self,
+        partner: &PartnerId,
+        invoice: &str,
+    ) -> Result<Option<CommissionEntry>, StoreError> {
         let key = Expr::new("PK = :pk AND begins_with(#sk, :prefix)")
             .name("#sk", SK)
             .value(":pk", s(partner_pk(partner)))
@@ -284,7 +292,11 @@ impl Store {
     }
 
     /// Every credit note of the tenant's invoice of `period`, first first.
-    pub async fn credit_notes(&self, tenant: TenantId, period: Period) -> Result<Vec<CreditNote>, StoreError> {
+    pub async fn credit_notes(
+        &self,
+        tenant: TenantId,
+        period: Period,
+    ) -> Result<Vec<CreditNote>, StoreError> {
         let key = Expr::new("PK = :pk AND begins_with(#sk, :prefix)")
             .name("#sk", SK)
             .value(":pk", s(tenant_pk(tenant)))
@@ -327,10 +339,14 @@ impl Store {
                 })
             }
         };
-        let note_item =
-            Stored::new(ItemKey::credit_note(note.tenant_id, note.period, note.sequence), "credit_note", &note)
-                .to_item()?;
-        let status = if after >= refund.paid { PaymentStatus::Refunded } else { PaymentStatus::PartiallyRefunded };
+        let note_item = Stored::new(
+            ItemKey::credit_note(note.tenant_id, note.period, note.sequence),
+            "credit_note",
+            &note,
+        )
+        .to_item()?;
+        let status =
+            if after >= refund.paid { PaymentStatus::Refunded } else { PaymentStatus::PartiallyRefunded };
         let update = Expr::new("SET payment_status = :status, refunded_minor = :after, refunded_at = :now")
             .value(":status", s(status.as_str()))
             .value(":after", n(after))
@@ -379,7 +395,11 @@ impl Store {
             Ok(()) => Ok(Refunded::Recorded(note)),
             Err(cancelled) if cancelled.refused(0) => {
                 let stored = self
-                    .get_item::<Stored<CreditNote>>(ItemKey::credit_note(note.tenant_id, note.period, note.sequence))
+                    .get_item::<Stored<CreditNote>>(ItemKey::credit_note(
+                        note.tenant_id,
+                        note.period,
+                        note.sequence,
+                    ))
                     .await?
                     .map(|i| i.record)
                     .ok_or(StoreError::AlreadyExists)?;
@@ -406,7 +426,11 @@ impl Fenced<'_> {
         self.store().get_partner(id).await
     }
 
-    pub async fn commissions(&self, partner: &PartnerId, period: Period) -> Result<Vec<CommissionEntry>, StoreError> {
+    pub async fn commissions(
+        &self,
+        partner: &PartnerId,
+        period: Period,
+    ) -> Result<Vec<CommissionEntry>, StoreError> {
         self.admit_partner(partner)?;
         self.store().commissions(partner, period).await
     }

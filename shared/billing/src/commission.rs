@@ -175,6 +175,8 @@ pub fn clawback(accrued: Money, paid: i64, refunded_before: i64, refund: i64) ->
 }
 
 #[cfg(test)]
+// Amounts in cents are written `major_minor` (250_00 is 250.00).
+#[allow(clippy::inconsistent_digit_grouping)]
 mod tests {
     use super::*;
     use crate::invoice::InvoiceLine;

@@ -216,10 +216,11 @@ async fn invoice_payments(
 #[serde(deny_unknown_fields)]
 pub struct RefundBody {
     /// Minor units; everything still refundable (paid less earlier refunds) when absent.
-    #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
-    pub amount: Option<i64>,
+    /// (A JSON number with no fraction, `476.0` too, is a whole amount.)
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 100_000_000_000_i64)]
+    pub amount: Option<serde_json::Number>,
     /// Why (shown on the credit note).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = dotmac_http::schema::name)]
     pub reason: String,
 }
 
@@ -259,19 +260,23 @@ async fn refund_invoice(
         return Err(Denied { resource: Resource::Payment, action: Action::Update }.into());
     }
     let (tenant, period) = invoice_of(&id)?;
-    let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field("reason", "must be 1 to 200 characters, no control characters"));
-    }
-    if body.amount.is_some_and(|a| !(1..=100_000_000_000).contains(&a)) {
-        return Err(ApiError::invalid_field("amount", "must be 1 to 100000000000 minor units"));
-    }
+    let reason =
+        TenantName::parse(&body.reason).map_err(|e| ApiError::invalid_field("reason", e.reason))?.to_string();
+    let amount = match &body.amount {
+        None => None,
+        Some(number) => Some(
+            number
+                .as_i64()
+                .or_else(|| number.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e12).map(|f| f as i64))
+                .filter(|a| (1..=100_000_000_000).contains(a))
+                .ok_or_else(|| ApiError::invalid_field("amount", "must be 1 to 100000000000 minor units"))?,
+        ),
+    };
     let canonical = serde_json::to_vec(&body).map_err(ApiError::internal)?;
     let path = format!("/v1/invoices/{id}/refunds");
     let fingerprint = request_fingerprint("POST", &path, &canonical);
     let scope = format!("refunds#{}#{id}", caller.user_id);
-    let asked =
-        RefundAsked { amount: body.amount, reason: reason.to_owned(), requested_by: caller.user_id.clone() };
+    let asked = RefundAsked { amount, reason, requested_by: caller.user_id.clone() };
     idempotent(&state.store, &scope, &headers, &fingerprint, || async {
         let note = state.payments.refund(tenant, period, &asked, OffsetDateTime::now_utc()).await?;
         let status = state
@@ -342,9 +347,10 @@ pub struct NewPartnerBody {
     /// The default commission on its tenants' paid invoices, a percentage.
     #[schema(schema_with = views::rate_schema)]
     pub commission_rate: String,
-    /// Per-plan overrides: plan id → percentage (at most 50).
-    #[serde(default)]
-    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    /// Per-plan overrides: plan id → percentage (at most 50; a key naming no plan never
+    /// applies).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = views::plan_rates_schema)]
     pub plan_rates: Option<BTreeMap<String, String>>,
 }
 
@@ -352,14 +358,18 @@ pub struct NewPartnerBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerChangesBody {
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = dotmac_http::schema::name)]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = dotmac_http::schema::email)]
     pub contact_email: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = views::rate_schema)]
     pub commission_rate: Option<String>,
     /// Replaces every per-plan override (`{}` clears them).
-    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = views::plan_rates_schema)]
     pub plan_rates: Option<BTreeMap<String, String>>,
     /// The version the change was made against: refused with `VERSION_CONFLICT` if the
     /// partner has moved on since.
@@ -376,10 +386,20 @@ fn plan_rates(
     }
     let mut rates = BTreeMap::new();
     for (plan, rate) in raw {
-        let plan = PlanId::parse(plan).map_err(|e| ApiError::invalid_field("plan_rates", e.reason))?;
-        rates.insert(plan.to_string(), partners::parse_rate(rate, "plan_rates")?);
+        // A key that is no plan id can never match an invoice line's plan: kept as given.
+        let plan = PlanId::parse(plan).map_or_else(|_| plan.clone(), |p| p.to_string());
+        rates.insert(plan, partners::parse_rate(rate, "plan_rates")?);
     }
     Ok(Some(rates))
+}
+
+/// A field that may be left out but, when given, is not `null` (as the schema says).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 fn parse_partner_id(raw: &str) -> Result<PartnerId, ApiError> {

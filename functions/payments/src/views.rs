@@ -88,6 +88,18 @@ pub fn rate_schema() -> utoipa::openapi::Object {
         .build()
 }
 
+/// Per-plan overrides: plan id → a rate (`rate_schema`), at most 50.
+pub fn plan_rates_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Object)
+        .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::RefOr(
+            utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(rate_schema())),
+        )))
+        .max_properties(Some(50))
+        .description(Some("plan id → percentage"))
+        .build()
+}
+
 /// What `rate_schema` allows: 0–100, at most four decimals.
 pub const RATE_PATTERN: &str = r"^(100(\.0{1,4})?|[0-9]{1,2}(\.[0-9]{1,4})?)$";
 

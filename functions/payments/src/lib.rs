@@ -373,8 +373,10 @@ pub struct PartnerChangesBody {
     pub plan_rates: Option<BTreeMap<String, String>>,
     /// The version the change was made against: refused with `VERSION_CONFLICT` if the
     /// partner has moved on since.
-    #[schema(minimum = 1, maximum = 1_000_000_000_i64)]
-    pub version: Option<u64>,
+    /// (A JSON number with no fraction, `3.0` too, is a whole version.)
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1_000_000_000_i64)]
+    pub version: Option<serde_json::Number>,
 }
 
 fn plan_rates(
@@ -391,6 +393,15 @@ fn plan_rates(
         rates.insert(plan, partners::parse_rate(rate, "plan_rates")?);
     }
     Ok(Some(rates))
+}
+
+/// A JSON number with no fraction (`476` or `476.0`), 1 to 10^11.
+fn whole(number: &serde_json::Number, field: &str) -> Result<i64, ApiError> {
+    number
+        .as_i64()
+        .or_else(|| number.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e12).map(|f| f as i64))
+        .filter(|n| (1..=100_000_000_000).contains(n))
+        .ok_or_else(|| ApiError::invalid_field(field, "must be a whole number from 1 to 100000000000"))
 }
 
 /// A field that may be left out but, when given, is not `null` (as the schema says).
@@ -510,7 +521,7 @@ async fn update_partner(
             .map(|r| partners::parse_rate(r, "commission_rate"))
             .transpose()?,
         plan_rates: plan_rates(body.plan_rates.as_ref())?,
-        version: body.version,
+        version: body.version.as_ref().map(|v| whole(v, "version")).transpose()?.map(|v| v.unsigned_abs()),
     };
     let partner = state.partners().update(&caller, &id, changes, OffsetDateTime::now_utc()).await?;
     Ok(axum::Json(PartnerView::of(&partner)))

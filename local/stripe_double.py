@@ -14,9 +14,12 @@ What it honours, as Stripe does:
   containing `chargeDeclined`), directly or as the customer's
   `invoice_settings.default_payment_method`, declines with Stripe's 402 `card_error`
   (`card_declined`), the payment intent left in `requires_payment_method`.
+- Refunds (`POST /v1/refunds` with `payment_intent`, optional `amount`): never more than the
+  charge has left unrefunded (400 `invalid_request_error`, as Stripe answers), idempotent
+  like every POST; each one emits `refund.created` and `charge.refunded`.
 - Signed webhooks after each state change (`customer.created`, `payment_intent.succeeded`,
-  `payment_intent.payment_failed`): `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of
-  "{t}.{body}" with the webhook secret>`, POSTed to every endpoint of the key (registered with
+  `payment_intent.payment_failed`, `refund.created`, `charge.refunded`):
+  `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "{t}.{body}" with the webhook secret>`, POSTed to every endpoint of the key (registered with
   `POST /v1/webhook_endpoints`, as on Stripe) and to `--webhook-url` for every key, retried a
   few times on failure.
 - Responses are shaped from Stripe's own example objects (fixtures3.json in the handbook, kept
@@ -129,6 +132,26 @@ PAYMENT_INTENT = {
     "customer_account": None,
 }
 
+REFUND = {
+    "amount": 100,
+    "balance_transaction": None,
+    "charge": "ch_1PgafuB7WZ01zgkWXYmPNZs8",
+    "created": 1234567890,
+    "currency": "usd",
+    "destination_details": {"card": {"type": "reversal"}, "type": "card"},
+    "id": "re_1Pgc72B7WZ01zgkWqPvrRrPE",
+    "metadata": {},
+    "object": "refund",
+    "payment_intent": None,
+    "reason": None,
+    "receipt_number": None,
+    "source_transfer_reversal": None,
+    "status": "succeeded",
+    "transfer_reversal": None,
+    "customer": None,
+    "customer_account": None,
+    "payment_method": None,
+}
 WEBHOOK_ENDPOINT = {
     "api_version": None,
     "application": None,
@@ -193,6 +216,8 @@ class Account:
     def __init__(self) -> None:
         self.customers: dict[str, dict] = {}
         self.payment_intents: dict[str, dict] = {}
+        self.refunds: dict[str, dict] = {}
+        self.refunded: dict[str, int] = {}
         self.endpoints: dict[str, dict] = {}
         self.idempotency: dict[str, tuple[str, int, dict]] = {}
         self.events: dict[str, dict] = {}
@@ -269,6 +294,8 @@ class Double:
             if intent is None:
                 return (*missing("payment_intent", parts[1]), [])
             return 200, intent, []
+        if parts == ["refunds"] and method == "POST":
+            return self.create_refund(account, params)
         if parts == ["webhook_endpoints"] and method == "POST":
             url = params.get("url")
             if not url:
@@ -366,6 +393,57 @@ class Double:
         intent["amount_received"] = amount
         return 200, intent, [("payment_intent.created", intent), ("payment_intent.succeeded", intent)]
 
+    def create_refund(self, account: Account, params: dict):
+        """A refund of (part of) a succeeded payment intent's charge: never more than is left
+        unrefunded (Stripe's `charge_already_refunded` once nothing is left)."""
+        intent_id = params.get("payment_intent")
+        if not intent_id:
+            return (*stripe_error(400, "invalid_request_error", "Missing required param: payment_intent.", param="payment_intent"), [])
+        intent = account.payment_intents.get(intent_id)
+        if intent is None:
+            return (*missing("payment_intent", intent_id), [])
+        if intent["status"] != "succeeded":
+            return (*stripe_error(400, "invalid_request_error", f"PaymentIntent {intent_id} does not have a successful charge to refund.", code="charge_not_refundable"), [])
+        # Kept beside the intent: a payment intent has no `amount_refunded` of its own.
+        refunded = account.refunded.get(intent_id, 0)
+        left = intent["amount_received"] - refunded
+        try:
+            amount = int(params.get("amount", left))
+        except ValueError:
+            return (*stripe_error(400, "invalid_request_error", "Invalid integer: amount.", param="amount"), [])
+        if left <= 0:
+            return (*stripe_error(400, "invalid_request_error", f"Charge {intent['latest_charge']} has already been refunded.", code="charge_already_refunded"), [])
+        if amount < 1 or amount > left:
+            return (*stripe_error(400, "invalid_request_error", f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})", param="amount"), [])
+        refund = copy.deepcopy(REFUND)
+        refund.update(
+            id=new_id("re"),
+            amount=amount,
+            charge=intent["latest_charge"],
+            created=int(time.time()),
+            currency=intent["currency"],
+            metadata=metadata_of(params),
+            payment_intent=intent_id,
+            reason=params.get("reason"),
+        )
+        account.refunded[intent_id] = refunded + amount
+        account.refunds[refund["id"]] = refund
+        charge = {
+            "id": intent["latest_charge"],
+            "object": "charge",
+            "amount": intent["amount"],
+            "amount_captured": intent["amount_received"],
+            "amount_refunded": refunded + amount,
+            "currency": intent["currency"],
+            "customer": intent["customer"],
+            "metadata": dict(intent["metadata"]),
+            "paid": True,
+            "payment_intent": intent_id,
+            "refunded": refunded + amount >= intent["amount_received"],
+            "status": "succeeded",
+        }
+        return 200, refund, [("refund.created", refund), ("charge.refunded", charge)]
+
     # --- webhooks -------------------------------------------------------------------------
 
     def event(self, account: Account, kind: str, obj: dict) -> dict:
@@ -420,6 +498,8 @@ class Double:
         return {
             "customers": len(account.customers),
             "payment_intents": len(account.payment_intents),
+            "refunds": len(account.refunds),
+            "refunded": sum(r["amount"] for r in account.refunds.values()),
             "succeeded": account.succeeded,
             "declined": account.declined,
             "requests": account.requests,

@@ -1387,6 +1387,22 @@ async fn walk_every_function() {
         let signature = dotmac_stripe::sign(&secret, time::OffsetDateTime::now_utc().unix_timestamp(), event.as_bytes());
         let (status, answer) = call_webhook(&payments, &signature, &event).await;
         assert_eq!((status, answer["outcome"].as_str()), (200, Some("unchanged")), "{answer}");
+        // Partners and refunds, through the payments function: a partner created, changed under
+        // its version and its statement read; the invoice refunded in part through the Stripe
+        // double (the credit note, the invoice and the outbox event in one transaction), and its
+        // credit notes read.
+        let partner = format!("iam-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let new_partner = json!({"id": partner, "name": "IAM Partner", "contact_email": "ops@iam-partner.example", "commission_rate": "10"});
+        let (status, answer) = call(&payments, Method::POST, "/v1/partners", Some(&admin), Some(new_partner)).await;
+        assert_eq!(status, 201, "{answer}");
+        let (status, answer) = call(&payments, Method::PATCH, &format!("/v1/partners/{partner}"), Some(&admin), Some(json!({"commission_rate": "12.5", "version": 1}))).await;
+        assert_eq!((status, answer["version"].clone()), (200, json!(2)), "{answer}");
+        let (status, answer) = call(&payments, Method::GET, &format!("/v1/partners/{partner}/commissions"), Some(&admin), None).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = call(&payments, Method::POST, &format!("/v1/invoices/{invoice_id}/refunds"), Some(&admin), Some(json!({"amount": 1, "reason": "iam"}))).await;
+        assert_eq!((status, answer["payment_status"].as_str()), (201, Some("partially_refunded")), "{answer}");
+        let (status, answer) = call(&payments, Method::GET, &format!("/v1/invoices/{invoice_id}/credit-notes"), Some(&admin), None).await;
+        assert_eq!((status, answer["items"].as_array().map(Vec::len)), (200, Some(1)), "{answer}");
         // The lifecycle: suspend, resume and delete through the tenants function, each job
         // taken by the provisioner as the event source mapping takes it, the events read, and
         // the publisher putting them on the bus.

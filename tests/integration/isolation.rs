@@ -24,6 +24,8 @@ struct Objects {
     /// One of its invoices, and a billing run naming it.
     invoice: String,
     run: String,
+    /// A partner record of its own (B's is what another partner's staff aim at).
+    partner: String,
 }
 
 impl Objects {
@@ -43,6 +45,8 @@ impl Objects {
             path.replace("{id}", &self.invoice)
         } else if route.path.starts_with("/v1/billing/runs/") {
             path.replace("{id}", &self.run)
+        } else if route.path.starts_with("/v1/partners/") {
+            path.replace("{id}", &self.partner)
         } else {
             path.replace("{id}", &self.tenant.to_string())
         };
@@ -91,6 +95,15 @@ impl Objects {
             }),
             ("POST", "/v1/plans/{id}/prices") => json!({ "price": price }),
             ("POST", "/v1/billing/runs") => json!({ "tenant_ids": [self.tenant] }),
+            // Valid bodies: only who asks can refuse a refund or a partner change.
+            ("POST", "/v1/invoices/{id}/refunds") => json!({ "amount": 1, "reason": "intruder" }),
+            ("POST", "/v1/partners") => json!({
+                "id": format!("intruder-{}", &slug[..8]),
+                "name": "Intruder",
+                "contact_email": "intruder@b.example",
+                "commission_rate": "50",
+            }),
+            ("PATCH", "/v1/partners/{id}") => json!({ "commission_rate": "100", "name": "Intruder" }),
             // A valid rollout, so only who asks can refuse it (platform staff's alone).
             ("POST", "/v1/fleet/rollouts") => {
                 json!({ "image": "registry.example/intruder:1", "batch_size": 1 })
@@ -192,7 +205,20 @@ async fn furnished(app: &TestApp, admin: &str, tenant: TenantId, label: &str) ->
         published: false,
     };
     platform.store.open_billing_run(&run, &event).await.expect("run");
-    Objects { tenant, user, role, invitation, backup: backup.backup_id.to_string(), invoice, run: run.id }
+    let partner = format!("{label}-partner-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let body = json!({ "id": partner, "name": format!("Partner {label}"), "contact_email": format!("ops@{label}-partner.example"), "commission_rate": "10" });
+    let (status, created) = app.send(Method::POST, "/v1/partners", Some(admin), Some(&body)).await;
+    assert_eq!(status, 201, "{created}");
+    Objects {
+        tenant,
+        user,
+        role,
+        invitation,
+        backup: backup.backup_id.to_string(),
+        invoice,
+        run: run.id,
+        partner,
+    }
 }
 
 #[tokio::test]
@@ -230,6 +256,8 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
     assert!(inventory.iter().any(|r| r.access == Access::SelfService), "{inventory:?}");
 
     let b_before = stored_state(&app, tenant_b).await;
+    let b_partner = dotmac_domain::PartnerId::parse(&b.partner).expect("partner id");
+    let b_partner_before = app.stack.platform.store.get_partner(&b_partner).await.expect("read");
     let b_id = tenant_b.to_string();
     for route in &inventory {
         let path = b.path(route);
@@ -286,6 +314,11 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
 
     // B is exactly as it was: every item of its partition, read fresh from the store.
     assert_eq!(stored_state(&app, tenant_b).await, b_before, "tenant B's stored state changed");
+    assert_eq!(
+        app.stack.platform.store.get_partner(&b_partner).await.expect("read"),
+        b_partner_before,
+        "B's partner record changed"
+    );
     let (_, users) =
         app.send(Method::GET, &format!("/v1/users?tenant_id={tenant_b}"), Some(&admin), None).await;
     assert_eq!(users["items"].as_array().map(Vec::len), Some(1), "nobody added users to B: {users}");
@@ -320,6 +353,7 @@ async fn a_customer_user_reaches_no_admin_route_of_its_own_tenant() {
         backup: own.backup.clone(),
         invoice: own.invoice.clone(),
         run: own.run.clone(),
+        partner: own.partner.clone(),
     };
 
     let inventory = app.stack.platform.api_routes().inventory;

@@ -113,6 +113,15 @@ where
 /// An active tenant on `plan` with `customers` reported mid last period (the usage plan:
 /// 500 customers are 250.00).
 pub(crate) async fn billed_tenant(platform: &Platform, customers: u64) -> TenantId {
+    billed_tenant_of(platform, customers, None).await
+}
+
+/// `billed_tenant`, brought by `partner` when given.
+async fn billed_tenant_of(
+    platform: &Platform,
+    customers: u64,
+    partner: Option<dotmac_domain::PartnerId>,
+) -> TenantId {
     let slug = format!("pay-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let mut tenant = Tenant::onboard(
         NewTenant {
@@ -120,7 +129,7 @@ pub(crate) async fn billed_tenant(platform: &Platform, customers: u64) -> Tenant
             slug: TenantSlug::parse(&slug).expect("slug"),
             plan: PlanId::parse("usage").expect("plan"),
             contact_email: Email::parse("ops@paying.example").expect("email"),
-            partner_id: None,
+            partner_id: partner,
         },
         OffsetDateTime::now_utc(),
     );
@@ -610,4 +619,201 @@ async fn the_stripe_client_gets_the_same_answer_for_a_repeated_key_and_a_refusal
         (Some(1), Some(1)),
         "{summary}"
     );
+}
+
+/// `minor × percent / 100`, rounded half away from zero (the commission of one line).
+fn commission_of(minor: i64, percent: i64) -> i64 {
+    let product = minor * percent;
+    let (quotient, remainder) = (product / 100, product % 100);
+    if remainder.abs() * 2 >= 100 { quotient + product.signum() } else { quotient }
+}
+
+#[tokio::test]
+async fn a_partner_earns_on_a_paid_invoice_and_a_refund_claws_it_back_through_a_credit_note() {
+    let double = Double::for_new_key();
+    let app = TestApp::spawn_with(&[("DOTMAC_STRIPE_SECRET_KEY", double.key.as_str())]).await;
+    double.register_endpoint(&app.url("/v1/webhooks/stripe")).await;
+    let platform = &app.stack.platform;
+    let admin = app.admin_token().await;
+    let partner = format!("resell-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+
+    // The partner, through the API: rates validated at the edge, one override for the plan.
+    let mut body = json!({ "id": partner, "name": "Resell Ltd", "contact_email": "ops@resell.example", "commission_rate": "101" });
+    let answer = app.exchange(http::Method::POST, "/v1/partners", Some(&admin), Some(&body)).await;
+    answer.assert_error(422, "VALIDATION_FAILED");
+    assert_eq!(answer.json["error"]["details"]["field"], "commission_rate", "{}", answer.text);
+    body["commission_rate"] = json!("10");
+    body["plan_rates"] = json!({ "usage": "20" });
+    let (status, created) = app.send(http::Method::POST, "/v1/partners", Some(&admin), Some(&body)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (created["commission_rate"].clone(), created["plan_rates"]["usage"].clone()),
+        (json!("10"), json!("20"))
+    );
+    let answer = app.exchange(http::Method::POST, "/v1/partners", Some(&admin), Some(&body)).await;
+    answer.assert_error(409, "ALREADY_EXISTS");
+
+    app.create_user(&format!("sales@{partner}.example"), None, Some(&partner), &["partner"]).await;
+    let seller = app.token_for(&format!("sales@{partner}.example"), dotmac_tests::USER_PASSWORD).await;
+    app.create_user(&format!("sales@other-{partner}.example"), None, Some("other-reseller"), &["partner"])
+        .await;
+    let stranger =
+        app.token_for(&format!("sales@other-{partner}.example"), dotmac_tests::USER_PASSWORD).await;
+    let (status, own) = app.get_json(&seller, &format!("/v1/partners/{partner}")).await;
+    assert_eq!((status, own["id"].clone()), (200, json!(partner)), "a partner's staff read their partner");
+    app.exchange(http::Method::GET, &format!("/v1/partners/{partner}"), Some(&stranger), None)
+        .await
+        .assert_error(404, "PARTNER_NOT_FOUND");
+    app.exchange(http::Method::GET, &format!("/v1/partners/{partner}/commissions"), Some(&stranger), None)
+        .await
+        .assert_error(404, "PARTNER_NOT_FOUND");
+    let stale = json!({ "name": "Resell Group", "version": 7 });
+    app.exchange(http::Method::PATCH, &format!("/v1/partners/{partner}"), Some(&admin), Some(&stale))
+        .await
+        .assert_error(409, "VERSION_CONFLICT");
+    app.exchange(
+        http::Method::PATCH,
+        &format!("/v1/partners/{partner}"),
+        Some(&seller),
+        Some(&json!({ "name": "Mine" })),
+    )
+    .await
+    .assert_error(403, "FORBIDDEN");
+
+    // A tenant it brought is billed, finalized and paid through Stripe, as in the first test.
+    let tenant =
+        billed_tenant_of(platform, 500, Some(dotmac_domain::PartnerId::parse(&partner).expect("id"))).await;
+    let period = last_period();
+    let id = invoice_id(tenant, period);
+    let (status, run) = app
+        .send(
+            http::Method::POST,
+            "/v1/billing/runs",
+            Some(&admin),
+            Some(&json!({"period": period.to_string(), "tenant_ids": [tenant]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{run}");
+    wait_until("the draft", || async {
+        let (status, _) = app.get_json(&admin, &format!("/v1/invoices/{id}")).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let (status, invoice) =
+        app.send(http::Method::POST, &format!("/v1/invoices/{id}/finalize"), Some(&admin), None).await;
+    assert_eq!((status, invoice["total"]["minor"].clone()), (200, json!(250_00)), "{invoice}");
+    wait_until("the invoice paid", || async {
+        let (_, payments) = app.get_json(&admin, &format!("/v1/invoices/{id}/payments")).await;
+        (payments["payment_status"] == "paid").then_some(())
+    })
+    .await;
+    // 20% (the plan's override, not the default 10%) of each line, rounded once per line.
+    let expected: i64 = invoice["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| l["amount"]["minor"].as_i64().expect("minor"))
+        .filter(|minor| *minor > 0)
+        .map(|minor| commission_of(minor, 20))
+        .sum();
+    assert!(expected > 0);
+    let month = Period::containing(OffsetDateTime::now_utc()).to_string();
+    let statement_path = format!("/v1/partners/{partner}/commissions?period={month}");
+    let (status, statement) = app.get_json(&seller, &statement_path).await;
+    assert_eq!(status, 200, "{statement}");
+    let entries = statement["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "one accrual, written with the payment: {statement}");
+    assert_eq!((entries[0]["kind"].clone(), entries[0]["invoice_id"].clone()), (json!("accrual"), json!(id)));
+    assert_eq!(entries[0]["amount"]["minor"], expected, "{statement}");
+    assert_eq!(entries[0]["base"]["minor"], 250_00);
+    assert_eq!(statement["totals"][0]["net"], expected);
+    // A later change of rates does not rewrite what was earned (the rate is snapshotted).
+    let (status, changed) = app
+        .send(
+            http::Method::PATCH,
+            &format!("/v1/partners/{partner}"),
+            Some(&admin),
+            Some(&json!({ "commission_rate": "50", "plan_rates": {}, "version": 1 })),
+        )
+        .await;
+    assert_eq!((status, changed["version"].clone()), (200, json!(2)), "{changed}");
+    let (_, again) = app.get_json(&admin, &statement_path).await;
+    assert_eq!(again["entries"][0]["amount"]["minor"], expected);
+
+    // Refunds: platform staff only.
+    let refunds = format!("/v1/invoices/{id}/refunds");
+    let tenant_admin = app
+        .user_token(&format!("admin@{partner}-tenant.example"), tenant, dotmac_domain::Role::TenantAdmin)
+        .await;
+    let part = json!({ "amount": 100_00, "reason": "service outage credit" });
+    for token in [&seller, &tenant_admin] {
+        app.exchange(http::Method::POST, &refunds, Some(token), Some(&part))
+            .await
+            .assert_error(403, "FORBIDDEN");
+    }
+    let keyed = || {
+        app.http
+            .post(app.url(&refunds))
+            .bearer_auth(&admin)
+            .header("idempotency-key", "refund-outage-1")
+            .json(&part)
+    };
+    let first = keyed().send().await.expect("refund");
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.expect("json");
+    assert_eq!(first["payment_status"], "partially_refunded", "{first}");
+    assert_eq!(first["credit_note"]["sequence"], 1);
+    assert_eq!(first["credit_note"]["amount"]["minor"], 100_00);
+    let clawed_first = -((expected * 100_00 * 2 + 250_00) / (250_00 * 2));
+    assert_eq!(first["commission_reversed"]["minor"], clawed_first, "the refunded share: {first}");
+    let replay = keyed().send().await.expect("refund again");
+    assert_eq!(replay.headers().get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
+    assert_eq!(replay.json::<Value>().await.expect("json"), first, "a retry gets the first answer");
+    let too_much = json!({ "amount": 150_01, "reason": "too much" });
+    let answer = app.exchange(http::Method::POST, &refunds, Some(&admin), Some(&too_much)).await;
+    answer.assert_error(409, "REFUND_EXCEEDS_PAID");
+    assert_eq!(answer.json["error"]["details"]["refundable"], 150_00, "{}", answer.text);
+    let (status, rest) =
+        app.send(http::Method::POST, &refunds, Some(&admin), Some(&json!({ "reason": "cancelled" }))).await;
+    assert_eq!(status, 201, "{rest}");
+    assert_eq!(
+        (rest["payment_status"].clone(), rest["credit_note"]["amount"]["minor"].clone()),
+        (json!("refunded"), json!(150_00))
+    );
+    assert_eq!(
+        rest["commission_reversed"]["minor"],
+        -expected - clawed_first,
+        "the rest of the commission: {rest}"
+    );
+    app.exchange(http::Method::POST, &refunds, Some(&admin), Some(&json!({ "reason": "again" })))
+        .await
+        .assert_error(409, "REFUND_EXCEEDS_PAID");
+
+    // The tenant sees its credit notes; the partner's statement nets to zero.
+    let (status, notes) = app.get_json(&tenant_admin, &format!("/v1/invoices/{id}/credit-notes")).await;
+    assert_eq!(status, 200, "{notes}");
+    assert_eq!(notes["refunded"]["minor"], 250_00);
+    let numbers: Vec<_> =
+        notes["items"].as_array().expect("items").iter().map(|n| n["sequence"].clone()).collect();
+    assert_eq!(numbers, vec![json!(1), json!(2)], "{notes}");
+    let (_, statement) = app.get_json(&seller, &statement_path).await;
+    let kinds: Vec<_> =
+        statement["entries"].as_array().expect("entries").iter().map(|e| e["kind"].clone()).collect();
+    assert_eq!(kinds, vec![json!("accrual"), json!("clawback"), json!("clawback")], "{statement}");
+    assert_eq!(statement["totals"][0]["accrued"], expected);
+    assert_eq!(
+        statement["totals"][0]["net"], 0,
+        "a full refund reverses the commission exactly: {statement}"
+    );
+
+    // Stripe made exactly two refunds (the keyed retry was answered from our record).
+    let summary = double.summary().await;
+    assert_eq!(
+        (summary["refunds"].as_u64(), summary["refunded"].as_u64()),
+        (Some(2), Some(250_00)),
+        "{summary}"
+    );
+    let stored = platform.store.get_invoice(tenant, period).await.expect("read").expect("invoice");
+    assert_eq!((stored.payment_status, stored.refunded_minor), (Some(PaymentStatus::Refunded), 250_00));
+    app.shutdown().await;
 }

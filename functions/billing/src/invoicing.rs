@@ -476,6 +476,7 @@ fn compute(
             finalized_at: None,
             payment_status: None,
             paid_at: None,
+            refunded_minor: 0,
             version: 1,
         },
     })

@@ -155,7 +155,10 @@ impl Payments {
         if invoice.status != InvoiceStatus::Finalized {
             return Err(PaymentsError::NoInvoice(id));
         }
-        if matches!(invoice.payment_status, Some(PaymentStatus::Paid | PaymentStatus::Refunded)) {
+        if matches!(
+            invoice.payment_status,
+            Some(PaymentStatus::Paid | PaymentStatus::Refunded | PaymentStatus::PartiallyRefunded)
+        ) {
             // Paid by another attempt or a webhook: its dunning (if any) is cleared.
             self.follow_payment(tenant, period, now).await?;
             self.store.clear_charge_due(tenant, period).await?;

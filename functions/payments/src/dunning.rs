@@ -98,7 +98,10 @@ impl Payments {
         let Some(invoice) = self.store.get_invoice(tenant, period).await? else { return Ok(()) };
         match invoice.payment_status {
             Some(PaymentStatus::Failed) => self.start_dunning(tenant, period, now).await,
-            Some(PaymentStatus::Paid) => self.clear_dunning(tenant, period, now).await,
+            // A refund comes after a payment: the invoice was paid, so nothing is owed on it.
+            Some(PaymentStatus::Paid | PaymentStatus::Refunded | PaymentStatus::PartiallyRefunded) => {
+                self.clear_dunning(tenant, period, now).await
+            }
             _ => Ok(()),
         }
     }

@@ -29,10 +29,15 @@ pub enum Resource {
     Backup,
     /// A tenant's subscriptions: the bundles it holds (its plan is platform staff's to change).
     Subscription,
+    /// A reseller's record (name, contact, commission rates): platform staff's; a partner's
+    /// own staff read it.
+    Partner,
+    /// A partner's commission ledger and monthly statement.
+    Commission,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 11] = [
+    pub const ALL: [Resource; 13] = [
         Resource::Tenant,
         Resource::User,
         Resource::Role,
@@ -44,6 +49,8 @@ impl Resource {
         Resource::Health,
         Resource::Backup,
         Resource::Subscription,
+        Resource::Partner,
+        Resource::Commission,
     ];
 }
 
@@ -177,7 +184,9 @@ impl Role {
 
     pub fn permissions(self) -> &'static [Permission] {
         use Action::{Create, Read};
-        use Resource::{Health, Invoice, Payment, Plan, Service, Subscription, Tenant, Usage};
+        use Resource::{
+            Commission, Health, Invoice, Partner, Payment, Plan, Service, Subscription, Tenant, Usage,
+        };
         const PLATFORM_ADMIN: &[Permission] = &[Permission::new(None, None, Scope::Global)];
         const PARTNER: &[Permission] = &[
             Permission::new(Some(Tenant), Some(Create), Scope::Partner),
@@ -187,6 +196,9 @@ impl Role {
             // The catalogue it onboards onto, and what the tenants it brought hold.
             Permission::new(Some(Plan), Some(Read), Scope::Partner),
             Permission::new(Some(Subscription), Some(Read), Scope::Partner),
+            // Its own record and commissions (the target names the partner, not a tenant).
+            Permission::new(Some(Partner), Some(Read), Scope::Partner),
+            Permission::new(Some(Commission), Some(Read), Scope::Partner),
         ];
         const TENANT_ADMIN: &[Permission] = &[Permission::new(None, None, Scope::Tenant)];
         const CUSTOMER_USER: &[Permission] = &[

@@ -92,6 +92,9 @@ pub struct InvoiceRecord {
     /// When a payment (or a zero total) settled it; written with `payment_status = paid`.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub paid_at: Option<OffsetDateTime>,
+    /// What its credit notes refunded so far, in minor units (`crate::partners`).
+    #[serde(default)]
+    pub refunded_minor: i64,
     pub version: u64,
 }
 

@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod invitations;
 pub mod item_json;
 pub mod keys;
+pub mod partners;
 pub mod payments;
 pub mod plans;
 pub mod roles;
@@ -49,6 +50,10 @@ pub use heartbeats::{HealthStatus, Heartbeat};
 pub use idempotency::{Begin, IdempotencyKey, SavedResponse};
 pub use invitations::{Acceptance, Delivery, InvitationRecord};
 pub use item_json::{ItemJsonError, RawItem, item_from_json, item_to_json};
+pub use partners::{
+    CommissionEntry, CommissionKind, CreditNote, PartnerRecord, RefundRecord, Refunded, accrual_entry,
+    credit_note_id,
+};
 pub use payments::{
     AttemptStatus, ChargeDue, Decided, Decision, Payment, PaymentStatus, StripeEventRecord, parse_payment_id,
     payment_id,

@@ -48,6 +48,8 @@ pub enum PaymentStatus {
     /// The last attempt failed (dunning retries it).
     Failed,
     Refunded,
+    /// Paid, and part of it refunded (credit notes, `crate::partners`).
+    PartiallyRefunded,
 }
 
 impl PaymentStatus {
@@ -57,6 +59,7 @@ impl PaymentStatus {
             PaymentStatus::Paid => "paid",
             PaymentStatus::Failed => "failed",
             PaymentStatus::Refunded => "refunded",
+            PaymentStatus::PartiallyRefunded => "partially_refunded",
         }
     }
 }
@@ -401,12 +404,13 @@ impl Store {
             _ => invoice_update,
         };
         let invoice_condition = Expr::new(
-            "#istatus = :finalized AND (attribute_not_exists(payment_status) OR (payment_status <> :paid AND payment_status <> :refunded))",
+            "#istatus = :finalized AND (attribute_not_exists(payment_status) OR (payment_status <> :paid AND payment_status <> :refunded AND payment_status <> :partial))",
         )
         .name("#istatus", "status")
         .value(":finalized", s(InvoiceStatus::Finalized.as_str()))
         .value(":paid", s(PaymentStatus::Paid.as_str()))
-        .value(":refunded", s(PaymentStatus::Refunded.as_str()));
+        .value(":refunded", s(PaymentStatus::Refunded.as_str()))
+        .value(":partial", s(PaymentStatus::PartiallyRefunded.as_str()));
         let invoice_step = self.update_step(invoice_key, invoice_update, invoice_condition)?;
         let mut detail = serde_json::json!({
             "invoice_id": payment.invoice_id,
@@ -424,12 +428,17 @@ impl Store {
             Stored::new(ItemKey::outbox(&outbox.event_id), "outbox_event", &outbox).to_item()?;
         let outbox_step = self.put_new(outbox_item)?;
 
-        match self.transact(vec![payment_step.clone(), invoice_step, outbox_step]).await? {
+        let mut steps = vec![payment_step.clone(), invoice_step, outbox_step];
+        // The partner's commission accrues with the payment, or not at all (`crate::partners`).
+        if matches!(decision, Decision::Succeeded { .. }) {
+            steps.extend(self.accrual_step_for(payment.tenant_id, payment.period, now).await?);
+        }
+        match self.transact(steps).await? {
             Ok(()) => return Ok(Decided::Applied),
             Err(cancelled) if cancelled.refused(0) => return Ok(Decided::Unchanged),
-            // The invoice is past this answer (paid by another attempt, or its event is out):
-            // the attempt still gets its own answer.
-            Err(cancelled) if cancelled.refused(1) || cancelled.refused(2) => {}
+            // The invoice is past this answer (paid by another attempt, or its event or its
+            // commission is out): the attempt still gets its own answer.
+            Err(cancelled) if (1..=3).any(|step| cancelled.refused(step)) => {}
             Err(cancelled) => return Err(cancelled.into()),
         }
         match self.transact(vec![payment_step]).await? {
@@ -460,13 +469,15 @@ impl Store {
         let outbox = outbox_event(format!("invoice.paid:{id}"), "invoice.paid", detail, now);
         let outbox_item =
             Stored::new(ItemKey::outbox(&outbox.event_id), "outbox_event", &outbox).to_item()?;
-        let steps = vec![
+        let mut steps = vec![
             self.update_step(ItemKey::invoice(tenant, period), update, condition)?,
             self.put_new(outbox_item)?,
         ];
+        // A zero total earns nothing, but the ledger still shows the paid invoice.
+        steps.extend(self.accrual_step_for(tenant, period, now).await?);
         match self.transact(steps).await? {
             Ok(()) => Ok(Decided::Applied),
-            Err(cancelled) if cancelled.refused(0) || cancelled.refused(1) => Ok(Decided::Unchanged),
+            Err(cancelled) if (0..=2).any(|step| cancelled.refused(step)) => Ok(Decided::Unchanged),
             Err(cancelled) => Err(cancelled.into()),
         }
     }

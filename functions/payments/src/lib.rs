@@ -380,7 +380,7 @@ pub struct PartnerChangesBody {
     /// partner has moved on since.
     /// (A JSON number with no fraction, `3.0` too, is a whole version.)
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1_000_000_000_i64)]
+    #[schema(value_type = u64, minimum = 1, maximum = 1_000_000_000_i64)]
     pub version: Option<serde_json::Number>,
 }
 

@@ -247,24 +247,8 @@ async fn invoice_in_reach(
     bearer: Bearer,
     id: &str,
 ) -> Result<(dotmac_domain::Caller, dotmac_store::InvoiceRecord), ApiError> {
-    let parsed = parse_invoice_id(id);
-    let admitted = bearer.admit(&state.store, parsed.map(|(tenant, _)| Also::Tenant(tenant))).await?;
-    let Some((tenant_id, period)) = parsed else {
-        // Refused first when the caller may read no invoices at all, as for a real id.
-        if !admitted.caller.has_global_scope() {
-            authorize(&admitted.caller, Resource::Invoice, Action::Read, Target::default())?;
-        }
-        return Err(invoice_not_found(id));
-    };
-    let tenant = tenant_in_reach(&admitted.caller, Resource::Invoice, tenant_id, admitted.tenant)
-        .map_err(|e| if e.code == ErrorCode::TenantNotFound { invoice_not_found(id) } else { e })?;
-    let invoice = state
-        .store
-        .fenced(admitted.caller.fence())
-        .get_invoice(&tenant, period)
-        .await?
-        .ok_or_else(|| invoice_not_found(id))?;
-    Ok((admitted.caller, invoice))
+    let readable = dotmac_http::readable_invoice(&state.store, bearer, id, || invoice_not_found(id)).await?;
+    Ok((readable.caller, readable.invoice))
 }
 
 /// One invoice with its line items.

@@ -14,18 +14,15 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use dotmac_billing::{CommissionRates, Money, Period};
-use dotmac_domain::{
-    Action, Caller, Denied, Email, PartnerId, PlanId, Resource, Target, Tenant, TenantId, TenantName,
-    authorize,
-};
+use dotmac_domain::{Action, Caller, Denied, Email, PartnerId, PlanId, Resource, TenantId, TenantName};
 use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::idempotency::IdempotencyKeyHeader;
 use dotmac_http::{
-    Access, ApiError, ApiRoutes, Authenticated, Bearer, ErrorCode, Idempotent, Json, Path, Routes,
-    idempotent, request_fingerprint, routes, tenant_in_reach,
+    Access, ApiError, ApiRoutes, Authenticated, Bearer, ErrorCode, Idempotent, Json, Path, ReadableInvoice,
+    Routes, idempotent, readable_invoice, request_fingerprint, routes,
 };
 use dotmac_queue::{BillingJob, Delivery, JobError, JobHandler};
-use dotmac_store::{Also, Fenced, InvoiceRecord, Store, parse_invoice_id};
+use dotmac_store::{Store, parse_invoice_id};
 use dotmac_tokens::JwtKeys;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -199,7 +196,9 @@ async fn invoice_payments(
     bearer: Bearer,
     Path(id): Path<String>,
 ) -> Result<axum::Json<InvoicePaymentsView>, ApiError> {
-    let Readable { fenced, tenant, period, invoice } = readable_invoice(&state.store, bearer, &id).await?;
+    let ReadableInvoice { fenced, tenant, invoice, .. } =
+        readable_invoice(&state.store, bearer, &id, invoice_not_found).await?;
+    let period = invoice.period;
     let payments = fenced.invoice_payments(&tenant, period).await?;
     let dunning = fenced.invoice_dunning(&tenant, period).await?;
     Ok(axum::Json(InvoicePaymentsView::of(&invoice, &payments, dunning.as_ref())))
@@ -216,33 +215,6 @@ pub struct RefundBody {
     /// Why (shown on the credit note).
     #[schema(schema_with = dotmac_http::schema::name)]
     pub reason: String,
-}
-
-/// An invoice the caller may read, with the fenced store its other records are read through.
-struct Readable<'s> {
-    fenced: Fenced<'s>,
-    tenant: Tenant,
-    period: Period,
-    invoice: InvoiceRecord,
-}
-
-/// The invoice a path's id names, if the caller may read it: `INVOICE_NOT_FOUND` whether it
-/// does not exist or is out of reach, after refusing a caller who may read no invoices at all
-/// (so a malformed id teaches nothing a real one would not).
-async fn readable_invoice<'s>(store: &'s Store, bearer: Bearer, id: &str) -> Result<Readable<'s>, ApiError> {
-    let parsed = parse_invoice_id(id);
-    let admitted = bearer.admit(store, parsed.map(|(tenant, _)| Also::Tenant(tenant))).await?;
-    let Some((tenant_id, period)) = parsed else {
-        if !admitted.caller.has_global_scope() {
-            authorize(&admitted.caller, Resource::Invoice, Action::Read, Target::default())?;
-        }
-        return Err(invoice_not_found());
-    };
-    let tenant = tenant_in_reach(&admitted.caller, Resource::Invoice, tenant_id, admitted.tenant)
-        .map_err(|e| if e.code == ErrorCode::TenantNotFound { invoice_not_found() } else { e })?;
-    let fenced = store.fenced(admitted.caller.fence());
-    let invoice = fenced.get_invoice(&tenant, period).await?.ok_or_else(invoice_not_found)?;
-    Ok(Readable { fenced, tenant, period, invoice })
 }
 
 /// The tenant and period an invoice id in a path names, for a caller admitted with it.
@@ -334,7 +306,9 @@ async fn invoice_credit_notes(
     bearer: Bearer,
     Path(id): Path<String>,
 ) -> Result<axum::Json<CreditNotesView>, ApiError> {
-    let Readable { fenced, tenant, period, invoice } = readable_invoice(&state.store, bearer, &id).await?;
+    let ReadableInvoice { fenced, tenant, invoice, .. } =
+        readable_invoice(&state.store, bearer, &id, invoice_not_found).await?;
+    let period = invoice.period;
     let notes = fenced.credit_notes(&tenant, period).await?;
     Ok(axum::Json(CreditNotesView {
         invoice_id: invoice.id.clone(),

@@ -9,7 +9,10 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use dotmac_domain::{Action, Caller, Resource, Role, Target, Tenant, TenantId, authorize};
-use dotmac_store::{Admission, Also, Presented, SessionOf, SessionRefusal, Store, UserHome};
+use dotmac_store::{
+    Admission, Also, Fenced, InvoiceRecord, Presented, SessionOf, SessionRefusal, Store, UserHome,
+    parse_invoice_id,
+};
 use dotmac_tokens::{Claims, JwtKeys, TokenKind};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -76,6 +79,38 @@ pub fn tenant_in_reach(
         found.ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, "no such tenant where you can see"))?;
     authorize(caller, resource, Action::Read, Target::tenant(id).partner(tenant.partner_id.as_ref()))?;
     Ok(tenant)
+}
+
+/// An invoice a caller may read, with the fenced store its other records are read through.
+pub struct ReadableInvoice<'s> {
+    pub caller: Caller,
+    pub fenced: Fenced<'s>,
+    pub tenant: Tenant,
+    pub invoice: InvoiceRecord,
+}
+
+/// The invoice a path's id names, if the caller may read its tenant's invoices: `not_found`
+/// whether it does not exist or is out of reach, after refusing a caller who may read no
+/// invoices at all (so a malformed id teaches nothing a real one would not).
+pub async fn readable_invoice<'s>(
+    store: &'s Store,
+    bearer: Bearer,
+    id: &str,
+    not_found: impl Fn() -> ApiError,
+) -> Result<ReadableInvoice<'s>, ApiError> {
+    let parsed = parse_invoice_id(id);
+    let admitted = bearer.admit(store, parsed.map(|(tenant, _)| Also::Tenant(tenant))).await?;
+    let Some((tenant_id, period)) = parsed else {
+        if !admitted.caller.has_global_scope() {
+            authorize(&admitted.caller, Resource::Invoice, Action::Read, Target::default())?;
+        }
+        return Err(not_found());
+    };
+    let tenant = tenant_in_reach(&admitted.caller, Resource::Invoice, tenant_id, admitted.tenant)
+        .map_err(|e| if e.code == ErrorCode::TenantNotFound { not_found() } else { e })?;
+    let fenced = store.fenced(admitted.caller.fence());
+    let invoice = fenced.get_invoice(&tenant, period).await?.ok_or_else(&not_found)?;
+    Ok(ReadableInvoice { caller: admitted.caller, fenced, tenant, invoice })
 }
 
 impl Bearer {

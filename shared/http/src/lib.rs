@@ -13,7 +13,10 @@ pub mod router;
 pub mod schema;
 pub mod source;
 
-pub use auth::{Admitted, Authenticated, Bearer, SignedIn, check_bearer, tenant_in_reach, verify_bearer};
+pub use auth::{
+    Admitted, Authenticated, Bearer, ReadableInvoice, SignedIn, check_bearer, readable_invoice,
+    tenant_in_reach, verify_bearer,
+};
 pub use error::{ApiError, ErrorCode};
 pub use idempotency::{Idempotent, idempotency_key, idempotent, request_fingerprint};
 pub use json::Json;

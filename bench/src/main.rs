@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 const COLD_START_RUNS: usize = 20;
 /// The rows of the 200-onboardings figure, reported together or not at all.
-const ONBOARD200_ROWS: [&str; 8] = [
+pub(crate) const ONBOARD200_ROWS: [&str; 8] = [
     "e2e.onboard200_wall_s",
     "e2e.onboard200_p50_s",
     "e2e.onboard200_p99_s",
@@ -42,22 +42,9 @@ const ONBOARD200_ROWS: [&str; 8] = [
     "e2e.onboard200_task_count_errors",
 ];
 const SUSPEND_RESUME_ROUNDS: usize = 5;
-/// Tenants the reconcile pass runs over (the 1,000) unless
-/// `DOTMAC_BENCH_RECONCILE_TENANTS` says otherwise: each is provisioned for real on moto
-/// first, which on a loaded machine with a debug build takes about 4 s a tenant.
-const RECONCILE_TENANTS: usize = 1_000;
-const RECONCILE_TENANTS_VARIABLE: &str = "DOTMAC_BENCH_RECONCILE_TENANTS";
-
-fn reconcile_tenants() -> usize {
-    std::env::var(RECONCILE_TENANTS_VARIABLE)
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(RECONCILE_TENANTS)
-}
 const SEQUENTIAL_ONBOARDINGS: usize = 5;
-const CONCURRENT_ONBOARDINGS: usize = 200;
-const ONBOARDING_LIMIT: Duration = Duration::from_secs(300);
+pub(crate) const CONCURRENT_ONBOARDINGS: usize = 200;
+pub(crate) const ONBOARDING_LIMIT: Duration = Duration::from_secs(300);
 const NEEDS_EMULATOR: &str = "not measured: needs the emulator (run `make bench`)";
 
 const S1: &str = "1 cold start: release bootstrap, x86_64, local Runtime API, 128 MB settings";
@@ -605,17 +592,11 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
         None => Some(NEEDS_EMULATOR.to_owned()),
     };
     let workers = stack.and_then(|s| s.as_ref().ok()).map_or(4, |s| s.local.worker_concurrency);
-    // As a count: `format_value` shows three significant digits (20 as "20.0").
-    let reconcile = match reconcile_tenants() {
-        n if n < 1_000 => n.to_string(),
-        n => report::format_value(n as f64),
-    };
     let provisioning_anchor = "moto ECS, no image pull: Fargate adds its own start time";
-    let onboarding_anchor = "ECS RunTask 20 calls/s, launch bucket 100 burst (AWS docs)";
     let get_anchor = "AWS Rust + DynamoDB warm p50 5.1 / p99 20.1 ms at 300 req/s (serverless-rust-demo)";
     let health_anchor = "no published anchor; load client shares the process and the cores";
 
-    let planned: Vec<(&str, String, &str, Better, String)> = vec![
+    let mut planned: Vec<(&str, String, &str, Better, String)> = vec![
         (
             "e2e.provision_p50_s",
             format!("provisioning: POST → active, median of {SEQUENTIAL_ONBOARDINGS} one by one"),
@@ -629,78 +610,6 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
             "s",
             Better::Lower,
             provisioning_anchor.into(),
-        ),
-        (
-            "e2e.onboard200_wall_s",
-            format!(
-                "{CONCURRENT_ONBOARDINGS} concurrent onboardings: first POST → last active ({workers} workers)"
-            ),
-            "s",
-            Better::Lower,
-            onboarding_anchor.into(),
-        ),
-        (
-            "e2e.onboard200_p50_s",
-            format!("{CONCURRENT_ONBOARDINGS} concurrent: time to active, p50"),
-            "s",
-            Better::Lower,
-            onboarding_anchor.into(),
-        ),
-        (
-            "e2e.onboard200_p99_s",
-            format!("{CONCURRENT_ONBOARDINGS} concurrent: time to active, p99"),
-            "s",
-            Better::Lower,
-            onboarding_anchor.into(),
-        ),
-        (
-            "e2e.onboard200_rate",
-            format!("{CONCURRENT_ONBOARDINGS} concurrent: tenants active per second"),
-            "tenants/s",
-            Better::Higher,
-            onboarding_anchor.into(),
-        ),
-        (
-            "e2e.onboard200_post_p50_s",
-            format!("{CONCURRENT_ONBOARDINGS} concurrent: POST answered (202), p50"),
-            "s",
-            Better::Lower,
-            "moto serialises DynamoDB calls (one Python process)".into(),
-        ),
-        (
-            "e2e.onboard200_post_p99_s",
-            format!("{CONCURRENT_ONBOARDINGS} concurrent: POST answered (202), p99"),
-            "s",
-            Better::Lower,
-            "moto serialises DynamoDB calls (one Python process)".into(),
-        ),
-        (
-            "e2e.onboard200_retries",
-            format!("{CONCURRENT_ONBOARDINGS} concurrent: POSTs retried after 503 (same Idempotency-Key)"),
-            "attempts",
-            Better::Lower,
-            "0 wanted; moto TransactWriteItems answers 500 under concurrency".into(),
-        ),
-        (
-            "e2e.onboard200_task_count_errors",
-            format!("{CONCURRENT_ONBOARDINGS} concurrent: tasks beyond one per tenant, or missing (ECS ListTasks)"),
-            "tasks",
-            Better::Lower,
-            "0: one task per tenant, no duplicate, none missing".into(),
-        ),
-        (
-            "fleet.reconcile_1000_s",
-            format!("fleet reconcile: one pass over {reconcile} running tenants (and the stack's others)"),
-            "s",
-            Better::Lower,
-            "ListTasks pages + DescribeTasks batches of 100 for the cluster; moto ECS".into(),
-        ),
-        (
-            "fleet.reconcile_1000_ecs_calls",
-            format!("fleet reconcile over {reconcile}: ECS requests of the pass"),
-            "calls",
-            Better::Lower,
-            "about 2 per 100 tasks when nothing drifted".into(),
         ),
         (
             "e2e.suspend_p50_s",
@@ -749,6 +658,11 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
         ),
         ("e2e.get_tenant_p99_ms", "GET /v1/tenants/{id}: p99".into(), "ms", Better::Lower, get_anchor.into()),
     ];
+    planned.extend(onboarding_planned(
+        ONBOARD200_ROWS,
+        workers,
+        "moto serialises DynamoDB calls (one Python process)",
+    ));
     let Some(Ok(stack)) = stack else {
         let note = missing_note.unwrap_or_default();
         rows.extend(
@@ -833,89 +747,8 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
         "{CONCURRENT_ONBOARDINGS} concurrent onboardings (at most {} s)",
         ONBOARDING_LIMIT.as_secs()
     ));
-    match e2e::concurrent_onboardings(&server, CONCURRENT_ONBOARDINGS, ONBOARDING_LIMIT).await {
-        Ok(o) if o.active == o.requested => {
-            let tta = o.time_to_active;
-            measured.insert("e2e.onboard200_wall_s", Ok(o.wall_seconds));
-            measured.insert("e2e.onboard200_p50_s", tta.map(|s| s.p50).ok_or_else(|| "no data".to_owned()));
-            measured.insert("e2e.onboard200_p99_s", tta.map(|s| s.p99).ok_or_else(|| "no data".to_owned()));
-            measured.insert("e2e.onboard200_rate", Ok(o.active as f64 / o.wall_seconds.max(f64::EPSILON)));
-            measured.insert("e2e.onboard200_retries", Ok(f64::from(o.retries)));
-            measured.insert(
-                "e2e.onboard200_task_count_errors",
-                e2e::task_count_errors(stack, &o.ids)
-                    .await
-                    .map(|n| n as f64)
-                    .map_err(|e| format!("failed: {e:#}")),
-            );
-            let post = o.post_ms;
-            measured.insert(
-                "e2e.onboard200_post_p50_s",
-                post.map(|s| s.p50 / 1000.0).ok_or_else(|| "no data".into()),
-            );
-            measured.insert(
-                "e2e.onboard200_post_p99_s",
-                post.map(|s| s.p99 / 1000.0).ok_or_else(|| "no data".into()),
-            );
-        }
-        Ok(o) => {
-            let note = format!(
-                "failed: of {} requested, {} accepted ({} retries), {} active, {} failed within {} s",
-                o.requested,
-                o.accepted,
-                o.retries,
-                o.active,
-                o.failed,
-                ONBOARDING_LIMIT.as_secs()
-            );
-            for id in ONBOARD200_ROWS {
-                measured.insert(id, Err(note.clone()));
-            }
-            // The one-task-per-tenant promise still holds or not for the tenants that were
-            // accepted and settled (a retried POST under the same key among them): counted
-            // over those, and the row says how many it covers.
-            if o.accepted > 0 && o.active + o.failed == o.accepted {
-                let counted = e2e::task_count_errors(stack, &o.ids).await;
-                if let Ok(n) = &counted {
-                    notes.insert(
-                        "e2e.onboard200_task_count_errors",
-                        format!("over the {} accepted of {} only: {note}", o.accepted, o.requested),
-                    );
-                    measured.insert("e2e.onboard200_task_count_errors", Ok(*n as f64));
-                }
-            }
-        }
-        Err(error) => {
-            let note = format!("failed: {error:#}");
-            for id in ONBOARD200_ROWS {
-                measured.insert(id, Err(note.clone()));
-            }
-        }
-    }
-    progress(format!("fleet reconcile: provisioning {reconcile} tenants, then one pass"));
-    match reconcile::reconcile_pass(stack, reconcile_tenants()).await {
-        Ok(pass) => {
-            if reconcile_tenants() != RECONCILE_TENANTS {
-                let note = format!(
-                    "{reconcile} tenants ({RECONCILE_TENANTS_VARIABLE}), not the issue's 1,000; {} examined",
-                    pass.examined
-                );
-                notes.insert("fleet.reconcile_1000_s", note.clone());
-                notes.insert("fleet.reconcile_1000_ecs_calls", note);
-            }
-            progress(format!(
-                "reconcile: {} tenants examined, {} repaired, {:.1} s; seeding took {:.1} s",
-                pass.examined, pass.repaired, pass.seconds, pass.seeding_seconds
-            ));
-            measured.insert("fleet.reconcile_1000_s", Ok(pass.seconds));
-            measured.insert("fleet.reconcile_1000_ecs_calls", Ok(pass.ecs_calls as f64));
-        }
-        Err(error) => {
-            let e = format!("failed: {error:#}");
-            measured.insert("fleet.reconcile_1000_s", Err(e.clone()));
-            measured.insert("fleet.reconcile_1000_ecs_calls", Err(e));
-        }
-    }
+    let onboardings = e2e::concurrent_onboardings(&server, CONCURRENT_ONBOARDINGS, ONBOARDING_LIMIT).await;
+    record_onboardings(stack, ONBOARD200_ROWS, onboardings, &mut measured, &mut notes).await;
     server.shutdown().await;
 
     for (id, name, unit, better, anchor) in planned {
@@ -930,6 +763,143 @@ async fn end_to_end_rows(stack: Option<&Result<e2e::Stack, String>>) -> Vec<Row>
         });
     }
     rows
+}
+
+/// The rows of the 200-onboardings figure under `ids` (in `ONBOARD200_ROWS`' order);
+/// `post_anchor` says what bounds the POST on that section's backend.
+pub(crate) fn onboarding_planned(
+    ids: [&'static str; 8],
+    workers: usize,
+    post_anchor: &str,
+) -> Vec<(&'static str, String, &'static str, Better, String)> {
+    let onboarding_anchor = "ECS RunTask 20 calls/s, launch bucket 100 burst (AWS docs)";
+    vec![
+        (
+            ids[0],
+            format!(
+                "{CONCURRENT_ONBOARDINGS} concurrent onboardings: first POST → last active ({workers} workers)"
+            ),
+            "s",
+            Better::Lower,
+            onboarding_anchor.into(),
+        ),
+        (
+            ids[1],
+            format!("{CONCURRENT_ONBOARDINGS} concurrent: time to active, p50"),
+            "s",
+            Better::Lower,
+            onboarding_anchor.into(),
+        ),
+        (
+            ids[2],
+            format!("{CONCURRENT_ONBOARDINGS} concurrent: time to active, p99"),
+            "s",
+            Better::Lower,
+            onboarding_anchor.into(),
+        ),
+        (
+            ids[3],
+            format!("{CONCURRENT_ONBOARDINGS} concurrent: tenants active per second"),
+            "tenants/s",
+            Better::Higher,
+            onboarding_anchor.into(),
+        ),
+        (
+            ids[4],
+            format!("{CONCURRENT_ONBOARDINGS} concurrent: POST answered (202), p50"),
+            "s",
+            Better::Lower,
+            post_anchor.into(),
+        ),
+        (
+            ids[5],
+            format!("{CONCURRENT_ONBOARDINGS} concurrent: POST answered (202), p99"),
+            "s",
+            Better::Lower,
+            post_anchor.into(),
+        ),
+        (
+            ids[6],
+            format!("{CONCURRENT_ONBOARDINGS} concurrent: POSTs retried after 503 (same Idempotency-Key)"),
+            "attempts",
+            Better::Lower,
+            format!("0 wanted; {post_anchor}"),
+        ),
+        (
+            ids[7],
+            format!(
+                "{CONCURRENT_ONBOARDINGS} concurrent: tasks beyond one per tenant, or missing (ECS ListTasks)"
+            ),
+            "tasks",
+            Better::Lower,
+            "0: one task per tenant, no duplicate, none missing".into(),
+        ),
+    ]
+}
+
+/// The 200-onboardings figures into `measured` under `ids` (in `ONBOARD200_ROWS`' order):
+/// every row, or every row failed with what went wrong. Sections 4 (moto) and 5 (DynamoDB
+/// Local) report the same figures on their own backends.
+pub(crate) async fn record_onboardings(
+    stack: &e2e::Stack,
+    ids: [&'static str; 8],
+    onboardings: anyhow::Result<e2e::Onboardings>,
+    measured: &mut HashMap<&'static str, Result<f64, String>>,
+    notes: &mut HashMap<&'static str, String>,
+) {
+    match onboardings {
+        Ok(o) if o.active == o.requested => {
+            let tta = o.time_to_active;
+            measured.insert(ids[0], Ok(o.wall_seconds));
+            measured.insert(ids[1], tta.map(|s| s.p50).ok_or_else(|| "no data".to_owned()));
+            measured.insert(ids[2], tta.map(|s| s.p99).ok_or_else(|| "no data".to_owned()));
+            measured.insert(ids[3], Ok(o.active as f64 / o.wall_seconds.max(f64::EPSILON)));
+            measured.insert(ids[6], Ok(f64::from(o.retries)));
+            measured.insert(
+                ids[7],
+                e2e::task_count_errors(stack, &o.ids)
+                    .await
+                    .map(|n| n as f64)
+                    .map_err(|e| format!("failed: {e:#}")),
+            );
+            let post = o.post_ms;
+            measured.insert(ids[4], post.map(|s| s.p50 / 1000.0).ok_or_else(|| "no data".into()));
+            measured.insert(ids[5], post.map(|s| s.p99 / 1000.0).ok_or_else(|| "no data".into()));
+        }
+        Ok(o) => {
+            let note = format!(
+                "failed: of {} requested, {} accepted ({} retries), {} active, {} failed within {} s",
+                o.requested,
+                o.accepted,
+                o.retries,
+                o.active,
+                o.failed,
+                ONBOARDING_LIMIT.as_secs()
+            );
+            for id in ids {
+                measured.insert(id, Err(note.clone()));
+            }
+            // The one-task-per-tenant promise still holds or not for the tenants that were
+            // accepted and settled (a retried POST under the same key among them): counted
+            // over those, and the row says how many it covers.
+            if o.accepted > 0 && o.active + o.failed == o.accepted {
+                let counted = e2e::task_count_errors(stack, &o.ids).await;
+                if let Ok(n) = &counted {
+                    notes.insert(
+                        ids[7],
+                        format!("over the {} accepted of {} only: {note}", o.accepted, o.requested),
+                    );
+                    measured.insert(ids[7], Ok(*n as f64));
+                }
+            }
+        }
+        Err(error) => {
+            let note = format!("failed: {error:#}");
+            for id in ids {
+                measured.insert(id, Err(note.clone()));
+            }
+        }
+    }
 }
 
 fn record_load(

@@ -29,8 +29,51 @@ const RAW_IN_FLIGHT: usize = INGEST_CLIENTS * 16;
 const GET_REQUESTS: usize = 3_000;
 const GET_CONNECTIONS: usize = 16;
 
+/// The 200-onboardings rows of this section (section 4 has the same on moto).
+const ONBOARD200_ROWS: [&str; 8] = [
+    "ddb.onboard200_wall_s",
+    "ddb.onboard200_p50_s",
+    "ddb.onboard200_p99_s",
+    "ddb.onboard200_rate",
+    "ddb.onboard200_post_p50_s",
+    "ddb.onboard200_post_p99_s",
+    "ddb.onboard200_retries",
+    "ddb.onboard200_task_count_errors",
+];
+const RECONCILE_ROWS: [&str; 2] = ["fleet.reconcile_1000_s", "fleet.reconcile_1000_ecs_calls"];
+
 /// Every row of the section, each with its anchor; filled in by `rows`.
-fn planned() -> Vec<(&'static str, String, &'static str, Better, &'static str)> {
+fn planned() -> Vec<(&'static str, String, &'static str, Better, String)> {
+    let workers = std::env::var("DOTMAC_WORKER_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let mut rows: Vec<_> = store_rows()
+        .into_iter()
+        .map(|(id, name, unit, better, anchor)| (id, name, unit, better, anchor.to_owned()))
+        .collect();
+    rows.extend(crate::onboarding_planned(
+        ONBOARD200_ROWS,
+        workers,
+        "DynamoDB Local; SQS, ECS and Secrets Manager on moto (one Python process)",
+    ));
+    let reconcile = group(crate::reconcile::tenants());
+    rows.push((
+        RECONCILE_ROWS[0],
+        format!("fleet reconcile: one pass over {reconcile} running tenants (and the section's others), DynamoDB Local, ECS on moto"),
+        "s",
+        Better::Lower,
+        "ListTasks pages + DescribeTasks batches of 100 for the cluster; one tenant page per 100".into(),
+    ));
+    rows.push((
+        RECONCILE_ROWS[1],
+        format!("fleet reconcile over {reconcile}: ECS requests of the pass (SDK interceptor)"),
+        "calls",
+        Better::Lower,
+        "about 2 per 100 tasks when nothing drifted".into(),
+    ));
+    rows
+}
+
+/// The store-bound rows, each with its anchor.
+fn store_rows() -> Vec<(&'static str, String, &'static str, Better, &'static str)> {
     let tenants = group(billing_run::tenants());
     let webhook_events = group(charging_run::WEBHOOK_EVENTS.min(billing_run::tenants()));
     let lago = "Lago ~10,000 events/s over REST batches (vendor figure); goal ≥ 80 % of the raw rate";
@@ -360,8 +403,50 @@ async fn measure(
         .await
         .and_then(|waits| crate::report::summarize(&waits).context("no report").map(|summary| summary.p99));
     measured.insert("billing.report_to_upcoming_p99_ms", waits.map_err(|e| format!("failed: {e:#}")));
-    // The run below drives its jobs itself: the server's workers and schedules stop first.
+
+    crate::progress(format!(
+        "section 5: {} concurrent onboardings (at most {} s)",
+        crate::CONCURRENT_ONBOARDINGS,
+        crate::ONBOARDING_LIMIT.as_secs()
+    ));
+    let onboardings =
+        e2e::concurrent_onboardings(&server, crate::CONCURRENT_ONBOARDINGS, crate::ONBOARDING_LIMIT).await;
+    crate::record_onboardings(&stack, ONBOARD200_ROWS, onboardings, measured, notes).await;
+    // What follows drives its jobs itself: the server's workers and schedules stop first.
     server.shutdown().await;
+
+    // Before the billing run: its seeded tenants are copies with no task, which a pass would
+    // relaunch.
+    let reconcile = crate::reconcile::tenants();
+    crate::progress(format!("section 5: fleet reconcile: provisioning {reconcile} tenants, then one pass"));
+    match crate::reconcile::reconcile_pass(&stack, reconcile).await {
+        Ok(pass) => {
+            let mut note = format!(
+                "{} tenants examined, {} repaired; seeding took {:.0} s",
+                pass.examined, pass.repaired, pass.seeding_seconds
+            );
+            if reconcile != crate::reconcile::TENANTS {
+                note = format!(
+                    "{} tenants ({}), not the issue's 1,000; {note}",
+                    group(reconcile),
+                    crate::reconcile::TENANTS_VARIABLE
+                );
+            }
+            crate::progress(format!(
+                "section 5: reconcile pass {:.1} s, {} ECS calls; {note}",
+                pass.seconds, pass.ecs_calls
+            ));
+            measured.insert(RECONCILE_ROWS[0], Ok(pass.seconds));
+            measured.insert(RECONCILE_ROWS[1], Ok(pass.ecs_calls as f64));
+            notes.insert(RECONCILE_ROWS[0], note.clone());
+            notes.insert(RECONCILE_ROWS[1], note);
+        }
+        Err(error) => {
+            for id in RECONCILE_ROWS {
+                measured.insert(id, Err(format!("failed: {error:#}")));
+            }
+        }
+    }
 
     let run = billing_run::run_10k(&stack, sdk).await;
     match &run {

@@ -1,4 +1,4 @@
-//! Section 4's reconcile row: one fleet reconcile pass (`ReconcileFleet`, as the schedule
+//! Section 5's reconcile rows: one fleet reconcile pass (`ReconcileFleet`, as the schedule
 //! runs it) over `tenants` tenants provisioned for real on the emulator (secret, task
 //! definition, running task each), timed, with every ECS request of the pass counted.
 
@@ -10,6 +10,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use time::OffsetDateTime;
+
+/// Tenants the pass runs over (the 1,000) unless `DOTMAC_BENCH_RECONCILE_TENANTS`
+/// says otherwise: each is provisioned for real first (its ECS calls on moto).
+pub const TENANTS: usize = 1_000;
+pub const TENANTS_VARIABLE: &str = "DOTMAC_BENCH_RECONCILE_TENANTS";
+
+pub fn tenants() -> usize {
+    std::env::var(TENANTS_VARIABLE)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(TENANTS)
+}
 
 /// Provisioning jobs run at once while the fleet is seeded (the local server's worker count).
 const SEEDING_CONCURRENCY: usize = 8;

@@ -14,7 +14,8 @@ What it honours, as Stripe does:
   containing `chargeDeclined`), directly or as the customer's
   `invoice_settings.default_payment_method`, declines with Stripe's 402 `card_error`
   (`card_declined`), the payment intent left in `requires_payment_method`.
-- Refunds (`POST /v1/refunds` with `payment_intent`, optional `amount`): never more than the
+- Refunds (`POST /v1/refunds` with `payment_intent`, optional `amount`; `GET /v1/refunds`
+  by `payment_intent`, newest first, paged): never more than the
   charge has left unrefunded (400 `invalid_request_error`, as Stripe answers), idempotent
   like every POST; each one emits `refund.created` and `charge.refunded`.
 - Signed webhooks after each state change (`customer.created`, `payment_intent.succeeded`,
@@ -296,6 +297,8 @@ class Double:
             return 200, intent, []
         if parts == ["refunds"] and method == "POST":
             return self.create_refund(account, params)
+        if parts == ["refunds"] and method == "GET":
+            return self.list_refunds(account, params)
         if parts == ["webhook_endpoints"] and method == "POST":
             url = params.get("url")
             if not url:
@@ -443,6 +446,28 @@ class Double:
             "status": "succeeded",
         }
         return 200, refund, [("refund.created", refund), ("charge.refunded", charge)]
+
+    def list_refunds(self, account: Account, params: dict):
+        """`GET /v1/refunds`, newest first, filtered by `payment_intent`, paged by `limit`
+        (1-100, default 10) and `starting_after`, as Stripe's list endpoints are."""
+        try:
+            limit = int(params.get("limit", 10))
+        except ValueError:
+            return (*stripe_error(400, "invalid_request_error", "Invalid integer: limit.", param="limit"), [])
+        if not 1 <= limit <= 100:
+            return (*stripe_error(400, "invalid_request_error", "This value must be between 1 and 100.", param="limit"), [])
+        intent = params.get("payment_intent")
+        refunds = [r for r in account.refunds.values() if intent is None or r["payment_intent"] == intent]
+        # Creation order is insertion order here; newest first as Stripe lists.
+        refunds.reverse()
+        after = params.get("starting_after")
+        if after is not None:
+            ids = [r["id"] for r in refunds]
+            if after not in ids:
+                return (*missing("refund", after), [])
+            refunds = refunds[ids.index(after) + 1 :]
+        page = refunds[:limit]
+        return 200, {"object": "list", "data": page, "has_more": len(refunds) > limit, "url": "/v1/refunds"}, []
 
     # --- webhooks -------------------------------------------------------------------------
 

@@ -240,6 +240,37 @@ async fn post_webhook(
     (status, response.json().await.expect("json"))
 }
 
+/// Last period's invoice of `tenant`, billed by a run, finalized and paid, all through the
+/// API (the run's worker and the charge are the server's): its id and the finalized invoice.
+async fn paid_over_http(app: &TestApp, token: &str, tenant: TenantId) -> (String, Value) {
+    let period = last_period();
+    let id = invoice_id(tenant, period);
+    let (status, run) = app
+        .send(
+            http::Method::POST,
+            "/v1/billing/runs",
+            Some(token),
+            Some(&json!({"period": period.to_string(), "tenant_ids": [tenant]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{run}");
+    wait_until("the draft", || async {
+        let (status, _) = app.get_json(token, &format!("/v1/invoices/{id}")).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let (status, invoice) =
+        app.send(http::Method::POST, &format!("/v1/invoices/{id}/finalize"), Some(token), None).await;
+    assert_eq!(status, 200, "{invoice}");
+    wait_until("the invoice paid", || async {
+        let (status, payments) = app.get_json(token, &format!("/v1/invoices/{id}/payments")).await;
+        assert_eq!(status, 200, "{payments}");
+        (payments["payment_status"] == "paid").then_some(())
+    })
+    .await;
+    (id, invoice)
+}
+
 #[tokio::test]
 async fn a_finalized_invoice_is_charged_and_paid_end_to_end_over_http() {
     let double = Double::for_new_key();
@@ -251,32 +282,9 @@ async fn a_finalized_invoice_is_charged_and_paid_end_to_end_over_http() {
     let period = last_period();
     let id = invoice_id(tenant, period);
 
-    // The run (its worker is the server's), then the finalization, both through the API.
-    let (status, run) = app
-        .send(
-            http::Method::POST,
-            "/v1/billing/runs",
-            Some(&token),
-            Some(&json!({"period": period.to_string(), "tenant_ids": [tenant]})),
-        )
-        .await;
-    assert_eq!(status, 202, "{run}");
-    wait_until("the draft", || async {
-        let (status, _) = app.get_json(&token, &format!("/v1/invoices/{id}")).await;
-        (status == 200).then_some(())
-    })
-    .await;
-    let (status, invoice) =
-        app.send(http::Method::POST, &format!("/v1/invoices/{id}/finalize"), Some(&token), None).await;
-    assert_eq!(status, 200, "{invoice}");
+    let (_, invoice) = paid_over_http(&app, &token, tenant).await;
     assert_eq!(invoice["total"]["minor"], 250_00);
-
-    let paid = wait_until("the invoice paid", || async {
-        let (status, payments) = app.get_json(&token, &format!("/v1/invoices/{id}/payments")).await;
-        assert_eq!(status, 200, "{payments}");
-        (payments["payment_status"] == "paid").then_some(payments)
-    })
-    .await;
+    let (_, paid) = app.get_json(&token, &format!("/v1/invoices/{id}/payments")).await;
     let items = paid["items"].as_array().expect("items");
     assert_eq!(items.len(), 1, "{paid}");
     assert_eq!(items[0]["id"], payment_id(tenant, period, 1));
@@ -684,29 +692,8 @@ async fn a_partner_earns_on_a_paid_invoice_and_a_refund_claws_it_back_through_a_
     let tenant =
         billed_tenant_of(platform, 500, Some(dotmac_domain::PartnerId::parse(&partner).expect("id"))).await;
     let period = last_period();
-    let id = invoice_id(tenant, period);
-    let (status, run) = app
-        .send(
-            http::Method::POST,
-            "/v1/billing/runs",
-            Some(&admin),
-            Some(&json!({"period": period.to_string(), "tenant_ids": [tenant]})),
-        )
-        .await;
-    assert_eq!(status, 202, "{run}");
-    wait_until("the draft", || async {
-        let (status, _) = app.get_json(&admin, &format!("/v1/invoices/{id}")).await;
-        (status == 200).then_some(())
-    })
-    .await;
-    let (status, invoice) =
-        app.send(http::Method::POST, &format!("/v1/invoices/{id}/finalize"), Some(&admin), None).await;
-    assert_eq!((status, invoice["total"]["minor"].clone()), (200, json!(250_00)), "{invoice}");
-    wait_until("the invoice paid", || async {
-        let (_, payments) = app.get_json(&admin, &format!("/v1/invoices/{id}/payments")).await;
-        (payments["payment_status"] == "paid").then_some(())
-    })
-    .await;
+    let (id, invoice) = paid_over_http(&app, &admin, tenant).await;
+    assert_eq!(invoice["total"]["minor"], 250_00, "{invoice}");
     // 20% (the plan's override, not the default 10%) of each line, rounded once per line.
     let expected: i64 = invoice["lines"]
         .as_array()
@@ -814,6 +801,76 @@ async fn a_partner_earns_on_a_paid_invoice_and_a_refund_claws_it_back_through_a_
         "{summary}"
     );
     let stored = platform.store.get_invoice(tenant, period).await.expect("read").expect("invoice");
+    assert_eq!((stored.payment_status, stored.refunded_minor), (Some(PaymentStatus::Refunded), 250_00));
+    app.shutdown().await;
+}
+
+/// A refund made outside the platform (Stripe's dashboard) reaches the books through its
+/// `charge.refunded` webhook, and one of ours made after it takes the next place; whichever
+/// of our request and its webhook records ours first, it is recorded once.
+#[tokio::test]
+async fn a_refund_made_in_stripes_dashboard_becomes_a_credit_note_through_its_webhook() {
+    let double = Double::for_new_key();
+    let app = TestApp::spawn_with(&[("DOTMAC_STRIPE_SECRET_KEY", double.key.as_str())]).await;
+    double.register_endpoint(&app.url("/v1/webhooks/stripe")).await;
+    let platform = &app.stack.platform;
+    let tenant = billed_tenant(platform, 500).await;
+    let admin = app.admin_token().await;
+    let (id, _) = paid_over_http(&app, &admin, tenant).await;
+    let intent = payments_of(platform, tenant).await[0].stripe_payment_intent_id.clone().expect("intent");
+
+    // In the dashboard: a refund with none of our metadata.
+    let (status, outside) =
+        double.post("/v1/refunds", &[("payment_intent", &intent), ("amount", "4000")]).await;
+    assert_eq!(status, 200, "{outside}");
+    let notes_path = format!("/v1/invoices/{id}/credit-notes");
+    let notes = wait_until("the dashboard refund's credit note", || async {
+        let (status, notes) = app.get_json(&admin, &notes_path).await;
+        assert_eq!(status, 200, "{notes}");
+        notes["items"].as_array().is_some_and(|items| items.len() == 1).then_some(notes)
+    })
+    .await;
+    let note = &notes["items"][0];
+    assert_eq!(
+        (note["stripe_refund_id"].clone(), note["sequence"].clone()),
+        (outside["id"].clone(), json!(1))
+    );
+    assert_eq!(
+        (note["amount"]["minor"].clone(), notes["refunded"]["minor"].clone()),
+        (json!(40_00), json!(40_00))
+    );
+    let (_, invoice) = app.get_json(&admin, &format!("/v1/invoices/{id}")).await;
+    assert_eq!(invoice["payment_status"], "partially_refunded", "{invoice}");
+
+    // What is left is what Stripe has left: ours refunds the rest at the next place.
+    let (status, ours) = app
+        .send(
+            http::Method::POST,
+            &format!("/v1/invoices/{id}/refunds"),
+            Some(&admin),
+            Some(&json!({ "reason": "the rest" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{ours}");
+    assert_eq!(
+        (ours["credit_note"]["sequence"].clone(), ours["credit_note"]["amount"]["minor"].clone()),
+        (json!(2), json!(210_00))
+    );
+    assert_eq!(ours["payment_status"], "refunded");
+    // Both charge.refunded deliveries were taken (ours found its refund recorded, or
+    // recorded it first), and nothing was recorded twice.
+    double.delivered("charge.refunded", 2).await;
+    let (_, notes) = app.get_json(&admin, &notes_path).await;
+    let items = notes["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{notes}");
+    assert_eq!(notes["refunded"]["minor"], 250_00);
+    let summary = double.summary().await;
+    assert_eq!(
+        (summary["refunds"].as_u64(), summary["refunded"].as_u64()),
+        (Some(2), Some(250_00)),
+        "{summary}"
+    );
+    let stored = platform.store.get_invoice(tenant, last_period()).await.expect("read").expect("invoice");
     assert_eq!((stored.payment_status, stored.refunded_minor), (Some(PaymentStatus::Refunded), 250_00));
     app.shutdown().await;
 }

@@ -43,8 +43,23 @@ pub enum PaymentsError {
     /// The lifecycle or the provisioning queue could not take a dunning move: retried.
     #[error("dunning could not reach the tenant's lifecycle: {0}")]
     Lifecycle(String),
+    /// Recording a refund Stripe reported (`charge.refunded`) failed.
+    #[error(transparent)]
+    Refund(Box<crate::refunds::RefundError>),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<crate::refunds::RefundError> for PaymentsError {
+    fn from(error: crate::refunds::RefundError) -> Self {
+        use crate::refunds::RefundError;
+        match error {
+            RefundError::Store(error) => PaymentsError::Store(error),
+            RefundError::Stripe(error) => PaymentsError::Stripe(error),
+            RefundError::NotConfigured => PaymentsError::NotConfigured,
+            other => PaymentsError::Refund(Box::new(other)),
+        }
+    }
 }
 
 /// What one `ChargeInvoice` came to.
@@ -295,6 +310,13 @@ impl Payments {
     }
 
     async fn decide_from(&self, event: &WebhookEvent, now: OffsetDateTime) -> Result<Applied, PaymentsError> {
+        if let Some(charge) = event.refunded_charge().map_err(|e| PaymentsError::NotAnEvent(e.to_string()))? {
+            return Ok(match self.import_refunds(&charge, now).await? {
+                crate::refunds::ImportedRefunds::NotOurs => Applied::Ignored,
+                crate::refunds::ImportedRefunds::Recorded(0) => Applied::Unchanged,
+                crate::refunds::ImportedRefunds::Recorded(_) => Applied::Applied,
+            });
+        }
         let Some(intent) = event.intent().map_err(|e| PaymentsError::NotAnEvent(e.to_string()))? else {
             return Ok(Applied::Ignored);
         };

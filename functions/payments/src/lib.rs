@@ -19,7 +19,7 @@ use dotmac_http::error::ErrorEnvelope;
 use dotmac_http::idempotency::IdempotencyKeyHeader;
 use dotmac_http::{
     Access, ApiError, ApiRoutes, Authenticated, Bearer, ErrorCode, Idempotent, Json, Path, ReadableInvoice,
-    Routes, idempotent, readable_invoice, request_fingerprint, routes,
+    Routes, idempotency_key, idempotent, readable_invoice, request_fingerprint, routes,
 };
 use dotmac_queue::{BillingJob, Delivery, JobError, JobHandler};
 use dotmac_store::{Store, parse_invoice_id};
@@ -54,6 +54,7 @@ impl From<PaymentsError> for ApiError {
             }
             PaymentsError::Stripe(error) => ApiError::unavailable("stripe", error),
             PaymentsError::Lifecycle(error) => ApiError::unavailable("lifecycle", error),
+            PaymentsError::Refund(error) => (*error).into(),
             PaymentsError::Store(error) => error.into(),
         }
     }
@@ -269,7 +270,12 @@ async fn refund_invoice(
     let path = format!("/v1/invoices/{id}/refunds");
     let fingerprint = request_fingerprint("POST", &path, &canonical);
     let scope = format!("refunds#{}#{id}", caller.user_id);
-    let asked = RefundAsked { amount, reason, requested_by: caller.user_id.clone() };
+    // The same request retried reaches Stripe under the same key, whatever was recorded
+    // meanwhile (a webhook may have recorded the refund a crashed first try made).
+    let request_key = idempotency_key(&headers)
+        .filter(|key| !key.is_empty())
+        .map(|key| request_fingerprint("REFUND", &scope, key.as_bytes()));
+    let asked = RefundAsked { amount, reason, requested_by: caller.user_id.clone(), request_key };
     idempotent(&state.store, &scope, &headers, &fingerprint, || async {
         let note = state.payments.refund(tenant, period, &asked, OffsetDateTime::now_utc()).await?;
         let status = state

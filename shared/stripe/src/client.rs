@@ -10,7 +10,7 @@ use stripe::{
 };
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
 use stripe_core::payment_intent::{CreatePaymentIntent, CreatePaymentIntentOffSession};
-use stripe_core::refund::CreateRefund;
+use stripe_core::refund::{CreateRefund, ListRefund};
 use stripe_shared::{PaymentIntent, PaymentIntentStatus};
 
 /// Where and as whom the client talks to Stripe.
@@ -71,6 +71,19 @@ pub struct RefundMade {
     pub id: String,
     pub amount: i64,
     pub status: String,
+}
+
+/// A refund as Stripe lists it: ours (made by `Stripe::refund`, our metadata on it) or one
+/// made outside the platform, in Stripe's dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundSeen {
+    pub id: String,
+    pub amount: i64,
+    pub status: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub reason: Option<String>,
+    pub metadata: HashMap<String, String>,
 }
 
 /// The parameters of one charge.
@@ -236,5 +249,33 @@ impl Stripe {
             });
         }
         Ok(RefundMade { id: made.id.as_str().to_owned(), amount: made.amount, status })
+    }
+
+    /// Every refund of a payment intent, oldest first (Stripe lists newest first, a page of at
+    /// most 100 at a time).
+    pub async fn refunds_of(&self, payment_intent: &str) -> Result<Vec<RefundSeen>, StripeCallError> {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request = ListRefund::new().payment_intent(payment_intent).limit(100);
+            if let Some(after) = &after {
+                request = request.starting_after(after.clone());
+            }
+            let page = request.send(&self.client).await.map_err(call_error)?;
+            after = page.data.last().map(|r| r.id.as_str().to_owned());
+            seen.extend(page.data.into_iter().map(|r| RefundSeen {
+                id: r.id.as_str().to_owned(),
+                amount: r.amount,
+                status: r.status.unwrap_or_else(|| "succeeded".into()),
+                created: r.created,
+                reason: r.reason.map(|reason| reason.as_str().to_owned()),
+                metadata: r.metadata.unwrap_or_default(),
+            }));
+            if !page.has_more || after.is_none() {
+                break;
+            }
+        }
+        seen.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        Ok(seen)
     }
 }

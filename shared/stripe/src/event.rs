@@ -43,6 +43,21 @@ pub struct IntentEvent {
     pub failure: Option<(String, String)>,
 }
 
+/// A `charge.refunded` event, read: money of a charge went back, through the platform or
+/// in Stripe's dashboard. The charge carries its payment intent's metadata (Stripe copies
+/// it when the intent creates the charge), so ours names its payment.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChargeRefunded {
+    #[serde(rename = "id")]
+    pub charge: String,
+    pub payment_intent: Option<String>,
+    /// Everything refunded of the charge so far.
+    pub amount_refunded: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+}
+
 #[derive(Deserialize)]
 struct IntentObject {
     id: String,
@@ -102,6 +117,16 @@ impl WebhookEvent {
     }
 }
 
+impl WebhookEvent {
+    /// The charge a `charge.refunded` event is about; `None` for other types.
+    pub fn refunded_charge(&self) -> Result<Option<ChargeRefunded>, serde_json::Error> {
+        if self.kind != "charge.refunded" {
+            return Ok(None);
+        }
+        serde_json::from_value(self.data.object.clone()).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,8 +146,23 @@ mod tests {
     }
 
     #[test]
+    fn a_refunded_charge_reads_its_total_and_its_intents_metadata() {
+        let body = br#"{"id":"evt_3","object":"event","type":"charge.refunded","created":1796000000,
+            "data":{"object":{"id":"ch_1","object":"charge","amount":2500,"amount_refunded":1000,"currency":"usd",
+            "payment_intent":"pi_1","metadata":{"payment_id":"p1"},"refunded":false,"refunds":null}}}"#;
+        let event = WebhookEvent::parse(body).expect("event");
+        let charge = event.refunded_charge().expect("read").expect("a refunded charge");
+        assert_eq!((charge.charge.as_str(), charge.amount_refunded), ("ch_1", 1000));
+        assert_eq!(charge.payment_intent.as_deref(), Some("pi_1"));
+        assert_eq!(charge.metadata["payment_id"], "p1");
+        assert_eq!(event.intent().expect("read"), None);
+    }
+
+    #[test]
     fn other_event_types_are_not_ours() {
         let body = br#"{"id":"evt_2","object":"event","type":"customer.created","created":1,"data":{"object":{"id":"cus_1"}}}"#;
-        assert_eq!(WebhookEvent::parse(body).expect("event").intent().expect("read"), None);
+        let event = WebhookEvent::parse(body).expect("event");
+        assert_eq!(event.intent().expect("read"), None);
+        assert_eq!(event.refunded_charge().expect("read"), None);
     }
 }

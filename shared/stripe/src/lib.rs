@@ -7,6 +7,8 @@ pub mod client;
 pub mod event;
 pub mod signature;
 
-pub use client::{Charge, ChargeOutcome, RefundMade, RefundRequest, Stripe, StripeCallError, StripeSettings};
-pub use event::{IntentEvent, IntentEventKind, WebhookEvent};
+pub use client::{
+    Charge, ChargeOutcome, RefundMade, RefundRequest, RefundSeen, Stripe, StripeCallError, StripeSettings,
+};
+pub use event::{ChargeRefunded, IntentEvent, IntentEventKind, WebhookEvent};
 pub use signature::{DEFAULT_TOLERANCE_SECONDS, SignatureError, sign, verify};

@@ -47,11 +47,7 @@ type Item = HashMap<String, AttributeValue>;
 /// The run's tenant count: `DOTMAC_BENCH_BILLING_TENANTS` if it is a positive number, else
 /// `TENANTS`.
 pub fn tenants() -> usize {
-    std::env::var(TENANTS_VARIABLE)
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(TENANTS)
+    crate::count_setting(TENANTS_VARIABLE, TENANTS)
 }
 
 /// What the run measured.

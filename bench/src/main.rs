@@ -142,6 +142,15 @@ impl Paths {
     }
 }
 
+/// A count the bench takes from `variable` when it holds a positive number, else `default`.
+fn count_setting(variable: &str, default: usize) -> usize {
+    std::env::var(variable)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
 fn progress(message: impl AsRef<str>) {
     eprintln!("\x1b[1mbench:\x1b[0m {}", message.as_ref());
 }

@@ -17,11 +17,7 @@ pub const TENANTS: usize = 1_000;
 pub const TENANTS_VARIABLE: &str = "DOTMAC_BENCH_RECONCILE_TENANTS";
 
 pub fn tenants() -> usize {
-    std::env::var(TENANTS_VARIABLE)
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(TENANTS)
+    crate::count_setting(TENANTS_VARIABLE, TENANTS)
 }
 
 /// Provisioning jobs run at once while the fleet is seeded (the local server's worker count).

@@ -48,6 +48,15 @@ impl Double {
         (status, response.json().await.expect("json"))
     }
 
+    /// A local server charging through a fresh key of the double, its webhook endpoint
+    /// registered with that key's account.
+    pub(crate) async fn serving() -> (Double, TestApp) {
+        let double = Double::for_new_key();
+        let app = TestApp::spawn_with(&[("DOTMAC_STRIPE_SECRET_KEY", double.key.as_str())]).await;
+        double.register_endpoint(&app.url("/v1/webhooks/stripe")).await;
+        (double, app)
+    }
+
     /// A webhook endpoint of this key's account, as `POST /v1/webhook_endpoints` on Stripe.
     pub(crate) async fn register_endpoint(&self, url: &str) {
         let (status, endpoint) =
@@ -273,9 +282,7 @@ async fn paid_over_http(app: &TestApp, token: &str, tenant: TenantId) -> (String
 
 #[tokio::test]
 async fn a_finalized_invoice_is_charged_and_paid_end_to_end_over_http() {
-    let double = Double::for_new_key();
-    let app = TestApp::spawn_with(&[("DOTMAC_STRIPE_SECRET_KEY", double.key.as_str())]).await;
-    double.register_endpoint(&app.url("/v1/webhooks/stripe")).await;
+    let (double, app) = Double::serving().await;
     let platform = &app.stack.platform;
     let tenant = billed_tenant(platform, 500).await;
     let token = app.admin_token().await;
@@ -638,9 +645,7 @@ fn commission_of(minor: i64, percent: i64) -> i64 {
 
 #[tokio::test]
 async fn a_partner_earns_on_a_paid_invoice_and_a_refund_claws_it_back_through_a_credit_note() {
-    let double = Double::for_new_key();
-    let app = TestApp::spawn_with(&[("DOTMAC_STRIPE_SECRET_KEY", double.key.as_str())]).await;
-    double.register_endpoint(&app.url("/v1/webhooks/stripe")).await;
+    let (double, app) = Double::serving().await;
     let platform = &app.stack.platform;
     let admin = app.admin_token().await;
     let partner = format!("resell-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -810,9 +815,7 @@ async fn a_partner_earns_on_a_paid_invoice_and_a_refund_claws_it_back_through_a_
 /// of our request and its webhook records ours first, it is recorded once.
 #[tokio::test]
 async fn a_refund_made_in_stripes_dashboard_becomes_a_credit_note_through_its_webhook() {
-    let double = Double::for_new_key();
-    let app = TestApp::spawn_with(&[("DOTMAC_STRIPE_SECRET_KEY", double.key.as_str())]).await;
-    double.register_endpoint(&app.url("/v1/webhooks/stripe")).await;
+    let (double, app) = Double::serving().await;
     let platform = &app.stack.platform;
     let tenant = billed_tenant(platform, 500).await;
     let admin = app.admin_token().await;

@@ -20,8 +20,8 @@ use std::collections::HashMap;
 use dotmac_billing::{Money, Period};
 use dotmac_domain::TenantId;
 use dotmac_store::{
-    AttemptStatus, CreditNote, InvoiceStatus, Payment, PaymentStatus, RefundRecord, Refunded, StoreError,
-    credit_note_id, invoice_id,
+    AttemptStatus, CreditNote, InvoiceRecord, InvoiceStatus, Payment, PaymentStatus, RefundRecord, Refunded,
+    StoreError, credit_note_id, invoice_id,
 };
 use dotmac_stripe::{ChargeRefunded, RefundRequest, StripeCallError};
 use time::OffsetDateTime;
@@ -89,12 +89,7 @@ impl Payments {
         now: OffsetDateTime,
     ) -> Result<CreditNote, RefundError> {
         let id = invoice_id(tenant, period);
-        let invoice = self
-            .store
-            .get_invoice(tenant, period)
-            .await?
-            .filter(|i| i.status == InvoiceStatus::Finalized)
-            .ok_or_else(|| RefundError::NoInvoice(id.clone()))?;
+        let invoice = self.finalized_invoice(tenant, period).await?;
         match invoice.payment_status {
             Some(PaymentStatus::Paid | PaymentStatus::PartiallyRefunded) => {}
             // Everything paid went back already: nothing is left to refund.
@@ -236,12 +231,7 @@ impl Payments {
             if let Some(note) = notes.iter().find(|n| n.stripe_refund_id == refund.id) {
                 return Ok((note.clone(), false));
             }
-            let invoice = self
-                .store
-                .get_invoice(tenant, period)
-                .await?
-                .filter(|i| i.status == InvoiceStatus::Finalized)
-                .ok_or_else(|| RefundError::NoInvoice(id.clone()))?;
+            let invoice = self.finalized_invoice(tenant, period).await?;
             let next = notes.iter().map(|n| n.sequence).max().unwrap_or(0).saturating_add(1);
             let sequence = refund.place.filter(|p| notes.iter().all(|n| n.sequence != *p)).unwrap_or(next);
             let accrual = match &invoice.partner_id {
@@ -274,6 +264,21 @@ impl Payments {
             }
         }
         Err(RefundError::Raced)
+    }
+}
+
+impl Payments {
+    /// The tenant's finalized invoice of `period` (only a finalized one is ever refunded).
+    async fn finalized_invoice(
+        &self,
+        tenant: TenantId,
+        period: Period,
+    ) -> Result<InvoiceRecord, RefundError> {
+        self.store
+            .get_invoice(tenant, period)
+            .await?
+            .filter(|i| i.status == InvoiceStatus::Finalized)
+            .ok_or_else(|| RefundError::NoInvoice(invoice_id(tenant, period)))
     }
 }
 

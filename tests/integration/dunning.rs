@@ -32,6 +32,15 @@ async fn dunning_at(platform: &Platform, at: OffsetDateTime) {
 
 /// Runs every job the provisioning queue holds, as the provisioner's event source would.
 async fn provision_jobs(stack: &TestStack) -> Vec<ProvisioningJob> {
+    provision_jobs_losing(stack, |_| false).await
+}
+
+/// As `provision_jobs`, but the jobs `lost` picks are taken off the queue without running (a
+/// crash right after the write that queued them, as far as the tenant can tell).
+async fn provision_jobs_losing(
+    stack: &TestStack,
+    lost: fn(&ProvisioningJob) -> bool,
+) -> Vec<ProvisioningJob> {
     let provisioner = stack.platform.provisioner();
     let mut ran = Vec::new();
     loop {
@@ -41,7 +50,9 @@ async fn provision_jobs(stack: &TestStack) -> Vec<ProvisioningJob> {
         }
         for message in batch {
             let envelope: Envelope<ProvisioningJob> = serde_json::from_str(&message.body).expect("a job");
-            provisioner.handle(envelope.job.clone(), &delivery(1, 5)).await.expect("the job ran");
+            if !lost(&envelope.job) {
+                provisioner.handle(envelope.job.clone(), &delivery(1, 5)).await.expect("the job ran");
+            }
             stack.platform.provisioning.ack(&message.receipt_handle).await.expect("ack");
             ran.push(envelope.job);
         }
@@ -192,9 +203,15 @@ async fn a_decline_retries_degrades_suspends_and_a_payment_brings_the_tenant_bac
         (TenantStatus::Suspended, vec![SuspensionReason::NonPayment])
     );
     assert_eq!(suspended.billing_standing, BillingStanding::Suspended);
-    let jobs = provision_jobs(&stack).await;
+    // Its suspend job is lost: the task runs on until the reconcile (the fleet's 5-minute
+    // pass, or the one tenant's, as here) stops it for the suspended record.
+    let jobs =
+        provision_jobs_losing(&stack, |job| matches!(job, ProvisioningJob::SuspendTenant { .. })).await;
     assert!(jobs.contains(&ProvisioningJob::SuspendTenant { tenant_id: id }), "{jobs:?}");
+    assert_eq!(tenant_task_arns(&stack, &suspended).await.len(), 1, "the lost job stopped nothing");
+    assert!(platform.provisioner().reconcile_tenant(id).await.expect("reconcile"), "a repair");
     assert!(tenant_task_arns(&stack, &suspended).await.is_empty(), "its task stopped");
+    assert_eq!(tenant(platform, id).await.status, TenantStatus::Suspended);
     assert!(
         platform
             .store

@@ -14,6 +14,9 @@ What it honours, as Stripe does:
   containing `chargeDeclined`), directly or as the customer's
   `invoice_settings.default_payment_method`, declines with Stripe's 402 `card_error`
   (`card_declined`), the payment intent left in `requires_payment_method`.
+- Payments settled later: a payment method containing `processing` leaves the confirmed
+  intent `processing`, with no outcome event (the platform's webhook handler decides it). A
+  secret key containing `processing` makes that the new customers' default method.
 - Refunds (`POST /v1/refunds` with `payment_intent`, optional `amount`; `GET /v1/refunds`
   by `payment_intent`, newest first, paged): never more than the
   charge has left unrefunded (400 `invalid_request_error`, as Stripe answers), idempotent
@@ -169,6 +172,10 @@ WEBHOOK_ENDPOINT = {
 
 API_VERSION = "2025-09-30.clover"
 DECLINE_MARKER = "chargeDeclined"
+# A payment method Stripe settles later (a bank debit): the intent stays `processing` and
+# no outcome event is sent; the platform's webhook handler is what decides such a payment.
+PROCESSING_MARKER = "processing"
+PROCESSING_METHOD = "pm_usBankAccount_processing"
 DELIVERY_ATTEMPTS = 4
 
 
@@ -225,6 +232,7 @@ class Account:
         self.deliveries: list[dict] = []
         self.succeeded = 0
         self.declined = 0
+        self.processing = 0
         # Every API request of the key, idempotent replays and refusals included (what a
         # client's call count is measured by); the read-back below is not counted.
         self.requests = 0
@@ -246,7 +254,11 @@ class Double:
         self.lock = threading.Lock()
 
     def account(self, key: str) -> Account:
-        return self.accounts.setdefault(key, Account())
+        account = self.accounts.setdefault(key, Account())
+        # A key naming `processing` is an account whose customers pay by bank debit (see
+        # PROCESSING_MARKER): the bench's way to have the webhook decide payments.
+        account.default_method = PROCESSING_METHOD if PROCESSING_MARKER in key else "pm_card_visa"
+        return account
 
     # --- requests -------------------------------------------------------------------------
 
@@ -316,7 +328,7 @@ class Double:
             if field in params:
                 customer[field] = params[field]
         customer["metadata"] = metadata_of(params)
-        customer["invoice_settings"]["default_payment_method"] = params.get("payment_method", "pm_card_visa")
+        customer["invoice_settings"]["default_payment_method"] = params.get("payment_method", account.default_method)
         account.customers[customer["id"]] = customer
         return 200, customer, [("customer.created", customer)]
 
@@ -391,6 +403,10 @@ class Double:
             intent["last_payment_error"] = dict(error)
             events = [("payment_intent.created", intent), ("payment_intent.payment_failed", intent)]
             return 402, {"error": dict(error, payment_intent=intent)}, events
+        if PROCESSING_MARKER in method:
+            account.processing += 1
+            intent["status"] = "processing"
+            return 200, intent, [("payment_intent.created", intent), ("payment_intent.processing", intent)]
         account.succeeded += 1
         intent["status"] = "succeeded"
         intent["amount_received"] = amount
@@ -527,6 +543,7 @@ class Double:
             "refunded": sum(r["amount"] for r in account.refunds.values()),
             "succeeded": account.succeeded,
             "declined": account.declined,
+            "processing": account.processing,
             "requests": account.requests,
             "requests_by_endpoint": dict(account.requests_by_endpoint),
             "events": [{"id": e["id"], "type": e["type"]} for e in account.events.values()],

@@ -221,7 +221,9 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 class Account:
     """Everything one secret key owns."""
 
-    def __init__(self) -> None:
+    def __init__(self, default_method: str) -> None:
+        # What a new customer pays with unless its creation names a payment method.
+        self.default_method = default_method
         self.customers: dict[str, dict] = {}
         self.payment_intents: dict[str, dict] = {}
         self.refunds: dict[str, dict] = {}
@@ -254,10 +256,11 @@ class Double:
         self.lock = threading.Lock()
 
     def account(self, key: str) -> Account:
-        account = self.accounts.setdefault(key, Account())
-        # A key naming `processing` is an account whose customers pay by bank debit (see
-        # PROCESSING_MARKER): the bench's way to have the webhook decide payments.
-        account.default_method = PROCESSING_METHOD if PROCESSING_MARKER in key else "pm_card_visa"
+        account = self.accounts.get(key)
+        if account is None:
+            # A key naming `processing` is an account whose customers pay by bank debit (see
+            # PROCESSING_MARKER): the bench's way to have the webhook decide payments.
+            account = self.accounts[key] = Account(PROCESSING_METHOD if PROCESSING_MARKER in key else "pm_card_visa")
         return account
 
     # --- requests -------------------------------------------------------------------------

@@ -36,7 +36,12 @@ pub const WEBHOOK_EVENTS: usize = 2_000;
 /// them under a `processing` key), so that their webhook decides the payment: the first
 /// `2 × WEBHOOK_EVENTS`, at most half of the run.
 pub fn settled_later(tenants: &[TenantId]) -> &[TenantId] {
-    &tenants[..(2 * WEBHOOK_EVENTS).min(tenants.len() / 2)]
+    &tenants[..2 * webhook_events(tenants.len())]
+}
+
+/// The events of each webhook pass in a run of `tenants`: half of those settled later.
+pub fn webhook_events(tenants: usize) -> usize {
+    WEBHOOK_EVENTS.min(tenants / 4)
 }
 /// Rounds of the pure signature check over every event, the best counting.
 const VERIFY_ROUNDS: usize = 5;
@@ -301,7 +306,7 @@ pub async fn webhooks(stack: &Stack, tenants: &[TenantId], period: Period) -> an
         .context("no DOTMAC_STRIPE_WEBHOOK_SECRET (local/stack.sh sets it)")?;
     let store = &stack.platform.store;
     // Each pass decides payments of its own: the first half in process, the second over HTTP.
-    let (first, second) = settled_later(tenants).split_at(settled_later(tenants).len() / 2);
+    let (first, second) = settled_later(tenants).split_at(webhook_events(tenants.len()));
     let mut passes = Vec::new();
     for half in [first, second] {
         let mut payments = Vec::with_capacity(half.len());

@@ -75,8 +75,7 @@ fn planned() -> Vec<(&'static str, String, &'static str, Better, String)> {
 /// The store-bound rows, each with its anchor.
 fn store_rows() -> Vec<(&'static str, String, &'static str, Better, &'static str)> {
     let tenants = group(billing_run::tenants());
-    // Each webhook pass decides half of the payments Stripe left processing.
-    let webhook_events = group(charging_run::WEBHOOK_EVENTS.min(billing_run::tenants() / 4));
+    let webhook_events = group(charging_run::webhook_events(billing_run::tenants()));
     let lago = "Lago ~10,000 events/s over REST batches (vendor figure); goal ≥ 80 % of the raw rate";
     let get_anchor = "AWS Rust + DynamoDB warm p50 5.1 / p99 20.1 ms at 300 req/s (serverless-rust-demo)";
     vec![

@@ -226,6 +226,8 @@ impl Payments {
         now: OffsetDateTime,
     ) -> Result<(CreditNote, bool), RefundError> {
         let id = invoice_id(tenant, period);
+        // The partner's accrual is written once, when the invoice is paid: read once.
+        let mut accrual = None;
         for _ in 0..RECORD_ATTEMPTS {
             let notes = self.store.credit_notes(tenant, period).await?;
             if let Some(note) = notes.iter().find(|n| n.stripe_refund_id == refund.id) {
@@ -234,10 +236,13 @@ impl Payments {
             let invoice = self.finalized_invoice(tenant, period).await?;
             let next = notes.iter().map(|n| n.sequence).max().unwrap_or(0).saturating_add(1);
             let sequence = refund.place.filter(|p| notes.iter().all(|n| n.sequence != *p)).unwrap_or(next);
-            let accrual = match &invoice.partner_id {
-                Some(partner) => self.store.accrual_of(partner, &id).await?,
-                None => None,
-            };
+            if accrual.is_none() {
+                accrual = Some(match &invoice.partner_id {
+                    Some(partner) => self.store.accrual_of(partner, &id).await?,
+                    None => None,
+                });
+            }
+            let accrual = accrual.clone().flatten();
             let number = invoice.number.map_or_else(|| id.clone(), |n| n.to_string());
             let note = CreditNote {
                 id: credit_note_id(tenant, period, sequence),
@@ -265,9 +270,7 @@ impl Payments {
         }
         Err(RefundError::Raced)
     }
-}
 
-impl Payments {
     /// The tenant's finalized invoice of `period` (only a finalized one is ever refunded).
     async fn finalized_invoice(
         &self,
